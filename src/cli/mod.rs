@@ -1,0 +1,44 @@
+//! The command line: clap definitions and dispatch to each command.
+
+mod schema;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for invalid input (as kubectl diff and kubeconform use it).
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code for usage and I/O errors.
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A declarative, GitOps-style container orchestrator that speaks the Kubernetes API",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check manifests against the Kubernetes schemas and the API server's rules
+    Validate(validate::ValidateArgs),
+    /// Work with the JSON Schemas berth validates against
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Schema(cmd) => schema::run(cmd),
+    };
+    ExitCode::from(code)
+}

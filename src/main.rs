@@ -1,0 +1,5 @@
+//! The `berth` binary: parses the command line and hands over to [`berth::cli`].
+
+fn main() -> std::process::ExitCode {
+    berth::cli::main()
+}

@@ -1,0 +1,115 @@
+//! `GitSource` (`berth.dev/v1`): a git repository whose manifests berth keeps applied.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A watched git repository: the manifests under `path` at `ref` are the desired state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "dev.berth.v1.GitSource")]
+pub struct GitSource {
+    #[schemars(extend("const" = "berth.dev/v1"))]
+    pub api_version: String,
+    #[schemars(extend("const" = "GitSource"))]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: GitSourceSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<GitSourceStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitSourceSpec {
+    /// The repository: an https, ssh or file URL, or a local path.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// Branch, tag or commit to follow. Default: the remote's HEAD (usually `main`).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Folder inside the repository that holds the manifests. Default: the repository root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How often to poll the repository, as a duration such as `30s`, `5m` or `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub interval: Option<String>,
+    /// Delete objects that were applied from this source and have left it. Default: true.
+    #[serde(default = "default_true")]
+    pub prune: bool,
+    /// Let a commit prune every object of the source, or more than half of them.
+    #[serde(default)]
+    pub allow_mass_delete: bool,
+    /// Revert changes made to applied objects outside git. Default: false.
+    #[serde(default)]
+    pub self_heal: bool,
+    /// Secret in the same namespace holding credentials: `token`, `username`/`password`,
+    /// or `identity` (an ssh private key) with `known_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    /// Stop syncing until set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// What the sync controller last did, and the health of what it applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitSourceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Objects applied from this source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryEntry>,
+    /// Healthy, Progressing, Degraded or Unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InventoryEntry {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe() {
+        let g: GitSource = serde_json::from_value(serde_json::json!({
+            "apiVersion": "berth.dev/v1",
+            "kind": "GitSource",
+            "metadata": {"name": "app"},
+            "spec": {"url": "https://example.invalid/repo.git"}
+        }))
+        .unwrap();
+        assert!(g.spec.prune);
+        assert!(!g.spec.self_heal);
+        assert!(!g.spec.suspend);
+    }
+}

@@ -1,0 +1,323 @@
+//! Reading manifests from files, directories and stdin into [`Object`]s.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::diagnostic::Problem;
+use super::yaml::{self, Limits, NodeValue, Pos, Span};
+use super::{Object, SourceFile};
+
+/// Where to read manifests from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Path(PathBuf),
+    Stdin,
+}
+
+impl Input {
+    /// `-` means stdin, as for kubectl.
+    pub fn parse(arg: &str) -> Input {
+        if arg == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(PathBuf::from(arg))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    pub limits: Limits,
+}
+
+/// Everything read from a set of inputs.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub files: Vec<Arc<SourceFile>>,
+    pub objects: Vec<Object>,
+    /// Files that could not be read or parsed. An I/O problem has rule `io`.
+    pub problems: Vec<Problem>,
+}
+
+const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+
+/// Expands directories (recursively, sorted, hidden entries skipped) into the files to read.
+/// Files named explicitly are read whatever their extension.
+pub fn expand_inputs(inputs: &[Input]) -> (Vec<Input>, Vec<Problem>) {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for input in inputs {
+        match input {
+            Input::Stdin => out.push(Input::Stdin),
+            Input::Path(path) => match std::fs::metadata(path) {
+                Ok(meta) if meta.is_dir() => walk(path, &mut out, &mut problems),
+                Ok(_) => out.push(Input::Path(path.clone())),
+                Err(e) => problems.push(Problem::io(&display(path), &e)),
+            },
+        }
+    }
+    (out, problems)
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') && n != "." && n != "..")
+}
+
+fn walk(dir: &Path, out: &mut Vec<Input>, problems: &mut Vec<Problem>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            problems.push(Problem::io(&display(dir), &e));
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if is_hidden(&path) {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out, problems);
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+        {
+            out.push(Input::Path(path));
+        }
+    }
+}
+
+fn display(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    text.strip_prefix("./").unwrap_or(&text).to_string()
+}
+
+/// Loads every input. Files are read and parsed in parallel; the result keeps input order.
+pub fn load_inputs(inputs: &[Input], options: LoadOptions) -> Loaded {
+    let (files, mut problems) = expand_inputs(inputs);
+    let per_file: Vec<Result<(Arc<SourceFile>, Vec<Object>, Vec<Problem>), Problem>> = files
+        .par_iter()
+        .map(|input| {
+            let (name, bytes) = match input {
+                Input::Stdin => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .map_err(|e| Problem::io("<stdin>", &e))?;
+                    ("<stdin>".to_string(), buf)
+                }
+                Input::Path(path) => {
+                    let name = display(path);
+                    let bytes = std::fs::read(path).map_err(|e| Problem::io(&name, &e))?;
+                    (name, bytes)
+                }
+            };
+            Ok(load_bytes(name, bytes, options))
+        })
+        .collect();
+    let mut loaded = Loaded::default();
+    for result in per_file {
+        match result {
+            Ok((file, objects, file_problems)) => {
+                loaded.files.push(file);
+                loaded.objects.extend(objects);
+                problems.extend(file_problems);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    loaded.problems = problems;
+    loaded
+}
+
+/// Loads one file's bytes: refuses binary and non-UTF-8 content with a clear problem.
+pub fn load_bytes(
+    name: String,
+    bytes: Vec<u8>,
+    options: LoadOptions,
+) -> (Arc<SourceFile>, Vec<Object>, Vec<Problem>) {
+    if let Some(nul) = bytes.iter().position(|b| *b == 0) {
+        let file = Arc::new(SourceFile {
+            path: name,
+            text: Arc::from(""),
+        });
+        let problem = Problem::file_error(
+            &file,
+            None,
+            "parse",
+            format!("binary file: found a NUL byte at byte {nul}; manifests are YAML or JSON text"),
+            Some("pass only YAML (.yaml, .yml) or JSON (.json) files".into()),
+        );
+        return (file, Vec::new(), vec![problem]);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => load_text(name, text, options),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let prefix = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+            let line = prefix.matches('\n').count() + 1;
+            let col = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let at = Pos {
+                index: prefix.chars().count(),
+                line,
+                col,
+            };
+            let file = Arc::new(SourceFile {
+                path: name,
+                text: Arc::from(prefix),
+            });
+            let problem = Problem::file_error(
+                &file,
+                Some(Span { start: at, end: at }),
+                "parse",
+                format!("invalid UTF-8 at byte {valid}"),
+                Some("save the file as UTF-8".into()),
+            );
+            (file, Vec::new(), vec![problem])
+        }
+    }
+}
+
+/// Loads manifests from text: every document, with `List` kinds expanded.
+pub fn load_text(
+    name: String,
+    text: String,
+    options: LoadOptions,
+) -> (Arc<SourceFile>, Vec<Object>, Vec<Problem>) {
+    let file = Arc::new(SourceFile {
+        path: name,
+        text: Arc::from(text),
+    });
+    let (docs, error) = yaml::parse_stream(&file.text, options.limits);
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for doc in docs {
+        let Some(root) = doc.root else { continue };
+        if matches!(root.value, NodeValue::Null) {
+            continue;
+        }
+        if !matches!(root.value, NodeValue::Map(_)) {
+            problems.push(Problem::file_error(
+                &file,
+                Some(root.span),
+                "parse",
+                format!(
+                    "document {} is not a mapping (an object with apiVersion and kind)",
+                    doc.index + 1
+                ),
+                None,
+            ));
+            continue;
+        }
+        let value = root.to_json();
+        let items = list_items(&value, &root);
+        match items {
+            Some(item_nodes) => {
+                for (i, item) in item_nodes.into_iter().enumerate() {
+                    objects.push(Object {
+                        file: file.clone(),
+                        document: doc.index,
+                        list_item: Some(i),
+                        value: item.to_json(),
+                        node: item,
+                        duplicate_keys: doc.duplicate_keys.clone(),
+                    });
+                }
+            }
+            None => objects.push(Object {
+                file: file.clone(),
+                document: doc.index,
+                list_item: None,
+                node: root,
+                value,
+                duplicate_keys: doc.duplicate_keys,
+            }),
+        }
+    }
+    if let Some(e) = error {
+        let at = e.pos();
+        problems.push(Problem::file_error(
+            &file,
+            Some(Span { start: at, end: at }),
+            "parse",
+            format!("YAML error: {e}"),
+            Some(e.help().to_string()),
+        ));
+    }
+    (file, objects, problems)
+}
+
+/// The items of a `kind: List` or `kind: FooList` document, if it is one.
+fn list_items(value: &serde_json::Value, root: &yaml::Node) -> Option<Vec<yaml::Node>> {
+    let kind = value.get("kind")?.as_str()?;
+    if !kind.ends_with("List") {
+        return None;
+    }
+    let items = root.get("items")?;
+    match &items.value {
+        NodeValue::Seq(items) => Some(
+            items
+                .iter()
+                .filter(|n| !matches!(n.value, NodeValue::Null))
+                .cloned()
+                .collect(),
+        ),
+        NodeValue::Null => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (Vec<Object>, Vec<Problem>) {
+        let (_, objects, problems) =
+            load_text("t.yaml".into(), text.into(), LoadOptions::default());
+        (objects, problems)
+    }
+
+    #[test]
+    fn lists_expand_and_empty_documents_are_fine() {
+        let (objects, problems) = load(
+            "# nothing\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n---\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let names: Vec<_> = objects.iter().map(|o| o.name().unwrap()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(objects[1].list_item, Some(1));
+    }
+
+    #[test]
+    fn comment_only_file_has_no_objects() {
+        let (objects, problems) = load("# just a comment\n");
+        assert!(objects.is_empty() && problems.is_empty());
+    }
+
+    #[test]
+    fn binary_and_bad_utf8_are_refused() {
+        let (_, o, p) = load_bytes(
+            "b".into(),
+            vec![0x7f, b'E', b'L', b'F', 0, 1],
+            LoadOptions::default(),
+        );
+        assert!(o.is_empty() && p[0].reason.contains("binary"));
+        let (_, o, p) = load_bytes("u".into(), b"a: \xff\xfe".to_vec(), LoadOptions::default());
+        assert!(o.is_empty() && p[0].reason.contains("UTF-8"));
+    }
+
+    #[test]
+    fn unterminated_string_is_a_located_error() {
+        let (_, problems) = load("apiVersion: v1\nkind: \"Pod\nmetadata: {}\n");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].span.is_some());
+    }
+}

@@ -1,0 +1,96 @@
+//! Manifests: loading YAML and JSON with source spans, the object model, and validation.
+//!
+//! This is the one way berth reads manifests: `berth validate`, `berth apply`, the API server
+//! and git sync all go through [`load`] and [`validate`].
+
+pub mod diagnostic;
+pub mod gitsource;
+pub mod kinds;
+pub mod load;
+pub mod names;
+pub mod schema;
+mod semantic;
+pub mod validate;
+pub mod yaml;
+
+use std::sync::Arc;
+
+pub use diagnostic::{Problem, Severity};
+pub use load::{Input, LoadOptions, Loaded, load_inputs, load_text};
+pub use validate::{ValidateOptions, validate};
+pub use yaml::{Node, NodeValue, Span};
+
+/// One file (or stdin, or a git blob) that manifests were read from.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The path as the user gave it, relative where possible; `<stdin>` for stdin.
+    pub path: String,
+    pub text: Arc<str>,
+}
+
+/// One Kubernetes object read from a source, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub file: Arc<SourceFile>,
+    /// 0-based index of the YAML document in its file.
+    pub document: usize,
+    /// 0-based index within a `kind: List` document, if it came from one.
+    pub list_item: Option<usize>,
+    /// The object's YAML, with spans.
+    pub node: Node,
+    /// The object as JSON.
+    pub value: serde_json::Value,
+    /// Keys given twice in one mapping of this object's document.
+    pub duplicate_keys: Vec<yaml::DuplicateKey>,
+}
+
+impl Object {
+    fn str_at(&self, key: &str) -> Option<&str> {
+        self.value.get(key).and_then(serde_json::Value::as_str)
+    }
+
+    pub fn api_version(&self) -> Option<&str> {
+        self.str_at("apiVersion")
+    }
+
+    pub fn kind(&self) -> Option<&str> {
+        self.str_at("kind")
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.value
+            .pointer("/metadata/name")
+            .and_then(serde_json::Value::as_str)
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.value
+            .pointer("/metadata/namespace")
+            .and_then(serde_json::Value::as_str)
+    }
+
+    /// `Deployment shop/web`: how problems name the object.
+    pub fn describe(&self) -> String {
+        let kind = self.kind().unwrap_or("<no kind>");
+        let name = self
+            .name()
+            .or_else(|| {
+                self.value
+                    .pointer("/metadata/generateName")
+                    .and_then(serde_json::Value::as_str)
+            })
+            .unwrap_or("<no name>");
+        match self.namespace() {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        }
+    }
+
+    /// Where the object starts, as `file:line:col`.
+    pub fn location(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.file.path, self.node.span.start.line, self.node.span.start.col
+        )
+    }
+}
