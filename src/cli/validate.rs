@@ -7,9 +7,8 @@ use clap::{Args, ValueEnum};
 use crate::manifest::diagnostic::{self, Case, Summary};
 use crate::manifest::validate::Verdict;
 use crate::manifest::yaml::Limits;
-use crate::manifest::{
-    Input, LoadOptions, Problem, Severity, ValidateOptions, load_inputs, validate,
-};
+use crate::manifest::check::check_inputs;
+use crate::manifest::{Input, LoadOptions, Problem, Severity, ValidateOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -82,69 +81,43 @@ pub fn run(args: ValidateArgs) -> u8 {
             ..Limits::default()
         },
     };
-    let loaded = load_inputs(&inputs, load_options);
-    let validated = validate(&loaded.objects, options);
+    let reports = check_inputs(&inputs, load_options, options);
 
-    let io_error = loaded.problems.iter().any(|p| p.rule == "io");
-    let mut summary = Summary {
-        resources: loaded.objects.len(),
-        files: loaded.files.len(),
-        errors: loaded
-            .problems
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
-            .count(),
-        ..Summary::default()
-    };
-    for verdict in &validated.verdicts {
-        match verdict {
-            Verdict::Valid => summary.valid += 1,
-            Verdict::Invalid => summary.invalid += 1,
-            Verdict::Skipped => summary.skipped += 1,
-        }
-    }
-
-    // Problems in input order: file-level ones first within their file, then per object.
+    let mut summary = Summary::default();
+    let mut io_error = false;
+    // Problems in input order: a file's own problems, then each object's.
     let mut problems: Vec<Problem> = Vec::new();
     let mut cases: Vec<Case> = Vec::new();
-    for file in &loaded.files {
-        let file_problems: Vec<Problem> = loaded
-            .problems
-            .iter()
-            .filter(|p| p.path == file.path)
-            .cloned()
-            .collect();
-        if !file_problems.is_empty() {
+    for report in reports {
+        if report.file.is_some() {
+            summary.files += 1;
+        }
+        io_error |= report.file_problems.iter().any(|p| p.rule == "io");
+        if !report.file_problems.is_empty() {
+            summary.errors += 1;
             cases.push(Case {
-                file: file.path.clone(),
-                name: file.path.clone(),
-                problems: file_problems.clone(),
+                file: report.path.clone(),
+                name: report.path.clone(),
+                problems: report.file_problems.clone(),
                 skipped: false,
             });
+            problems.extend(report.file_problems);
         }
-        problems.extend(file_problems);
-        for (i, object) in loaded.objects.iter().enumerate() {
-            if !std::sync::Arc::ptr_eq(&object.file, file) {
-                continue;
+        for object in report.objects {
+            summary.resources += 1;
+            match object.verdict {
+                Verdict::Valid => summary.valid += 1,
+                Verdict::Invalid => summary.invalid += 1,
+                Verdict::Skipped => summary.skipped += 1,
             }
+            problems.extend(object.problems.iter().cloned());
             cases.push(Case {
-                file: file.path.clone(),
-                name: object.describe(),
-                problems: validated.problems[i].clone(),
-                skipped: validated.verdicts[i] == Verdict::Skipped,
+                file: report.path.clone(),
+                name: object.describe,
+                problems: object.problems,
+                skipped: object.verdict == Verdict::Skipped,
             });
-            problems.extend(validated.problems[i].iter().cloned());
         }
-    }
-    // Files that could not be read at all have no SourceFile.
-    for p in loaded.problems.iter().filter(|p| p.rule == "io") {
-        cases.push(Case {
-            file: p.path.clone(),
-            name: p.path.clone(),
-            problems: vec![p.clone()],
-            skipped: false,
-        });
-        problems.push(p.clone());
     }
 
     let stdout = std::io::stdout();
@@ -158,10 +131,12 @@ pub fn run(args: ValidateArgs) -> u8 {
                 .count();
             if errors > 0 {
                 text.push_str(&format!(
-                    "{errors} error{} in {} of {} resources\n",
+                    "{errors} error{} in {} of {} resources and {} of {} files\n",
                     if errors == 1 { "" } else { "s" },
-                    summary.invalid + summary.errors.min(1).min(summary.errors),
-                    summary.resources
+                    summary.invalid,
+                    summary.resources,
+                    summary.errors,
+                    summary.files,
                 ));
             }
             if args.summary {

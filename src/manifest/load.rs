@@ -99,28 +99,30 @@ fn display(path: &Path) -> String {
     text.strip_prefix("./").unwrap_or(&text).to_string()
 }
 
+/// Reads one input's bytes, named as the user will see it.
+pub fn read_input(input: &Input) -> Result<(String, Vec<u8>), Problem> {
+    match input {
+        Input::Stdin => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Problem::io("<stdin>", &e))?;
+            Ok(("<stdin>".to_string(), buf))
+        }
+        Input::Path(path) => {
+            let name = display(path);
+            let bytes = std::fs::read(path).map_err(|e| Problem::io(&name, &e))?;
+            Ok((name, bytes))
+        }
+    }
+}
+
 /// Loads every input. Files are read and parsed in parallel; the result keeps input order.
 pub fn load_inputs(inputs: &[Input], options: LoadOptions) -> Loaded {
     let (files, mut problems) = expand_inputs(inputs);
     let per_file: Vec<Result<(Arc<SourceFile>, Vec<Object>, Vec<Problem>), Problem>> = files
         .par_iter()
-        .map(|input| {
-            let (name, bytes) = match input {
-                Input::Stdin => {
-                    let mut buf = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut buf)
-                        .map_err(|e| Problem::io("<stdin>", &e))?;
-                    ("<stdin>".to_string(), buf)
-                }
-                Input::Path(path) => {
-                    let name = display(path);
-                    let bytes = std::fs::read(path).map_err(|e| Problem::io(&name, &e))?;
-                    (name, bytes)
-                }
-            };
-            Ok(load_bytes(name, bytes, options))
-        })
+        .map(|input| read_input(input).map(|(name, bytes)| load_bytes(name, bytes, options)))
         .collect();
     let mut loaded = Loaded::default();
     for result in per_file {

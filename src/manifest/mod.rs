@@ -3,6 +3,7 @@
 //! This is the one way berth reads manifests: `berth validate`, `berth apply`, the API server
 //! and git sync all go through [`load`] and [`validate`].
 
+pub mod check;
 pub mod diagnostic;
 pub mod gitsource;
 pub mod kinds;

@@ -26,7 +26,7 @@ pub(crate) fn check(report: &mut ObjectReport<'_>, kind: &KindInfo, value: &Valu
     check_metadata(report, kind, value, &root);
     let template = |p: &[&str]| FieldPath::parse_keys(p);
     match (kind.group(), kind.kind) {
-        ("", "Pod") => pod_spec(report, value, &template(&["spec"]), PodOwner::Bare),
+        ("", "Pod") => pod_spec(report, value, &template(&["spec"]), PodOwner::Bare, &[]),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
             workload(
                 report,
@@ -64,7 +64,7 @@ pub(crate) fn check(report: &mut ObjectReport<'_>, kind: &KindInfo, value: &Valu
         ("", "PodTemplate") => {
             let t = template(&["template"]);
             check_labels_and_annotations(report, value, &t.child("metadata"));
-            pod_spec(report, value, &t.child("spec"), PodOwner::Bare);
+            pod_spec(report, value, &t.child("spec"), PodOwner::Bare, &[]);
         }
         ("", "Service") => service(report, value),
         ("", "ConfigMap") => data_keys(report, value, &["data", "binaryData"]),
@@ -246,7 +246,16 @@ fn workload(
         }
         _ => {}
     }
-    pod_spec(report, value, &template.child("spec"), owner);
+    // A StatefulSet's pods mount the claims of its volumeClaimTemplates by name.
+    let claims: Vec<&str> = at(value, &spec.child("volumeClaimTemplates"))
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    pod_spec(report, value, &template.child("spec"), owner, &claims);
 }
 
 fn label_selector(
@@ -367,7 +376,13 @@ fn port_number(report: &mut ObjectReport<'_>, value: &Value, path: &FieldPath, m
     }
 }
 
-fn pod_spec(report: &mut ObjectReport<'_>, value: &Value, spec: &FieldPath, owner: PodOwner) {
+fn pod_spec(
+    report: &mut ObjectReport<'_>,
+    value: &Value,
+    spec: &FieldPath,
+    owner: PodOwner,
+    claim_volumes: &[&str],
+) {
     let Some(spec_value) = at(value, spec) else {
         return;
     };
@@ -395,12 +410,11 @@ fn pod_spec(report: &mut ObjectReport<'_>, value: &Value, spec: &FieldPath, owne
     let volumes: HashSet<&str> = spec_value
         .get("volumes")
         .and_then(Value::as_array)
-        .map(|v| {
-            v.iter()
-                .filter_map(|v| v.get("name").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .chain(claim_volumes.iter().copied())
+        .collect();
     let mut seen_volumes = HashSet::new();
     for (i, v) in spec_value
         .get("volumes")

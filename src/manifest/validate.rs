@@ -79,12 +79,18 @@ impl fmt::Display for FieldPath {
         let mut first = true;
         for seg in &self.0 {
             match seg {
-                Segment::Key(k) => {
+                Segment::Key(k)
+                    if !k.is_empty()
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                {
                     if !first {
                         f.write_str(".")?;
                     }
                     f.write_str(k)?;
                 }
+                // Keys such as `app.kubernetes.io/name` would be ambiguous after a dot.
+                Segment::Key(k) => write!(f, "[{k:?}]")?,
                 Segment::Index(i) => write!(f, "[{i}]")?,
             }
             first = false;
@@ -608,7 +614,9 @@ fn schema_problems(
 }
 
 /// The identity of an object for the duplicate check: group, kind, namespace, name.
-fn identity(object: &Object) -> Option<(String, String, String, String)> {
+pub type Identity = (String, String, String, String);
+
+fn identity(object: &Object) -> Option<Identity> {
     let api_version = object.api_version()?;
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     Some((
@@ -617,6 +625,61 @@ fn identity(object: &Object) -> Option<(String, String, String, String)> {
         object.namespace().unwrap_or_default().to_string(),
         object.name()?.to_string(),
     ))
+}
+
+/// What validation found about one object, kept after the object itself is dropped.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// `Deployment shop/web`.
+    pub describe: String,
+    /// `file:line:col` where the object starts.
+    pub location: String,
+    pub identity: Option<Identity>,
+    pub verdict: Verdict,
+    pub problems: Vec<Problem>,
+    file: std::sync::Arc<super::SourceFile>,
+    name_span: Span,
+}
+
+/// Validates one object and keeps only what reporting needs.
+pub fn check_object(object: &Object, options: ValidateOptions) -> Checked {
+    let (verdict, problems) = validate_object(object, options);
+    Checked {
+        describe: object.describe(),
+        location: object.location(),
+        identity: identity(object),
+        verdict,
+        problems,
+        file: object.file.clone(),
+        name_span: node_at(&object.node, &FieldPath::parse_keys(&["metadata", "name"])).span,
+    }
+}
+
+/// Marks every object that repeats an earlier one (same group, kind, namespace and name).
+pub fn mark_duplicates<'a>(checked: impl IntoIterator<Item = &'a mut Checked>) {
+    let mut seen: HashMap<Identity, String> = HashMap::new();
+    for c in checked {
+        let Some(id) = &c.identity else { continue };
+        match seen.get(id) {
+            Some(first) => {
+                c.problems.push(Problem {
+                    severity: Severity::Error,
+                    path: c.file.path.clone(),
+                    source: Some(c.file.clone()),
+                    span: Some(c.name_span),
+                    object: Some(c.describe.clone()),
+                    field: Some("metadata.name".into()),
+                    reason: format!("{} is defined twice", c.describe),
+                    help: Some(format!("first defined at {first}; remove one of them")),
+                    rule: "duplicate-object",
+                });
+                c.verdict = Verdict::Invalid;
+            }
+            None => {
+                seen.insert(id.clone(), c.location.clone());
+            }
+        }
+    }
 }
 
 /// Result of validating a set of objects.
@@ -628,33 +691,20 @@ pub struct Validated {
     pub problems: Vec<Vec<Problem>>,
 }
 
+impl Validated {
+    pub fn is_valid(&self) -> bool {
+        self.verdicts.iter().all(|v| *v != Verdict::Invalid)
+    }
+}
+
 /// Validates every object (in parallel), then checks that no object appears twice.
 pub fn validate(objects: &[Object], options: ValidateOptions) -> Validated {
-    let results: Vec<(Verdict, Vec<Problem>)> = objects
+    let mut checked: Vec<Checked> = objects
         .par_iter()
-        .map(|o| validate_object(o, options))
+        .map(|o| check_object(o, options))
         .collect();
-    let (mut verdicts, mut problems): (Vec<_>, Vec<_>) = results.into_iter().unzip();
-    let mut seen: HashMap<(String, String, String, String), usize> = HashMap::new();
-    for (i, object) in objects.iter().enumerate() {
-        let Some(id) = identity(object) else { continue };
-        if let Some(&first) = seen.get(&id) {
-            let mut report = ObjectReport::new(object);
-            report.error(
-                "duplicate-object",
-                &FieldPath::parse_keys(&["metadata", "name"]),
-                format!("{} is defined twice", object.describe()),
-                Some(format!(
-                    "first defined at {}; remove one of them",
-                    objects[first].location()
-                )),
-            );
-            problems[i].extend(report.problems);
-            verdicts[i] = Verdict::Invalid;
-        } else {
-            seen.insert(id, i);
-        }
-    }
+    mark_duplicates(checked.iter_mut());
+    let (verdicts, problems) = checked.into_iter().map(|c| (c.verdict, c.problems)).unzip();
     Validated { verdicts, problems }
 }
 

@@ -338,11 +338,11 @@ impl Builder {
                 let mut node = node.clone();
                 // The alias's own position is where a reader looks for it.
                 node.span = Span { start, end };
-                self.push_node(node, true)?;
+                self.push_node(node)?;
                 Ok(None)
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let value = resolve_scalar(&text, style, tag.as_deref());
+                let value = resolve_scalar(text, style, tag.as_deref());
                 let node = Node {
                     span: Span { start, end },
                     value,
@@ -350,7 +350,7 @@ impl Builder {
                 if anchor > 0 {
                     self.set_anchor(anchor, &node);
                 }
-                self.push_node(node, false)?;
+                self.push_node(node)?;
                 Ok(None)
             }
             Event::SequenceStart(anchor, _) => {
@@ -419,7 +419,7 @@ impl Builder {
                 if anchor > 0 {
                     self.set_anchor(anchor, &node);
                 }
-                self.push_node(node, false)?;
+                self.push_node(node)?;
                 Ok(None)
             }
         }
@@ -465,18 +465,8 @@ impl Builder {
         path
     }
 
-    fn push_node(&mut self, node: Node, from_alias: bool) -> Result<(), YamlError> {
-        let path_for_dup = if matches!(
-            self.stack.last(),
-            Some(Frame::Map {
-                pending_key: None,
-                ..
-            })
-        ) {
-            Some(self.path())
-        } else {
-            None
-        };
+    fn push_node(&mut self, node: Node) -> Result<(), YamlError> {
+        let mut duplicate: Option<(String, Span, Span)> = None;
         match self.stack.last_mut() {
             None => {
                 if let Some(doc) = &mut self.doc {
@@ -497,43 +487,46 @@ impl Builder {
                         merge_into(merged, node);
                         return Ok(());
                     }
-                    let text = key.key_text();
-                    let duplicate = match seen {
-                        Some(set) => !set.insert(text.clone()),
+                    // Small mappings are scanned; large ones get a key index, so both stay
+                    // cheap and no key is copied for the common case.
+                    let is_duplicate = match seen {
+                        Some(set) => !set.insert(key.key_text()),
                         None => {
                             let dup = entries.iter().any(|(k, _)| k.value == key.value);
                             if entries.len() >= 16 {
-                                *seen = Some(entries.iter().map(|(k, _)| k.key_text()).collect());
-                                seen.as_mut().map(|s| s.insert(text.clone()));
+                                let mut set: HashSet<String> =
+                                    entries.iter().map(|(k, _)| k.key_text()).collect();
+                                set.insert(key.key_text());
+                                *seen = Some(set);
                             }
                             dup
                         }
                     };
-                    if duplicate {
-                        let first = entries
-                            .iter()
-                            .find(|(k, _)| k.key_text() == text)
-                            .map(|(k, _)| k.span)
-                            .unwrap_or_default();
-                        if let Some(doc) = &mut self.doc {
-                            doc.duplicate_keys.push(DuplicateKey {
-                                key: text.clone(),
-                                path: path_for_dup.unwrap_or_default(),
-                                first,
-                                again: key.span,
-                            });
-                        }
+                    if is_duplicate {
+                        let slot = entries
+                            .iter_mut()
+                            .find(|(k, _)| k.value == key.value)
+                            .expect("a duplicate has a first occurrence");
+                        duplicate = Some((key.key_text(), slot.0.span, key.span));
                         // Last one wins, as in Kubernetes' lenient decoding.
-                        if let Some(slot) = entries.iter_mut().find(|(k, _)| k.key_text() == text) {
-                            slot.1 = node;
-                        }
+                        slot.1 = node;
                     } else {
                         entries.push((key, node));
                     }
                 }
             },
         }
-        let _ = from_alias;
+        if let Some((key, first, again)) = duplicate {
+            let path = self.path();
+            if let Some(doc) = &mut self.doc {
+                doc.duplicate_keys.push(DuplicateKey {
+                    key,
+                    path,
+                    first,
+                    again,
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -558,38 +551,36 @@ fn merge_into(merged: &mut Vec<(Node, Node)>, source: Node) {
 
 /// Resolves a plain scalar as go-yaml does for Kubernetes manifests.
 fn resolve_scalar(
-    text: &Cow<'_, str>,
+    text: Cow<'_, str>,
     style: ScalarStyle,
     tag: Option<&saphyr_parser::Tag>,
 ) -> NodeValue {
+    let string = |t: Cow<'_, str>| NodeValue::Str(t.into_owned());
     if let Some(tag) = tag {
         if tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!" {
-            return match tag.suffix.as_str() {
-                "str" | "binary" | "timestamp" => NodeValue::Str(text.to_string()),
-                "null" => NodeValue::Null,
-                "bool" => parse_bool(text)
-                    .map_or_else(|| NodeValue::Str(text.to_string()), NodeValue::Bool),
-                "int" => {
-                    parse_int(text).map_or_else(|| NodeValue::Str(text.to_string()), NodeValue::Int)
-                }
-                "float" => parse_float(text)
-                    .or_else(|| parse_int(text).map(|i| i as f64))
-                    .map_or_else(|| NodeValue::Str(text.to_string()), NodeValue::Float),
-                _ => NodeValue::Str(text.to_string()),
+            let parsed = match tag.suffix.as_str() {
+                "null" => Some(NodeValue::Null),
+                "bool" => parse_bool(&text).map(NodeValue::Bool),
+                "int" => parse_int(&text).map(NodeValue::Int),
+                "float" => parse_float(&text)
+                    .or_else(|| parse_int(&text).map(|i| i as f64))
+                    .map(NodeValue::Float),
+                _ => None,
             };
+            return parsed.unwrap_or_else(|| string(text));
         }
-        return NodeValue::Str(text.to_string());
+        return string(text);
     }
     if style != ScalarStyle::Plain {
-        return NodeValue::Str(text.to_string());
+        return string(text);
     }
-    let t: &str = text;
+    let t: &str = &text;
     if t.is_empty() || t == "~" || t == "null" || t == "Null" || t == "NULL" {
         return NodeValue::Null;
     }
     let first = t.as_bytes()[0];
     if !(first.is_ascii_alphanumeric() || matches!(first, b'-' | b'+' | b'.')) {
-        return NodeValue::Str(t.to_string());
+        return string(text);
     }
     if let Some(b) = parse_bool(t) {
         return NodeValue::Bool(b);
@@ -600,7 +591,7 @@ fn resolve_scalar(
     if let Some(f) = parse_float(t) {
         return NodeValue::Float(f);
     }
-    NodeValue::Str(t.to_string())
+    string(text)
 }
 
 fn parse_bool(t: &str) -> Option<bool> {
