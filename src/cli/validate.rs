@@ -4,10 +4,10 @@ use std::io::{IsTerminal, Write};
 
 use clap::{Args, ValueEnum};
 
+use crate::manifest::check::check_inputs;
 use crate::manifest::diagnostic::{self, Case, Summary};
 use crate::manifest::validate::Verdict;
 use crate::manifest::yaml::Limits;
-use crate::manifest::check::check_inputs;
 use crate::manifest::{Input, LoadOptions, Problem, Severity, ValidateOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

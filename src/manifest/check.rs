@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::SourceFile;
 use super::diagnostic::Problem;
 use super::load::{Input, LoadOptions, expand_inputs, load_bytes, read_input};
 use super::validate::{Checked, ValidateOptions, check_object, mark_duplicates};
-use super::SourceFile;
 
 /// What was found in one file (or one unreadable path).
 #[derive(Debug)]
@@ -25,7 +25,11 @@ pub struct FileReport {
 }
 
 /// Loads and validates every input; reports keep input order.
-pub fn check_inputs(inputs: &[Input], load: LoadOptions, options: ValidateOptions) -> Vec<FileReport> {
+pub fn check_inputs(
+    inputs: &[Input],
+    load: LoadOptions,
+    options: ValidateOptions,
+) -> Vec<FileReport> {
     let (files, expand_problems) = expand_inputs(inputs);
     let mut reports: Vec<FileReport> = files
         .par_iter()
@@ -40,10 +44,10 @@ pub fn check_inputs(inputs: &[Input], load: LoadOptions, options: ValidateOption
                     objects,
                 }
             }
-            Err(problem) => FileReport {
-                path: problem.path.clone(),
+            Err(error) => FileReport {
+                path: error.path.clone(),
                 file: None,
-                file_problems: vec![problem],
+                file_problems: vec![error.problem()],
                 objects: Vec::new(),
             },
         })

@@ -99,28 +99,44 @@ fn display(path: &Path) -> String {
     text.strip_prefix("./").unwrap_or(&text).to_string()
 }
 
+/// An input that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct ReadError {
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl ReadError {
+    pub fn problem(&self) -> Problem {
+        Problem::io(&self.path, &self.source)
+    }
+}
+
+/// One file's text as loaded: the file, its objects, and what was wrong with it.
+pub type FileLoad = (Arc<SourceFile>, Vec<Object>, Vec<Problem>);
+
 /// Reads one input's bytes, named as the user will see it.
-pub fn read_input(input: &Input) -> Result<(String, Vec<u8>), Problem> {
-    match input {
+pub fn read_input(input: &Input) -> Result<(String, Vec<u8>), ReadError> {
+    let (name, read) = match input {
         Input::Stdin => {
             let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| Problem::io("<stdin>", &e))?;
-            Ok(("<stdin>".to_string(), buf))
+            let read = std::io::stdin().read_to_end(&mut buf).map(|_| buf);
+            ("<stdin>".to_string(), read)
         }
-        Input::Path(path) => {
-            let name = display(path);
-            let bytes = std::fs::read(path).map_err(|e| Problem::io(&name, &e))?;
-            Ok((name, bytes))
-        }
+        Input::Path(path) => (display(path), std::fs::read(path)),
+    };
+    match read {
+        Ok(bytes) => Ok((name, bytes)),
+        Err(source) => Err(ReadError { path: name, source }),
     }
 }
 
 /// Loads every input. Files are read and parsed in parallel; the result keeps input order.
 pub fn load_inputs(inputs: &[Input], options: LoadOptions) -> Loaded {
     let (files, mut problems) = expand_inputs(inputs);
-    let per_file: Vec<Result<(Arc<SourceFile>, Vec<Object>, Vec<Problem>), Problem>> = files
+    let per_file: Vec<Result<FileLoad, ReadError>> = files
         .par_iter()
         .map(|input| read_input(input).map(|(name, bytes)| load_bytes(name, bytes, options)))
         .collect();
@@ -132,7 +148,7 @@ pub fn load_inputs(inputs: &[Input], options: LoadOptions) -> Loaded {
                 loaded.objects.extend(objects);
                 problems.extend(file_problems);
             }
-            Err(problem) => problems.push(problem),
+            Err(error) => problems.push(error.problem()),
         }
     }
     loaded.problems = problems;
@@ -140,11 +156,7 @@ pub fn load_inputs(inputs: &[Input], options: LoadOptions) -> Loaded {
 }
 
 /// Loads one file's bytes: refuses binary and non-UTF-8 content with a clear problem.
-pub fn load_bytes(
-    name: String,
-    bytes: Vec<u8>,
-    options: LoadOptions,
-) -> (Arc<SourceFile>, Vec<Object>, Vec<Problem>) {
+pub fn load_bytes(name: String, bytes: Vec<u8>, options: LoadOptions) -> FileLoad {
     if let Some(nul) = bytes.iter().position(|b| *b == 0) {
         let file = Arc::new(SourceFile {
             path: name,
@@ -189,11 +201,7 @@ pub fn load_bytes(
 }
 
 /// Loads manifests from text: every document, with `List` kinds expanded.
-pub fn load_text(
-    name: String,
-    text: String,
-    options: LoadOptions,
-) -> (Arc<SourceFile>, Vec<Object>, Vec<Problem>) {
+pub fn load_text(name: String, text: String, options: LoadOptions) -> FileLoad {
     let file = Arc::new(SourceFile {
         path: name,
         text: Arc::from(text),

@@ -241,10 +241,7 @@ pub fn parse_stream(text: &str, limits: Limits) -> (Vec<Document>, Option<YamlEr
     let mut builder = Builder::new(limits);
     let mut parser = Parser::new_from_str(text);
     let mut docs = Vec::new();
-    loop {
-        let Some(next) = parser.next_event() else {
-            break;
-        };
+    while let Some(next) = parser.next_event() {
         let (event, span) = match next {
             Ok(ev) => ev,
             Err(e) => return (docs, Some(syntax_error(e))),
