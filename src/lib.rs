@@ -3,5 +3,6 @@
 //! The map of the code is in `DESIGN.md`; `manifest` is where every manifest is read and
 //! validated, `cli` is the command line.
 
+pub mod apply;
 pub mod cli;
 pub mod manifest;
