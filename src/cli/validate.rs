@@ -130,14 +130,20 @@ pub fn run(args: ValidateArgs) -> u8 {
                 .filter(|p| p.severity == Severity::Error)
                 .count();
             if errors > 0 {
-                text.push_str(&format!(
-                    "{errors} error{} in {} of {} resources and {} of {} files\n",
+                let mut line = format!(
+                    "{errors} error{} in {} of {} resources",
                     if errors == 1 { "" } else { "s" },
                     summary.invalid,
                     summary.resources,
-                    summary.errors,
-                    summary.files,
-                ));
+                );
+                if summary.errors > 0 {
+                    line.push_str(&format!(
+                        " and {} of {} files",
+                        summary.errors, summary.files
+                    ));
+                }
+                text.push_str(&line);
+                text.push('\n');
             }
             if args.summary {
                 text.push_str(&summary.line());

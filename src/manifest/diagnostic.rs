@@ -146,7 +146,6 @@ fn byte_offset(text: &str, index: usize) -> usize {
 struct Rendered {
     message: String,
     help: Option<String>,
-    code: &'static str,
     severity: miette::Severity,
     source: Option<miette::NamedSource<Arc<str>>>,
     label: Option<miette::LabeledSpan>,
@@ -161,9 +160,6 @@ impl std::fmt::Display for Rendered {
 impl std::error::Error for Rendered {}
 
 impl miette::Diagnostic for Rendered {
-    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        Some(Box::new(self.code))
-    }
     fn severity(&self) -> Option<miette::Severity> {
         Some(self.severity)
     }
@@ -220,7 +216,6 @@ pub fn render_human(problems: &[Problem], color: bool) -> String {
         let rendered = Rendered {
             message: format!("{}: {}", p.location(), p.message()),
             help: p.help.clone(),
-            code: p.rule,
             severity,
             source,
             label,

@@ -535,6 +535,12 @@ fn schema_problems(
                     ("string", Value::Number(_) | Value::Bool(_)) => {
                         Some(format!("quote the value: \"{}\"", found.as_ref()))
                     }
+                    ("integer" | "number" | "boolean", Value::String(text))
+                        if serde_json::from_str::<Value>(text)
+                            .is_ok_and(|v| json_type_name(&v) == expected) =>
+                    {
+                        Some(format!("remove the quotes: {text}"))
+                    }
                     _ => None,
                 };
                 report.error(
