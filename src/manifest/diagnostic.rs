@@ -142,6 +142,26 @@ fn byte_offset(text: &str, index: usize) -> usize {
         .map_or(text.len(), |(b, _)| b)
 }
 
+/// Longest line shown in a snippet; longer ones (minified JSON, huge scalars) would flood
+/// the terminal, so such problems are reported without one.
+const MAX_SNIPPET_LINE: usize = 400;
+
+/// Whether the lines around character `index` are short enough to show.
+fn snippet_fits(text: &str, index: usize) -> bool {
+    let at = byte_offset(text, index);
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let before_start = text[..line_start.saturating_sub(1)]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let after_end = text[at..]
+        .match_indices('\n')
+        .nth(1)
+        .map_or(text.len(), |(i, _)| at + i);
+    text[before_start..after_end]
+        .split('\n')
+        .all(|line| line.len() <= MAX_SNIPPET_LINE)
+}
+
 #[derive(Debug)]
 struct Rendered {
     message: String,
@@ -190,7 +210,9 @@ pub fn render_human(problems: &[Problem], color: bool) -> String {
     let mut out = String::new();
     for p in problems {
         let (source, label) = match (&p.source, p.span) {
-            (Some(file), Some(span)) if !file.text.is_empty() => {
+            (Some(file), Some(span))
+                if !file.text.is_empty() && snippet_fits(&file.text, span.start.index) =>
+            {
                 let start = byte_offset(&file.text, span.start.index);
                 let mut end = byte_offset(&file.text, span.end.index.max(span.start.index));
                 // Point at the node's first line only: a mapping's span can run for pages.
