@@ -227,6 +227,21 @@ pub fn load_text(name: String, text: String, options: LoadOptions) -> FileLoad {
             ));
             continue;
         }
+        if let Some(bad) = root.find_non_finite() {
+            let text = match bad.value {
+                NodeValue::Float(f) => yaml::non_finite_text(f),
+                _ => "",
+            };
+            problems.push(Problem::file_error(
+                &file,
+                Some(bad.span),
+                "parse",
+                format!(
+                    "`{text}` is not a number a manifest can hold (JSON has no NaN or infinity)"
+                ),
+                Some("use a finite number, or quote it to make it a string".into()),
+            ));
+        }
         let value = root.to_json();
         let items = list_items(&value, &root);
         match items {

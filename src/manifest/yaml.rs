@@ -77,9 +77,11 @@ impl Node {
             NodeValue::Null => Value::Null,
             NodeValue::Bool(b) => Value::Bool(*b),
             NodeValue::Int(i) => Value::from(*i),
+            // JSON has no NaN or infinity; the loader reports them, and the value stays
+            // visible as text instead of turning into an absent field.
             NodeValue::Float(f) => serde_json::Number::from_f64(*f)
                 .map(Value::Number)
-                .unwrap_or(Value::Null),
+                .unwrap_or_else(|| Value::String(non_finite_text(*f).to_string())),
             NodeValue::Str(s) => Value::String(s.clone()),
             NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeValue::Map(entries) => {
@@ -89,6 +91,16 @@ impl Node {
                 }
                 Value::Object(map)
             }
+        }
+    }
+
+    /// The first float in this subtree that JSON cannot represent (NaN or infinity).
+    pub fn find_non_finite(&self) -> Option<&Node> {
+        match &self.value {
+            NodeValue::Float(f) if !f.is_finite() => Some(self),
+            NodeValue::Seq(items) => items.iter().find_map(Node::find_non_finite),
+            NodeValue::Map(entries) => entries.iter().find_map(|(_, v)| v.find_non_finite()),
+            _ => None,
         }
     }
 
@@ -116,6 +128,17 @@ impl Node {
             }
             _ => 1,
         }
+    }
+}
+
+/// How YAML writes a float that JSON cannot hold.
+pub fn non_finite_text(f: f64) -> &'static str {
+    if f.is_nan() {
+        ".nan"
+    } else if f > 0.0 {
+        ".inf"
+    } else {
+        "-.inf"
     }
 }
 
@@ -588,6 +611,14 @@ fn resolve_scalar(
     if let Some(f) = parse_float(t) {
         return NodeValue::Float(f);
     }
+    // Integers too wide for 64 bits are numbers all the same, as in Kubernetes' decoder.
+    if t.bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_digit() || (i == 0 && (b == b'-' || b == b'+')))
+        && let Ok(f) = t.parse::<f64>()
+    {
+        return NodeValue::Float(f);
+    }
     string(text)
 }
 
@@ -614,21 +645,28 @@ fn parse_int(t: &str) -> Option<i64> {
         Cow::Borrowed(digits)
     };
     let d: &str = &cleaned;
-    let magnitude = if let Some(hex) = d.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()?
+    let (radix, body) = if let Some(hex) = d.strip_prefix("0x") {
+        (16, hex)
     } else if let Some(oct) = d.strip_prefix("0o") {
-        i64::from_str_radix(oct, 8).ok()?
+        (8, oct)
     } else if let Some(bin) = d.strip_prefix("0b") {
-        i64::from_str_radix(bin, 2).ok()?
+        (2, bin)
     } else if d.len() > 1 && d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit()) {
         // YAML 1.1 octal, as go-yaml v2 reads it.
-        i64::from_str_radix(&d[1..], 8).ok()?
+        (8, &d[1..])
     } else if d.bytes().all(|b| b.is_ascii_digit()) {
-        d.parse::<i64>().ok()?
+        (10, d)
     } else {
         return None;
     };
-    Some(if neg { -magnitude } else { magnitude })
+    // Parsed unsigned and wide, so that i64::MIN, whose magnitude exceeds i64::MAX, fits.
+    let magnitude = u128::from_str_radix(body, radix).ok()?;
+    let value = if neg {
+        -i128::try_from(magnitude).ok()?
+    } else {
+        i128::try_from(magnitude).ok()?
+    };
+    i64::try_from(value).ok()
 }
 
 fn parse_float(t: &str) -> Option<f64> {
@@ -692,6 +730,11 @@ mod tests {
         assert_eq!(j["f"], serde_json::json!(31));
         assert_eq!(j["g"], serde_json::json!(1000.0));
         assert_eq!(j["h"], serde_json::json!("12Mi"));
+        let j =
+            one("min: -9223372036854775808\nwide: 123456789012345678901\nnan: .nan\n").to_json();
+        assert_eq!(j["min"], serde_json::json!(i64::MIN));
+        assert_eq!(j["wide"], serde_json::json!(123456789012345678901.0));
+        assert_eq!(j["nan"], serde_json::json!(".nan"));
     }
 
     #[test]
