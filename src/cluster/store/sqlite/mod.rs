@@ -102,7 +102,8 @@ pub(crate) struct Shared {
     /// The latest committed revision, published by the writer after each commit.
     revision: AtomicI64,
     readers: Mutex<Vec<Connection>>,
-    events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// Live events; the writer empties this when it stops, which ends every watch.
+    events: Mutex<Option<broadcast::Sender<Arc<Vec<Event>>>>>,
 }
 
 impl SqliteStore {
@@ -122,7 +123,7 @@ impl SqliteStore {
             path: options.path.clone(),
             revision: AtomicI64::new(revision),
             readers: Mutex::new(Vec::new()),
-            events,
+            events: Mutex::new(Some(events)),
         });
         let requests = writer::spawn(conn, Arc::clone(&shared), options.max_batch.max(1))?;
         let compactor = options
@@ -202,6 +203,15 @@ impl Store for SqliteStore {
 }
 
 impl Shared {
+    /// A receiver of live events, or `Closed` once the writer has stopped.
+    pub(crate) fn subscribe(&self) -> Result<broadcast::Receiver<Arc<Vec<Event>>>, StoreError> {
+        let events = self.events.lock().expect("event sender poisoned");
+        events
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
+            .ok_or(StoreError::Closed)
+    }
+
     /// The latest committed revision.
     pub(crate) fn current(&self) -> Revision {
         self.revision.load(Ordering::Acquire)

@@ -19,7 +19,7 @@ pub(crate) async fn start(
     after: Revision,
 ) -> Result<WatchStream, StoreError> {
     // Subscribe before reading the log, so nothing committed after the read is missed.
-    let live = shared.events.subscribe();
+    let live = shared.subscribe()?;
     // Fail at once, not as a stream item, when the start is already compacted or too new.
     let (first_page, upto) = {
         let prefix = prefix.clone();

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
 use rusqlite::{Connection, params};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use super::read::{meta, newest_row};
 use super::{Shared, sqlite_err};
@@ -40,6 +40,9 @@ pub(crate) fn spawn(
 }
 
 fn run(mut conn: Connection, requests: Receiver<Request>, shared: Arc<Shared>, max_batch: usize) {
+    let Some(events) = shared.events.lock().expect("event sender poisoned").clone() else {
+        return;
+    };
     let mut batch = Vec::with_capacity(max_batch);
     // Block for the first request, then take whatever queued up while we were busy: the
     // batch grows by itself when commits are slow and stays at one txn when load is light.
@@ -51,18 +54,25 @@ fn run(mut conn: Connection, requests: Receiver<Request>, shared: Arc<Shared>, m
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        commit_batch(&mut conn, &shared, &mut batch);
+        commit_batch(&mut conn, &shared, &events, &mut batch);
     }
+    // The store was dropped: close the broadcast so live watches end with `Closed`.
+    shared.events.lock().expect("event sender poisoned").take();
 }
 
-fn commit_batch(conn: &mut Connection, shared: &Shared, batch: &mut Vec<Request>) {
+fn commit_batch(
+    conn: &mut Connection,
+    shared: &Shared,
+    events_out: &broadcast::Sender<Arc<Vec<Event>>>,
+    batch: &mut Vec<Request>,
+) {
     let outcome = apply_batch(conn, batch);
     match outcome {
         Ok((results, events, revision)) => {
             shared.revision.store(revision, Ordering::Release);
             if !events.is_empty() {
                 // No receivers is fine: nobody is watching.
-                let _ = shared.events.send(Arc::new(events));
+                let _ = events_out.send(Arc::new(events));
             }
             for (Request::Txn { reply, .. }, result) in batch.drain(..).zip(results) {
                 let _ = reply.send(Ok(result));
