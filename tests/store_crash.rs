@@ -2,7 +2,7 @@
 
 mod store_support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -177,6 +177,8 @@ async fn sqlite_acked_txns_survive_sigkill() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_cluster_survives_a_killed_member() {
+    use std::collections::HashMap;
+
     use berth::cluster::store::etcd::EtcdStore;
     use store_support::etcd::EtcdCluster;
 
