@@ -5,4 +5,5 @@
 
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod manifest;

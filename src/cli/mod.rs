@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch to each command.
 
 mod schema;
+mod snapshot;
 mod validate;
 
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ enum Command {
     /// Work with the JSON Schemas berth validates against
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Save or restore a snapshot of the embedded store
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -39,6 +43,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(cmd) => schema::run(cmd),
+        Command::Snapshot(cmd) => snapshot::run(cmd),
     };
     ExitCode::from(code)
 }

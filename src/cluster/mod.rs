@@ -1,0 +1,3 @@
+//! The control plane's building blocks: for now, the revisioned store everything else sits on.
+
+pub mod store;
