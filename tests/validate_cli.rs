@@ -521,3 +521,39 @@ fn json_manifests_indented_with_tabs_are_read() {
     );
     ws.berth(&["validate", "cm.json"]).assert_code(0);
 }
+
+fn deployment_with_replicas(replicas: &str) -> String {
+    DEPLOYMENT.replace("replicas: 2", &format!("replicas: {replicas}"))
+}
+
+#[test]
+fn not_a_number_and_infinity_are_refused_not_dropped() {
+    // JSON has no NaN or infinity; Kubernetes refuses them. Read as null, they would make the
+    // field look absent and the manifest pass.
+    let ws = Workspace::new();
+    for value in [".nan", ".inf", "-.Inf"] {
+        ws.write("d.yaml", deployment_with_replicas(value));
+        ws.berth(&["validate", "d.yaml"])
+            .assert_code(1)
+            .assert_output_contains("d.yaml:7:13")
+            .assert_output_contains("spec.replicas");
+    }
+}
+
+#[test]
+fn the_smallest_64_bit_integer_is_an_integer() {
+    let ws = Workspace::new();
+    ws.write("d.yaml", deployment_with_replicas("-9223372036854775808"));
+    let run = ws.berth(&["validate", "-o", "json", "d.yaml"]);
+    let report = json_report(&run);
+    let reasons: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().all(|r| !r.contains("found string")),
+        "read as a string: {reasons:?}"
+    );
+}

@@ -142,26 +142,6 @@ fn byte_offset(text: &str, index: usize) -> usize {
         .map_or(text.len(), |(b, _)| b)
 }
 
-/// Longest line shown in a snippet; longer ones (minified JSON, huge scalars) would flood
-/// the terminal, so such problems are reported without one.
-const MAX_SNIPPET_LINE: usize = 400;
-
-/// Whether the lines around character `index` are short enough to show.
-fn snippet_fits(text: &str, index: usize) -> bool {
-    let at = byte_offset(text, index);
-    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let before_start = text[..line_start.saturating_sub(1)]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let after_end = text[at..]
-        .match_indices('\n')
-        .nth(1)
-        .map_or(text.len(), |(i, _)| at + i);
-    text[before_start..after_end]
-        .split('\n')
-        .all(|line| line.len() <= MAX_SNIPPET_LINE)
-}
-
 #[derive(Debug)]
 struct Rendered {
     message: String,
@@ -198,6 +178,30 @@ impl miette::Diagnostic for Rendered {
     }
 }
 
+/// Longest source line shown in a snippet. A longer one (minified JSON, a huge value, a
+/// hostile file) would flood the terminal, and miette panics on columns past 65,535.
+const MAX_SNIPPET_LINE: usize = 500;
+
+/// Whether the line at byte `at` and the context lines around it are short enough to show.
+fn snippet_fits(text: &str, at: usize) -> bool {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let window_start = match line_start {
+        0 => 0,
+        _ => text[..line_start - 1].rfind('\n').map_or(0, |i| i + 1),
+    };
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let window_end = match line_end {
+        end if end == text.len() => end,
+        end => text[end + 1..]
+            .find('\n')
+            .map_or(text.len(), |i| end + 1 + i),
+    };
+    text[window_start..window_end]
+        .lines()
+        .all(|l| l.len() <= MAX_SNIPPET_LINE)
+}
+
 /// Renders problems for a person: `file:line:col`, the message, a snippet with the node
 /// underlined, and the help line. `color` only when writing to a terminal.
 pub fn render_human(problems: &[Problem], color: bool) -> String {
@@ -211,7 +215,8 @@ pub fn render_human(problems: &[Problem], color: bool) -> String {
     for p in problems {
         let (source, label) = match (&p.source, p.span) {
             (Some(file), Some(span))
-                if !file.text.is_empty() && snippet_fits(&file.text, span.start.index) =>
+                if !file.text.is_empty()
+                    && snippet_fits(&file.text, byte_offset(&file.text, span.start.index)) =>
             {
                 let start = byte_offset(&file.text, span.start.index);
                 let mut end = byte_offset(&file.text, span.end.index.max(span.start.index));
@@ -426,6 +431,18 @@ mod tests {
             out,
             "::error file=a%2Cb.yaml,title=berth validate%3A parse::50%25 bad%0Anext\n"
         );
+    }
+
+    #[test]
+    fn long_lines_get_no_snippet() {
+        let long = "x".repeat(70_000);
+        assert!(snippet_fits("a: 1\nb: 2\nc: 3\n", 5));
+        assert!(!snippet_fits(&format!("a: {long}\n"), 1));
+        assert!(!snippet_fits(&format!("a: {long}\nb: 2\n"), 70_004));
+        assert!(snippet_fits(
+            &format!("a: {long}\nb: 2\nc: 3\nd: 4\n"),
+            70_010
+        ));
     }
 
     #[test]
