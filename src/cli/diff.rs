@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use crate::diff::render::summary_line;
-use crate::diff::{Format, PlanOptions, RenderOptions, plan, render};
+use crate::diff::{ApplyPlan, Format, PlanOptions, RenderOptions, plan, render};
 use crate::manifest::diagnostic::render_human;
 use crate::manifest::load::load_bytes;
 use crate::manifest::{LoadOptions, Problem, Severity, ValidateOptions, validate};
@@ -84,14 +84,7 @@ pub fn run(args: DiffArgs) -> u8 {
             eprintln!("error: use either --git-base (offline) or -f (against a cluster), not both");
             EXIT_ERROR
         }
-        (None, false) => {
-            eprintln!(
-                "error: berth diff -f compares with a live cluster, which needs the berth API \
-                 server: not available yet.\n\
-                 To preview a change without a cluster: berth diff --git-base REV [PATH]"
-            );
-            EXIT_ERROR
-        }
+        (None, false) => run_cluster(&args),
         (None, true) => {
             eprintln!(
                 "error: nothing to compare\n\nUsage: berth diff --git-base REV [--git-head REV] [PATH]"
@@ -227,9 +220,15 @@ fn run_git(args: &DiffArgs, base: &str) -> u8 {
             return EXIT_ERROR;
         }
     };
+    print_plan(args, &plan, label(base), head_label)
+}
+
+/// Renders a plan on stdout (the one-line summary on stderr for text) and returns the exit
+/// code. Shared by both modes: the cluster mode will call it with `live` / `merged` labels.
+fn print_plan(args: &DiffArgs, plan: &ApplyPlan, old_label: String, new_label: String) -> u8 {
     let render_options = RenderOptions {
-        old_label: label(base),
-        new_label: head_label,
+        old_label,
+        new_label,
         color: match args.color {
             ColorWhen::Always => true,
             ColorWhen::Never => false,
@@ -245,7 +244,7 @@ fn run_git(args: &DiffArgs, base: &str) -> u8 {
         OutputFormat::Markdown => Format::Markdown,
         OutputFormat::Json => Format::Json,
     };
-    let text = render(&plan, format, &render_options);
+    let text = render(plan, format, &render_options);
     let mut stdout = std::io::stdout().lock();
     if stdout
         .write_all(text.as_bytes())
@@ -255,13 +254,26 @@ fn run_git(args: &DiffArgs, base: &str) -> u8 {
         return EXIT_ERROR;
     }
     if format == Format::Text {
-        eprintln!("{}", summary_line(&plan));
+        eprintln!("{}", summary_line(plan));
     }
     if plan.has_changes() {
         EXIT_DIFFERENT
     } else {
         EXIT_SAME
     }
+}
+
+/// `berth diff -f PATH`: the seam for the live-cluster mode. It will load and validate the
+/// files as `run_git` does, fetch the live objects (and the ApplySet's members, for what
+/// `--prune` would delete) from the API server, then `plan` and [`print_plan`] them with the
+/// labels `live` / `merged`. Until the API server exists it says so rather than guess.
+fn run_cluster(_args: &DiffArgs) -> u8 {
+    eprintln!(
+        "error: berth diff -f compares with a live cluster, which needs the berth API \
+         server: not available yet.\n\
+         To preview a change without a cluster: berth diff --git-base REV [PATH]"
+    );
+    EXIT_ERROR
 }
 
 /// Prints an error with its causes on one line each.
