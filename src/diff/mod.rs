@@ -416,6 +416,43 @@ mod tests {
         assert!(debug.contains("***"));
     }
 
+    proptest::proptest! {
+        /// A manifest never differs from what a server makes of it: defaults filled in,
+        /// server-set fields and status added, keys in another order.
+        #[test]
+        fn a_manifest_is_unchanged_against_its_server_form(
+            replicas in proptest::option::of(0u32..5),
+            image in "(nginx|nginx:latest|nginx:1\\.2[0-9]|r:5000/app@sha256:ab)",
+            recreate: bool,
+            port in proptest::option::of(1u16..9000),
+            namespace in proptest::option::of("(default|shop)"),
+        ) {
+            let mut manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web"},
+                "spec": {"selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "web", "image": image}]}}}});
+            if let Some(r) = replicas { manifest["spec"]["replicas"] = json!(r); }
+            if recreate { manifest["spec"]["strategy"] = json!({"type": "Recreate"}); }
+            if let Some(p) = port {
+                manifest["spec"]["template"]["spec"]["containers"][0]["ports"] =
+                    json!([{"containerPort": p}]);
+            }
+            if let Some(ns) = &namespace { manifest["metadata"]["namespace"] = json!(ns); }
+            let mut live = manifest.clone();
+            defaults::apply_defaults(&mut live);
+            live["metadata"]["namespace"] = json!(namespace.as_deref().unwrap_or("default"));
+            live["metadata"]["uid"] = json!("u-1");
+            live["metadata"]["resourceVersion"] = json!("7");
+            live["status"] = json!({"replicas": 1});
+            if let Value::Object(m) = live.clone() {
+                live = Value::Object(m.into_iter().rev().collect());
+            }
+            let p = plan(&[manifest], &[live], &PlanOptions::default()).unwrap();
+            proptest::prop_assert_eq!(p.entries[0].action, Action::Unchanged, "{:?}", p.entries[0]);
+        }
+    }
+
     #[test]
     fn changed_fields_name_the_leaves() {
         let mut after = cm("a", "2");
