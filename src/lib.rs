@@ -6,4 +6,5 @@
 pub mod apply;
 pub mod cli;
 pub mod cluster;
+pub mod diff;
 pub mod manifest;

@@ -1,5 +1,6 @@
 //! The command line: clap definitions and dispatch to each command.
 
+mod diff;
 mod schema;
 mod snapshot;
 mod validate;
@@ -29,6 +30,8 @@ pub struct Cli {
 enum Command {
     /// Check manifests against the Kubernetes schemas and the API server's rules
     Validate(validate::ValidateArgs),
+    /// Show what would change: between two git revisions (--git-base), or against a cluster
+    Diff(diff::DiffArgs),
     /// Work with the JSON Schemas berth validates against
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Schema(cmd) => schema::run(cmd),
         Command::Snapshot(cmd) => snapshot::run(cmd),
+        Command::Diff(args) => diff::run(args),
     };
     ExitCode::from(code)
 }

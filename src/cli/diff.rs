@@ -1,0 +1,302 @@
+//! `berth diff`: what would change, object by object. Offline between two git revisions
+//! (`--git-base`), or against a live cluster (`-f`, which needs the API server). Exit codes as
+//! kubectl diff: 0 no differences, 1 differences, 2 an error or invalid manifests.
+
+mod git;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::diff::render::summary_line;
+use crate::diff::{ApplyPlan, Format, PlanOptions, RenderOptions, plan, render};
+use crate::manifest::diagnostic::render_human;
+use crate::manifest::load::load_bytes;
+use crate::manifest::{LoadOptions, Problem, Severity, ValidateOptions, validate};
+
+use git::{RepoFile, RepoManifests};
+
+/// No differences.
+const EXIT_SAME: u8 = 0;
+/// Differences found.
+const EXIT_DIFFERENT: u8 = 1;
+/// An error, or invalid manifests.
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Unified diffs of YAML, as kubectl diff prints them
+    Text,
+    /// A pull-request comment: summary table and one collapsible diff per object
+    Markdown,
+    /// One JSON document for machines
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Folder or file of the repository to compare with --git-base (default: the current
+    /// directory)
+    #[arg(value_name = "PATH")]
+    path: Option<PathBuf>,
+    /// Manifests to compare with the live cluster, as kubectl diff -f
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    filenames: Vec<String>,
+    /// Compare the manifests at this git revision (the old side) ...
+    #[arg(long, value_name = "REV")]
+    git_base: Option<String>,
+    /// ... with those at this revision (the new side). Default: the working tree
+    #[arg(long, value_name = "REV", requires = "git_base")]
+    git_head: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
+    /// Colour the text diff
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto)]
+    color: ColorWhen,
+    /// Namespace of namespaced objects that name none
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// Largest markdown output in bytes (GitHub comments stop at 65,536); 0: no limit
+    #[arg(long, default_value_t = 65_000, value_name = "BYTES")]
+    markdown_limit: usize,
+    /// Skip kinds berth does not know (custom resources) in validation, with a warning
+    #[arg(long)]
+    ignore_unknown_kinds: bool,
+}
+
+pub fn run(args: DiffArgs) -> u8 {
+    // Validation walks deeply nested documents; give rayon's workers room, as validate does.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 * 1024 * 1024)
+        .build_global();
+    match (&args.git_base, args.filenames.is_empty()) {
+        (Some(_), false) => {
+            eprintln!("error: use either --git-base (offline) or -f (against a cluster), not both");
+            EXIT_ERROR
+        }
+        (None, false) => run_cluster(&args),
+        (None, true) => {
+            eprintln!(
+                "error: nothing to compare\n\nUsage: berth diff --git-base REV [--git-head REV] [PATH]"
+            );
+            EXIT_ERROR
+        }
+        (Some(base), true) => run_git(&args, base),
+    }
+}
+
+/// A full commit id is shortened in labels; anything else is shown as the user typed it.
+fn label(rev: &str) -> String {
+    if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        rev[..12].to_string()
+    } else {
+        rev.to_string()
+    }
+}
+
+/// Problems about Secrets, made safe for CI logs: no source snippet (it shows the values and
+/// their neighbours), and no reason or help for a `data`/`stringData` field (they quote it).
+fn without_secret_values(problems: Vec<Problem>) -> Vec<Problem> {
+    problems
+        .into_iter()
+        .map(|mut p| {
+            let secret_object = p
+                .object
+                .as_deref()
+                .is_some_and(|o| o.starts_with("Secret "));
+            let secret_file = p.source.as_ref().is_some_and(|f| f.text.contains("Secret"));
+            if secret_object || secret_file {
+                p.source = None;
+            }
+            let secret_field = p
+                .field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("data") || f.starts_with("stringData"));
+            if secret_object && secret_field {
+                p.reason = "invalid value (not shown: it is Secret data)".into();
+                p.help = Some("run `berth validate` on your machine to see the value".into());
+            }
+            p
+        })
+        .collect()
+}
+
+/// Loads and validates one side. `Err` holds every problem when any is an error.
+fn load_side(files: Vec<RepoFile>, options: ValidateOptions) -> Result<Vec<Value>, Vec<Problem>> {
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let (_, file_objects, file_problems) =
+            load_bytes(file.path, file.bytes, LoadOptions::default());
+        objects.extend(file_objects);
+        problems.extend(file_problems);
+    }
+    let validated = validate(&objects, options);
+    problems.extend(validated.problems.into_iter().flatten());
+    if problems.iter().any(|p| p.severity == Severity::Error) {
+        return Err(without_secret_values(problems));
+    }
+    Ok(objects.into_iter().map(|o| o.value).collect())
+}
+
+fn run_git(args: &DiffArgs, base: &str) -> u8 {
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(e) => {
+            eprintln!("error: cannot read the current directory: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+    let repo = match RepoManifests::open(&cwd, &path) {
+        Ok(repo) => repo,
+        Err(e) => return report(&e),
+    };
+    let base_files = match repo.at_revision(base) {
+        Ok(files) => files,
+        Err(e) => return report(&e),
+    };
+    // Without --git-head the new side is the working tree, what `git diff REV` compares
+    // with: a developer sees uncommitted edits, and in CI the checkout is the PR head anyway.
+    let (head_label, head_files) = match &args.git_head {
+        Some(head) => (label(head), repo.at_revision(head)),
+        None => ("working-tree".to_string(), repo.working_tree()),
+    };
+    let head_files = match head_files {
+        Ok(files) => files,
+        Err(e) => return report(&e),
+    };
+    if base_files.is_none() && head_files.is_none() {
+        eprintln!(
+            "error: {} exists neither at {base} nor in {head_label}",
+            repo.prefix()
+        );
+        return EXIT_ERROR;
+    }
+    let options = ValidateOptions {
+        strict: true,
+        ignore_unknown_kinds: args.ignore_unknown_kinds,
+    };
+    let sides = [
+        (label(base), base_files.unwrap_or_default()),
+        (head_label.clone(), head_files.unwrap_or_default()),
+    ];
+    let mut loaded = Vec::new();
+    let mut invalid = false;
+    for (side_label, files) in sides {
+        match load_side(files, options) {
+            Ok(objects) => loaded.push(objects),
+            Err(problems) => {
+                invalid = true;
+                let color =
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                eprintln!("error: the manifests at {side_label} are invalid:\n");
+                eprint!("{}", render_human(&problems, color));
+                loaded.push(Vec::new());
+            }
+        }
+    }
+    if invalid {
+        return EXIT_ERROR;
+    }
+    let plan_options = PlanOptions {
+        default_namespace: args.namespace.clone(),
+        prune: true,
+    };
+    let plan = match plan(&loaded[1], &loaded[0], &plan_options) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    print_plan(args, &plan, label(base), head_label)
+}
+
+/// Renders a plan on stdout (the one-line summary on stderr for text) and returns the exit
+/// code. Shared by both modes: the cluster mode will call it with `live` / `merged` labels.
+fn print_plan(args: &DiffArgs, plan: &ApplyPlan, old_label: String, new_label: String) -> u8 {
+    let render_options = RenderOptions {
+        old_label,
+        new_label,
+        color: match args.color {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        },
+        markdown_limit: (args.markdown_limit > 0).then_some(args.markdown_limit),
+        ..RenderOptions::default()
+    };
+    let format = match args.format {
+        OutputFormat::Text => Format::Text,
+        OutputFormat::Markdown => Format::Markdown,
+        OutputFormat::Json => Format::Json,
+    };
+    let text = render(plan, format, &render_options);
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return EXIT_ERROR;
+    }
+    if format == Format::Text {
+        eprintln!("{}", summary_line(plan));
+    }
+    if plan.has_changes() {
+        EXIT_DIFFERENT
+    } else {
+        EXIT_SAME
+    }
+}
+
+/// `berth diff -f PATH`: the seam for the live-cluster mode. It will load and validate the
+/// files as `run_git` does, fetch the live objects (and the ApplySet's members, for what
+/// `--prune` would delete) from the API server, then `plan` and [`print_plan`] them with the
+/// labels `live` / `merged`. Until the API server exists it says so rather than guess.
+fn run_cluster(_args: &DiffArgs) -> u8 {
+    eprintln!(
+        "error: berth diff -f compares with a live cluster, which needs the berth API \
+         server: not available yet.\n\
+         To preview a change without a cluster: berth diff --git-base REV [PATH]"
+    );
+    EXIT_ERROR
+}
+
+/// Prints an error with its causes on one line each.
+fn report(error: &dyn std::error::Error) -> u8 {
+    eprintln!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    EXIT_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_commit_ids_are_shortened_in_labels() {
+        assert_eq!(
+            label("0123456789abcdef0123456789abcdef01234567"),
+            "0123456789ab"
+        );
+        assert_eq!(label("origin/main"), "origin/main");
+    }
+}
