@@ -4,4 +4,5 @@
 //! validated, `cli` is the command line.
 
 pub mod cli;
+pub mod daemons;
 pub mod manifest;

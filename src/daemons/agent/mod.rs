@@ -1,0 +1,27 @@
+//! The node agent: turns the pods bound to this node into Docker containers.
+//!
+//! The layers, from the engine up:
+//! - [`runtime`]: the `ContainerRuntime` trait and the engine-neutral container description.
+//! - [`docker`]: its production implementation, Docker through `bollard`.
+//! - [`sandbox`]: the per-pod sandbox ("pause") container and its locally built image.
+//! - [`podspec`]: pure translation of a Kubernetes `Pod` into container and volume specs.
+//! - [`quantity`]: resource quantities as Docker numbers.
+//! - [`labels`]: the labels every berth container carries and the spec hash.
+//! - [`pod`]: starting and stopping a whole pod through any runtime.
+//! - [`backoff`]: the restart policy and CrashLoopBackOff state machine.
+//! - [`env`]: environment variables and `$(VAR)` expansion.
+//! - [`fake`]: a recording runtime for unit tests of sync logic.
+
+pub mod backoff;
+pub mod docker;
+pub mod env;
+pub mod fake;
+pub mod labels;
+pub mod pod;
+pub mod podspec;
+pub mod quantity;
+pub mod runtime;
+pub mod sandbox;
+
+pub use docker::DockerRuntime;
+pub use runtime::{ContainerRuntime, RuntimeError};
