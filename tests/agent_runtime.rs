@@ -52,8 +52,15 @@ async fn app_and_helper_share_localhost_and_an_empty_dir() {
     let hostname = rt.exec(app, &args(&["hostname"])).await.unwrap();
     assert_eq!(hostname.output.trim(), "web");
 
-    remove_pod(&rt, &plan.identity, Duration::ZERO).await.unwrap();
-    assert!(pod_containers(&rt, &plan.identity.uid).await.unwrap().is_empty());
+    remove_pod(&rt, &plan.identity, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        pod_containers(&rt, &plan.identity.uid)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let volumes = rt
         .list_volumes(&[(labels::POD_UID, plan.identity.uid.as_str())])
         .await
@@ -93,7 +100,10 @@ async fn init_containers_run_in_order_before_app_containers() {
     assert_eq!(log.as_deref(), Some("first\nsecond\napp\n"));
     for (_, id) in &started.init_containers {
         let info = rt.inspect_container(id).await.unwrap().unwrap();
-        assert!(matches!(info.state, ContainerState::Exited { exit_code: 0, .. }));
+        assert!(matches!(
+            info.state,
+            ContainerState::Exited { exit_code: 0, .. }
+        ));
     }
 }
 
@@ -185,11 +195,16 @@ async fn limits_and_security_context_show_in_docker_inspect() {
     assert_eq!(host.nano_cpus, Some(250_000_000));
     assert_eq!(host.readonly_rootfs, Some(true));
     assert_eq!(
-        host.network_mode.as_deref().map(|m| m.starts_with("container:")),
+        host.network_mode
+            .as_deref()
+            .map(|m| m.starts_with("container:")),
         Some(true)
     );
     let id = rt.exec(app, &args(&["id"])).await.unwrap();
-    assert!(id.output.contains("uid=1234") && id.output.contains("gid=5678"), "{id:?}");
+    assert!(
+        id.output.contains("uid=1234") && id.output.contains("gid=5678"),
+        "{id:?}"
+    );
     let write = rt.exec(app, &args(&["touch", "/x"])).await.unwrap();
     assert_ne!(write.exit_code, 0, "the root filesystem is read-only");
 }
@@ -214,21 +229,43 @@ async fn stop_sends_sigterm_and_kills_after_the_grace_period() {
     let (polite, stubborn) = (&started.containers[0].1, &started.containers[1].1);
 
     let t0 = Instant::now();
-    rt.stop_container(polite, Duration::from_secs(20)).await.unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(10), "SIGTERM ends a polite container at once");
+    rt.stop_container(polite, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "SIGTERM ends a polite container at once"
+    );
     let info = rt.inspect_container(polite).await.unwrap().unwrap();
-    assert!(matches!(info.state, ContainerState::Exited { exit_code: 0, .. }), "{info:?}");
+    assert!(
+        matches!(info.state, ContainerState::Exited { exit_code: 0, .. }),
+        "{info:?}"
+    );
 
     // `sleep` as PID 1 ignores SIGTERM: only SIGKILL after the grace period ends it.
     let t0 = Instant::now();
-    rt.stop_container(stubborn, Duration::from_secs(2)).await.unwrap();
+    rt.stop_container(stubborn, Duration::from_secs(2))
+        .await
+        .unwrap();
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(15), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
     let info = rt.inspect_container(stubborn).await.unwrap().unwrap();
-    assert!(matches!(info.state, ContainerState::Exited { exit_code: 137, .. }), "{info:?}");
+    assert!(
+        matches!(info.state, ContainerState::Exited { exit_code: 137, .. }),
+        "{info:?}"
+    );
 
-    stop_pod(&rt, &plan.identity.uid, Duration::ZERO).await.unwrap();
-    let sandbox = rt.inspect_container(&started.sandbox_id).await.unwrap().unwrap();
+    stop_pod(&rt, &plan.identity.uid, Duration::ZERO)
+        .await
+        .unwrap();
+    let sandbox = rt
+        .inspect_container(&started.sandbox_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(sandbox.state, ContainerState::Exited { .. }));
 }
 
@@ -249,14 +286,26 @@ async fn labels_carry_the_spec_hash_and_listing_finds_the_pod_for_adoption() {
     let found = pod_containers(&rt, &plan.identity.uid).await.unwrap();
     let mut ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
     ids.sort();
-    let mut expected = vec![started.sandbox_id.as_str(), started.containers[0].1.as_str()];
+    let mut expected = vec![
+        started.sandbox_id.as_str(),
+        started.containers[0].1.as_str(),
+    ];
     expected.sort();
-    assert_eq!(ids, expected, "listing by pod uid finds the sandbox and the app");
+    assert_eq!(
+        ids, expected,
+        "listing by pod uid finds the sandbox and the app"
+    );
 
-    let app = found.iter().find(|c| c.id == started.containers[0].1).unwrap();
+    let app = found
+        .iter()
+        .find(|c| c.id == started.containers[0].1)
+        .unwrap();
     assert!(matches!(app.state, ContainerState::Running));
     let label = |k: &str| app.labels.get(k).map(String::as_str);
-    assert_eq!(label(labels::SPEC_HASH), Some(plan.containers[0].spec_hash.as_str()));
+    assert_eq!(
+        label(labels::SPEC_HASH),
+        Some(plan.containers[0].spec_hash.as_str())
+    );
     assert_eq!(label(labels::POD_NAME), Some("adopt"));
     assert_eq!(label(labels::POD_NAMESPACE), Some("default"));
     assert_eq!(label(labels::CONTAINER_NAME), Some("app"));
@@ -264,7 +313,10 @@ async fn labels_carry_the_spec_hash_and_listing_finds_the_pod_for_adoption() {
     assert_eq!(label(labels::ROLE), Some("app"));
 
     // A second plan of the same pod (as after an agent restart) hashes the same.
-    assert_eq!(scope.plan(&pod).containers[0].spec_hash, plan.containers[0].spec_hash);
+    assert_eq!(
+        scope.plan(&pod).containers[0].spec_hash,
+        plan.containers[0].spec_hash
+    );
 }
 
 #[tokio::test]
@@ -287,7 +339,10 @@ async fn pull_policy_never_reports_err_image_never_pull() {
     assert_eq!(source.reason(), Some("ErrImageNeverPull"));
     // Present images are used as they are.
     let id = rt
-        .ensure_image(TEST_IMAGE, berth::daemons::agent::runtime::PullPolicy::IfNotPresent)
+        .ensure_image(
+            TEST_IMAGE,
+            berth::daemons::agent::runtime::PullPolicy::IfNotPresent,
+        )
         .await
         .unwrap();
     assert!(id.starts_with("sha256:"));
@@ -316,7 +371,9 @@ async fn claim_volumes_outlive_the_pod_and_memory_empty_dirs_are_tmpfs() {
         "{}",
         mounts.output
     );
-    remove_pod(&rt, &first.identity, Duration::ZERO).await.unwrap();
+    remove_pod(&rt, &first.identity, Duration::ZERO)
+        .await
+        .unwrap();
 
     // A new pod on the same claim sees what the first one wrote.
     let second = scope.plan(&scope.pod("two", spec));
@@ -345,8 +402,7 @@ async fn engine_events_report_a_container_killed_behind_our_back() {
     let started = start_pod(&rt, &plan).await.expect("pod starts");
     let app = started.containers[0].1.clone();
     let mut events = rt.events(&[(labels::POD_UID, plan.identity.uid.as_str())]);
-    // Give the engine a moment to register the subscription before acting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No pause: the stream starts at the `events` call even though it is polled later.
     let status = std::process::Command::new("docker")
         .args(["kill", &app])
         .output()

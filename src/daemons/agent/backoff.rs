@@ -105,7 +105,9 @@ impl RestartTracker {
 
     /// The delay after `crashes` consecutive crashes.
     fn delay(&self, crashes: u32) -> Duration {
-        let factor = 1u32.checked_shl(crashes.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(crashes.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.config
             .initial
             .checked_mul(factor)
@@ -207,7 +209,10 @@ mod tests {
         assert_eq!(on_failure.decide(now), RestartDecision::StayTerminated);
         let mut on_failure = RestartTracker::started(RestartPolicy::OnFailure, config, now);
         on_failure.exited(2, now);
-        assert!(matches!(on_failure.decide(now), RestartDecision::BackOff { .. }));
+        assert!(matches!(
+            on_failure.decide(now),
+            RestartDecision::BackOff { .. }
+        ));
         let mut never = RestartTracker::started(RestartPolicy::Never, config, now);
         never.exited(2, now);
         assert_eq!(never.decide(now), RestartDecision::StayTerminated);

@@ -114,11 +114,9 @@ impl DockerRuntime {
             .forcerm(true)
             .labels(&labels.clone().into_iter().collect())
             .build();
-        let mut stream = self.docker.build_image(
-            options,
-            None,
-            Some(bollard::body_full(context_tar.into())),
-        );
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context_tar.into())));
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| e.to_string())?;
             if let Some(detail) = info.error_detail {
@@ -169,10 +167,14 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         let key = format!("{}/{}", port.container_port, port.protocol);
         exposed.push(key.clone());
         if let Some(host_port) = port.host_port {
-            port_bindings.entry(key).or_default().get_or_insert_with(Vec::new).push(PortBinding {
-                host_ip: port.host_ip.clone(),
-                host_port: Some(host_port.to_string()),
-            });
+            port_bindings
+                .entry(key)
+                .or_default()
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: port.host_ip.clone(),
+                    host_port: Some(host_port.to_string()),
+                });
         }
     }
     let mounts = spec
@@ -488,7 +490,16 @@ impl ContainerRuntime for DockerRuntime {
     fn events(&self, labels: &[(&str, &str)]) -> EventStream {
         let mut filters = label_filters(labels);
         filters.insert("type".to_string(), vec!["container".to_string()]);
-        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        // The request is only sent when the stream is first polled; `since` makes the
+        // stream start at this call instead, so nothing in between is missed.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .unwrap_or_default();
+        let options = EventsOptionsBuilder::default()
+            .filters(&filters)
+            .since(&since)
+            .build();
         let stream = self
             .docker
             .events(Some(options))
@@ -521,7 +532,9 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(engine("exec in container", id))?;
         let mut output = String::new();
-        if let StartExecResults::Attached { output: mut out, .. } = self
+        if let StartExecResults::Attached {
+            output: mut out, ..
+        } = self
             .docker
             .start_exec(&created.id, None)
             .await

@@ -151,24 +151,22 @@ pub fn container_env(
             set(&mut env, &var.name, value);
             continue;
         };
-        let keyed = if let Some(r) = &from.config_map_key_ref {
-            Some((
+        let keyed = match (&from.config_map_key_ref, &from.secret_key_ref) {
+            (Some(r), _) => Some((
                 "ConfigMap",
                 &r.name,
                 &r.key,
                 r.optional,
                 objects.config_map(namespace, &r.name),
-            ))
-        } else if let Some(r) = &from.secret_key_ref {
-            Some((
+            )),
+            (None, Some(r)) => Some((
                 "Secret",
                 &r.name,
                 &r.key,
                 r.optional,
                 objects.secret(namespace, &r.name),
-            ))
-        } else {
-            None
+            )),
+            (None, None) => None,
         };
         if let Some((kind, name, key, optional, data)) = keyed {
             let optional = optional == Some(true);

@@ -68,7 +68,10 @@ pub async fn start_pod<R: ContainerRuntime>(
             .map_err(fail(&volume.name))?;
     }
     let sandbox = labels::SANDBOX_CONTAINER;
-    runtime.ensure_sandbox_image().await.map_err(fail(sandbox))?;
+    runtime
+        .ensure_sandbox_image()
+        .await
+        .map_err(fail(sandbox))?;
     let sandbox_id = runtime
         .create_container(&plan.sandbox)
         .await
@@ -93,8 +96,14 @@ pub async fn start_pod<R: ContainerRuntime>(
             .create_container(&init.spec)
             .await
             .map_err(fail(&init.name))?;
-        runtime.start_container(&cid).await.map_err(fail(&init.name))?;
-        let exit_code = runtime.wait_container(&cid).await.map_err(fail(&init.name))?;
+        runtime
+            .start_container(&cid)
+            .await
+            .map_err(fail(&init.name))?;
+        let exit_code = runtime
+            .wait_container(&cid)
+            .await
+            .map_err(fail(&init.name))?;
         init_containers.push((init.name.clone(), cid));
         if exit_code != 0 {
             return Err(PodError::InitFailed {
@@ -116,7 +125,10 @@ pub async fn start_pod<R: ContainerRuntime>(
             .create_container(&app.spec)
             .await
             .map_err(fail(&app.name))?;
-        runtime.start_container(&cid).await.map_err(fail(&app.name))?;
+        runtime
+            .start_container(&cid)
+            .await
+            .map_err(fail(&app.name))?;
         containers.push((app.name.clone(), cid));
     }
     Ok(StartedPod {

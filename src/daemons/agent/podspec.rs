@@ -187,11 +187,15 @@ pub fn plan_pod(
             })
             .collect::<Result<Vec<_>, PodSpecError>>()
     };
-    let init_containers = plan_containers(spec.init_containers.as_deref().unwrap_or(&[]), Role::Init)?;
+    let init_containers =
+        plan_containers(spec.init_containers.as_deref().unwrap_or(&[]), Role::Init)?;
     let containers = plan_containers(&spec.containers, Role::App)?;
 
     let mut sandbox_labels = base_labels.clone();
-    sandbox_labels.insert(labels::CONTAINER_NAME.into(), labels::SANDBOX_CONTAINER.into());
+    sandbox_labels.insert(
+        labels::CONTAINER_NAME.into(),
+        labels::SANDBOX_CONTAINER.into(),
+    );
     sandbox_labels.insert(labels::ROLE.into(), Role::Sandbox.as_str().into());
     sandbox_labels.insert(labels::ATTEMPT.into(), "0".into());
     let mut sandbox = ContainerSpec {

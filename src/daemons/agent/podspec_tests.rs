@@ -43,7 +43,10 @@ fn command_replaces_entrypoint_and_args_replace_cmd() {
     assert_eq!(app.nano_cpus, Some(500_000_000));
     assert_eq!(app.user.as_deref(), Some("1000:2000"));
     assert!(app.read_only_root);
-    assert_eq!(app.network, NetworkMode::Container(plan.sandbox.name.clone()));
+    assert_eq!(
+        app.network,
+        NetworkMode::Container(plan.sandbox.name.clone())
+    );
     assert_eq!(plan.sandbox.ports[0].host_port, Some(8080));
     assert_eq!(plan.containers[0].pull_policy, PullPolicy::IfNotPresent);
     assert_eq!(app.name, "berth_app_web_shop_u-1_0");
@@ -80,7 +83,10 @@ fn privileged_is_refused_unless_allowed() {
 fn host_paths_only_under_allowed_prefixes() {
     let prefixes = vec![PathBuf::from("/srv/data")];
     assert!(host_path_allowed(Path::new("/srv/data/a"), &prefixes));
-    assert!(!host_path_allowed(Path::new("/srv/data/../../etc"), &prefixes));
+    assert!(!host_path_allowed(
+        Path::new("/srv/data/../../etc"),
+        &prefixes
+    ));
     assert!(!host_path_allowed(Path::new("/srv/database"), &prefixes));
     assert!(!host_path_allowed(Path::new("srv/data"), &prefixes));
     let p = pod(serde_json::json!({
@@ -95,19 +101,22 @@ fn host_paths_only_under_allowed_prefixes() {
 #[test]
 fn volumes_map_to_engine_volumes() {
     let p = pod(serde_json::json!({
-        "volumes": [
-            {"name": "scratch", "emptyDir": {}},
-            {"name": "fast", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-            {"name": "data", "persistentVolumeClaim": {"claimName": "db"}}
-        ],
-        "containers": [{"name": "app", "image": "busybox:1.36", "volumeMounts": [
-            {"name": "scratch", "mountPath": "/scratch"},
-            {"name": "fast", "mountPath": "/fast"},
-            {"name": "data", "mountPath": "/data", "readOnly": true}
-        ]}]}));
+    "volumes": [
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "fast", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "db"}}
+    ],
+    "containers": [{"name": "app", "image": "busybox:1.36", "volumeMounts": [
+        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "fast", "mountPath": "/fast"},
+        {"name": "data", "mountPath": "/data", "readOnly": true}
+    ]}]}));
     let plan = plan(&p, &AgentPolicy::default()).unwrap();
     let names: Vec<_> = plan.volumes.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(names, ["berth-u-1-scratch", "berth-u-1-fast", "berth-pvc-shop-db"]);
+    assert_eq!(
+        names,
+        ["berth-u-1-scratch", "berth-u-1-fast", "berth-pvc-shop-db"]
+    );
     assert!(plan.volumes[1].memory);
     assert_eq!(plan.volumes[1].size_bytes, Some(16 << 20));
     assert_eq!(plan.volumes[2].labels[labels::VOLUME_SCOPE], "claim");
@@ -163,6 +172,13 @@ async fn failed_init_container_stops_the_pod_start() {
     fake.exit_codes
         .insert(container_name(&plan.identity, "first", 0), 3);
     let err = start_pod(&fake, &plan).await.unwrap_err();
-    assert!(matches!(err, PodError::InitFailed { exit_code: 3, ref container, .. } if container == "first"));
-    assert!(!fake.calls().iter().any(|c| matches!(c, Call::Start(n) if n.contains("second"))));
+    assert!(
+        matches!(err, PodError::InitFailed { exit_code: 3, ref container, .. } if container == "first")
+    );
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Start(n) if n.contains("second")))
+    );
 }

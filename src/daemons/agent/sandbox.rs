@@ -55,7 +55,8 @@ pub fn busybox_context(dockerfile: &str, busybox: &Path) -> Result<Vec<u8>, Cont
         header.set_cksum();
         archive.append_data(&mut header, name, bytes)
     };
-    add("Dockerfile", dockerfile.as_bytes(), 0o644).map_err(|source| ContextError::Tar { source })?;
+    add("Dockerfile", dockerfile.as_bytes(), 0o644)
+        .map_err(|source| ContextError::Tar { source })?;
     add("busybox", &binary, 0o755).map_err(|source| ContextError::Tar { source })?;
     archive
         .into_inner()
@@ -74,7 +75,10 @@ pub fn build_context() -> Result<Vec<u8>, ContextError> {
 pub fn image_labels() -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::MANAGED.to_string(), "true".to_string()),
-        (labels::ROLE.to_string(), labels::Role::Sandbox.as_str().to_string()),
+        (
+            labels::ROLE.to_string(),
+            labels::Role::Sandbox.as_str().to_string(),
+        ),
     ])
 }
 
@@ -102,7 +106,10 @@ mod tests {
             .collect();
         assert_eq!(
             entries,
-            vec![("Dockerfile".to_string(), 0o644), ("busybox".to_string(), 0o755)]
+            vec![
+                ("Dockerfile".to_string(), 0o644),
+                ("busybox".to_string(), 0o755)
+            ]
         );
     }
 
