@@ -8,6 +8,7 @@
 //! - [`quantity`]: resource quantities as Docker numbers.
 //! - [`labels`]: the labels every berth container carries and the spec hash.
 //! - [`pod`]: starting and stopping a whole pod through any runtime.
+//! - [`probe`]: exec, httpGet and tcpSocket probes and their thresholds.
 //! - [`backoff`]: the restart policy and CrashLoopBackOff state machine.
 //! - [`env`]: environment variables and `$(VAR)` expansion.
 //! - [`fake`]: a recording runtime for unit tests of sync logic.
@@ -19,6 +20,7 @@ pub mod fake;
 pub mod labels;
 pub mod pod;
 pub mod podspec;
+pub mod probe;
 pub mod quantity;
 pub mod runtime;
 pub mod sandbox;
