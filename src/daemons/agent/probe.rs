@@ -85,7 +85,7 @@ async fn http_status(stream: &mut TcpStream, host: &str, port: u16, path: &str) 
     if let Err(e) = stream.write_all(request.as_bytes()).await {
         return ProbeOutcome::Failure(format!("send request: {e}"));
     }
-    let mut head = vec![0u8; 64];
+    let mut head = [0u8; 64];
     let mut read = 0;
     while read < 12 {
         match stream.read(&mut head[read..]).await {
