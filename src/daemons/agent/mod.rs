@@ -9,12 +9,14 @@
 //! - [`labels`]: the labels every berth container carries and the spec hash.
 //! - [`pod`]: starting and stopping a whole pod through any runtime.
 //! - [`probe`]: exec, httpGet and tcpSocket probes and their thresholds.
+//! - [`drift`]: what differs between a pod's plan and the containers the engine reports.
 //! - [`backoff`]: the restart policy and CrashLoopBackOff state machine.
 //! - [`env`]: environment variables and `$(VAR)` expansion.
 //! - [`fake`]: a recording runtime for unit tests of sync logic.
 
 pub mod backoff;
 pub mod docker;
+pub mod drift;
 pub mod env;
 pub mod fake;
 pub mod labels;
