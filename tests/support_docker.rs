@@ -31,6 +31,8 @@ pub async fn runtime() -> DockerRuntime {
     let runtime = DockerRuntime::connect()
         .await
         .expect("a Docker engine must be reachable (DOCKER_HOST or the local socket)");
+    static BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _building = BUILD.lock().await;
     if runtime.image_id(TEST_IMAGE).await.unwrap().is_none() {
         let context = sandbox::busybox_context(TEST_DOCKERFILE, &sandbox::busybox_path())
             .expect("apt-get install busybox-static");

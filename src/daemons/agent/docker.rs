@@ -339,6 +339,9 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn ensure_sandbox_image(&self) -> Result<String, RuntimeError> {
+        // Pods starting together would otherwise build it concurrently, leaving dangling copies.
+        static BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _building = BUILD.lock().await;
         let tag = sandbox::SANDBOX_IMAGE;
         if self.image_id(tag).await?.is_some() {
             return Ok(tag.to_string());
