@@ -2,7 +2,7 @@
 //!
 //! The layers, from the engine up:
 //! - [`runtime`]: the `ContainerRuntime` trait and the engine-neutral container description.
-//! - [`docker`]: its production implementation, Docker through `bollard`.
+//! - [`docker`]: its production implementation, Docker through `bollard` (conversions in `docker_model`).
 //! - [`sandbox`]: the per-pod sandbox ("pause") container and its locally built image.
 //! - [`podspec`]: pure translation of a Kubernetes `Pod` into container and volume specs.
 //! - [`quantity`]: resource quantities as Docker numbers.
@@ -16,6 +16,7 @@
 
 pub mod backoff;
 pub mod docker;
+mod docker_model;
 pub mod drift;
 pub mod env;
 pub mod fake;
