@@ -29,7 +29,13 @@ use super::sandbox;
 #[derive(Clone, Debug)]
 pub struct DockerRuntime {
     docker: Docker,
+    /// The same connection without bollard's 120 s request timeout, for calls that last as
+    /// long as a container does: wait, stop with a long grace period, events, exec, logs.
+    patient: Docker,
 }
+
+/// Effectively no timeout, while staying far from `Instant` overflow.
+const PATIENT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn engine(
     operation: &'static str,
@@ -79,7 +85,8 @@ impl DockerRuntime {
             .negotiate_version()
             .await
             .map_err(|source| RuntimeError::Connect { source })?;
-        Ok(DockerRuntime { docker })
+        let patient = docker.clone().with_timeout(PATIENT_TIMEOUT);
+        Ok(DockerRuntime { docker, patient })
     }
 
     /// The underlying client, for calls the trait does not cover.
@@ -263,7 +270,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(seconds).build();
-        match self.docker.stop_container(id, Some(options)).await {
+        match self.patient.stop_container(id, Some(options)).await {
             Err(e) if !is_not_found(&e) && !is_not_modified(&e) => {
                 Err(engine("stop container", id)(e))
             }
@@ -283,7 +290,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError> {
-        let mut stream = self.docker.wait_container(id, None);
+        let mut stream = self.patient.wait_container(id, None);
         match stream.next().await {
             Some(Ok(response)) => Ok(response.status_code),
             // bollard reports a non-zero exit as an error carrying the code.
@@ -332,7 +339,7 @@ impl ContainerRuntime for DockerRuntime {
             .since(&since)
             .build();
         let stream = self
-            .docker
+            .patient
             .events(Some(options))
             .map_err(|source| RuntimeError::Engine {
                 operation: "watch events",
@@ -358,7 +365,7 @@ impl ContainerRuntime for DockerRuntime {
             ..Default::default()
         };
         let created = self
-            .docker
+            .patient
             .create_exec(id, options)
             .await
             .map_err(engine("exec in container", id))?;
@@ -366,7 +373,7 @@ impl ContainerRuntime for DockerRuntime {
         if let StartExecResults::Attached {
             output: mut out, ..
         } = self
-            .docker
+            .patient
             .start_exec(&created.id, None)
             .await
             .map_err(engine("exec in container", id))?
@@ -395,7 +402,7 @@ impl ContainerRuntime for DockerRuntime {
             .tail(&tail)
             .build();
         let chunks: Vec<_> = self
-            .docker
+            .patient
             .logs(id, Some(options))
             .try_collect()
             .await
