@@ -425,3 +425,37 @@ async fn engine_events_report_a_container_killed_behind_our_back() {
         Some("app")
     );
 }
+
+#[tokio::test]
+async fn host_ports_are_published_on_the_sandbox() {
+    let rt = runtime().await;
+    let scope = TestScope::new("hostport");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let pod = scope.pod(
+        "published",
+        serde_json::json!({
+            "containers": [{"name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                "command": sh("mkdir -p /www && echo published > /www/index.html && exec httpd -f -p 8080 -h /www"),
+                "ports": [{"containerPort": 8080, "hostPort": port}]}]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    start_pod(&rt, &plan).await.expect("pod starts");
+    let body = eventually(Duration::from_secs(10), || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        response.contains("published").then_some(response)
+    })
+    .await;
+    assert!(body.is_some(), "the host port reaches the pod's container");
+}
