@@ -6,5 +6,6 @@
 pub mod apply;
 pub mod cli;
 pub mod cluster;
+pub mod daemons;
 pub mod diff;
 pub mod manifest;

@@ -1,0 +1,184 @@
+//! Unit tests of the pod translation and of `start_pod` against the recording fake.
+
+use super::*;
+use crate::daemons::agent::env::StaticObjects;
+use crate::daemons::agent::fake::{Call, FakeRuntime};
+use crate::daemons::agent::pod::{PodError, start_pod};
+
+fn pod(spec: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u-1"},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn plan(p: &Pod, policy: &AgentPolicy) -> Result<PodPlan, PodSpecError> {
+    let ctx = PodContext {
+        fields: PodFields {
+            node_name: "n1".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    plan_pod(p, &ctx, &StaticObjects::default(), policy)
+}
+
+#[test]
+fn command_replaces_entrypoint_and_args_replace_cmd() {
+    let p = pod(serde_json::json!({"containers": [{
+        "name": "app", "image": "busybox:1.36",
+        "command": ["sh", "-c"], "args": ["echo $(GREETING)"], "workingDir": "/tmp",
+        "env": [{"name": "GREETING", "value": "hi"}],
+        "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "readOnlyRootFilesystem": true},
+        "ports": [{"containerPort": 80, "hostPort": 8080}]
+    }]}));
+    let plan = plan(&p, &AgentPolicy::default()).unwrap();
+    let app = &plan.containers[0].spec;
+    assert_eq!(app.entrypoint, Some(vec!["sh".into(), "-c".into()]));
+    assert_eq!(app.cmd, Some(vec!["echo hi".into()]));
+    assert_eq!(app.working_dir.as_deref(), Some("/tmp"));
+    assert_eq!(app.memory_bytes, Some(64 << 20));
+    assert_eq!(app.nano_cpus, Some(500_000_000));
+    assert_eq!(app.user.as_deref(), Some("1000:2000"));
+    assert!(app.read_only_root);
+    assert_eq!(
+        app.network,
+        NetworkMode::Container(plan.sandbox.name.clone())
+    );
+    assert_eq!(plan.sandbox.ports[0].host_port, Some(8080));
+    assert_eq!(plan.containers[0].pull_policy, PullPolicy::IfNotPresent);
+    assert_eq!(app.name, "berth_app_web_shop_u-1_0");
+    assert_eq!(app.labels[labels::SPEC_HASH], plan.containers[0].spec_hash);
+    assert_eq!(app.labels[labels::NODE], "n1");
+}
+
+#[test]
+fn spec_hash_changes_with_the_spec_only() {
+    let a = pod(serde_json::json!({"containers": [{"name": "app", "image": "busybox:1.36"}]}));
+    let b = pod(serde_json::json!({"containers": [{"name": "app", "image": "busybox:1.37"}]}));
+    let policy = AgentPolicy::default();
+    let hash = |p: &Pod| plan(p, &policy).unwrap().containers[0].spec_hash.clone();
+    assert_eq!(hash(&a), hash(&a.clone()));
+    assert_ne!(hash(&a), hash(&b));
+}
+
+#[test]
+fn privileged_is_refused_unless_allowed() {
+    let p = pod(serde_json::json!({"containers": [{
+        "name": "app", "image": "busybox:1.36", "securityContext": {"privileged": true}}]}));
+    assert!(matches!(
+        plan(&p, &AgentPolicy::default()),
+        Err(PodSpecError::Privileged { .. })
+    ));
+    let allowed = AgentPolicy {
+        allow_privileged: true,
+        ..Default::default()
+    };
+    assert!(plan(&p, &allowed).unwrap().containers[0].spec.privileged);
+}
+
+#[test]
+fn host_paths_only_under_allowed_prefixes() {
+    let prefixes = vec![PathBuf::from("/srv/data")];
+    assert!(host_path_allowed(Path::new("/srv/data/a"), &prefixes));
+    assert!(!host_path_allowed(
+        Path::new("/srv/data/../../etc"),
+        &prefixes
+    ));
+    assert!(!host_path_allowed(Path::new("/srv/database"), &prefixes));
+    assert!(!host_path_allowed(Path::new("srv/data"), &prefixes));
+    let p = pod(serde_json::json!({
+        "volumes": [{"name": "etc", "hostPath": {"path": "/etc"}}],
+        "containers": [{"name": "app", "image": "busybox:1.36"}]}));
+    assert!(matches!(
+        plan(&p, &AgentPolicy::default()),
+        Err(PodSpecError::HostPathNotAllowed { .. })
+    ));
+}
+
+#[test]
+fn volumes_map_to_engine_volumes() {
+    let p = pod(serde_json::json!({
+    "volumes": [
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "fast", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "db"}}
+    ],
+    "containers": [{"name": "app", "image": "busybox:1.36", "volumeMounts": [
+        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "fast", "mountPath": "/fast"},
+        {"name": "data", "mountPath": "/data", "readOnly": true}
+    ]}]}));
+    let plan = plan(&p, &AgentPolicy::default()).unwrap();
+    let names: Vec<_> = plan.volumes.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["berth-u-1-scratch", "berth-u-1-fast", "berth-pvc-shop-db"]
+    );
+    assert!(plan.volumes[1].memory);
+    assert_eq!(plan.volumes[1].size_bytes, Some(16 << 20));
+    assert_eq!(plan.volumes[2].labels[labels::VOLUME_SCOPE], "claim");
+    assert!(!plan.volumes[2].labels.contains_key(labels::POD_UID));
+    assert!(plan.containers[0].spec.mounts[2].read_only);
+}
+
+#[test]
+fn secret_volumes_are_refused_clearly() {
+    let p = pod(serde_json::json!({
+        "volumes": [{"name": "s", "secret": {"secretName": "x"}}],
+        "containers": [{"name": "app", "image": "busybox:1.36"}]}));
+    let err = plan(&p, &AgentPolicy::default()).unwrap_err();
+    assert!(err.to_string().contains("secret volumes are not supported"));
+}
+
+fn two_inits() -> Pod {
+    pod(serde_json::json!({
+        "initContainers": [
+            {"name": "first", "image": "busybox:1.36"},
+            {"name": "second", "image": "busybox:1.36"}],
+        "containers": [{"name": "app", "image": "busybox:1.36"}]}))
+}
+
+#[tokio::test]
+async fn init_containers_complete_in_order_before_apps() {
+    let plan = plan(&two_inits(), &AgentPolicy::default()).unwrap();
+    let fake = FakeRuntime::default();
+    start_pod(&fake, &plan).await.unwrap();
+    let order: Vec<Call> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Start(_) | Call::Wait(_)))
+        .collect();
+    let n = |c: &str| container_name(&plan.identity, c, 0);
+    assert_eq!(
+        order,
+        vec![
+            Call::Start(n("POD")),
+            Call::Start(n("first")),
+            Call::Wait(n("first")),
+            Call::Start(n("second")),
+            Call::Wait(n("second")),
+            Call::Start(n("app")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn failed_init_container_stops_the_pod_start() {
+    let plan = plan(&two_inits(), &AgentPolicy::default()).unwrap();
+    let mut fake = FakeRuntime::default();
+    fake.exit_codes
+        .insert(container_name(&plan.identity, "first", 0), 3);
+    let err = start_pod(&fake, &plan).await.unwrap_err();
+    assert!(
+        matches!(err, PodError::InitFailed { exit_code: 3, ref container, .. } if container == "first")
+    );
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Start(n) if n.contains("second")))
+    );
+}

@@ -1,0 +1,461 @@
+//! The agent's container runtime against the real Docker engine: pods of several
+//! containers in one sandbox, init order, the container spec as Docker sees it, graceful
+//! stop, labels for adoption, pull policy, volumes and engine events.
+
+mod support_docker;
+
+use std::time::{Duration, Instant};
+
+use berth::daemons::agent::labels;
+use berth::daemons::agent::pod::{PodError, pod_containers, remove_pod, start_pod, stop_pod};
+use berth::daemons::agent::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use futures_util::StreamExt;
+use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn app_and_helper_share_localhost_and_an_empty_dir() {
+    let rt = runtime().await;
+    let scope = TestScope::new("share");
+    let pod = scope.pod(
+        "web",
+        serde_json::json!({
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+            "containers": [
+                {"name": "helper", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": ["httpd", "-f", "-p", "8080", "-h", "/shared"],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+                {"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("echo hello-from-app > /shared/index.html; exec sleep 3600"),
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let started = start_pod(&rt, &plan).await.expect("pod starts");
+    assert!(started.pod_ip.is_some(), "the sandbox has the pod IP");
+    let app = &started.containers[1].1;
+
+    // The app reaches the helper over localhost and reads the file it wrote itself.
+    let fetch = args(&["wget", "-qO-", "http://localhost:8080/index.html"]);
+    let body = eventually(Duration::from_secs(10), || async {
+        let out = rt.exec(app, &fetch).await.ok()?;
+        (out.exit_code == 0).then_some(out.output)
+    })
+    .await;
+    assert_eq!(body.as_deref().map(str::trim), Some("hello-from-app"));
+
+    // Both containers see the pod's hostname from the sandbox.
+    let hostname = rt.exec(app, &args(&["hostname"])).await.unwrap();
+    assert_eq!(hostname.output.trim(), "web");
+
+    remove_pod(&rt, &plan.identity, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        pod_containers(&rt, &plan.identity.uid)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let volumes = rt
+        .list_volumes(&[(labels::POD_UID, plan.identity.uid.as_str())])
+        .await
+        .unwrap();
+    assert!(volumes.is_empty(), "pod-scoped volumes go with the pod");
+}
+
+#[tokio::test]
+async fn init_containers_run_in_order_before_app_containers() {
+    let rt = runtime().await;
+    let scope = TestScope::new("init");
+    let mount = serde_json::json!([{"name": "work", "mountPath": "/work"}]);
+    let pod = scope.pod(
+        "ordered",
+        serde_json::json!({
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [
+                {"name": "first", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("sleep 1; echo first >> /work/log"), "volumeMounts": mount},
+                {"name": "second", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("echo second >> /work/log"), "volumeMounts": mount}
+            ],
+            "containers": [
+                {"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("echo app >> /work/log; exec sleep 3600"), "volumeMounts": mount}
+            ]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let started = start_pod(&rt, &plan).await.expect("pod starts");
+    let app = &started.containers[0].1;
+    let log = eventually(Duration::from_secs(10), || async {
+        let out = rt.exec(app, &args(&["cat", "/work/log"])).await.ok()?;
+        out.output.contains("app").then_some(out.output)
+    })
+    .await;
+    assert_eq!(log.as_deref(), Some("first\nsecond\napp\n"));
+    for (_, id) in &started.init_containers {
+        let info = rt.inspect_container(id).await.unwrap().unwrap();
+        assert!(matches!(
+            info.state,
+            ContainerState::Exited { exit_code: 0, .. }
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_failing_init_container_keeps_app_containers_from_starting() {
+    let rt = runtime().await;
+    let scope = TestScope::new("initfail");
+    let pod = scope.pod(
+        "broken",
+        serde_json::json!({
+            "initContainers": [{"name": "migrate", "image": TEST_IMAGE,
+                                "imagePullPolicy": "Never", "command": sh("exit 3")}],
+            "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                            "command": ["sleep", "3600"]}]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let err = start_pod(&rt, &plan).await.unwrap_err();
+    assert!(
+        matches!(err, PodError::InitFailed { exit_code: 3, ref container, .. } if container == "migrate"),
+        "{err}"
+    );
+    let containers = pod_containers(&rt, &plan.identity.uid).await.unwrap();
+    assert!(
+        !containers
+            .iter()
+            .any(|c| c.labels.get(labels::CONTAINER_NAME).map(String::as_str) == Some("app"))
+    );
+}
+
+#[tokio::test]
+async fn env_command_args_and_working_dir_reach_the_container() {
+    let rt = runtime().await;
+    let scope = TestScope::new("spec");
+    let pod = scope.pod(
+        "envy",
+        serde_json::json!({
+            "containers": [{
+                "name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sh", "-c"],
+                "args": ["echo \"$GREETING $POD_NAME $(pwd) $0\" > /tmp/out; exec sleep 3600", "$(GREETING)"],
+                "workingDir": "/tmp",
+                "env": [
+                    {"name": "GREETING", "value": "hello"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+                ]
+            }]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let started = start_pod(&rt, &plan).await.expect("pod starts");
+    let app = &started.containers[0].1;
+    let out = eventually(Duration::from_secs(10), || async {
+        let out = rt.exec(app, &args(&["cat", "/tmp/out"])).await.ok()?;
+        (out.exit_code == 0).then_some(out.output)
+    })
+    .await;
+    assert_eq!(out.as_deref(), Some("hello envy /tmp hello\n"));
+
+    let inspect = rt.client().inspect_container(app, None).await.unwrap();
+    let config = inspect.config.unwrap();
+    assert_eq!(config.entrypoint, Some(args(&["sh", "-c"])));
+    assert_eq!(config.working_dir.as_deref(), Some("/tmp"));
+    assert!(config.env.unwrap().contains(&"GREETING=hello".to_string()));
+}
+
+#[tokio::test]
+async fn limits_and_security_context_show_in_docker_inspect() {
+    let rt = runtime().await;
+    let scope = TestScope::new("limits");
+    let pod = scope.pod(
+        "limited",
+        serde_json::json!({
+            "containers": [{
+                "name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                "command": ["sleep", "3600"],
+                "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}},
+                "securityContext": {"runAsUser": 1234, "runAsGroup": 5678,
+                                    "readOnlyRootFilesystem": true}
+            }]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let started = start_pod(&rt, &plan).await.expect("pod starts");
+    let app = &started.containers[0].1;
+    let inspect = rt.client().inspect_container(app, None).await.unwrap();
+    let host = inspect.host_config.unwrap();
+    assert_eq!(host.memory, Some(64 * 1024 * 1024));
+    assert_eq!(host.nano_cpus, Some(250_000_000));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(
+        host.network_mode
+            .as_deref()
+            .map(|m| m.starts_with("container:")),
+        Some(true)
+    );
+    let id = rt.exec(app, &args(&["id"])).await.unwrap();
+    assert!(
+        id.output.contains("uid=1234") && id.output.contains("gid=5678"),
+        "{id:?}"
+    );
+    let write = rt.exec(app, &args(&["touch", "/x"])).await.unwrap();
+    assert_ne!(write.exit_code, 0, "the root filesystem is read-only");
+}
+
+#[tokio::test]
+async fn stop_sends_sigterm_and_kills_after_the_grace_period() {
+    let rt = runtime().await;
+    let scope = TestScope::new("grace");
+    let pod = scope.pod(
+        "stopping",
+        serde_json::json!({
+            "containers": [
+                {"name": "polite", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("trap 'exit 0' TERM; while true; do sleep 1; done")},
+                {"name": "stubborn", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sleep", "3600"]}
+            ]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let started = start_pod(&rt, &plan).await.expect("pod starts");
+    let (polite, stubborn) = (&started.containers[0].1, &started.containers[1].1);
+
+    let t0 = Instant::now();
+    rt.stop_container(polite, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "SIGTERM ends a polite container at once"
+    );
+    let info = rt.inspect_container(polite).await.unwrap().unwrap();
+    assert!(
+        matches!(info.state, ContainerState::Exited { exit_code: 0, .. }),
+        "{info:?}"
+    );
+
+    // `sleep` as PID 1 ignores SIGTERM: only SIGKILL after the grace period ends it.
+    let t0 = Instant::now();
+    rt.stop_container(stubborn, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    let info = rt.inspect_container(stubborn).await.unwrap().unwrap();
+    assert!(
+        matches!(info.state, ContainerState::Exited { exit_code: 137, .. }),
+        "{info:?}"
+    );
+
+    stop_pod(&rt, &plan.identity.uid, Duration::ZERO)
+        .await
+        .unwrap();
+    let sandbox = rt
+        .inspect_container(&started.sandbox_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(sandbox.state, ContainerState::Exited { .. }));
+}
+
+#[tokio::test]
+async fn labels_carry_the_spec_hash_and_listing_finds_the_pod_for_adoption() {
+    let rt = runtime().await;
+    let scope = TestScope::new("labels");
+    let pod = scope.pod(
+        "adopt",
+        serde_json::json!({
+            "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                            "command": ["sleep", "3600"]}]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let started = start_pod(&rt, &plan).await.expect("pod starts");
+
+    let found = pod_containers(&rt, &plan.identity.uid).await.unwrap();
+    let mut ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+    ids.sort();
+    let mut expected = vec![
+        started.sandbox_id.as_str(),
+        started.containers[0].1.as_str(),
+    ];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "listing by pod uid finds the sandbox and the app"
+    );
+
+    let app = found
+        .iter()
+        .find(|c| c.id == started.containers[0].1)
+        .unwrap();
+    assert!(matches!(app.state, ContainerState::Running));
+    let label = |k: &str| app.labels.get(k).map(String::as_str);
+    assert_eq!(
+        label(labels::SPEC_HASH),
+        Some(plan.containers[0].spec_hash.as_str())
+    );
+    assert_eq!(label(labels::POD_NAME), Some("adopt"));
+    assert_eq!(label(labels::POD_NAMESPACE), Some("default"));
+    assert_eq!(label(labels::CONTAINER_NAME), Some("app"));
+    assert_eq!(label(labels::NODE), Some("test-node"));
+    assert_eq!(label(labels::ROLE), Some("app"));
+
+    // A second plan of the same pod (as after an agent restart) hashes the same.
+    assert_eq!(
+        scope.plan(&pod).containers[0].spec_hash,
+        plan.containers[0].spec_hash
+    );
+}
+
+#[tokio::test]
+async fn pull_policy_never_reports_err_image_never_pull() {
+    let rt = runtime().await;
+    let scope = TestScope::new("never");
+    let pod = scope.pod(
+        "missing",
+        serde_json::json!({
+            "containers": [{"name": "app", "image": "berth-test/absent:0",
+                            "imagePullPolicy": "Never"}]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let err = start_pod(&rt, &plan).await.unwrap_err();
+    let PodError::Runtime { source, .. } = err else {
+        panic!("expected a runtime error, got {err}");
+    };
+    assert!(matches!(source, RuntimeError::ImageNeverPull { .. }));
+    assert_eq!(source.reason(), Some("ErrImageNeverPull"));
+    // Present images are used as they are.
+    let id = rt
+        .ensure_image(
+            TEST_IMAGE,
+            berth::daemons::agent::runtime::PullPolicy::IfNotPresent,
+        )
+        .await
+        .unwrap();
+    assert!(id.starts_with("sha256:"));
+}
+
+#[tokio::test]
+async fn claim_volumes_outlive_the_pod_and_memory_empty_dirs_are_tmpfs() {
+    let rt = runtime().await;
+    let scope = TestScope::new("claims");
+    let spec = serde_json::json!({
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": format!("c-{}", scope.id)}},
+            {"name": "fast", "emptyDir": {"medium": "Memory"}}
+        ],
+        "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                        "command": sh("echo kept >> /data/file; exec sleep 3600"),
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                                         {"name": "fast", "mountPath": "/fast"}]}]
+    });
+    let first = scope.plan(&scope.pod("one", spec.clone()));
+    let started = start_pod(&rt, &first).await.expect("pod starts");
+    let app = &started.containers[0].1;
+    let mounts = rt.exec(app, &args(&["cat", "/proc/mounts"])).await.unwrap();
+    assert!(
+        mounts.output.lines().any(|l| l.starts_with("tmpfs /fast ")),
+        "{}",
+        mounts.output
+    );
+    remove_pod(&rt, &first.identity, Duration::ZERO)
+        .await
+        .unwrap();
+
+    // A new pod on the same claim sees what the first one wrote.
+    let second = scope.plan(&scope.pod("two", spec));
+    let started = start_pod(&rt, &second).await.expect("pod starts");
+    let app = &started.containers[0].1;
+    let data = eventually(Duration::from_secs(10), || async {
+        let out = rt.exec(app, &args(&["cat", "/data/file"])).await.ok()?;
+        (out.output.lines().count() == 2).then_some(out.output)
+    })
+    .await;
+    assert_eq!(data.as_deref(), Some("kept\nkept\n"));
+}
+
+#[tokio::test]
+async fn engine_events_report_a_container_killed_behind_our_back() {
+    let rt = runtime().await;
+    let scope = TestScope::new("events");
+    let pod = scope.pod(
+        "watched",
+        serde_json::json!({
+            "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                            "command": ["sleep", "3600"]}]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    let started = start_pod(&rt, &plan).await.expect("pod starts");
+    let app = started.containers[0].1.clone();
+    let mut events = rt.events(&[(labels::POD_UID, plan.identity.uid.as_str())]);
+    // No pause: the stream starts at the `events` call even though it is polled later.
+    let status = std::process::Command::new("docker")
+        .args(["kill", &app])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let die = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.next().await {
+            let event = event.unwrap();
+            if event.container_id == app && event.action == "die" {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await
+    .expect("a die event within 10 s")
+    .expect("the stream stays open");
+    assert_eq!(
+        die.labels.get(labels::CONTAINER_NAME).map(String::as_str),
+        Some("app")
+    );
+}
+
+#[tokio::test]
+async fn host_ports_are_published_on_the_sandbox() {
+    let rt = runtime().await;
+    let scope = TestScope::new("hostport");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let pod = scope.pod(
+        "published",
+        serde_json::json!({
+            "containers": [{"name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                "command": sh("mkdir -p /www && echo published > /www/index.html && exec httpd -f -p 8080 -h /www"),
+                "ports": [{"containerPort": 8080, "hostPort": port}]}]
+        }),
+    );
+    let plan = scope.plan(&pod);
+    start_pod(&rt, &plan).await.expect("pod starts");
+    let body = eventually(Duration::from_secs(10), || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        response.contains("published").then_some(response)
+    })
+    .await;
+    assert!(body.is_some(), "the host port reaches the pod's container");
+}
