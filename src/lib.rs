@@ -4,4 +4,6 @@
 //! validated, `cli` is the command line.
 
 pub mod cli;
+pub mod cluster;
+pub mod daemons;
 pub mod manifest;

@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch to each command.
 
 mod schema;
+mod server;
 mod validate;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     /// Work with the JSON Schemas berth validates against
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Run the API server (store, TLS, auth) that kubectl and the agents talk to
+    Server(server::ServerArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(cmd) => schema::run(cmd),
+        Command::Server(args) => server::run(args),
     };
     ExitCode::from(code)
 }

@@ -1,0 +1,3 @@
+//! Process wiring: the long-running roles of the `berth` binary.
+
+pub mod server;
