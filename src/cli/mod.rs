@@ -2,6 +2,7 @@
 
 mod schema;
 mod server;
+mod snapshot;
 mod validate;
 
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     Schema(schema::SchemaCommand),
     /// Run the API server (store, TLS, auth) that kubectl and the agents talk to
     Server(server::ServerArgs),
+    /// Save or restore a snapshot of the embedded store
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -43,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Schema(cmd) => schema::run(cmd),
         Command::Server(args) => server::run(args),
+        Command::Snapshot(cmd) => snapshot::run(cmd),
     };
     ExitCode::from(code)
 }

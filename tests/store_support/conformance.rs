@@ -1,0 +1,652 @@
+//! The store conformance suite: generic checks every [`Store`] backend must pass.
+//!
+//! Revisions are compared relative to what the store reports, never as absolute numbers:
+//! an empty SQLite store is at revision 0, an empty etcd at 1.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth::cluster::store::{
+    Compare, Event, EventKind, KeyValue, ListOptions, Op, OpResult, Revision, Store, StoreError,
+    Txn, WatchStream,
+};
+use futures::StreamExt;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads exactly `n` events, failing on an error or a stall.
+pub async fn take(stream: &mut WatchStream, n: usize) -> Vec<Event> {
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        let next = tokio::time::timeout(TIMEOUT, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("watch stalled after {} of {n} events", events.len()));
+        events.push(next.expect("watch ended").expect("watch failed"));
+    }
+    events
+}
+
+/// Asserts nothing more arrives within a short while.
+pub async fn assert_quiet(stream: &mut WatchStream) {
+    if let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+        panic!("unexpected extra watch item: {item:?}");
+    }
+}
+
+pub async fn put(store: &dyn Store, key: &str, value: &str) -> Revision {
+    let result = store
+        .txn(Txn::new().then([Op::put(key, value)]))
+        .await
+        .expect("put");
+    assert!(result.succeeded);
+    result.revision
+}
+
+fn value(kv: &Option<KeyValue>) -> Option<&[u8]> {
+    kv.as_ref().map(|kv| kv.value.as_slice())
+}
+
+pub async fn crud(store: &dyn Store) {
+    let start = store.current_revision().await.unwrap();
+    assert_eq!(store.get("/t/a").await.unwrap(), None);
+
+    // Create only if absent.
+    let create = || {
+        Txn::new()
+            .when([Compare::absent("/t/a")])
+            .then([Op::put("/t/a", "1")])
+    };
+    let created = store
+        .txn(create().otherwise([Op::get("/t/a")]))
+        .await
+        .unwrap();
+    assert!(created.succeeded);
+    assert_eq!(created.revision, start + 1, "one write, one new revision");
+    assert_eq!(created.results, vec![OpResult::Put { prev: None }]);
+    let a = store
+        .get("/t/a")
+        .await
+        .unwrap()
+        .expect("created key is readable");
+    assert_eq!(
+        (a.value.as_slice(), a.create_revision, a.mod_revision),
+        (&b"1"[..], start + 1, start + 1)
+    );
+
+    // A second create fails and the failure branch returns what is there.
+    let again = store
+        .txn(create().otherwise([Op::get("/t/a")]))
+        .await
+        .unwrap();
+    assert!(!again.succeeded);
+    assert_eq!(
+        again.revision,
+        start + 1,
+        "a txn that writes nothing keeps the revision"
+    );
+    assert_eq!(
+        again.results,
+        vec![OpResult::Get {
+            kv: Some(a.clone())
+        }]
+    );
+
+    // Update at the current revision; the create revision stays, prev is returned.
+    let update = Txn::new()
+        .when([Compare::mod_revision("/t/a", a.mod_revision)])
+        .then([Op::put("/t/a", "2")]);
+    let updated = store.txn(update).await.unwrap();
+    assert!(updated.succeeded);
+    assert_eq!(
+        updated.results,
+        vec![OpResult::Put {
+            prev: Some(a.clone())
+        }]
+    );
+    let a2 = store.get("/t/a").await.unwrap().unwrap();
+    assert_eq!(
+        (a2.value.as_slice(), a2.create_revision, a2.mod_revision),
+        (&b"2"[..], start + 1, start + 2)
+    );
+
+    // Delete; then the key is gone and deleting again writes nothing.
+    let deleted = store
+        .txn(
+            Txn::new()
+                .when([Compare::mod_revision("/t/a", a2.mod_revision)])
+                .then([Op::delete("/t/a")]),
+        )
+        .await
+        .unwrap();
+    assert!(deleted.succeeded);
+    assert_eq!(deleted.revision, start + 3);
+    assert_eq!(
+        deleted.results,
+        vec![OpResult::Delete {
+            prev: Some(a2.clone())
+        }]
+    );
+    assert_eq!(store.get("/t/a").await.unwrap(), None);
+    let noop = store
+        .txn(Txn::new().then([Op::delete("/t/a")]))
+        .await
+        .unwrap();
+    assert_eq!(noop.revision, start + 3);
+    assert_eq!(noop.results, vec![OpResult::Delete { prev: None }]);
+    assert_eq!(store.current_revision().await.unwrap(), start + 3);
+
+    // Re-created keys start a new incarnation.
+    let r = put(store, "/t/a", "3").await;
+    assert_eq!(store.get("/t/a").await.unwrap().unwrap().create_revision, r);
+
+    // Lists are in key order, bounded by the prefix, and page with limit + continue.
+    for key in ["/t/c", "/t/b", "/t/d", "/u/x", "/t"] {
+        put(store, key, key).await;
+    }
+    let all = store.list("/t/", ListOptions::default()).await.unwrap();
+    let keys: Vec<_> = all.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/t/a", "/t/b", "/t/c", "/t/d"]);
+    assert!(!all.more);
+    assert_eq!(all.revision, store.current_revision().await.unwrap());
+    let mut paged = Vec::new();
+    let mut options = ListOptions {
+        limit: 3,
+        ..Default::default()
+    };
+    loop {
+        let page = store.list("/t/", options.clone()).await.unwrap();
+        assert!(page.items.len() <= 3);
+        paged.extend(page.items.iter().map(|kv| kv.key.clone()));
+        if !page.more {
+            break;
+        }
+        options.continue_after = page.items.last().map(|kv| kv.key.clone());
+        options.at_revision = Some(page.revision);
+    }
+    assert_eq!(paged, keys);
+    let everything = store.list("", ListOptions::default()).await.unwrap();
+    assert_eq!(everything.items.len(), 6);
+
+    // A branch that writes a key twice is refused.
+    let twice = store
+        .txn(Txn::new().then([Op::put("/t/z", "1"), Op::delete("/t/z")]))
+        .await;
+    assert!(
+        matches!(twice, Err(StoreError::DuplicateKey { ref key }) if key == "/t/z"),
+        "{twice:?}"
+    );
+}
+
+pub async fn stale_revision_rejected(store: &dyn Store) {
+    let r1 = put(store, "/s/obj", "v1").await;
+    let r2 = store
+        .txn(
+            Txn::new()
+                .when([Compare::mod_revision("/s/obj", r1)])
+                .then([Op::put("/s/obj", "v2")]),
+        )
+        .await
+        .unwrap()
+        .revision;
+    // A writer that read v1 tries to overwrite v2.
+    let stale = store
+        .txn(
+            Txn::new()
+                .when([Compare::mod_revision("/s/obj", r1)])
+                .then([Op::put("/s/obj", "lost update")])
+                .otherwise([Op::get("/s/obj")]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !stale.succeeded,
+        "an update from a stale revision must be rejected"
+    );
+    assert_eq!(stale.revision, r2);
+    match &stale.results[..] {
+        [OpResult::Get { kv: Some(kv) }] => {
+            assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"v2"[..], r2))
+        }
+        other => panic!("failure branch result: {other:?}"),
+    }
+    assert_eq!(store.get("/s/obj").await.unwrap().unwrap().value, b"v2");
+
+    // After delete + re-create, a compare on the old incarnation fails.
+    store
+        .txn(Txn::new().then([Op::delete("/s/obj")]))
+        .await
+        .unwrap();
+    put(store, "/s/obj", "v3").await;
+    let old_incarnation = store
+        .txn(
+            Txn::new()
+                .when([Compare::create_revision("/s/obj", r1)])
+                .then([Op::put("/s/obj", "x")]),
+        )
+        .await
+        .unwrap();
+    assert!(!old_incarnation.succeeded);
+    let exists = store
+        .txn(
+            Txn::new()
+                .when([Compare::exists("/s/obj"), Compare::absent("/s/other")])
+                .then([Op::put("/s/obj", "v4")]),
+        )
+        .await
+        .unwrap();
+    assert!(exists.succeeded);
+    let absent = store
+        .txn(
+            Txn::new()
+                .when([Compare::exists("/s/other")])
+                .then([Op::put("/s/obj", "x")]),
+        )
+        .await
+        .unwrap();
+    assert!(!absent.succeeded);
+    assert_eq!(store.get("/s/obj").await.unwrap().unwrap().value, b"v4");
+}
+
+/// Concurrent transfers between accounts: every txn moves one unit between two keys under
+/// compares on both; the total never changes and each transfer is one revision, two events.
+pub async fn multi_key_txn_atomicity(store: Arc<dyn Store>) {
+    const ACCOUNTS: usize = 4;
+    const TASKS: usize = 4;
+    const TRANSFERS: usize = 50;
+    let start = store.current_revision().await.unwrap();
+    let mut init = Txn::new();
+    for i in 0..ACCOUNTS {
+        init = init.then([Op::put(format!("/bank/{i}"), "100")]);
+    }
+    let init = store.txn(init).await.unwrap();
+    assert_eq!(init.revision, start + 1, "a multi-key txn is one revision");
+
+    // A txn whose compare fails applies none of its success ops.
+    let failed = store
+        .txn(
+            Txn::new()
+                .when([
+                    Compare::mod_revision("/bank/0", init.revision),
+                    Compare::absent("/bank/1"),
+                ])
+                .then([Op::put("/bank/0", "0"), Op::put("/bank/9", "1000")]),
+        )
+        .await
+        .unwrap();
+    assert!(!failed.succeeded);
+    assert_eq!(store.get("/bank/9").await.unwrap(), None);
+    assert_eq!(store.get("/bank/0").await.unwrap().unwrap().value, b"100");
+
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            let mut attempt = 0usize;
+            while done < TRANSFERS {
+                attempt += 1;
+                let from = format!("/bank/{}", (t + attempt) % ACCOUNTS);
+                let to = format!("/bank/{}", (t + attempt + 1) % ACCOUNTS);
+                let a = store.get(&from).await.unwrap().unwrap();
+                let b = store.get(&to).await.unwrap().unwrap();
+                let parse = |kv: &KeyValue| {
+                    std::str::from_utf8(&kv.value)
+                        .unwrap()
+                        .parse::<i64>()
+                        .unwrap()
+                };
+                let txn = Txn::new()
+                    .when([
+                        Compare::mod_revision(&from, a.mod_revision),
+                        Compare::mod_revision(&to, b.mod_revision),
+                    ])
+                    .then([
+                        Op::put(&from, (parse(&a) - 1).to_string()),
+                        Op::put(&to, (parse(&b) + 1).to_string()),
+                    ]);
+                if store.txn(txn).await.unwrap().succeeded {
+                    done += 1;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let end = store.list("/bank/", ListOptions::default()).await.unwrap();
+    let total: i64 = end
+        .items
+        .iter()
+        .map(|kv| {
+            std::str::from_utf8(&kv.value)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 100 * ACCOUNTS as i64, "a transfer was half-applied");
+    assert_eq!(end.revision, init.revision + (TASKS * TRANSFERS) as i64);
+
+    // Every transfer revision carries exactly its two events.
+    let mut watch = store.watch("/bank/", init.revision).await.unwrap();
+    let events = take(&mut watch, 2 * TASKS * TRANSFERS).await;
+    for pair in events.chunks(2) {
+        assert_eq!(
+            pair[0].revision(),
+            pair[1].revision(),
+            "events of one txn share a revision"
+        );
+        assert_ne!(pair[0].kv.key, pair[1].kv.key);
+    }
+    // Every revision in the range holds a whole transfer.
+    let revisions: Vec<_> = events.chunks(2).map(|p| p[0].revision()).collect();
+    assert_eq!(
+        revisions,
+        ((init.revision + 1)..=end.revision).collect::<Vec<_>>()
+    );
+}
+
+pub async fn list_at_revision(store: &dyn Store) {
+    for key in ["a", "b", "c", "d", "e"] {
+        put(store, &format!("/l/{key}"), "old").await;
+    }
+    let before = store.list("/l/", ListOptions::default()).await.unwrap();
+    let at = before.revision;
+
+    // Change everything a reader at `at` could notice.
+    put(store, "/l/a", "new").await;
+    store
+        .txn(Txn::new().then([Op::delete("/l/b")]))
+        .await
+        .unwrap();
+    put(store, "/l/f", "new").await;
+    put(store, "/l/bb", "new").await;
+
+    let again = store
+        .list(
+            "/l/",
+            ListOptions {
+                at_revision: Some(at),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again, before,
+        "a list at a past revision sees that revision"
+    );
+
+    // Paging at a fixed revision stays consistent while writes continue between pages.
+    let mut seen = Vec::new();
+    let mut options = ListOptions {
+        limit: 2,
+        at_revision: Some(at),
+        continue_after: None,
+    };
+    loop {
+        let page = store.list("/l/", options.clone()).await.unwrap();
+        assert_eq!(page.revision, at);
+        seen.extend(page.items.clone());
+        put(store, "/l/c", "changed between pages").await;
+        if !page.more {
+            break;
+        }
+        options.continue_after = Some(page.items.last().unwrap().key.clone());
+    }
+    assert_eq!(seen, before.items);
+
+    let now = store.list("/l/", ListOptions::default()).await.unwrap();
+    let keys: Vec<_> = now.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/l/a", "/l/bb", "/l/c", "/l/d", "/l/e", "/l/f"]);
+
+    let future = store
+        .list(
+            "/l/",
+            ListOptions {
+                at_revision: Some(now.revision + 100),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(future, Err(StoreError::FutureRevision { .. })),
+        "{future:?}"
+    );
+}
+
+/// 8 writers × `per_writer` single-key txns; a watcher started before them and one started
+/// from revision 0 afterwards both see exactly the committed sequence.
+pub async fn watch_order_under_concurrent_writers(store: Arc<dyn Store>, per_writer: usize) {
+    const WRITERS: usize = 8;
+    let start = store.current_revision().await.unwrap();
+    let mut live = store.watch("/w/", start).await.unwrap();
+    let live_reader = tokio::spawn(async move { take(&mut live, WRITERS * per_writer).await });
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            let mut committed = Vec::with_capacity(per_writer);
+            for j in 0..per_writer {
+                let key = format!("/w/{w}/{}", j % 10);
+                let value = format!("{w}:{j}");
+                let result = store
+                    .txn(Txn::new().then([Op::put(&key, value.clone())]))
+                    .await
+                    .unwrap();
+                committed.push((result.revision, key, value));
+            }
+            committed
+        }));
+    }
+    let mut committed = Vec::new();
+    for writer in writers {
+        committed.extend(writer.await.unwrap());
+    }
+    committed.sort();
+    let revisions: Vec<_> = committed.iter().map(|c| c.0).collect();
+    assert_eq!(
+        revisions,
+        ((start + 1)..=(start + committed.len() as i64)).collect::<Vec<_>>(),
+        "each txn gets its own revision, no holes"
+    );
+
+    let check = |events: &[Event], who: &str| {
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.revision(),
+                    e.kv.key.clone(),
+                    String::from_utf8(e.kv.value.clone()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), committed.len(), "{who}: event count");
+        for (i, (g, c)) in got.iter().zip(&committed).enumerate() {
+            assert_eq!(g, c, "{who}: event {i} differs from the committed sequence");
+        }
+        // Each event carries the previous value of its key.
+        let mut last: HashMap<&str, &str> = HashMap::new();
+        for (e, c) in events.iter().zip(&committed) {
+            assert_eq!(e.kind, EventKind::Put);
+            let prev = e
+                .prev
+                .as_ref()
+                .map(|p| std::str::from_utf8(&p.value).unwrap());
+            assert_eq!(
+                prev,
+                last.get(c.1.as_str()).copied(),
+                "{who}: prev value of {}",
+                c.1
+            );
+            last.insert(&c.1, &c.2);
+        }
+    };
+    let live_events = live_reader.await.unwrap();
+    check(&live_events, "live watcher");
+
+    let mut replay = store.watch("/w/", 0).await.unwrap();
+    let replayed = take(&mut replay, committed.len()).await;
+    check(&replayed, "watcher from revision 0");
+    assert_quiet(&mut replay).await;
+}
+
+/// A consumer drops its stream mid-way and resumes from the last revision it processed,
+/// while a writer keeps going: it sees every change once.
+pub async fn watch_resume_after_drop(store: Arc<dyn Store>) {
+    const TOTAL: usize = 300;
+    let start = store.current_revision().await.unwrap();
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..TOTAL {
+                put(&*store, &format!("/r/{}", i % 7), &i.to_string()).await;
+            }
+        })
+    };
+    let mut seen: Vec<Event> = Vec::new();
+    let mut after = start;
+    // Three short-lived streams, each dropped after a few events, then one to the end.
+    for chunk in [40, 1, 100] {
+        let mut stream = store.watch("/r/", after).await.unwrap();
+        let events = take(&mut stream, chunk).await;
+        drop(stream);
+        after = events.last().unwrap().revision();
+        seen.extend(events);
+    }
+    let mut stream = store.watch("/r/", after).await.unwrap();
+    seen.extend(take(&mut stream, TOTAL - seen.len()).await);
+    writer.await.unwrap();
+    assert_quiet(&mut stream).await;
+    let values: Vec<_> = seen
+        .iter()
+        .map(|e| String::from_utf8(e.kv.value.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (0..TOTAL).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    let revisions: Vec<_> = seen.iter().map(Event::revision).collect();
+    assert_eq!(
+        revisions,
+        ((start + 1)..=(start + TOTAL as i64)).collect::<Vec<_>>()
+    );
+
+    // Events outside the prefix never show up; a delete is an event with the previous value.
+    let mut stream = store
+        .watch("/r/0", store.current_revision().await.unwrap())
+        .await
+        .unwrap();
+    put(&*store, "/x/unrelated", "1").await;
+    store
+        .txn(Txn::new().then([Op::delete("/r/0")]))
+        .await
+        .unwrap();
+    let deleted = take(&mut stream, 1).await.remove(0);
+    assert_eq!(
+        (deleted.kind, deleted.kv.key.as_str()),
+        (EventKind::Delete, "/r/0")
+    );
+    assert!(deleted.kv.value.is_empty());
+    let expected_prev = ((0..TOTAL).filter(|i| i % 7 == 0).max().unwrap()).to_string();
+    assert_eq!(value(&deleted.prev), Some(expected_prev.as_bytes()));
+}
+
+async fn expect_compacted(store: &dyn Store, after: Revision) {
+    match store.watch("/c/", after).await {
+        Err(StoreError::Compacted { .. }) => {}
+        Err(other) => panic!("watch after {after}: expected Compacted, got {other:?}"),
+        Ok(mut stream) => match tokio::time::timeout(TIMEOUT, stream.next()).await {
+            Ok(Some(Err(StoreError::Compacted { .. }))) => {}
+            other => panic!("watch after {after}: expected Compacted, got {other:?}"),
+        },
+    }
+}
+
+pub async fn compaction(store: &dyn Store) {
+    let mut revisions = Vec::new();
+    for i in 0..10 {
+        revisions.push(put(store, "/c/key", &i.to_string()).await);
+    }
+    put(store, "/c/gone", "x").await;
+    store
+        .txn(Txn::new().then([Op::delete("/c/gone")]))
+        .await
+        .unwrap();
+    let before: BTreeMap<_, _> = [(
+        5,
+        store
+            .list(
+                "/c/",
+                ListOptions {
+                    at_revision: Some(revisions[5]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+    )]
+    .into();
+    let current = store.current_revision().await.unwrap();
+    let keep = revisions[5];
+    store.compact(keep).await.unwrap();
+
+    // The current state and the state at the compacted revision are intact.
+    assert_eq!(store.get("/c/key").await.unwrap().unwrap().value, b"9");
+    assert_eq!(store.get("/c/gone").await.unwrap(), None);
+    let at_keep = store
+        .list(
+            "/c/",
+            ListOptions {
+                at_revision: Some(keep),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(at_keep, before[&5]);
+    assert_eq!(store.current_revision().await.unwrap(), current);
+
+    // Older revisions are gone, for lists and for watches.
+    let old = store
+        .list(
+            "/c/",
+            ListOptions {
+                at_revision: Some(keep - 1),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(old, Err(StoreError::Compacted { .. })), "{old:?}");
+    expect_compacted(store, keep - 2).await;
+    expect_compacted(store, 0).await;
+
+    // A watch from the compacted revision on still replays everything after it.
+    let mut stream = store.watch("/c/", keep - 1).await.unwrap();
+    let events = take(&mut stream, (current - keep + 1) as usize).await;
+    let got: Vec<_> = events.iter().map(Event::revision).collect();
+    assert_eq!(got, (keep..=current).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().kind, EventKind::Delete);
+
+    // Compacting again to the same revision, or to the future, is refused.
+    let again = store.compact(keep).await;
+    assert!(
+        matches!(again, Err(StoreError::Compacted { .. })),
+        "{again:?}"
+    );
+    let future = store.compact(current + 10).await;
+    assert!(
+        matches!(future, Err(StoreError::FutureRevision { .. })),
+        "{future:?}"
+    );
+
+    // Writes go on after compaction.
+    let next = put(store, "/c/key", "10").await;
+    assert_eq!(next, current + 1);
+    assert_eq!(take(&mut stream, 1).await[0].kv.value, b"10");
+}
