@@ -98,6 +98,9 @@ fn content_type(headers: &HeaderMap) -> &str {
 /// Parses JSON (the default) or YAML (`application/yaml`, `application/apply-patch+yaml`).
 pub fn decode(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type(headers);
+    if ct.starts_with(super::protobuf::CONTENT_TYPE) {
+        return super::protobuf::decode(bytes);
+    }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;

@@ -154,6 +154,15 @@ async fn namespace_exists(
     };
     let namespaces = super::resources::by_kind("v1", "Namespace").expect("namespaces are served");
     match state.storage.get(namespaces, None, ns).await? {
+        Some((n, _)) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+            Err(ApiError::Forbidden {
+                user: String::new(),
+                verb: "create".into(),
+                resource: r.plural.into(),
+                group: r.group.into(),
+                namespace: Some(format!("{ns} (it is being terminated)")),
+            })
+        }
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(namespaces, ns)),
     }
@@ -584,7 +593,7 @@ async fn delete(
             ));
         }
         if r.kind == "Namespace" {
-            empty_namespace(&state, name(&t)).await?;
+            return terminate_namespace(&state, &t, old, rev).await;
         }
         match state
             .storage
@@ -601,6 +610,36 @@ async fn delete(
         }
     }
     Err(ApiError::stale(r, name(&t)))
+}
+
+/// Marks a namespace Terminating and empties it in the background, as the namespace
+/// controller does in Kubernetes: deletes of its objects right after still find them.
+async fn terminate_namespace(state: &SharedState, t: &Target, old: Value, rev: i64) -> Outcome {
+    let r = t.resource;
+    let mut new = old;
+    meta(&mut new).insert("deletionTimestamp".into(), json!(now()));
+    new["status"] = json!({"phase": "Terminating"});
+    let stored = match state.storage.update(r, None, name(t), &new, rev).await? {
+        Written::Ok(stored) => stored,
+        Written::CompareFailed => return Err(ApiError::stale(r, name(t))),
+    };
+    let state = state.clone();
+    let ns = name(t).to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let result = async {
+            empty_namespace(&state, &ns).await?;
+            if let Some((_, rev)) = state.storage.get(r, None, &ns).await? {
+                state.storage.delete(r, None, &ns, rev).await?;
+            }
+            Ok::<_, ApiError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(namespace = %ns, error = %e, "cannot finish deleting a namespace");
+        }
+    });
+    Ok(json_response(StatusCode::OK, &stored))
 }
 
 /// Deletes what a namespace holds before the namespace goes (the namespace controller's

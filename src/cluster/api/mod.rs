@@ -17,6 +17,7 @@ mod list;
 pub mod metrics;
 mod openapi;
 pub mod patch;
+mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod status;

@@ -133,6 +133,12 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
                 }
             }
             (Some(Value::Array(tl)), Value::Array(pl)) => merge_list(key, tl, pl)?,
+            (None, Value::Object(pm)) => {
+                // A new map: merged into an empty one, so `null` (delete) entries vanish.
+                let mut fresh = Map::new();
+                merge_map(&mut fresh, pm)?;
+                target.insert(key.clone(), Value::Object(fresh));
+            }
             _ => {
                 let mut v = pv.clone();
                 strip_directives(&mut v);
