@@ -9,6 +9,7 @@ pub mod apply;
 pub mod auth;
 mod body;
 pub mod defaults;
+mod delete;
 pub mod discovery;
 pub mod encryption;
 pub mod fields;
