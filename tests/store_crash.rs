@@ -2,7 +2,7 @@
 
 mod store_support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -177,6 +177,8 @@ async fn sqlite_acked_txns_survive_sigkill() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_cluster_survives_a_killed_member() {
+    use std::collections::HashMap;
+
     use berth::cluster::store::etcd::EtcdStore;
     use store_support::etcd::EtcdCluster;
 
@@ -193,7 +195,18 @@ async fn etcd_cluster_survives_a_killed_member() {
                 Op::put(&key, value.clone()),
                 Op::put(format!("/log/{i}"), value.clone()),
             ]);
-            store.txn(txn).await.expect("write with a quorum up");
+            // A write that races a leader election may fail; these puts are idempotent, so
+            // retry for a bounded while. Only an Ok counts as acknowledged.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            let mut backoff = std::time::Duration::from_millis(20);
+            while let Err(error) = store.txn(txn.clone()).await {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "write {i} with a quorum up: {error}"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+            }
             acked.push((key, value));
         }
         acked

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth::cluster::store::sqlite::{SqliteOptions, SqliteStore};
 use berth::cluster::store::{ListOptions, Op, Store, Txn};
+use futures::StreamExt;
 use store_support::conformance::take;
 
 fn berth(args: &[&std::ffi::OsStr]) -> String {
@@ -147,21 +148,19 @@ async fn snapshot_under_load_restores_the_exact_state() {
         assert_eq!(kv.value, y.value, "a txn was cut in half by the snapshot");
     }
     // The history up to the snapshot came along too: watches replay it identically.
-    let n = |events: &Vec<_>| -> usize { Vec::len(events) };
-    let mut from_source = store.watch("/snap/", 0).await.unwrap();
     let mut from_restored = restored.watch("/snap/", 0).await.unwrap();
-    let restored_events = {
-        let mut events = Vec::new();
-        while events
-            .last()
-            .is_none_or(|e: &berth::cluster::store::Event| e.revision() < revision)
-        {
-            events.extend(take(&mut from_restored, 1).await);
-        }
-        events
-    };
-    let source_events = take(&mut from_source, n(&restored_events)).await;
+    let mut restored_events = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), from_restored.next()).await
+    {
+        restored_events.push(event.unwrap());
+    }
+    assert_eq!(restored_events.last().unwrap().revision(), revision);
+    let mut from_source = store.watch("/snap/", 0).await.unwrap();
+    let source_events = take(&mut from_source, restored_events.len()).await;
     assert_eq!(source_events, restored_events);
+    let next_in_source = take(&mut from_source, 1).await;
+    assert!(next_in_source[0].revision() > revision);
 
     // The restored store takes writes at the next revision.
     let next = restored

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+mod conformance_watch;
 pub mod etcd;
 
 use std::sync::Arc;

@@ -56,6 +56,16 @@ impl EtcdStore {
         format!("{}{key}", self.prefix).into_bytes()
     }
 
+    /// A key to read when only the response header (the revision) matters; etcd refuses
+    /// an empty key.
+    fn any_key(&self) -> Vec<u8> {
+        if self.prefix.is_empty() {
+            vec![0]
+        } else {
+            self.full_key("")
+        }
+    }
+
     fn kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
         let key = kv
             .key()
@@ -262,7 +272,7 @@ impl Store for EtcdStore {
         let response = self
             .client
             .kv_client()
-            .get(self.full_key(""), Some(GetOptions::new().with_count_only()))
+            .get(self.any_key(), Some(GetOptions::new().with_count_only()))
             .await
             .map_err(etcd_err("reading the current revision"))?;
         header_revision(response.header())

@@ -1,4 +1,5 @@
-//! Compaction: dropping log rows no retained revision needs, by request and in the background.
+//! Housekeeping: compaction (dropping log rows no retained revision needs, by request and in
+//! the background) and WAL checkpoints.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -123,4 +124,29 @@ pub(crate) async fn run_background(shared: Weak<Shared>, policy: CompactionPolic
             }
         }
     }
+}
+
+/// How often the checkpointer folds the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Starts the thread that runs passive checkpoints; it ends when the store is dropped.
+pub(crate) fn spawn_checkpointer(shared: Weak<Shared>) -> Result<(), StoreError> {
+    let path = shared.upgrade().map(|s| s.path.clone()).unwrap_or_default();
+    let conn = open_connection(&path, false)?;
+    std::thread::Builder::new()
+        .name("berth-store-checkpoint".into())
+        .spawn(move || {
+            while shared.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                // PASSIVE copies what it can without waiting for readers or the writer; a
+                // failure is retried at the next tick.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        })
+        .map_err(|source| StoreError::Io {
+            during: "starting the checkpointer",
+            path,
+            source,
+        })?;
+    Ok(())
 }
