@@ -2,6 +2,7 @@
 
 mod diff;
 mod schema;
+mod server;
 mod snapshot;
 mod validate;
 
@@ -35,6 +36,8 @@ enum Command {
     /// Work with the JSON Schemas berth validates against
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Run the API server (store, TLS, auth) that kubectl and the agents talk to
+    Server(server::ServerArgs),
     /// Save or restore a snapshot of the embedded store
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -46,6 +49,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(cmd) => schema::run(cmd),
+        Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
     };

@@ -1,3 +1,5 @@
-//! Process wiring for the long-running roles: the node agent (and, later, the server).
+//! Process wiring: the long-running roles of the `berth` binary — the API server and the
+//! node agent.
 
 pub mod agent;
+pub mod server;

@@ -1,0 +1,84 @@
+//! `berth server`: flags, logging setup and the Tokio runtime around
+//! [`crate::daemons::server`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::EXIT_ERROR;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where the store, certificates, tokens, encryption keys and kubeconfig live
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+    /// Address to serve the API on (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Serve plain HTTP instead of TLS; only allowed on a loopback address
+    #[arg(long)]
+    insecure_http: bool,
+    /// Rotate the Secret encryption key, re-encrypt every Secret with it, and exit
+    #[arg(long)]
+    rotate_encryption_key: bool,
+    /// Log format
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Seconds between watch BOOKMARK events for clients that allow them
+    #[arg(long, default_value_t = 30, hide = true)]
+    bookmark_interval_seconds: u64,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn run(args: ServerArgs) -> u8 {
+    use crate::daemons::server::{self, ServerOptions};
+    let options = ServerOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        insecure_http: args.insecure_http,
+        rotate_encryption_key: args.rotate_encryption_key,
+        bookmark_interval: Duration::from_secs(args.bookmark_interval_seconds.max(1)),
+    };
+    if let Err(e) = server::check(&options) {
+        eprintln!("error: {e}");
+        return EXIT_ERROR;
+    }
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    match runtime.block_on(server::run(options, server::shutdown_signal())) {
+        Ok(()) => 0,
+        Err(e) => {
+            let chain = anyhow::Error::from(e);
+            eprintln!("error: {chain:#}");
+            EXIT_ERROR
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `berth server`: bootstrap the data dir (certificates, tokens, encryption keys, kubeconfig),
+//! open the store, and serve the API over TLS (or plain HTTP on loopback with
+//! `--insecure-http`) until SIGINT or SIGTERM, then drain with a bounded grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::cluster::api::apply::Writer;
+use crate::cluster::api::encryption::{EncryptionError, KeyRing};
+use crate::cluster::api::resources::by_kind;
+use crate::cluster::api::storage::{Storage, Written};
+use crate::cluster::api::tls::{self, BootstrapError, DataDir};
+use crate::cluster::api::{ApiConfig, ApiState, SharedState, router, status::ApiError};
+use crate::cluster::store::StoreError;
+use crate::cluster::store::sqlite::{SqliteOptions, SqliteStore};
+
+/// How long open requests and watches get to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub insecure_http: bool,
+    /// Rotate the Secret encryption key, re-encrypt every Secret, and exit.
+    pub rotate_encryption_key: bool,
+    pub bookmark_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("--insecure-http is only allowed on a loopback address, not {0}")]
+    InsecureNotLoopback(SocketAddr),
+    #[error("cannot create the data dir {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error(transparent)]
+    Encryption(#[from] EncryptionError),
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    #[error("cannot prepare the cluster's built-in objects")]
+    Api(#[from] ApiError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServerError {
+    /// Configuration errors exit 2 with one line; everything else is a runtime failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ServerError::InsecureNotLoopback(_))
+    }
+}
+
+/// Checks the options before anything touches the disk or the network.
+pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
+    if options.insecure_http && !options.listen.ip().is_loopback() {
+        return Err(ServerError::InsecureNotLoopback(options.listen));
+    }
+    Ok(())
+}
+
+/// Creates the namespaces every cluster has, if missing.
+async fn builtin_namespaces(storage: &Storage) -> Result<(), ServerError> {
+    let r = by_kind("v1", "Namespace").expect("namespaces are served");
+    let time = crate::cluster::api::write_now();
+    let writer = Writer {
+        manager: "berth-server",
+        api_version: "v1",
+        time: &time,
+        subresource: None,
+    };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if storage.get(r, None, name).await?.is_some() {
+            continue;
+        }
+        let object = crate::cluster::api::prepare_builtin(
+            r,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            &writer,
+        )?;
+        if let Written::CompareFailed = storage.create(r, None, name, &object).await? {
+            tracing::debug!(name, "namespace created concurrently");
+        }
+    }
+    Ok(())
+}
+
+/// Runs the server until `shutdown` resolves. Prints the kubeconfig path and the URL.
+pub async fn run(
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    check(&options)?;
+    std::fs::create_dir_all(&options.data_dir).map_err(|source| ServerError::DataDir {
+        path: options.data_dir.clone(),
+        source,
+    })?;
+    let dir = DataDir(options.data_dir.clone());
+    let tokens = tls::tokens(&dir)?;
+    let mut keys = KeyRing::load_or_create(&dir.encryption_keys())?;
+    let store = SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?;
+    if options.rotate_encryption_key {
+        let id = keys.rotate();
+        keys.save(&dir.encryption_keys())?;
+        let storage = Storage::new(Arc::new(store), Some(keys));
+        let secrets = by_kind("v1", "Secret").expect("secrets are served");
+        let n = storage.reencrypt_secrets(secrets).await?;
+        println!("rotated the encryption key to {id}; re-encrypted {n} secrets");
+        return Ok(());
+    }
+    let storage = Storage::new(Arc::new(store), Some(keys));
+    builtin_namespaces(&storage).await?;
+
+    if !options.insecure_http {
+        tls::certificates(&dir, options.listen)?;
+    }
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if local.is_ipv6() {
+        format!("[{}]", local.ip())
+    } else {
+        local.ip().to_string()
+    };
+    let scheme = if options.insecure_http {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!("{scheme}://{host}:{}", local.port());
+    let kubeconfig = tls::write_kubeconfig(&dir, &url, &tokens, !options.insecure_http)?;
+
+    let mut config = ApiConfig::new(tokens);
+    config.bookmark_interval = options.bookmark_interval;
+    let state = ApiState::new(storage, config);
+    let tls_config = if options.insecure_http {
+        None
+    } else {
+        Some(tls::server_config(&dir)?)
+    };
+    println!("kubeconfig: {}", kubeconfig.display());
+    println!("listening on {url}");
+    tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
+
+    serve(listener, state, tls_config, shutdown).await;
+    Ok(())
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let app = router(state.clone());
+    let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: draining requests and closing watches");
+    state.ready.store(false, Ordering::Relaxed);
+    state.closing.send_replace(true);
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within the grace period");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,324 @@
+//! kubectl (the real client, installed on the machine) against a live `berth server` on a
+//! loopback port, using the kubeconfig the server writes on first start. These tests fail,
+//! not skip, when kubectl is missing.
+
+mod support_api;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support_api::{Server, stderr, stdout};
+
+const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/api-app");
+
+fn ok(server: &Server, args: &[&str]) -> String {
+    let out = server.kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn kubectl_reads_creates_and_applies_server_side_idempotently() {
+    let server = Server::start();
+    let all = ok(&server, &["get", "ns,pods,deploy,rs,svc,cm,secrets", "-A"]);
+    assert!(all.contains("default"), "{all}");
+    assert!(all.contains("kube-system"), "{all}");
+
+    let created = ok(
+        &server,
+        &["create", "configmap", "demo", "--from-literal=a=b"],
+    );
+    assert!(created.contains("configmap/demo created"), "{created}");
+    assert_eq!(
+        ok(&server, &["get", "cm", "demo", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    let table = ok(&server, &["get", "cm"]);
+    assert!(
+        table.contains("NAME") && table.contains("DATA") && table.contains("demo"),
+        "{table}"
+    );
+
+    let first = ok(&server, &["apply", "--server-side", "-f", APP]);
+    for what in [
+        "namespace/shop",
+        "configmap/web-config",
+        "secret/web-secret",
+        "deployment.apps/web",
+        "service/web",
+    ] {
+        assert!(
+            first.contains(&format!("{what} serverside-applied")),
+            "{first}"
+        );
+    }
+    let rvs = |s: &Server| {
+        ok(
+            s,
+            &[
+                "get",
+                "-n",
+                "shop",
+                "deploy,svc,cm,secret",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+            ],
+        )
+    };
+    let before = rvs(&server);
+    let second = ok(&server, &["apply", "--server-side", "-f", APP]);
+    assert!(
+        second.contains("deployment.apps/web serverside-applied"),
+        "{second}"
+    );
+    assert_eq!(before, rvs(&server), "a second apply changes nothing");
+
+    let yaml = ok(
+        &server,
+        &["get", "deploy", "web", "-n", "shop", "-o", "yaml"],
+    );
+    for default in [
+        "imagePullPolicy: IfNotPresent",
+        "restartPolicy: Always",
+        "dnsPolicy: ClusterFirst",
+        "terminationGracePeriodSeconds: 30",
+        "revisionHistoryLimit: 10",
+        "progressDeadlineSeconds: 600",
+        "type: RollingUpdate",
+        "uid:",
+        "creationTimestamp:",
+        "generation: 1",
+    ] {
+        assert!(yaml.contains(default), "{default} missing from:\n{yaml}");
+    }
+    let svc = ok(
+        &server,
+        &[
+            "get",
+            "svc",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.ports[0].protocol}",
+        ],
+    );
+    assert_eq!(svc, "TCP");
+    let secret = ok(
+        &server,
+        &[
+            "get",
+            "secret",
+            "web-secret",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data.API_KEY}",
+        ],
+    );
+    assert_eq!(secret, "bm90LWEtcmVhbC1rZXk=");
+
+    // kubectl diff: no changes → exit 0; an edited manifest → exit 1 with a readable diff.
+    let same = server.kubectl(&["diff", "--server-side", "-f", APP]);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&same),
+        stderr(&same)
+    );
+    let edited = std::fs::read_to_string(format!("{APP}/20-web.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 3")
+        .replace("nginx:1.27", "nginx:1.28");
+    let path = server.dir.path().join("edited.yaml");
+    std::fs::write(&path, edited).unwrap();
+    for extra in [&[][..], &["--server-side"][..]] {
+        let mut args = vec!["diff", "-f", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let diff = server.kubectl(&args);
+        let text = stdout(&diff);
+        assert_eq!(
+            diff.status.code(),
+            Some(1),
+            "{args:?}: {text}{}",
+            stderr(&diff)
+        );
+        assert!(
+            text.contains("-  replicas: 2") && text.contains("+  replicas: 3"),
+            "{text}"
+        );
+        assert!(text.contains("+        image: nginx:1.28"), "{text}");
+    }
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ]
+        ),
+        "2",
+        "diff changes nothing"
+    );
+}
+
+#[test]
+fn kubectl_patches_scales_watches_and_deletes() {
+    let server = Server::start();
+    ok(&server, &["apply", "--server-side", "-f", APP]);
+
+    ok(
+        &server,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"labels":{"patched":"merge"}}}"#,
+        ],
+    );
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.metadata.labels.patched}"
+            ]
+        ),
+        "merge"
+    );
+    ok(
+        &server,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}"#,
+        ],
+    );
+    let containers = ok(
+        &server,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={range .spec.template.spec.containers[*]}{.name}:{.image}:{.env[0].name} {end}",
+        ],
+    );
+    assert_eq!(
+        containers.trim(),
+        "web:nginx:1.28:GREETING",
+        "strategic merge keeps the env and merges by name"
+    );
+
+    let scaled = ok(
+        &server,
+        &["scale", "deploy", "web", "-n", "shop", "--replicas=5"],
+    );
+    assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ]
+        ),
+        "5"
+    );
+
+    // `kubectl get pods -w` sees a pod created after it started.
+    let mut watcher = Command::new("kubectl")
+        .env("KUBECONFIG", &server.kubeconfig)
+        .env("HOME", server.dir.path())
+        .args(["get", "pods", "-n", "shop", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl must be installed");
+    let out = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: watched\n  namespace: shop\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n";
+    let applied = server.kubectl_stdin(&["apply", "-f", "-"], Some(pod));
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("ADDED") && l.contains("watched"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = watcher.kill();
+                let _ = watcher.wait();
+                panic!("kubectl get pods -w did not see the pod: {seen:?}");
+            }
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    let deleted = ok(&server, &["delete", "-f", APP]);
+    assert!(
+        deleted.contains("deployment.apps \"web\" deleted"),
+        "{deleted}"
+    );
+    let gone = server.kubectl(&["get", "deploy", "web", "-n", "shop"]);
+    assert!(!gone.status.success());
+    assert!(
+        stderr(&gone).contains("NotFound") || stderr(&gone).contains("not found"),
+        "{}",
+        stderr(&gone)
+    );
+
+    let metrics = ok(&server, &["get", "--raw", "/metrics"]);
+    assert!(
+        metrics.contains("apiserver_request_total{verb=\"patch\",resource=\"deployments\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apiserver_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("berth_store_revision"), "{metrics}");
+}
