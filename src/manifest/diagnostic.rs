@@ -202,6 +202,14 @@ fn snippet_fits(text: &str, at: usize) -> bool {
         .all(|l| l.len() <= MAX_SNIPPET_LINE)
 }
 
+/// Problems shown with a snippet; later ones get their location and message only. Each
+/// snippet costs a scan of its file, and nobody reads the thousandth one.
+const MAX_SNIPPETS: usize = 100;
+
+/// Problems printed in human form at all; a terminal or CI log must stay readable, and the
+/// machine formats carry the rest.
+const MAX_SHOWN: usize = 1000;
+
 /// Renders problems for a person: `file:line:col`, the message, a snippet with the node
 /// underlined, and the help line. `color` only when writing to a terminal.
 pub fn render_human(problems: &[Problem], color: bool) -> String {
@@ -212,10 +220,19 @@ pub fn render_human(problems: &[Problem], color: bool) -> String {
     };
     let handler = miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1);
     let mut out = String::new();
-    for p in problems {
+    for (i, p) in problems.iter().enumerate() {
+        if i == MAX_SHOWN {
+            let _ = writeln!(
+                out,
+                "… {} more problems not shown (-o json lists every one)\n",
+                problems.len() - MAX_SHOWN
+            );
+            break;
+        }
         let (source, label) = match (&p.source, p.span) {
             (Some(file), Some(span))
-                if !file.text.is_empty()
+                if i < MAX_SNIPPETS
+                    && !file.text.is_empty()
                     && snippet_fits(&file.text, byte_offset(&file.text, span.start.index)) =>
             {
                 let start = byte_offset(&file.text, span.start.index);

@@ -467,6 +467,11 @@ fn closest<'k>(word: &str, candidates: impl Iterator<Item = &'k String>) -> Opti
         .map(|(_, c)| c)
 }
 
+/// Schema problems listed per object; past this, the rest are counted, not listed. Locating
+/// each problem's node costs a lookup, and a generated file with 50,000 wrong values would
+/// otherwise take seconds to report on.
+const MAX_SCHEMA_PROBLEMS: usize = 1000;
+
 fn schema_problems(
     report: &mut ObjectReport<'_>,
     validator: &jsonschema::Validator,
@@ -475,7 +480,8 @@ fn schema_problems(
     options: ValidateOptions,
 ) {
     let root_schema = schema::committed(kind_index);
-    for error in validator.iter_errors(instance) {
+    let mut errors = validator.iter_errors(instance);
+    for error in errors.by_ref().take(MAX_SCHEMA_PROBLEMS) {
         let path = to_field_path(error.instance_path());
         let found = error.instance();
         match error.kind() {
@@ -616,6 +622,15 @@ fn schema_problems(
                 report.error("schema", &path, error.to_string(), None);
             }
         }
+    }
+    let more = errors.count();
+    if more > 0 {
+        report.error(
+            "schema",
+            &FieldPath::default(),
+            format!("{more} more schema problems in this object are not listed"),
+            Some(format!("fix the {MAX_SCHEMA_PROBLEMS} above and run again")),
+        );
     }
 }
 

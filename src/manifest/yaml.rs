@@ -7,7 +7,7 @@
 //! exhausting memory or the stack.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
 
@@ -251,8 +251,11 @@ enum Frame {
         anchor: usize,
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
-        /// Index of keys, built once a mapping grows large, to keep duplicate checks linear.
-        seen: Option<HashSet<String>>,
+        /// Whether the pending key is a plain, untagged `<<`: only that is a merge key.
+        pending_is_merge: bool,
+        /// Key text → entry index, built once a mapping grows large, so duplicate checks
+        /// stay linear in the number of keys.
+        seen: Option<HashMap<String, usize>>,
         /// Keys merged in from `<<`, which explicit keys may override.
         merged: Vec<(Node, Node)>,
     },
@@ -362,15 +365,16 @@ impl Builder {
                 Ok(None)
             }
             Event::Scalar(text, style, anchor, tag) => {
+                let is_merge = style == ScalarStyle::Plain && tag.is_none() && text == "<<";
                 let value = resolve_scalar(text, style, tag.as_deref());
                 let node = Node {
                     span: Span { start, end },
                     value,
                 };
                 if anchor > 0 {
-                    self.set_anchor(anchor, &node);
+                    self.set_anchor(anchor, &node, start)?;
                 }
-                self.push_node(node)?;
+                self.push_node_as(node, is_merge)?;
                 Ok(None)
             }
             Event::SequenceStart(anchor, _) => {
@@ -391,6 +395,7 @@ impl Builder {
                         anchor,
                         entries: Vec::new(),
                         pending_key: None,
+                        pending_is_merge: false,
                         seen: None,
                         merged: Vec::new(),
                     },
@@ -422,10 +427,14 @@ impl Builder {
                         merged,
                         ..
                     } => {
-                        for (k, v) in merged {
-                            if !entries.iter().any(|(ek, _)| ek.value == k.value) {
-                                entries.push((k, v));
-                            }
+                        if !merged.is_empty() {
+                            let explicit: HashSet<String> =
+                                entries.iter().map(|(k, _)| k.key_text()).collect();
+                            entries.extend(
+                                merged
+                                    .into_iter()
+                                    .filter(|(k, _)| !explicit.contains(&k.key_text())),
+                            );
                         }
                         (
                             Node {
@@ -437,7 +446,7 @@ impl Builder {
                     }
                 };
                 if anchor > 0 {
-                    self.set_anchor(anchor, &node);
+                    self.set_anchor(anchor, &node, start)?;
                 }
                 self.push_node(node)?;
                 Ok(None)
@@ -456,11 +465,23 @@ impl Builder {
         Ok(())
     }
 
-    fn set_anchor(&mut self, id: usize, node: &Node) {
+    /// Keeps a copy of an anchored node for its aliases. Copies count against the alias
+    /// budget too: anchors nested inside anchors would otherwise copy the document once per
+    /// level without a single alias.
+    fn set_anchor(&mut self, id: usize, node: &Node, at: Pos) -> Result<(), YamlError> {
+        let weight = node.weight();
+        self.alias_nodes += weight;
+        if self.alias_nodes > self.limits.max_alias_nodes {
+            return Err(YamlError::AliasBomb {
+                limit: self.limits.max_alias_nodes,
+                at,
+            });
+        }
         if self.anchors.len() <= id {
             self.anchors.resize(id + 1, None);
         }
-        self.anchors[id] = Some((node.clone(), node.weight()));
+        self.anchors[id] = Some((node.clone(), weight));
+        Ok(())
     }
 
     fn path(&self) -> String {
@@ -486,6 +507,11 @@ impl Builder {
     }
 
     fn push_node(&mut self, node: Node) -> Result<(), YamlError> {
+        self.push_node_as(node, false)
+    }
+
+    /// Adds a finished node to its parent. `is_merge_key` marks a plain `<<` scalar.
+    fn push_node_as(&mut self, node: Node, is_merge_key: bool) -> Result<(), YamlError> {
         let mut duplicate: Option<(String, Span, Span)> = None;
         match self.stack.last_mut() {
             None => {
@@ -497,41 +523,51 @@ impl Builder {
             Some(Frame::Map {
                 entries,
                 pending_key,
+                pending_is_merge,
                 seen,
                 merged,
                 ..
             }) => match pending_key.take() {
-                None => *pending_key = Some(node),
+                None => {
+                    *pending_key = Some(node);
+                    *pending_is_merge = is_merge_key;
+                }
                 Some(key) => {
-                    if matches!(&key.value, NodeValue::Str(s) if s == "<<") {
+                    if std::mem::take(pending_is_merge) {
                         merge_into(merged, node);
                         return Ok(());
                     }
                     // Small mappings are scanned; large ones get a key index, so both stay
-                    // cheap and no key is copied for the common case.
-                    let is_duplicate = match seen {
-                        Some(set) => !set.insert(key.key_text()),
-                        None => {
-                            let dup = entries.iter().any(|(k, _)| k.value == key.value);
-                            if entries.len() >= 16 {
-                                let mut set: HashSet<String> =
-                                    entries.iter().map(|(k, _)| k.key_text()).collect();
-                                set.insert(key.key_text());
-                                *seen = Some(set);
+                    // cheap and no key is copied in the common case.
+                    if seen.is_none() && entries.len() >= 16 {
+                        *seen = Some(
+                            entries
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (k, _))| (k.key_text(), i))
+                                .collect(),
+                        );
+                    }
+                    let existing = match seen {
+                        Some(index) => {
+                            let text = key.key_text();
+                            match index.get(&text) {
+                                Some(&i) => Some(i),
+                                None => {
+                                    index.insert(text, entries.len());
+                                    None
+                                }
                             }
-                            dup
                         }
+                        None => entries.iter().position(|(k, _)| k.value == key.value),
                     };
-                    if is_duplicate {
-                        let slot = entries
-                            .iter_mut()
-                            .find(|(k, _)| k.value == key.value)
-                            .expect("a duplicate has a first occurrence");
-                        duplicate = Some((key.key_text(), slot.0.span, key.span));
-                        // Last one wins, as in Kubernetes' lenient decoding.
-                        slot.1 = node;
-                    } else {
-                        entries.push((key, node));
+                    match existing {
+                        Some(i) => {
+                            duplicate = Some((key.key_text(), entries[i].0.span, key.span));
+                            // Last one wins, as in Kubernetes' lenient decoding.
+                            entries[i].1 = node;
+                        }
+                        None => entries.push((key, node)),
                     }
                 }
             },
@@ -552,17 +588,20 @@ impl Builder {
 }
 
 fn merge_into(merged: &mut Vec<(Node, Node)>, source: Node) {
-    match source.value {
-        NodeValue::Map(entries) => {
-            for (k, v) in entries {
-                if !merged.iter().any(|(mk, _)| mk.value == k.value) {
-                    merged.push((k, v));
-                }
-            }
+    let mut known: HashSet<String> = merged.iter().map(|(k, _)| k.key_text()).collect();
+    let mut add = |k: Node, v: Node| {
+        if known.insert(k.key_text()) {
+            merged.push((k, v));
         }
+    };
+    match source.value {
+        NodeValue::Map(entries) => entries.into_iter().for_each(|(k, v)| add(k, v)),
+        // A list of mappings: earlier ones win, as the merge-key spec says.
         NodeValue::Seq(items) => {
             for item in items {
-                merge_into(merged, item);
+                if let NodeValue::Map(entries) = item.value {
+                    entries.into_iter().for_each(|(k, v)| add(k, v));
+                }
             }
         }
         _ => {}
