@@ -126,21 +126,8 @@ impl Storage {
         object: &Value,
     ) -> Result<Written, ApiError> {
         let key = r.key(ns, name);
-        let value = self.encode(r, object)?;
-        let result = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::absent(key.clone())])
-                    .then([Op::put(key, value)]),
-            )
-            .await?;
-        if !result.succeeded {
-            return Ok(Written::CompareFailed);
-        }
-        let mut out = object.clone();
-        set_resource_version(&mut out, result.revision);
-        Ok(Written::Ok(out))
+        self.put_if(r, object, Compare::absent(key.clone()), key)
+            .await
     }
 
     /// Replaces the object if it is still at `expected` (its mod revision when read).
@@ -153,14 +140,23 @@ impl Storage {
         expected: Revision,
     ) -> Result<Written, ApiError> {
         let key = r.key(ns, name);
+        self.put_if(r, object, Compare::mod_revision(key.clone(), expected), key)
+            .await
+    }
+
+    /// Writes the object under `key` if `condition` holds, and returns it with its new
+    /// resourceVersion.
+    async fn put_if(
+        &self,
+        r: &Resource,
+        object: &Value,
+        condition: Compare,
+        key: String,
+    ) -> Result<Written, ApiError> {
         let value = self.encode(r, object)?;
         let result = self
             .store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(key.clone(), expected)])
-                    .then([Op::put(key, value)]),
-            )
+            .txn(Txn::new().when([condition]).then([Op::put(key, value)]))
             .await?;
         if !result.succeeded {
             return Ok(Written::CompareFailed);
