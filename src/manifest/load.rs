@@ -4,8 +4,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::diagnostic::Problem;
 use super::yaml::{self, Limits, NodeValue, Pos, Span};
 use super::{Object, SourceFile};
@@ -31,15 +29,6 @@ impl Input {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
     pub limits: Limits,
-}
-
-/// Everything read from a set of inputs.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub files: Vec<Arc<SourceFile>>,
-    pub objects: Vec<Object>,
-    /// Files that could not be read or parsed. An I/O problem has rule `io`.
-    pub problems: Vec<Problem>,
 }
 
 const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
@@ -131,28 +120,6 @@ pub fn read_input(input: &Input) -> Result<(String, Vec<u8>), ReadError> {
         Ok(bytes) => Ok((name, bytes)),
         Err(source) => Err(ReadError { path: name, source }),
     }
-}
-
-/// Loads every input. Files are read and parsed in parallel; the result keeps input order.
-pub fn load_inputs(inputs: &[Input], options: LoadOptions) -> Loaded {
-    let (files, mut problems) = expand_inputs(inputs);
-    let per_file: Vec<Result<FileLoad, ReadError>> = files
-        .par_iter()
-        .map(|input| read_input(input).map(|(name, bytes)| load_bytes(name, bytes, options)))
-        .collect();
-    let mut loaded = Loaded::default();
-    for result in per_file {
-        match result {
-            Ok((file, objects, file_problems)) => {
-                loaded.files.push(file);
-                loaded.objects.extend(objects);
-                problems.extend(file_problems);
-            }
-            Err(error) => problems.push(error.problem()),
-        }
-    }
-    loaded.problems = problems;
-    loaded
 }
 
 /// Loads one file's bytes: refuses binary and non-UTF-8 content with a clear problem.

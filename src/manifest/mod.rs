@@ -1,7 +1,7 @@
 //! Manifests: loading YAML and JSON with source spans, the object model, and validation.
 //!
-//! This is the one way berth reads manifests: `berth validate`, `berth apply`, the API server
-//! and git sync all go through [`load`] and [`validate`].
+//! This is the one way berth reads manifests: `berth validate` ([`check`]), `berth diff`, the
+//! API server and, later, apply and git sync all go through [`load`] and [`validate()`].
 
 pub mod check;
 pub mod diagnostic;
@@ -17,7 +17,7 @@ pub mod yaml;
 use std::sync::Arc;
 
 pub use diagnostic::{Problem, Severity};
-pub use load::{Input, LoadOptions, Loaded, load_inputs, load_text};
+pub use load::{Input, LoadOptions, load_text};
 pub use validate::{ValidateOptions, validate};
 pub use yaml::{Node, NodeValue, Span};
 
