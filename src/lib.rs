@@ -4,6 +4,7 @@
 //! validated, `cli` is the command line.
 
 pub mod apply;
+pub mod client;
 pub mod cli;
 pub mod cluster;
 pub mod daemons;
