@@ -10,6 +10,7 @@
 //! - [`pod`]: starting and stopping a whole pod through any runtime.
 //! - [`probe`]: exec, httpGet and tcpSocket probes and their thresholds.
 //! - [`drift`]: what differs between a pod's plan and the containers the engine reports.
+//! - [`endpoint`]: how the API server finds and trusts an agent's log and exec endpoint.
 //! - [`backoff`]: the restart policy and CrashLoopBackOff state machine.
 //! - [`env`]: environment variables and `$(VAR)` expansion.
 //! - [`fake`]: a recording runtime for unit tests of sync logic.
@@ -18,6 +19,7 @@ pub mod backoff;
 pub mod docker;
 mod docker_model;
 pub mod drift;
+pub mod endpoint;
 pub mod env;
 pub mod fake;
 pub mod labels;
