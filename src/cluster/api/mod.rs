@@ -23,7 +23,7 @@ pub mod resources;
 pub mod selectors;
 pub mod status;
 pub mod storage;
-mod table;
+pub mod table;
 pub mod tls;
 mod watch;
 mod write;

@@ -24,14 +24,34 @@ fn age(object: &Value) -> String {
     else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - ts.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
-    match secs {
+    human_age((chrono::Utc::now() - ts.with_timezone(&chrono::Utc)).num_seconds())
+}
+
+/// A duration in seconds the way kubectl prints ages: two units while the smaller one still
+/// tells something (`3m20s`, `5h10m`, `3d4h`), one unit after that (`45m`, `20h`, `12d`).
+pub fn human_age(seconds: i64) -> String {
+    let two = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit}{small}{small_unit}")
+        }
+    };
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    let days = hours / 24;
+    match seconds {
+        // Clocks a second or so apart still read as now.
+        s if s < -1 => "<invalid>".into(),
+        s if s < 0 => "0s".into(),
         s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
+        _ if minutes < 10 => two(minutes, "m", seconds % 60, "s"),
+        _ if minutes < 180 => format!("{minutes}m"),
+        _ if hours < 8 => two(hours, "h", minutes % 60, "m"),
+        _ if hours < 48 => format!("{hours}h"),
+        _ if hours < 24 * 8 => two(days, "d", hours % 24, "h"),
+        _ if days < 365 * 2 => format!("{days}d"),
+        _ if days < 365 * 8 => two(days / 365, "y", days % 365, "d"),
+        _ => format!("{}y", days / 365),
     }
 }
 
@@ -54,19 +74,120 @@ fn text<'a>(object: &'a Value, pointer: &str, default: &'a str) -> &'a str {
         .unwrap_or(default)
 }
 
-/// Column names (after NAME) and the cells of one object.
-fn columns(r: &Resource) -> &'static [&'static str] {
+/// Column names (after NAME) and their priority: 0 always shown, 1 only with `-o wide`.
+fn columns(r: &Resource) -> &'static [(&'static str, u8)] {
     match r.kind {
-        "Pod" => &["Ready", "Status", "Restarts", "Age", "IP", "Node"],
-        "Deployment" => &["Ready", "Up-to-date", "Available", "Age"],
-        "ReplicaSet" => &["Desired", "Current", "Ready", "Age"],
-        "Service" => &["Type", "Cluster-IP", "External-IP", "Port(s)", "Age"],
-        "ConfigMap" => &["Data", "Age"],
-        "Secret" => &["Type", "Data", "Age"],
-        "Namespace" => &["Status", "Age"],
-        "Node" => &["Status", "Age"],
-        _ => &["Age"],
+        "Pod" => &[
+            ("Ready", 0),
+            ("Status", 0),
+            ("Restarts", 0),
+            ("Age", 0),
+            ("IP", 1),
+            ("Node", 1),
+            ("Nominated Node", 1),
+            ("Readiness Gates", 1),
+        ],
+        "Deployment" => &[
+            ("Ready", 0),
+            ("Up-to-date", 0),
+            ("Available", 0),
+            ("Age", 0),
+            ("Containers", 1),
+            ("Images", 1),
+            ("Selector", 1),
+        ],
+        "ReplicaSet" => &[
+            ("Desired", 0),
+            ("Current", 0),
+            ("Ready", 0),
+            ("Age", 0),
+            ("Containers", 1),
+            ("Images", 1),
+            ("Selector", 1),
+        ],
+        "Service" => &[
+            ("Type", 0),
+            ("Cluster-IP", 0),
+            ("External-IP", 0),
+            ("Port(s)", 0),
+            ("Age", 0),
+            ("Selector", 1),
+        ],
+        "ConfigMap" => &[("Data", 0), ("Age", 0)],
+        "Secret" => &[("Type", 0), ("Data", 0), ("Age", 0)],
+        "Namespace" => &[("Status", 0), ("Age", 0)],
+        "Node" => &[
+            ("Status", 0),
+            ("Roles", 0),
+            ("Age", 0),
+            ("Version", 0),
+            ("Internal-IP", 1),
+            ("External-IP", 1),
+            ("OS-Image", 1),
+            ("Kernel-Version", 1),
+            ("Container-Runtime", 1),
+        ],
+        _ => &[("Age", 0)],
     }
+}
+
+/// `web`, `nginx:1.27`: the containers' names or images, comma-separated.
+fn containers(o: &Value, template: &str, field: &str) -> Value {
+    let list: Vec<&str> = o
+        .pointer(&format!("{template}/containers"))
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c[field].as_str()).collect())
+        .unwrap_or_default();
+    json!(list.join(","))
+}
+
+/// `app=web,tier=front`, or `<none>`.
+fn selector(labels: Option<&Value>) -> Value {
+    let pairs: Vec<String> = labels
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(if pairs.is_empty() {
+        "<none>".to_string()
+    } else {
+        pairs.join(",")
+    })
+}
+
+/// The STATUS kubectl shows for a pod: a container's waiting or terminated reason
+/// (`ContainerCreating`, `CrashLoopBackOff`, `Completed`) when there is one, else the phase.
+fn pod_status(o: &Value) -> String {
+    if o.pointer("/metadata/deletionTimestamp").is_some() {
+        return "Terminating".into();
+    }
+    let mut status = text(o, "/status/reason", text(o, "/status/phase", "Pending")).to_string();
+    let statuses = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
+    for s in statuses.into_iter().flatten() {
+        if let Some(reason) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            status = reason.to_string();
+        } else if let Some(t) = s.pointer("/state/terminated") {
+            status = match t["reason"].as_str() {
+                Some(reason) => reason.to_string(),
+                None => format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
+            };
+        }
+    }
+    status
+}
+
+fn node_address(o: &Value, kind: &str) -> Value {
+    let found = o
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| a["type"] == kind))
+        .and_then(|a| a["address"].as_str());
+    json!(found.unwrap_or("<none>"))
 }
 
 fn cells(r: &Resource, o: &Value) -> Vec<Value> {
@@ -84,18 +205,15 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                 .iter()
                 .map(|s| s["restartCount"].as_i64().unwrap_or(0))
                 .sum();
-            let phase = if o.pointer("/metadata/deletionTimestamp").is_some() {
-                "Terminating"
-            } else {
-                text(o, "/status/phase", "Pending")
-            };
             vec![
                 json!(format!("{ready}/{total}")),
-                json!(phase),
+                json!(pod_status(o)),
                 json!(restarts),
                 json!(age(o)),
                 json!(text(o, "/status/podIP", "<none>")),
                 json!(text(o, "/spec/nodeName", "<none>")),
+                json!(text(o, "/status/nominatedNodeName", "<none>")),
+                json!("<none>"),
             ]
         }
         "Deployment" => vec![
@@ -109,12 +227,18 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
             json!(int(o, "/status/updatedReplicas")),
             json!(int(o, "/status/availableReplicas")),
             json!(age(o)),
+            containers(o, "/spec/template/spec", "name"),
+            containers(o, "/spec/template/spec", "image"),
+            selector(o.pointer("/spec/selector/matchLabels")),
         ],
         "ReplicaSet" => vec![
             json!(int(o, "/spec/replicas")),
             json!(int(o, "/status/replicas")),
             json!(int(o, "/status/readyReplicas")),
             json!(age(o)),
+            containers(o, "/spec/template/spec", "name"),
+            containers(o, "/spec/template/spec", "image"),
+            selector(o.pointer("/spec/selector/matchLabels")),
         ],
         "Service" => {
             let ports: Vec<String> = o
@@ -123,7 +247,11 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                 .map(|ps| {
                     ps.iter()
                         .map(|p| {
-                            format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+                            let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                            match p["nodePort"].as_i64() {
+                                Some(node_port) => format!("{}:{node_port}/{protocol}", p["port"]),
+                                None => format!("{}/{protocol}", p["port"]),
+                            }
                         })
                         .collect()
                 })
@@ -138,6 +266,7 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                     ports.join(",")
                 }),
                 json!(age(o)),
+                selector(o.pointer("/spec/selector")),
             ]
         }
         "ConfigMap" => vec![
@@ -169,7 +298,18 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                     Some(false) => "NotReady",
                     None => "Unknown",
                 }),
+                json!(node_roles(o)),
                 json!(age(o)),
+                json!(text(o, "/status/nodeInfo/kubeletVersion", "")),
+                node_address(o, "InternalIP"),
+                node_address(o, "ExternalIP"),
+                json!(text(o, "/status/nodeInfo/osImage", "<unknown>")),
+                json!(text(o, "/status/nodeInfo/kernelVersion", "<unknown>")),
+                json!(text(
+                    o,
+                    "/status/nodeInfo/containerRuntimeVersion",
+                    "<unknown>"
+                )),
             ]
         }
         _ => vec![json!(age(o))],
@@ -177,13 +317,31 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
     std::iter::once(name).chain(rest).collect()
 }
 
+/// `control-plane,worker` from `node-role.kubernetes.io/<role>` labels, or `<none>`.
+fn node_roles(o: &Value) -> String {
+    let roles: Vec<&str> = o
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if roles.is_empty() {
+        "<none>".into()
+    } else {
+        roles.join(",")
+    }
+}
+
 /// A Table of `items`.
 pub fn table(r: &Resource, items: &[Value], metadata: &Value) -> Value {
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
     ];
-    for c in columns(r) {
-        let priority = i32::from(matches!(*c, "IP" | "Node"));
+    for (c, priority) in columns(r) {
         defs.push(json!({"name": c, "type": "string", "format": "", "description": "", "priority": priority}));
     }
     let rows: Vec<Value> = items
@@ -206,4 +364,45 @@ pub fn table(r: &Resource, items: &[Value], metadata: &Value) -> Value {
         "columnDefinitions": defs,
         "rows": rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_kubectl_prints_them() {
+        for (secs, want) in [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (5, "5s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (180, "3m"),
+            (45 * 60, "45m"),
+            (3 * 3600 + 600, "3h10m"),
+            (20 * 3600, "20h"),
+            (3 * 86400 + 4 * 3600, "3d4h"),
+            (2 * 86400, "2d"),
+            (40 * 86400, "40d"),
+            (800 * 86400, "2y70d"),
+            (3000 * 86400, "8y"),
+        ] {
+            assert_eq!(human_age(secs), want, "{secs}s");
+        }
+    }
+
+    #[test]
+    fn a_waiting_container_shows_its_reason_as_the_pod_status() {
+        let pod = json!({
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "web", "state": {"waiting": {"reason": "ContainerCreating"}}}
+            ]}
+        });
+        assert_eq!(pod_status(&pod), "ContainerCreating");
+        let done = json!({"status": {"phase": "Succeeded", "containerStatuses": [
+            {"name": "job", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+        ]}});
+        assert_eq!(pod_status(&done), "Completed");
+    }
 }
