@@ -3,6 +3,8 @@
 //! and `--certificate-authority` overrides. TLS and kubeconfig parsing are kube-rs's; this
 //! module only decides which settings win.
 
+pub mod discovery;
+
 use std::path::PathBuf;
 
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
@@ -20,7 +22,13 @@ pub struct ClientOptions {
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
     /// Bearer token, overriding the kubeconfig
-    #[arg(long, global = true, value_name = "TOKEN", env = "BERTH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "BERTH_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// PEM file of the CA that signed the server's certificate, overriding the kubeconfig
     #[arg(long, global = true, value_name = "FILE")]
