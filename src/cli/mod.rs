@@ -1,10 +1,18 @@
 //! The command line: clap definitions and dispatch to each command.
 
+mod cluster_info;
+mod completion;
+pub mod delete;
+pub mod describe;
 mod diff;
+pub mod get;
+pub mod output;
+pub mod request;
 mod schema;
 mod server;
 mod snapshot;
 mod validate;
+mod version;
 
 use std::process::ExitCode;
 
@@ -41,6 +49,18 @@ enum Command {
     /// Save or restore a snapshot of the embedded store
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// List objects, with the server's columns (or -o wide|yaml|json|name); -w follows changes
+    Get(get::GetArgs),
+    /// Show one object in detail: fields, conditions, owner, events
+    Describe(describe::DescribeArgs),
+    /// Delete objects by file, by type and name, by label selector or --all
+    Delete(delete::DeleteArgs),
+    /// Where the control plane runs and whether it is healthy
+    ClusterInfo(cluster_info::ClusterInfoArgs),
+    /// This client's version and the server's
+    Version(version::VersionArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completion(completion::CompletionArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -52,6 +72,12 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Describe(args) => describe::run(args),
+        Command::Delete(args) => delete::run(args),
+        Command::ClusterInfo(args) => cluster_info::run(args),
+        Command::Version(args) => version::run(args),
+        Command::Completion(args) => completion::run(args),
     };
     ExitCode::from(code)
 }
