@@ -69,13 +69,21 @@ impl Doc {
         self.lines.push(Line::Table { indent, rows: all });
     }
 
-    /// The labels or annotations of a map, one `key=value` per line, sorted.
+    /// Labels: one `key=value` per line, sorted.
     pub fn map(&mut self, indent: usize, key: &str, map: Option<&Value>) {
+        self.pairs(indent, key, map, "=");
+    }
+
+    /// A string map, one `key<separator>value` per line, sorted; values trimmed, as a
+    /// multi-line annotation would otherwise break the page.
+    pub fn pairs(&mut self, indent: usize, key: &str, map: Option<&Value>, separator: &str) {
         let mut pairs: Vec<String> = map
             .and_then(Value::as_object)
             .map(|m| {
                 m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .map(|(k, v)| {
+                        format!("{k}{separator}{}", v.as_str().unwrap_or_default().trim())
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -64,7 +64,7 @@ pub fn describe(object: &Value, events: &[Value], now: DateTime<Utc>) -> String 
     if let Some(map) = annotations.as_object_mut().filter(|_| kind == "Secret") {
         map.retain(|k, _| !COPY_ANNOTATIONS.contains(&k.as_str()));
     }
-    doc.map(0, "Annotations", Some(&annotations));
+    doc.pairs(0, "Annotations", Some(&annotations), ": ");
     doc.field(
         0,
         "CreationTimestamp",
@@ -590,7 +590,10 @@ mod tests {
         });
         let page = describe(&secret, &[], Utc::now());
         assert!(page.contains("password:  14 bytes"), "{page}");
-        assert!(page.contains("team=payments"), "{page}");
+        assert!(
+            page.contains("Annotations:        team: payments\n"),
+            "{page}"
+        );
         assert!(!page.contains("hunter2"), "{page}");
         assert!(!page.contains("aHVudGVyMi1TRUNSRVQ="), "{page}");
     }
