@@ -153,24 +153,31 @@ impl ServedResources {
     }
 }
 
-/// Reads the server's discovery documents: `/api`, `/apis`, then the resource list of core
-/// `v1` and of each group's preferred version.
+/// Reads the server's discovery documents: `/api` and `/apis`, then the resource lists of
+/// core `v1` and of each group's preferred version, those concurrently.
 pub async fn discover(client: &kube::Client) -> Result<ServedResources, kube::Error> {
-    let core = client.list_core_api_versions().await?;
-    let groups = client.list_api_groups().await?;
-    let mut lists = Vec::new();
-    for version in core.versions.iter().filter(|v| v.as_str() == "v1") {
-        lists.push(client.list_core_api_resources(version).await?);
-    }
+    let (core, groups) =
+        futures::try_join!(client.list_core_api_versions(), client.list_api_groups())?;
+    let mut versions: Vec<String> = core
+        .versions
+        .into_iter()
+        .filter(|v| v.as_str() == "v1")
+        .collect();
     for group in groups.groups {
         let gv = group
             .preferred_version
             .map(|v| v.group_version)
             .or_else(|| group.versions.first().map(|v| v.group_version.clone()));
-        if let Some(gv) = gv {
-            lists.push(client.list_api_group_resources(&gv).await?);
-        }
+        versions.extend(gv);
     }
+    let lists = futures::future::try_join_all(versions.iter().map(|gv| async move {
+        if gv.contains('/') {
+            client.list_api_group_resources(gv).await
+        } else {
+            client.list_core_api_resources(gv).await
+        }
+    }))
+    .await?;
     Ok(ServedResources::from_lists(&lists))
 }
 
