@@ -176,6 +176,9 @@ fn every_output_format_prints_what_kubectl_would() {
 
     let names = ok(&server, &["get", "deploy,po,svc", "-o", "name"]);
     assert_eq!(names, "pod/web\nservice/web\n");
+    // `all` is the server's `all` category: config maps are not in it.
+    let all = ok(&server, &["get", "all", "-o", "name"]);
+    assert_eq!(all, "pod/web\nservice/web\n");
 
     let wide = ok(&server, &["get", "pods", "-o", "wide"]);
     let header = wide.lines().next().unwrap_or("");
