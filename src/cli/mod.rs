@@ -1,6 +1,8 @@
 //! The command line: clap definitions and dispatch to each command.
 
 mod diff;
+mod exec;
+mod logs;
 mod schema;
 mod server;
 mod snapshot;
@@ -41,6 +43,10 @@ enum Command {
     /// Save or restore a snapshot of the embedded store
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Print a container's log (through the API server and the pod's agent)
+    Logs(logs::LogsArgs),
+    /// Run a command in a pod's container; exits with the command's code
+    Exec(exec::ExecArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -52,6 +58,8 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Exec(args) => exec::run(args),
     };
     ExitCode::from(code)
 }
