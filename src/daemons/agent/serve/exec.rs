@@ -125,9 +125,11 @@ fn failure_status(message: String) -> Value {
 }
 
 /// Serves one exec request: checks it, starts the command, answers `101 Switching
-/// Protocols`, and pumps the channels in a task of its own until the command exits.
+/// Protocols`, and pumps the channels in a task of its own until the command exits or the
+/// endpoint closes.
 pub async fn handle<R: StreamingRuntime>(
     runtime: Arc<R>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
     namespace: String,
     pod: String,
     container: String,
@@ -184,7 +186,10 @@ pub async fn handle<R: StreamingRuntime>(
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
                         .await;
-                pump(runtime, ws, session, command, v5).await;
+                tokio::select! {
+                    () = pump(runtime, ws, session, command, v5) => {}
+                    _ = closing.wait_for(|closed| *closed) => {}
+                }
             }
             Err(e) => tracing::debug!(error = %e, "exec: the upgrade did not complete"),
         }

@@ -64,6 +64,8 @@ pub enum ServeError {
 struct EndpointState<R> {
     runtime: Arc<R>,
     token: String,
+    /// Becomes true when the endpoint stops: running execs end.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -108,18 +110,34 @@ async fn container_exec<R: StreamingRuntime>(
     Path((namespace, pod, container)): Path<(String, String, String)>,
     request: Request,
 ) -> Response {
-    exec::handle(state.runtime.clone(), namespace, pod, container, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let closing = state.closing.clone();
+    exec::handle(
+        state.runtime.clone(),
+        closing,
+        namespace,
+        pod,
+        container,
+        request,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn no_route() -> Response {
     ApiError::NoRoute.into_response()
 }
 
-/// The endpoint's routes, testable without a socket.
-pub fn router<R: StreamingRuntime>(runtime: Arc<R>, token: String) -> Router {
-    let state = Arc::new(EndpointState { runtime, token });
+/// The endpoint's routes, testable without a socket; execs end when `closing` turns true.
+pub fn router<R: StreamingRuntime>(
+    runtime: Arc<R>,
+    token: String,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> Router {
+    let state = Arc::new(EndpointState {
+        runtime,
+        token,
+        closing,
+    });
     Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
@@ -204,7 +222,8 @@ pub async fn serve<R: StreamingRuntime>(
         url: endpoint_url(advertise_host, port),
         cert_sha256,
     };
-    let app = router(runtime, token);
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let app = router(runtime, token, closing_rx);
     let serving = async move {
         // Connections live in this set: when serving ends, dropping it ends them all.
         let mut connections = tokio::task::JoinSet::new();
@@ -240,6 +259,7 @@ pub async fn serve<R: StreamingRuntime>(
                 }
             });
         }
+        closing.send_replace(true);
         tracing::info!("agent endpoint: stopped");
     };
     Ok((endpoint, serving))
