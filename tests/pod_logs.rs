@@ -272,6 +272,23 @@ async fn kubectl_and_berth_exec_with_output_stdin_and_exit_code() {
 
     let ok = cluster.berth(&["exec", "shell", "--", "true"], None);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+
+    // A client that only speaks SPDY is told what berth speaks instead.
+    let spdy = blocking(|| {
+        Command::new("kubectl")
+            .env("KUBECONFIG", &cluster.server.kubeconfig)
+            .env("HOME", cluster.server.dir.path())
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+            .args(["exec", "shell", "--", "true"])
+            .output()
+            .expect("kubectl")
+    });
+    assert!(!spdy.status.success());
+    assert!(
+        stderr(&spdy).contains("SPDY is not supported"),
+        "{}",
+        stderr(&spdy)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
