@@ -186,6 +186,8 @@ async fn kubectl_and_berth_read_logs_with_tail_timestamps_and_follow() {
 
     let tail = cluster.kubectl(&["logs", "chatty", "--tail=1"]);
     assert_eq!(stdout(&tail), "err-3\n", "{}", stderr(&tail));
+    let limited = cluster.kubectl(&["logs", "chatty", "--limit-bytes=9"]);
+    assert_eq!(stdout(&limited), "line-1\nli", "{}", stderr(&limited));
 
     let berth = cluster.berth(&["logs", "chatty", "--tail", "2", "--timestamps"], None);
     assert!(berth.status.success(), "{}", stderr(&berth));
