@@ -6,11 +6,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 
 use super::select::{self, ContainerRef};
-use super::streams::{LogOptions, StreamingRuntime};
+use super::streams::{LogOptions, LogStream, StreamingRuntime};
 use crate::cluster::api::status::ApiError;
+use crate::daemons::agent::runtime::RuntimeError;
 
 /// The log request's query, parsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +64,31 @@ pub fn parse_query(query: Option<&str>) -> Result<LogQuery, ApiError> {
     Ok(q)
 }
 
+/// Joins the lines the engine has already delivered into one chunk, so a large log is not
+/// one HTTP frame per line at every hop (agent, server, client); a followed log still gets
+/// each new line as soon as it arrives.
+fn coalesce(stream: LogStream) -> impl Stream<Item = Result<Bytes, RuntimeError>> + Send {
+    stream.ready_chunks(1024).flat_map(|batch| {
+        let mut joined = BytesMut::new();
+        let mut out = Vec::with_capacity(1);
+        for item in batch {
+            match item {
+                Ok(bytes) => joined.extend_from_slice(&bytes),
+                Err(e) => {
+                    if !joined.is_empty() {
+                        out.push(Ok(joined.split().freeze()));
+                    }
+                    out.push(Err(e));
+                }
+            }
+        }
+        if !joined.is_empty() {
+            out.push(Ok(joined.freeze()));
+        }
+        futures_util::stream::iter(out)
+    })
+}
+
 /// Serves one log request.
 pub async fn handle<R: StreamingRuntime>(
     runtime: Arc<R>,
@@ -83,7 +110,7 @@ pub async fn handle<R: StreamingRuntime>(
         .map_err(|e| ApiError::Internal(format!("listing containers: {e}")))?;
     let chosen = select::for_logs(&target, &found, q.previous)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let stream = runtime.log_stream(&chosen.id, &q.options);
+    let stream = coalesce(runtime.log_stream(&chosen.id, &q.options));
     let body = match q.limit_bytes {
         None => Body::from_stream(stream),
         Some(limit) => Body::from_stream(stream.scan(limit, |left, chunk| {
