@@ -275,6 +275,29 @@ async fn kubectl_and_berth_exec_with_output_stdin_and_exit_code() {
     let ok = cluster.berth(&["exec", "shell", "--", "true"], None);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
 
+    // Under a real terminal (`script` makes one), -it gives the command a terminal too.
+    let berth_cmd = format!(
+        "{} exec -it --kubeconfig {} shell -- sh -c 'tty; exit 5'",
+        env!("CARGO_BIN_EXE_berth"),
+        cluster.server.kubeconfig.display()
+    );
+    let tty = blocking(|| {
+        Command::new("script")
+            .args(["-qec", &berth_cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .output()
+            .expect("script (util-linux) runs")
+    });
+    assert_eq!(tty.status.code(), Some(5), "{}", stderr(&tty));
+    assert!(stdout(&tty).contains("/dev/pts/"), "{}", stdout(&tty));
+    let no_tty = cluster.berth(&["exec", "-it", "shell", "--", "tty"], None);
+    assert!(
+        stderr(&no_tty).contains("Unable to use a TTY"),
+        "{}",
+        stderr(&no_tty)
+    );
+    assert_eq!(stdout(&no_tty), "not a tty\n");
+
     // A client that only speaks SPDY is told what berth speaks instead.
     let spdy = blocking(|| {
         Command::new("kubectl")

@@ -4,13 +4,15 @@
 use clap::Args;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::{Api, AttachParams};
+use kube::api::{Api, AttachParams, TerminalSize};
 use std::io::{Read, Write};
+use tokio::signal::unix::SignalKind;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::EXIT_ERROR;
 use super::logs::describe;
+use super::terminal;
 use crate::client::ClientOptions;
 
 #[derive(Debug, Args)]
@@ -23,7 +25,8 @@ pub struct ExecArgs {
     /// Pass this terminal's stdin to the command
     #[arg(short = 'i', long)]
     stdin: bool,
-    /// Allocate a terminal for the command (its stderr then arrives on stdout)
+    /// Allocate a terminal for the command (with -i and a terminal on stdin; its stderr then
+    /// arrives on stdout)
     #[arg(short = 't', long)]
     tty: bool,
     /// The pod's namespace (default: the kubeconfig context's, else `default`)
@@ -90,12 +93,16 @@ async fn execute(args: ExecArgs) -> Result<u8, String> {
         .namespace
         .unwrap_or_else(|| connection.default_namespace.clone());
     let pods: Api<Pod> = Api::namespaced(connection.client, &namespace);
+    let tty = args.tty && args.stdin && terminal::stdin_is_terminal();
+    if args.tty && !tty {
+        eprintln!("Unable to use a TTY - input is not a terminal or -i is missing");
+    }
     let params = AttachParams {
         container: args.container,
         stdin: args.stdin,
         stdout: true,
-        stderr: !args.tty,
-        tty: args.tty,
+        stderr: !tty,
+        tty,
         ..AttachParams::default()
     };
     let mut attached = pods
@@ -103,6 +110,31 @@ async fn execute(args: ExecArgs) -> Result<u8, String> {
         .await
         .map_err(|e| describe(&e))?;
     let status = attached.take_status();
+    // Restored when this function returns, on every path.
+    let _raw = if tty {
+        terminal::RawTerminal::enter()
+    } else {
+        None
+    };
+    if let (true, Some(mut resize)) = (tty, attached.terminal_size()) {
+        tokio::spawn(async move {
+            use futures::SinkExt;
+            let Ok(mut changed) = tokio::signal::unix::signal(SignalKind::window_change()) else {
+                return;
+            };
+            loop {
+                if let Some((width, height)) = terminal::size() {
+                    let size = TerminalSize { width, height };
+                    if resize.send(size).await.is_err() {
+                        return;
+                    }
+                }
+                if changed.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+    }
     let stdin = attached.stdin();
     let stdout = attached.stdout();
     let stderr = attached.stderr();

@@ -6,6 +6,7 @@ mod logs;
 mod schema;
 mod server;
 mod snapshot;
+mod terminal;
 mod validate;
 
 use std::process::ExitCode;
