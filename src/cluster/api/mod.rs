@@ -162,7 +162,12 @@ fn parse_target(api: &str, rest: &str) -> Result<Target, ApiError> {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    let mut resp = (code, serde_json::to_vec(v).unwrap_or_default()).into_response();
+    raw_json_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A response whose body is already JSON.
+fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (code, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
