@@ -5,12 +5,15 @@ mod completion;
 pub mod delete;
 pub mod describe;
 mod diff;
+mod exec;
 pub mod get;
+mod logs;
 pub mod output;
 pub mod request;
 mod schema;
 mod server;
 mod snapshot;
+mod terminal;
 mod validate;
 mod version;
 
@@ -61,6 +64,10 @@ enum Command {
     Version(version::VersionArgs),
     /// Print a shell completion script (bash, zsh or fish)
     Completion(completion::CompletionArgs),
+    /// Print a container's log (through the API server and the pod's agent)
+    Logs(logs::LogsArgs),
+    /// Run a command in a pod's container; exits with the command's code
+    Exec(exec::ExecArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -78,6 +85,8 @@ pub fn main() -> ExitCode {
         Command::ClusterInfo(args) => cluster_info::run(args),
         Command::Version(args) => version::run(args),
         Command::Completion(args) => completion::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Exec(args) => exec::run(args),
     };
     ExitCode::from(code)
 }
