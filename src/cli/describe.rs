@@ -2,6 +2,7 @@
 //! matters for its kind, conditions, and the Events whose `involvedObject` is the object.
 //! Secret values are never printed, only their sizes.
 
+mod config;
 mod doc;
 mod page;
 

@@ -3,10 +3,10 @@
 //! counts of Secrets — never their values), its conditions and its events. Pure: the object,
 //! its events and the current time in, text out.
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::config;
 use super::doc::Doc;
 use crate::cluster::api::table::human_age;
 
@@ -89,8 +89,8 @@ pub fn describe(object: &Value, events: &[Value], now: DateTime<Utc>) -> String 
         "Deployment" => deployment(&mut doc, object),
         "ReplicaSet" => replica_set(&mut doc, object),
         "Service" => service(&mut doc, object),
-        "ConfigMap" => config_map(&mut doc, object),
-        "Secret" => secret(&mut doc, object),
+        "ConfigMap" => config::config_map(&mut doc, object),
+        "Secret" => config::secret(&mut doc, object),
         "Namespace" => doc.field(0, "Status", or_none(s(object, "/status/phase"))),
         "Node" => node(&mut doc, object),
         _ => {
@@ -420,60 +420,6 @@ fn service(doc: &mut Doc, o: &Value) {
         "Session Affinity",
         s(o, "/spec/sessionAffinity").unwrap_or("None"),
     );
-}
-
-fn config_map(doc: &mut Doc, o: &Value) {
-    doc.text(0, "");
-    doc.text(0, "Data");
-    doc.text(0, "====");
-    for (k, v) in o["data"].as_object().into_iter().flatten() {
-        doc.text(0, &format!("{k}:"));
-        doc.text(0, "----");
-        doc.text(0, v.as_str().unwrap_or(""));
-        doc.text(0, "");
-    }
-    doc.text(0, "");
-    doc.text(0, "BinaryData");
-    doc.text(0, "====");
-    for (k, v) in o["binaryData"].as_object().into_iter().flatten() {
-        let n = decoded_len(v);
-        doc.text(0, &format!("{k}: {n} bytes"));
-    }
-    doc.text(0, "");
-}
-
-fn decoded_len(v: &Value) -> usize {
-    let text = v.as_str().unwrap_or("");
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map(|b| b.len())
-        .unwrap_or(text.len())
-}
-
-/// Keys and sizes only: a Secret's values never reach the terminal.
-fn secret(doc: &mut Doc, o: &Value) {
-    doc.text(0, "");
-    doc.field(0, "Type", s(o, "/type").unwrap_or("Opaque"));
-    doc.text(0, "");
-    doc.text(0, "Data");
-    doc.text(0, "====");
-    let mut rows: Vec<(String, usize)> = o["data"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), decoded_len(v)))
-        .collect();
-    rows.extend(
-        o["stringData"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or(0, str::len))),
-    );
-    for (k, n) in rows {
-        doc.field(0, &k, format!("{n} bytes"));
-    }
-    doc.text(0, "");
 }
 
 fn node(doc: &mut Doc, o: &Value) {
