@@ -1,0 +1,742 @@
+//! End to end: the real `berth server` binary, the real `berth agent` binary and the real
+//! Docker engine. Pods are created bound to the agent's node (what the scheduler's binding
+//! does) and everything is observed as a user would: through the API, kubectl and docker.
+
+mod support_cluster;
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+use support_cluster::support_api::{Server, stdout};
+use support_cluster::support_docker::{self, TEST_IMAGE, TestScope, runtime, sh};
+use support_cluster::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn create<K>(client: &kube::Client, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value).expect("valid object");
+    Api::<K>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create")
+}
+
+fn exec(id: &str, script: &str) -> String {
+    docker(&["exec", id, "sh", "-c", script])
+}
+
+#[tokio::test]
+async fn a_pod_with_a_helper_runs_with_env_status_events_and_a_ready_node() {
+    runtime().await;
+    let scope = TestScope::new("e2e-pod");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-pod", &scope, &[]);
+    let client = admin(&server).await;
+
+    // The node registered, is Ready, and renews its lease.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get("node-pod").await.expect("node registered");
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["kubernetes.io/hostname"], "node-pod");
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    let status = node.status.expect("node status");
+    let ready = status.conditions.unwrap_or_default();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{ready:?}"
+    );
+    assert!(status.capacity.unwrap()["pods"].0 == "110");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let first = leases
+        .get("node-pod")
+        .await
+        .expect("lease")
+        .spec
+        .unwrap()
+        .renew_time;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = leases
+        .get("node-pod")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .renew_time;
+    assert_ne!(first, later, "the lease is renewed");
+
+    create::<ConfigMap>(
+        &client,
+        json!({"metadata": {"name": "web-config"},
+        "data": {"greeting": "hello from a configmap"}}),
+    )
+    .await;
+    create::<Secret>(
+        &client,
+        json!({"metadata": {"name": "web-secret"},
+        "stringData": {"token": "s3cr3t-value"}}),
+    )
+    .await;
+
+    // The seeds' example: an app serving a shared volume and a helper filling it and
+    // talking to the app over localhost.
+    let pod = create_pod(&client, &agent.node, json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+            "containers": [
+                {"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("httpd -f -p 8080 -h /www"),
+                 "ports": [{"containerPort": 8080}],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/www"}],
+                 "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "web-config", "key": "greeting"}}},
+                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "token"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+                 ]},
+                {"name": "helper", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("echo helper-wrote-this > /shared/index.html; \
+                     while true; do wget -qO /shared/fetched http://localhost:8080/index.html; sleep 1; done"),
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ]
+        }
+    })).await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    let running = wait_pod(&client, "web", MINUTE, "Running and ready", all_ready).await;
+    let status = running.status.clone().unwrap();
+    let pod_ip = status.pod_ip.clone().expect("podIP");
+    assert_eq!(status.pod_ips.as_ref().unwrap()[0].ip, pod_ip);
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    let conditions = status.conditions.clone().unwrap();
+    for kind in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == kind && c.status == "True"),
+            "{kind}: {conditions:?}"
+        );
+    }
+    for c in status.container_statuses.as_ref().unwrap() {
+        assert!(c.started == Some(true) && c.ready, "{c:?}");
+        assert!(c.container_id.as_deref().unwrap().starts_with("docker://"));
+        assert!(c.image_id.starts_with("docker://sha256:"), "{c:?}");
+        assert_eq!(c.restart_count, 0);
+        assert!(c.state.as_ref().unwrap().running.is_some());
+    }
+
+    // The helper fetched what it wrote through the app, over localhost.
+    let helper = container_id(&running, "helper");
+    let fetched = eventually_output(
+        || exec(&helper, "cat /shared/fetched 2>/dev/null || true"),
+        "helper-wrote-this",
+    )
+    .await;
+    assert_eq!(fetched, "helper-wrote-this");
+
+    // Environment from a ConfigMap, a Secret and the downward API.
+    let app = container_id(&running, "app");
+    let env = exec(&app, "env");
+    for want in [
+        "GREETING=hello from a configmap",
+        "TOKEN=s3cr3t-value",
+        "POD_NAME=web",
+        &format!("POD_IP={pod_ip}"),
+        "NODE=node-pod",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing from {env}");
+    }
+
+    // Every container carries its labels; kubectl sees the pod Running; events were recorded.
+    let labels = docker(&["inspect", "-f", "{{json .Config.Labels}}", &app]);
+    for key in [
+        "berth.dev/pod-uid",
+        "berth.dev/pod-namespace",
+        "berth.dev/pod-name",
+        "berth.dev/container",
+        "berth.dev/node",
+        "berth.dev/spec-hash",
+    ] {
+        assert!(labels.contains(key), "{key} missing from {labels}");
+    }
+    assert!(labels.contains(&uid));
+    let out = server.kubectl(&["get", "pods", "web", "--no-headers"]);
+    assert!(stdout(&out).contains("Running"), "{out:?}");
+    assert!(stdout(&out).contains("2/2"), "{out:?}");
+    wait_event(&client, "web", "Started", "Started container helper").await;
+    let reasons: Vec<String> = pod_events(&client, "web")
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    for want in ["Pulled", "Created", "Started"] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "{want} missing from {reasons:?}"
+        );
+    }
+    let out = server.kubectl(&["get", "events"]);
+    assert!(stdout(&out).contains("Started container app"), "{out:?}");
+    // No Secret value ever appears in events.
+    assert!(!stdout(&out).contains("s3cr3t-value"));
+}
+
+/// Polls `read` until its output contains `want`; returns the last output.
+async fn eventually_output(read: impl Fn() -> String, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = read();
+        if out.contains(want) || std::time::Instant::now() > deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn terminated_exit(p: &Pod, container: &str) -> Option<(i32, i32)> {
+    let c = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?;
+    let last = c.last_state.as_ref()?.terminated.as_ref()?;
+    Some((last.exit_code, c.restart_count))
+}
+
+fn waiting_reason(p: &Pod, container: &str) -> Option<String> {
+    let c = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?;
+    c.state.as_ref()?.waiting.as_ref()?.reason.clone()
+}
+
+#[tokio::test]
+async fn crashing_containers_restart_with_back_off_by_policy() {
+    runtime().await;
+    let scope = TestScope::new("e2e-crash");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-crash", &scope, &[]);
+    let client = admin(&server).await;
+    let crasher = |name: &str, policy: &str, code: i32| {
+        json!({
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                     "command": sh(&format!("echo run; exit {code}"))}]}
+        })
+    };
+    let looping = create_pod(&client, &agent.node, crasher("loop", "Always", 3)).await;
+    create_pod(&client, &agent.node, crasher("once-ok", "Never", 0)).await;
+    create_pod(&client, &agent.node, crasher("once-bad", "Never", 1)).await;
+    create_pod(&client, &agent.node, crasher("retry", "OnFailure", 0)).await;
+
+    wait_pod(&client, "loop", MINUTE, "CrashLoopBackOff", |p| {
+        waiting_reason(p, "app").as_deref() == Some("CrashLoopBackOff")
+    })
+    .await;
+    let p = wait_pod(&client, "loop", MINUTE, "two restarts", |p| {
+        terminated_exit(p, "app").is_some_and(|(code, n)| code == 3 && n >= 2)
+    })
+    .await;
+    assert_eq!(
+        phase(&p),
+        "Running",
+        "an Always pod keeps running between crashes"
+    );
+    wait_event(
+        &client,
+        "loop",
+        "BackOff",
+        "Back-off restarting failed container app",
+    )
+    .await;
+    // The previous container is kept for `logs --previous`, older ones are not.
+    let uid = looping.metadata.uid.unwrap();
+    let kept = pod_container_ids(&uid, Some("app"));
+    assert!((1..=2).contains(&kept.len()), "kept {kept:?}");
+    wait_pod(&client, "loop", MINUTE, "a kept previous container", |_| {
+        pod_container_ids(&uid, Some("app")).len() == 2
+    })
+    .await;
+
+    wait_pod(&client, "once-ok", MINUTE, "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    wait_pod(&client, "retry", MINUTE, "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let bad = wait_pod(&client, "once-bad", MINUTE, "Failed", |p| {
+        phase(p) == "Failed"
+    })
+    .await;
+    let cs = &bad.status.unwrap().container_statuses.unwrap()[0];
+    let term = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((term.exit_code, term.reason.as_deref()), (1, Some("Error")));
+    assert_eq!(cs.restart_count, 0);
+}
+
+#[tokio::test]
+async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
+    runtime().await;
+    let scope = TestScope::new("e2e-drift");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-drift", &scope, &[]);
+    let client = admin(&server).await;
+    let pod = create_pod(
+        &client,
+        &agent.node,
+        json!({
+            "metadata": {"name": "steady"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"]}]}
+        }),
+    )
+    .await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    let running = wait_pod(&client, "steady", MINUTE, "Running", all_ready).await;
+    let first = container_id(&running, "app");
+
+    // Stopped behind berth's back: restarted at once (no crash back-off), with events.
+    docker(&["stop", "-t", "1", &first]);
+    let message = wait_event(&client, "steady", "DriftDetected", "stopped outside berth").await;
+    assert!(message.contains("app"), "{message}");
+    wait_event(
+        &client,
+        "steady",
+        "DriftRepaired",
+        "restarted container app",
+    )
+    .await;
+    let p = wait_pod(&client, "steady", MINUTE, "a new running container", |p| {
+        all_ready(p) && container_id(p, "app") != first
+    })
+    .await;
+    let second = container_id(&p, "app");
+
+    // Removed behind berth's back: recreated.
+    docker(&["rm", "-f", &second]);
+    wait_event(&client, "steady", "DriftDetected", "removed outside berth").await;
+    wait_event(
+        &client,
+        "steady",
+        "DriftRepaired",
+        "recreated container app",
+    )
+    .await;
+    wait_pod(&client, "steady", MINUTE, "a recreated container", |p| {
+        all_ready(p) && container_id(p, "app") != second
+    })
+    .await;
+
+    // A berth container of a pod that does not exist on this node: removed.
+    let ghost = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("berth.dev/test={}", scope.id),
+        "--label",
+        "berth.dev/managed=true",
+        "--label",
+        "berth.dev/pod-uid=ghost-uid",
+        "--label",
+        "berth.dev/pod-namespace=default",
+        "--label",
+        "berth.dev/pod-name=ghost",
+        "--label",
+        "berth.dev/container=app",
+        "--label",
+        "berth.dev/role=app",
+        "--label",
+        "berth.dev/node=node-drift",
+        TEST_IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    wait_event(
+        &client,
+        "ghost",
+        "DriftDetected",
+        "no longer exists on this node",
+    )
+    .await;
+    wait_event(&client, "ghost", "DriftRepaired", "removed").await;
+    let gone = eventually_output(
+        || docker(&["ps", "-aq", "--filter", "label=berth.dev/pod-uid=ghost-uid"]),
+        "",
+    )
+    .await;
+    assert!(
+        gone.is_empty() || !gone.contains(&ghost[..12]),
+        "orphan still there: {gone}"
+    );
+
+    let metrics = agent.metrics().await;
+    for kind in ["stopped", "removed", "orphan"] {
+        let line = format!("berth_agent_drift_repaired_total{{kind=\"{kind}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line} missing: {metrics}"));
+        assert!(count >= 1, "{kind}: {metrics}");
+    }
+    assert!(pod_container_ids(&uid, Some("app")).len() <= 2);
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_running_containers() {
+    runtime().await;
+    let scope = TestScope::new("e2e-adopt");
+    let server = Server::start();
+    let mut agent = Agent::start(&server, "node-adopt", &scope, &[]);
+    let client = admin(&server).await;
+    let pod = create_pod(
+        &client,
+        &agent.node,
+        json!({
+            "metadata": {"name": "kept"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"]}]}
+        }),
+    )
+    .await;
+    let uid = pod.metadata.uid.unwrap();
+    wait_pod(&client, "kept", MINUTE, "Running", all_ready).await;
+    let started = |ids: &[String]| -> Vec<String> {
+        ids.iter()
+            .map(|id| {
+                docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.Id}} {{.State.StartedAt}} {{.State.Status}}",
+                    id,
+                ])
+            })
+            .collect()
+    };
+    let mut before = started(&pod_container_ids(&uid, None));
+    before.sort();
+    assert_eq!(before.len(), 2, "sandbox and app: {before:?}");
+
+    agent.stop();
+    let mut agent = Agent::start(&server, "node-adopt", &scope, &[]);
+    // Several relists and a status pass later, nothing was recreated or restarted.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut after = started(&pod_container_ids(&uid, None));
+    after.sort();
+    assert_eq!(
+        before, after,
+        "the restarted agent kept the same containers and start times"
+    );
+    let p = wait_pod(&client, "kept", MINUTE, "Running", all_ready).await;
+    let cs = &p.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(cs.restart_count, 0);
+    let events = pod_events(&client, "kept").await;
+    assert!(
+        !events
+            .iter()
+            .any(|(r, _)| r == "DriftDetected" || r == "Killing"),
+        "{events:?}"
+    );
+    agent.stop();
+}
+
+#[tokio::test]
+async fn deleting_a_pod_stops_it_gracefully_before_it_goes() {
+    runtime().await;
+    let scope = TestScope::new("e2e-delete");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-delete", &scope, &[]);
+    let client = admin(&server).await;
+    let pod = create_pod(&client, &agent.node, json!({
+        "metadata": {"name": "polite"},
+        "spec": {"terminationGracePeriodSeconds": 30,
+                 "volumes": [{"name": "scratch", "emptyDir": {}}],
+                 "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                 "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                                 "command": sh("trap 'echo got TERM; exit 0' TERM; while true; do sleep 1; done")}]}
+    })).await;
+    let uid = pod.metadata.uid.unwrap();
+    wait_pod(&client, "polite", MINUTE, "Running", all_ready).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let began = std::time::Instant::now();
+    let deleted = pods
+        .delete("polite", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let marked = deleted
+        .left()
+        .expect("a bound pod is marked, not removed at once");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
+    let kubectl = server.kubectl(&["get", "pod", "polite", "--no-headers"]);
+    assert!(
+        stdout(&kubectl).contains("Terminating") || stdout(&kubectl).is_empty(),
+        "{kubectl:?}"
+    );
+
+    let gone = support_docker::eventually(Duration::from_secs(25), || {
+        let pods = pods.clone();
+        async move {
+            pods.get_opt("polite")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the agent let the pod object go after stopping it"
+    );
+    // SIGTERM ended it: well within the 30 s grace period, so no SIGKILL was needed.
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert!(
+        pod_container_ids(&uid, None).is_empty(),
+        "containers removed"
+    );
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=berth.dev/pod-uid={uid}"),
+    ]);
+    assert!(volumes.is_empty(), "pod volumes removed: {volumes}");
+    wait_event(&client, "polite", "Killing", "Stopping container app").await;
+
+    // A pod no node runs goes at once.
+    let unbound: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "unbound"},
+        "spec": {"containers": [{"name": "app", "image": TEST_IMAGE}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &unbound).await.unwrap();
+    let deleted = pods
+        .delete("unbound", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(deleted.is_right(), "an unbound pod is removed at once");
+}
+
+#[tokio::test]
+async fn config_map_and_secret_volumes_hold_files_that_update_in_place() {
+    runtime().await;
+    let scope = TestScope::new("e2e-volumes");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-volumes", &scope, &[]);
+    let client = admin(&server).await;
+    create::<ConfigMap>(
+        &client,
+        json!({"metadata": {"name": "files"},
+        "data": {"app.conf": "level=1", "other": "x"}}),
+    )
+    .await;
+    create::<Secret>(
+        &client,
+        json!({"metadata": {"name": "creds"},
+        "stringData": {"password": "pa55word"}}),
+    )
+    .await;
+    create_pod(
+        &client,
+        &agent.node,
+        json!({
+            "metadata": {"name": "reader"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "volumes": [
+                        {"name": "conf", "configMap": {"name": "files"}},
+                        {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400,
+                            "items": [{"key": "password", "path": "db/password"}]}}],
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"],
+                                     "volumeMounts": [
+                                        {"name": "conf", "mountPath": "/etc/app"},
+                                        {"name": "secret", "mountPath": "/etc/secret"}]}]}
+        }),
+    )
+    .await;
+    let p = wait_pod(&client, "reader", MINUTE, "Running", all_ready).await;
+    let app = container_id(&p, "app");
+    assert_eq!(exec(&app, "cat /etc/app/app.conf"), "level=1");
+    assert_eq!(exec(&app, "cat /etc/app/other"), "x");
+    assert_eq!(exec(&app, "cat /etc/secret/db/password"), "pa55word");
+    assert_eq!(exec(&app, "stat -c %a /etc/secret/db/password"), "400");
+    // Secret files live on tmpfs, never on disk; the mounts are read-only.
+    let mounts = exec(&app, "cat /proc/mounts");
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" /etc/secret ") && l.starts_with("tmpfs")),
+        "{mounts}"
+    );
+    assert!(exec(&app, "touch /etc/app/new 2>&1 || echo refused").contains("refused"));
+
+    // An update to the ConfigMap appears in the running container, which is not restarted.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let patch = json!({"data": {"app.conf": "level=2", "other": "x"}});
+    cms.patch(
+        "files",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let updated = eventually_output(|| exec(&app, "cat /etc/app/app.conf"), "level=2").await;
+    assert_eq!(updated, "level=2");
+    let p = wait_pod(&client, "reader", MINUTE, "Running", all_ready).await;
+    assert_eq!(container_id(&p, "app"), app, "the container kept running");
+}
+
+/// A unix socket that forwards to the real Docker socket and can be cut and restored, so
+/// the agent sees Docker go away and come back without restarting the real daemon.
+struct DockerProxy {
+    path: std::path::PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DockerProxy {
+    fn start(path: std::path::PathBuf) -> DockerProxy {
+        let mut proxy = DockerProxy { path, task: None };
+        proxy.restore();
+        proxy
+    }
+
+    fn restore(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = tokio::net::UnixListener::bind(&self.path).expect("bind proxy socket");
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Drops the listener and every open connection.
+    fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+fn node_ready(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_going_away_turns_the_node_not_ready_and_pods_come_back() {
+    runtime().await;
+    let scope = TestScope::new("e2e-outage");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let mut proxy = DockerProxy::start(socket.clone());
+    let server = Server::start();
+    let docker_host = format!("unix://{}", socket.display());
+    let agent = Agent::start_with_env(
+        &server,
+        "node-outage",
+        &scope,
+        &["--docker-unhealthy-after", "2"],
+        &[("DOCKER_HOST", &docker_host)],
+    );
+    let client = admin(&server).await;
+    create_pod(
+        &client,
+        &agent.node,
+        json!({
+            "metadata": {"name": "survivor"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"]}]}
+        }),
+    )
+    .await;
+    let p = wait_pod(&client, "survivor", MINUTE, "Running", all_ready).await;
+    let before = container_id(&p, "app");
+    let nodes: Api<Node> = Api::all(client.clone());
+
+    // Docker goes away (and, as a daemon restart would, its containers stop).
+    proxy.cut();
+    docker(&["stop", "-t", "1", &before]);
+    let not_ready = support_docker::eventually(Duration::from_secs(30), || async {
+        let n = nodes.get("node-outage").await.ok()?;
+        (node_ready(&n).as_deref() == Some("False")).then_some(n)
+    })
+    .await
+    .expect("the node turns NotReady once Docker is gone for longer than the threshold");
+    let message = not_ready
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message
+        .unwrap_or_default();
+    assert!(message.contains("Docker"), "{message}");
+
+    // Docker comes back: the node is Ready again and the pod runs again.
+    proxy.restore();
+    support_docker::eventually(Duration::from_secs(30), || async {
+        let n = nodes.get("node-outage").await.ok()?;
+        (node_ready(&n).as_deref() == Some("True")).then_some(())
+    })
+    .await
+    .expect("the node is Ready again");
+    wait_pod(&client, "survivor", MINUTE, "running again", |p| {
+        all_ready(p) && container_id(p, "app") != before
+    })
+    .await;
+}
