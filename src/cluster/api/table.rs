@@ -1,6 +1,6 @@
 //! Server-side printing: `meta.k8s.io/v1` Tables for `kubectl get`, with the columns kubectl
 //! users know for pods, deployments, replica sets, services, config maps, secrets,
-//! namespaces and nodes (NAME and AGE for the rest).
+//! namespaces, nodes and events (NAME and AGE for the rest).
 
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
@@ -65,6 +65,7 @@ fn columns(r: &Resource) -> &'static [&'static str] {
         "Secret" => &["Type", "Data", "Age"],
         "Namespace" => &["Status", "Age"],
         "Node" => &["Status", "Age"],
+        "Event" => &["Last Seen", "Type", "Reason", "Object", "Message"],
         _ => &["Age"],
     }
 }
@@ -140,6 +141,17 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                 json!(age(o)),
             ]
         }
+        "Event" => vec![
+            json!(age(o)),
+            json!(text(o, "/type", "")),
+            json!(text(o, "/reason", "")),
+            json!(format!(
+                "{}/{}",
+                text(o, "/involvedObject/kind", "").to_lowercase(),
+                text(o, "/involvedObject/name", "")
+            )),
+            json!(text(o, "/message", "")),
+        ],
         "ConfigMap" => vec![
             json!(count(o.get("data")) + count(o.get("binaryData"))),
             json!(age(o)),

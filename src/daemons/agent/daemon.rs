@@ -161,6 +161,14 @@ pub async fn run(
             node: node_name.clone(),
             source,
         })?;
+        // Registered means Ready is reported, before any pod is taken on.
+        let since = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        if let Err(e) = node::write_status(&client, &facts, &Readiness::ready(), &since).await {
+            tracing::warn!(error = %e, "cannot write the first node status");
+        }
+        if let Err(e) = lease::renew(&client, &node_name, options.lease_interval * 4).await {
+            tracing::warn!(error = %e, "cannot take the node lease");
+        }
         println!("metrics on http://{metrics_addr}/metrics");
         println!("node {node_name} registered");
 

@@ -66,6 +66,8 @@ pub struct PodWorker<R> {
     backoff_reported: HashSet<String>,
     /// The newest container of each name last seen: (id, attempt); a vanished one is drift.
     known: HashMap<String, (String, u32)>,
+    /// Containers the worker removed itself (not drift when they vanish).
+    removed_ids: HashSet<String>,
     inspected: HashMap<String, ContainerInfo>,
     waiting: HashMap<String, (Waiting, Instant)>,
     last_status: Option<PodStatus>,
@@ -130,6 +132,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             exits_seen: HashSet::new(),
             backoff_reported: HashSet::new(),
             known: HashMap::new(),
+            removed_ids: HashSet::new(),
             inspected: HashMap::new(),
             waiting: HashMap::new(),
             last_status: None,
@@ -456,6 +459,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
         for c in observed {
             self.ctx.stopping(&c.id);
+            self.removed_ids.insert(c.id.clone());
             self.ctx.runtime.remove_container(&c.id).await?;
         }
         let next_attempt = current

@@ -46,8 +46,16 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
     ) -> Result<Step, SyncError> {
         let now = Instant::now();
         let (latest, _) = latest_two(observed, &c.name, role);
+        // The newest container the worker saw is gone (the one before may remain): drift.
+        let removed = self
+            .known
+            .get(&c.name)
+            .filter(|(id, _)| !observed.iter().any(|o| &o.id == id))
+            .filter(|(id, _)| !self.removed_ids.contains(id))
+            .map(|(_, a)| (*a).max(latest.map_or(0, attempt)));
+        let latest = latest.filter(|_| removed.is_none());
         let Some(latest) = latest else {
-            let drift = self.known.get(&c.name).map(|(_, a)| *a);
+            let drift = removed;
             if drift.is_some() {
                 let message = format!("container {} was removed outside berth", c.name);
                 self.detected(pref, DriftKind::Removed, Some(&c.name), message);
@@ -177,6 +185,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
     async fn kill(&mut self, pref: &PodRef, c: &ContainerInfo, why: &str) -> Result<(), SyncError> {
         let name = label(c, labels::CONTAINER_NAME).to_string();
         self.ctx.stopping(&c.id);
+        self.removed_ids.insert(c.id.clone());
         if c.state == ContainerState::Running {
             self.ctx.events.pod(
                 pref,
@@ -283,7 +292,13 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
     }
 
     /// Keeps the newest two attempts of a container (current and previous).
-    async fn prune(&self, uid: &str, name: &str, role: Role, newest: u32) -> Result<(), SyncError> {
+    async fn prune(
+        &mut self,
+        uid: &str,
+        name: &str,
+        role: Role,
+        newest: u32,
+    ) -> Result<(), SyncError> {
         let all = self
             .ctx
             .runtime
@@ -295,6 +310,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         {
             if attempt(old) + 1 < newest {
                 self.ctx.stopping(&old.id);
+                self.removed_ids.insert(old.id.clone());
                 self.ctx.runtime.remove_container(&old.id).await?;
             }
         }
