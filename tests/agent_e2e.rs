@@ -351,6 +351,81 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
     })
     .await;
 
+    // Replaced behind berth's back by a container configured otherwise: recreated from the spec.
+    let p = wait_pod(&client, "steady", MINUTE, "Running", all_ready).await;
+    let third = container_id(&p, "app");
+    let sandbox = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=berth.dev/pod-uid={uid}"),
+        "--filter",
+        "label=berth.dev/role=sandbox",
+    ]);
+    let impostor = docker(&[
+        "run",
+        "-d",
+        "--network",
+        &format!("container:{sandbox}"),
+        "--label",
+        &format!("berth.dev/test={}", scope.id),
+        "--label",
+        "berth.dev/managed=true",
+        "--label",
+        &format!("berth.dev/pod-uid={uid}"),
+        "--label",
+        "berth.dev/pod-namespace=default",
+        "--label",
+        "berth.dev/pod-name=steady",
+        "--label",
+        "berth.dev/container=app",
+        "--label",
+        "berth.dev/role=app",
+        "--label",
+        "berth.dev/attempt=50",
+        "--label",
+        "berth.dev/spec-hash=0000000000000000",
+        "--label",
+        "berth.dev/node=node-drift",
+        TEST_IMAGE,
+        "sleep",
+        "7",
+    ]);
+    let message = wait_event(
+        &client,
+        "steady",
+        "DriftDetected",
+        "no longer matches its spec",
+    )
+    .await;
+    assert!(message.contains("0000000000000000"), "{message}");
+    wait_event(
+        &client,
+        "steady",
+        "DriftRepaired",
+        "recreated container app from its spec",
+    )
+    .await;
+    let p = wait_pod(
+        &client,
+        "steady",
+        MINUTE,
+        "the spec's container back",
+        |p| {
+            all_ready(p)
+                && ![third.as_str(), impostor.as_str()].contains(&container_id(p, "app").as_str())
+        },
+    )
+    .await;
+    let id = container_id(&p, "app");
+    let hash = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"berth.dev/spec-hash\"}}",
+        &id,
+    ]);
+    assert_ne!(hash, "0000000000000000");
+
     // A berth container of a pod that does not exist on this node: removed.
     let ghost = docker(&[
         "run",
@@ -394,7 +469,7 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
     );
 
     let metrics = agent.metrics().await;
-    for kind in ["stopped", "removed", "orphan"] {
+    for kind in ["stopped", "removed", "changed", "orphan"] {
         let line = format!("berth_agent_drift_repaired_total{{kind=\"{kind}\"}} ");
         let count: u64 = metrics
             .lines()
