@@ -815,3 +815,48 @@ async fn docker_going_away_turns_the_node_not_ready_and_pods_come_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
+    runtime().await;
+    let scope = TestScope::new("e2e-probes");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-probes", &scope, &[]);
+    let client = admin(&server).await;
+    create_pod(&client, &agent.node, json!({
+        "metadata": {"name": "probed"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                     "command": sh("mkdir -p /www && touch /tmp/alive && httpd -f -p 8080 -h /www"),
+                     "ports": [{"name": "http", "containerPort": 8080}],
+                     "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                                        "periodSeconds": 1, "failureThreshold": 1},
+                     "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]},
+                                       "periodSeconds": 1, "failureThreshold": 2}}]}
+    })).await;
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].ready)
+    };
+    let running = wait_pod(&client, "probed", MINUTE, "running, not ready", |p| {
+        phase(p) == "Running" && !ready(p)
+    })
+    .await;
+    wait_event(&client, "probed", "Unhealthy", "Readiness probe failed").await;
+    let web = container_id(&running, "web");
+    exec(&web, "echo ok > /www/ready");
+    wait_pod(&client, "probed", MINUTE, "ready", ready).await;
+
+    // The liveness probe fails: the container is restarted.
+    exec(&web, "rm /tmp/alive");
+    wait_event(&client, "probed", "Killing", "failed liveness probe").await;
+    wait_pod(&client, "probed", MINUTE, "restarted", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].restart_count >= 1)
+    })
+    .await;
+}

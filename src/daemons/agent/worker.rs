@@ -74,6 +74,10 @@ pub struct PodWorker<R> {
     last_config_error: Option<String>,
     start_time: Option<Time>,
     volumes_ready: bool,
+    /// Probe state by container name and kind.
+    probes: HashMap<(String, probes::ProbeKind), probes::ProbeState>,
+    /// Running containers whose readiness probe passes.
+    ready: HashSet<String>,
     /// The sandbox and digest of the configMap/secret files last written.
     written_files: Option<(String, String)>,
 }
@@ -140,6 +144,8 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             start_time: None,
             volumes_ready: false,
             written_files: None,
+            probes: HashMap::new(),
+            ready: HashSet::new(),
         }
     }
 
@@ -302,9 +308,21 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         if acted {
             observed = self.observe(&pref.uid).await?;
         }
+        if initialized {
+            let due = self
+                .run_probes(pod, &pref, &observed, pod_ip.as_deref())
+                .await?;
+            wake = min_wake(wake, due);
+            if due == Some(Duration::ZERO) {
+                // A liveness failure stopped a container: look again now.
+                observed = self.observe(&pref.uid).await?;
+            }
+        }
         self.remember(&observed);
         let views = |list: &[ContainerPlan], role: Role| -> Vec<ContainerView> {
-            list.iter().map(|c| self.view(c, role, &observed)).collect()
+            list.iter()
+                .map(|c| self.view(pod, c, role, &observed))
+                .collect()
         };
         let init_views = views(&plan.init_containers, Role::Init);
         let app_views = views(&plan.containers, Role::App);
@@ -322,10 +340,23 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         Ok(wake.map_or(Next::Idle, Next::After))
     }
 
-    fn view(&self, plan: &ContainerPlan, role: Role, observed: &[ContainerInfo]) -> ContainerView {
+    fn view(
+        &self,
+        pod: &Pod,
+        plan: &ContainerPlan,
+        role: Role,
+        observed: &[ContainerInfo],
+    ) -> ContainerView {
         let (latest, previous) = latest_two(observed, &plan.name, role);
         let waiting = self.waiting.get(&plan.name).map(|(w, _)| w.clone());
-        let running = latest.is_some_and(|c| c.state == ContainerState::Running);
+        let has_readiness = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .any(|c| role == Role::App && c.name == plan.name && c.readiness_probe.is_some());
+        let running = latest.is_some_and(|c| {
+            c.state == ContainerState::Running && (!has_readiness || self.ready.contains(&c.id))
+        });
         ContainerView {
             name: plan.name.clone(),
             image: plan.spec.image.clone(),
@@ -642,3 +673,5 @@ pub fn describe_state(state: &ContainerState) -> String {
 
 #[path = "worker_containers.rs"]
 mod containers;
+#[path = "worker_probes.rs"]
+mod probes;
