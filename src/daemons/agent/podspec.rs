@@ -462,8 +462,19 @@ fn container_plan(
         mounts,
         labels: BTreeMap::new(),
     };
-    // The hash covers the effective config plus the pull policy, not names or labels.
-    let spec_hash = labels::spec_hash(&(&container, pull_policy));
+    // The hash covers the effective config plus the pull policy, not names or labels. The
+    // environment counts as declared, not resolved: as in Kubernetes, a changed ConfigMap or
+    // Secret reaches a container's environment at its next start, never by a restart, and
+    // no Secret value goes into a label.
+    let declared = ContainerSpec {
+        env: Vec::new(),
+        ..container.clone()
+    };
+    let env_decl = (
+        serde_json::to_value(&c.env).unwrap_or_default(),
+        serde_json::to_value(&c.env_from).unwrap_or_default(),
+    );
+    let spec_hash = labels::spec_hash(&(&declared, pull_policy, env_decl));
     let mut container_labels = pod_labels(id, ctx);
     container_labels.insert(labels::CONTAINER_NAME.into(), c.name.clone());
     container_labels.insert(labels::ROLE.into(), role.as_str().into());

@@ -196,3 +196,25 @@ async fn failed_init_container_stops_the_pod_start() {
             .any(|c| matches!(c, Call::Start(n) if n.contains("second")))
     );
 }
+
+#[test]
+fn resolved_environment_values_do_not_change_the_spec_hash() {
+    let p = pod(
+        serde_json::json!({"containers": [{"name": "app", "image": "busybox:1.36",
+        "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]}]}),
+    );
+    let ctx = PodContext::default();
+    let with = |value: &str| {
+        let mut objects = StaticObjects::default();
+        objects.secrets.insert(
+            ("shop".into(), "db".into()),
+            std::collections::BTreeMap::from([("pw".into(), value.into())]),
+        );
+        plan_pod(&p, &ctx, &objects, &AgentPolicy::default())
+            .unwrap()
+            .containers[0]
+            .spec_hash
+            .clone()
+    };
+    assert_eq!(with("one"), with("two"));
+}
