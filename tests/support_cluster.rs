@@ -80,7 +80,7 @@ impl Agent {
             .arg(format!("{TEST_LABEL}={}", scope.id))
             .args(extra)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -277,4 +277,36 @@ pub fn all_ready(p: &Pod) -> bool {
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
             .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+}
+
+/// Creates a namespaced object in `default`.
+pub async fn create<K>(client: &kube::Client, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value).expect("valid object");
+    Api::<K>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create")
+}
+
+pub fn exec(id: &str, script: &str) -> String {
+    docker(&["exec", id, "sh", "-c", script])
+}
+
+/// Polls `read` until its output contains `want`; returns the last output.
+pub async fn eventually_output(read: impl Fn() -> String, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = read();
+        if out.contains(want) || std::time::Instant::now() > deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
