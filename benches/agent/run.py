@@ -8,7 +8,7 @@ Starts a real `berth server` and `berth agent`, then per trial:
             returned (each has started its container).
 Reports the medians and their ratio, then the agent's RSS with --rss-pods pods running.
 
-Usage: benches/agent/run.py [--pods 50] [--trials 3] [--rss-pods 100]
+Usage: benches/agent/run.py [--pods 50] [--trials 3] [--rss-pods 100]   (--trials 0: RSS only)
        BERTH_BIN=target/release/berth (default: release if built, else debug)
 Needs Docker and /bin/busybox (Debian busybox-static) for the offline test image.
 """
@@ -166,10 +166,12 @@ def wait_no_containers(tag, timeout=120):
         time.sleep(0.5)
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
+    """A memory figure of /proc/PID/status: VmRSS (all resident pages) or RssAnon (heap and
+    stacks, without the executable's file-backed pages)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -213,16 +215,19 @@ def main():
             wait_no_containers(tag)
             docker_times.append(docker_trial(args.pods, f"{tag}-docker"))
             print(f"trial {trial}: berth {elapsed:.2f} s, docker run {docker_times[-1]:.2f} s", flush=True)
-        b, d = statistics.median(berth_times), statistics.median(docker_times)
-        print(f"{args.pods} pods: berth median {b:.2f} s, docker run -d median {d:.2f} s, ratio {b / d:.2f}")
+        if berth_times:
+            b, d = statistics.median(berth_times), statistics.median(docker_times)
+            print(f"{args.pods} pods: berth median {b:.2f} s, docker run -d median {d:.2f} s, ratio {b / d:.2f}")
 
         _, names = berth_trial(api, node, args.rss_pods, "rss")
         time.sleep(5)
-        samples = []
+        rss, anon = [], []
         for _ in range(5):
-            samples.append(rss_kib(agent.pid))
+            rss.append(rss_kib(agent.pid))
+            anon.append(rss_kib(agent.pid, "RssAnon"))
             time.sleep(1)
-        print(f"agent RSS with {args.rss_pods} running pods: median {statistics.median(samples) / 1024:.1f} MiB")
+        print(f"agent RSS with {args.rss_pods} running pods: median {statistics.median(rss) / 1024:.1f} MiB "
+              f"(RssAnon {statistics.median(anon) / 1024:.1f} MiB)")
         delete_pods(api, names)
         wait_no_containers(tag)
     finally:
