@@ -238,12 +238,18 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             self.ctx
                 .events
                 .pod(pref, EventType::Normal, "Pulled", Some(&c.name), pulled);
-            // A leftover of the same name (a crash between create and record) is replaced.
-            if let Some(old) = rt.inspect_container(&spec.name).await? {
-                self.ctx.stopping(&old.id);
-                rt.remove_container(&old.id).await?;
-            }
-            let id = rt.create_container(&spec).await?;
+            let id = match rt.create_container(&spec).await {
+                Err(e) if is_name_conflict(&e) => {
+                    // A leftover of the same name (the agent died between create and
+                    // start, or it was removed from view) is replaced.
+                    if let Some(old) = rt.inspect_container(&spec.name).await? {
+                        self.ctx.stopping(&old.id);
+                        rt.remove_container(&old.id).await?;
+                    }
+                    rt.create_container(&spec).await?
+                }
+                other => other?,
+            };
             self.ctx.events.pod(
                 pref,
                 EventType::Normal,
@@ -265,7 +271,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         match result {
             Ok(_) => {
                 self.waiting.remove(&c.name);
-                self.prune(&plan.identity.uid, &c.name, role, n).await?;
+                if n >= 2 {
+                    self.prune(&plan.identity.uid, &c.name, role, n).await?;
+                }
                 Ok(Step::acted())
             }
             Err(e) => {
@@ -316,4 +324,19 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
         Ok(())
     }
+}
+
+/// Docker's 409 for a container name already in use.
+fn is_name_conflict(e: &crate::daemons::agent::RuntimeError) -> bool {
+    matches!(
+        e,
+        crate::daemons::agent::RuntimeError::Engine {
+            operation: "create container",
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                ..
+            },
+            ..
+        }
+    )
 }
