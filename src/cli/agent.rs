@@ -178,3 +178,66 @@ pub fn run(args: AgentArgs) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<AgentOptions, String> {
+        let mut argv = vec!["berth-agent"];
+        argv.extend_from_slice(args);
+        let w = Wrapper::try_parse_from(argv).map_err(|e| e.to_string())?;
+        options(w.args)
+    }
+
+    #[test]
+    fn flags_become_options() {
+        let o = parse(&[
+            "--server",
+            "https://10.0.0.1:6443",
+            "--token",
+            "t",
+            "--node-name",
+            "n1",
+            "--relist-interval",
+            "0.5",
+            "--allow-host-path",
+            "/srv/data",
+            "--container-label",
+            "team=a",
+        ])
+        .unwrap();
+        assert_eq!(o.node_name, "n1");
+        assert_eq!(o.timing.relist, Duration::from_millis(500));
+        assert_eq!(o.backoff.initial, Duration::from_secs(10));
+        assert_eq!(o.policy.host_path_prefixes, [PathBuf::from("/srv/data")]);
+        assert_eq!(o.extra_labels["team"], "a");
+    }
+
+    #[test]
+    fn bad_flags_are_one_clear_line() {
+        let no_server = parse(&["--node-name", "n1"]).unwrap_err();
+        assert!(no_server.contains("--server URL"), "{no_server}");
+        let bad_name = parse(&["--server", "https://x:1", "--node-name", "Node_1"]).unwrap_err();
+        assert!(bad_name.contains("DNS subdomain"), "{bad_name}");
+        let relative = parse(&[
+            "--server",
+            "https://x:1",
+            "--node-name",
+            "n",
+            "--allow-host-path",
+            "data",
+        ])
+        .unwrap_err();
+        assert!(relative.contains("absolute"), "{relative}");
+        let zero = parse(&["--server", "https://x:1", "--relist-interval", "0"]).unwrap_err();
+        assert!(zero.contains("positive"), "{zero}");
+    }
+}
