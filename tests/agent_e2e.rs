@@ -452,6 +452,36 @@ async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
     exec(&web, "echo ok > /www/ready");
     wait_pod(&client, "probed", MINUTE, "ready", ready).await;
 
+    // A startup probe holds `started` and `ready` back until it passes.
+    create_pod(
+        &client,
+        &agent.node,
+        json!({
+            "metadata": {"name": "slow-start"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                         "command": ["sleep", "3600"],
+                         "startupProbe": {"exec": {"command": ["cat", "/tmp/started"]},
+                                          "periodSeconds": 1, "failureThreshold": 60}}]}
+        }),
+    )
+    .await;
+    let started = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].started == Some(true))
+    };
+    let slow = wait_pod(&client, "slow-start", MINUTE, "running, not started", |p| {
+        phase(p) == "Running" && !started(p) && !ready(p)
+    })
+    .await;
+    exec(&container_id(&slow, "app"), "touch /tmp/started");
+    wait_pod(&client, "slow-start", MINUTE, "started and ready", |p| {
+        started(p) && ready(p)
+    })
+    .await;
+
     // The liveness probe fails: the container is restarted.
     exec(&web, "rm /tmp/alive");
     wait_event(&client, "probed", "Killing", "failed liveness probe").await;

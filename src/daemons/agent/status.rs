@@ -37,6 +37,8 @@ pub struct ContainerView {
     pub waiting: Option<Waiting>,
     /// Whether it counts as ready (running and passing its readiness probe).
     pub ready: bool,
+    /// Whether a running container's startup probe (if any) has not passed yet.
+    pub starting: bool,
 }
 
 /// Everything the status is computed from.
@@ -134,7 +136,7 @@ fn container_status(view: &ContainerView, default_waiting: &str) -> ContainerSta
             .unwrap_or_default(),
         container_id: latest.map(|c| format!("docker://{}", c.id)),
         ready: view.ready,
-        started: Some(running),
+        started: Some(running && !view.starting),
         restart_count: view.restart_count,
         state: Some(state),
         last_state: Some(K8sState {

@@ -78,6 +78,8 @@ pub struct PodWorker<R> {
     probes: HashMap<(String, probes::ProbeKind), probes::ProbeState>,
     /// Running containers whose readiness probe passes.
     ready: HashSet<String>,
+    /// Running containers whose startup probe passed.
+    started_ok: HashSet<String>,
     /// The sandbox and digest of the configMap/secret files last written.
     written_files: Option<(String, String)>,
 }
@@ -146,6 +148,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             written_files: None,
             probes: HashMap::new(),
             ready: HashSet::new(),
+            started_ok: HashSet::new(),
         }
     }
 
@@ -349,14 +352,18 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
     ) -> ContainerView {
         let (latest, previous) = latest_two(observed, &plan.name, role);
         let waiting = self.waiting.get(&plan.name).map(|(w, _)| w.clone());
-        let has_readiness = pod
+        let declared = pod
             .spec
             .iter()
             .flat_map(|s| &s.containers)
-            .any(|c| role == Role::App && c.name == plan.name && c.readiness_probe.is_some());
-        let running = latest.is_some_and(|c| {
-            c.state == ContainerState::Running && (!has_readiness || self.ready.contains(&c.id))
-        });
+            .find(|c| role == Role::App && c.name == plan.name);
+        let has_readiness = declared.is_some_and(|c| c.readiness_probe.is_some());
+        let starting = declared.is_some_and(|c| c.startup_probe.is_some())
+            && latest.is_some_and(|c| !self.started_ok.contains(&c.id));
+        let running = !starting
+            && latest.is_some_and(|c| {
+                c.state == ContainerState::Running && (!has_readiness || self.ready.contains(&c.id))
+            });
         ContainerView {
             name: plan.name.clone(),
             image: plan.spec.image.clone(),
@@ -364,6 +371,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             previous: previous.cloned(),
             restart_count: latest.map_or(0, |c| attempt(c) as i32),
             ready: running && waiting.is_none(),
+            starting,
             waiting,
         }
     }

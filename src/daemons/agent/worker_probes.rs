@@ -1,7 +1,9 @@
-//! Liveness and readiness probes of a pod worker: each running container's probes run on
-//! their period after `initialDelaySeconds`; readiness decides the container's `ready`,
-//! and a liveness verdict of failure stops the container so the restart policy brings it
-//! back, with `Unhealthy` and `Killing` events as the kubelet writes them.
+//! Startup, liveness and readiness probes of a pod worker: each running container's probes
+//! run on their period after `initialDelaySeconds`; until a startup probe passes the other
+//! two wait and the container is not `started`; readiness decides the container's `ready`;
+//! a liveness failure, or a startup probe out of attempts, stops the container so the
+//! restart policy brings it back, with `Unhealthy` and `Killing` events as the kubelet
+//! writes them.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ struct Target<'a> {
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum ProbeKind {
+    Startup,
     Readiness,
     Liveness,
 }
@@ -37,6 +40,7 @@ pub(super) enum ProbeKind {
 impl ProbeKind {
     fn name(self) -> &'static str {
         match self {
+            ProbeKind::Startup => "Startup",
             ProbeKind::Readiness => "Readiness",
             ProbeKind::Liveness => "Liveness",
         }
@@ -67,10 +71,16 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 self.probes.retain(|(name, _), _| name != &c.name);
                 continue;
             };
-            for (kind, probe) in [
-                (ProbeKind::Readiness, &c.readiness_probe),
-                (ProbeKind::Liveness, &c.liveness_probe),
-            ] {
+            let starting = c.startup_probe.is_some() && !self.started_ok.contains(&latest.id);
+            let kinds: &[(ProbeKind, &Option<Probe>)] = if starting {
+                &[(ProbeKind::Startup, &c.startup_probe)]
+            } else {
+                &[
+                    (ProbeKind::Readiness, &c.readiness_probe),
+                    (ProbeKind::Liveness, &c.liveness_probe),
+                ]
+            };
+            for &(kind, probe) in kinds {
                 let Some(probe) = probe else { continue };
                 let target = Target {
                     container: c,
@@ -145,14 +155,24 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 self.ready.remove(&running.id);
             }
         }
-        if kind == ProbeKind::Liveness && changed && !passing {
+        if kind == ProbeKind::Startup && passing {
+            self.started_ok.insert(running.id.clone());
+            self.probes
+                .retain(|(n, k), _| n != &c.name || *k != ProbeKind::Startup);
+            return Ok(Some(Duration::ZERO));
+        }
+        let exhausted = kind == ProbeKind::Startup && state.tracker.exhausted();
+        if (kind == ProbeKind::Liveness && changed && !passing) || exhausted {
             let name = label(running, labels::CONTAINER_NAME).to_string();
             self.ctx.events.pod(
                 pref,
                 EventType::Normal,
                 "Killing",
                 Some(&name),
-                format!("Container {name} failed liveness probe, will be restarted"),
+                format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    kind.name().to_lowercase()
+                ),
             );
             self.ctx.stopping(&running.id);
             // The probe's own grace period, else the pod's, as the kubelet uses them.
