@@ -248,6 +248,22 @@ async fn crashing_containers_restart_with_back_off_by_policy() {
     })
     .await;
 
+    // A missing image under imagePullPolicy Never waits with ErrImageNeverPull.
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "no-image"},
+               "spec": {"containers": [{"name": "app", "image": "berth-test/absent:1",
+                                        "imagePullPolicy": "Never"}]}}),
+    )
+    .await;
+    let p = wait_pod(&client, "no-image", MINUTE, "ErrImageNeverPull", |p| {
+        waiting_reason(p, "app").as_deref() == Some("ErrImageNeverPull")
+    })
+    .await;
+    assert_eq!(phase(&p), "Pending");
+    wait_event(&client, "no-image", "Failed", "imagePullPolicy is Never").await;
+
     wait_pod(&client, "once-ok", MINUTE, "Succeeded", |p| {
         phase(p) == "Succeeded"
     })

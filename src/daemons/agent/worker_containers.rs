@@ -277,7 +277,14 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 Ok(Step::acted())
             }
             Err(e) => {
-                let reason = e.reason().unwrap_or("CreateContainerError");
+                // A pull that failed before fails again as ImagePullBackOff, as in Kubernetes.
+                let pulled_before = self.waiting.get(&c.name).is_some_and(|(w, _)| {
+                    matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
+                });
+                let reason = match e.reason() {
+                    Some("ErrImagePull") if pulled_before => "ImagePullBackOff",
+                    other => other.unwrap_or("CreateContainerError"),
+                };
                 self.ctx.events.pod(
                     pref,
                     EventType::Warning,
