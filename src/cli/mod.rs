@@ -1,5 +1,6 @@
 //! The command line: clap definitions and dispatch to each command.
 
+mod agent;
 mod cluster_info;
 mod completion;
 pub mod delete;
@@ -49,6 +50,8 @@ enum Command {
     Schema(schema::SchemaCommand),
     /// Run the API server (store, TLS, auth) that kubectl and the agents talk to
     Server(server::ServerArgs),
+    /// Run the node agent: register this node and run the pods bound to it on Docker
+    Agent(Box<agent::AgentArgs>),
     /// Save or restore a snapshot of the embedded store
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Get(args) => get::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Delete(args) => delete::run(args),

@@ -37,7 +37,7 @@ pub struct ServerArgs {
     bookmark_interval_seconds: u64,
 }
 
-fn init_logging(format: LogFormat) {
+pub(super) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

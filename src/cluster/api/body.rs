@@ -25,6 +25,8 @@ pub struct Params {
     pub field_manager: Option<String>,
     pub force: bool,
     pub propagation_policy: Option<String>,
+    /// `gracePeriodSeconds` of a delete.
+    pub grace_period_seconds: Option<i64>,
     /// `Ignore` turns off strict validation of unknown fields.
     pub field_validation: Option<String>,
 }
@@ -63,6 +65,7 @@ impl Params {
                 "fieldManager" => p.field_manager = Some(v),
                 "force" => p.force = truthy(&v),
                 "propagationPolicy" => p.propagation_policy = Some(v),
+                "gracePeriodSeconds" => p.grace_period_seconds = v.parse().ok(),
                 "fieldValidation" => p.field_validation = Some(v),
                 _ => {}
             }

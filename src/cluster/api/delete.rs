@@ -1,6 +1,7 @@
 //! Deletes: preconditions, finalizers and `propagationPolicy` (objects with finalizers get a
-//! `deletionTimestamp` and go when the last finalizer is removed), namespaces that terminate
-//! in the background, and delete-collection.
+//! `deletionTimestamp` and go when the last finalizer is removed), graceful deletion of pods
+//! bound to a node (their agent stops them, then deletes them with `gracePeriodSeconds=0`),
+//! namespaces that terminate in the background, and delete-collection.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -60,6 +61,22 @@ pub(super) async fn delete(
             if want != rev.to_string() {
                 return Err(ApiError::stale(r, name(&t)));
             }
+        }
+        if let Some(grace) = graceful_pod_grace(r.kind, &old, &options, &params) {
+            if let Some(marked) = mark_graceful(&old, grace) {
+                if params.dry_run {
+                    return Ok(json_response(StatusCode::OK, &marked));
+                }
+                match state
+                    .storage
+                    .update(r, t.namespace.as_deref(), name(&t), &marked, rev)
+                    .await?
+                {
+                    Written::Ok(stored) => return Ok(json_response(StatusCode::OK, &stored)),
+                    Written::CompareFailed => continue,
+                }
+            }
+            return Ok(json_response(StatusCode::OK, &old));
         }
         let mut finalizers: Vec<Value> = old
             .pointer("/metadata/finalizers")
@@ -127,6 +144,60 @@ pub(super) async fn delete(
     Err(ApiError::stale(r, name(&t)))
 }
 
+/// The grace period of a graceful pod deletion, or `None` when the pod goes at once:
+/// as in Kubernetes, a pod no node runs (unbound, or in a terminal phase) and a delete with
+/// `gracePeriodSeconds=0` remove it immediately; any other pod is marked and its agent
+/// stops it first. The period comes from the request, else `terminationGracePeriodSeconds`
+/// (default 30).
+fn graceful_pod_grace(kind: &str, pod: &Value, options: &Value, params: &Params) -> Option<i64> {
+    if kind != "Pod" {
+        return None;
+    }
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let terminal = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || terminal {
+        return None;
+    }
+    let grace = options
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or(params.grace_period_seconds)
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    (grace > 0).then_some(grace)
+}
+
+/// The pod with `deletionTimestamp` (now + grace) and `deletionGracePeriodSeconds` set, or
+/// `None` when it is already terminating with a period no longer than `grace` (a second
+/// delete may only shorten it).
+fn mark_graceful(pod: &Value, grace: i64) -> Option<Value> {
+    let current = pod
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64);
+    let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+    if terminating && current.is_some_and(|c| c <= grace) {
+        return None;
+    }
+    let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    let mut new = pod.clone();
+    let m = meta(&mut new);
+    m.insert(
+        "deletionTimestamp".into(),
+        json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+    );
+    m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    Some(new)
+}
+
 /// Marks a namespace Terminating and empties it in the background, as the namespace
 /// controller does in Kubernetes: deletes of its objects right after still find them.
 async fn terminate_namespace(state: &SharedState, t: &Target, old: Value, rev: i64) -> Outcome {
@@ -192,4 +263,63 @@ pub(super) async fn delete_collection(state: SharedState, t: Target, params: Par
         StatusCode::OK,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(node: Option<&str>, grace: Option<i64>) -> Value {
+        json!({"metadata": {"name": "web"},
+               "spec": {"nodeName": node, "terminationGracePeriodSeconds": grace}})
+    }
+
+    #[test]
+    fn bound_pods_terminate_gracefully_and_unbound_pods_go_at_once() {
+        let none = Params::default();
+        let empty = json!({});
+        assert_eq!(
+            graceful_pod_grace("Pod", &pod(None, None), &empty, &none),
+            None
+        );
+        assert_eq!(
+            graceful_pod_grace("Pod", &pod(Some("n1"), None), &empty, &none),
+            Some(30)
+        );
+        assert_eq!(
+            graceful_pod_grace("Pod", &pod(Some("n1"), Some(5)), &empty, &none),
+            Some(5)
+        );
+        let forced = json!({"gracePeriodSeconds": 0});
+        assert_eq!(
+            graceful_pod_grace("Pod", &pod(Some("n1"), Some(5)), &forced, &none),
+            None
+        );
+        let query = Params {
+            grace_period_seconds: Some(2),
+            ..Params::default()
+        };
+        assert_eq!(
+            graceful_pod_grace("Pod", &pod(Some("n1"), None), &empty, &query),
+            Some(2)
+        );
+        assert_eq!(
+            graceful_pod_grace("ConfigMap", &pod(Some("n1"), None), &empty, &none),
+            None
+        );
+        let mut done = pod(Some("n1"), None);
+        done["status"] = json!({"phase": "Succeeded"});
+        assert_eq!(graceful_pod_grace("Pod", &done, &empty, &none), None);
+    }
+
+    #[test]
+    fn a_second_delete_only_shortens_the_grace_period() {
+        let marked = mark_graceful(&pod(Some("n1"), None), 30).unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert!(mark_graceful(&marked, 30).is_none());
+        assert!(mark_graceful(&marked, 60).is_none());
+        let shorter = mark_graceful(&marked, 3).unwrap();
+        assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 3);
+    }
 }

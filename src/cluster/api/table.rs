@@ -1,6 +1,6 @@
 //! Server-side printing: `meta.k8s.io/v1` Tables for `kubectl get`, with the columns kubectl
 //! users know for pods, deployments, replica sets, services, config maps, secrets,
-//! namespaces and nodes (NAME and AGE for the rest).
+//! namespaces, nodes and events (NAME and AGE for the rest).
 
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
@@ -126,6 +126,13 @@ fn columns(r: &Resource) -> &'static [(&'static str, u8)] {
             ("OS-Image", 1),
             ("Kernel-Version", 1),
             ("Container-Runtime", 1),
+        ],
+        "Event" => &[
+            ("Last Seen", 0),
+            ("Type", 0),
+            ("Reason", 0),
+            ("Object", 0),
+            ("Message", 0),
         ],
         _ => &[("Age", 0)],
     }
@@ -269,6 +276,17 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                 selector(o.pointer("/spec/selector")),
             ]
         }
+        "Event" => vec![
+            json!(age(o)),
+            json!(text(o, "/type", "")),
+            json!(text(o, "/reason", "")),
+            json!(format!(
+                "{}/{}",
+                text(o, "/involvedObject/kind", "").to_lowercase(),
+                text(o, "/involvedObject/name", "")
+            )),
+            json!(text(o, "/message", "")),
+        ],
         "ConfigMap" => vec![
             json!(count(o.get("data")) + count(o.get("binaryData"))),
             json!(age(o)),

@@ -14,7 +14,7 @@ use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     EventsOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -392,6 +392,16 @@ impl ContainerRuntime for DockerRuntime {
             exit_code: inspect.exit_code.unwrap_or(-1),
             output,
         })
+    }
+
+    async fn copy_into(&self, id: &str, path: &str, archive: Vec<u8>) -> Result<(), RuntimeError> {
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(engine("copy files into", id))
     }
 
     async fn logs(&self, id: &str, tail: Option<usize>) -> Result<String, RuntimeError> {

@@ -22,6 +22,7 @@ pub enum Call {
     Stop(String, Duration),
     Remove(String),
     Wait(String),
+    CopyInto(String, String),
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +177,11 @@ impl ContainerRuntime for FakeRuntime {
             exit_code: 0,
             output: String::new(),
         })
+    }
+
+    async fn copy_into(&self, id: &str, path: &str, _archive: Vec<u8>) -> Result<(), RuntimeError> {
+        drop(self.record(Call::CopyInto(id.to_string(), path.to_string())));
+        Ok(())
     }
 
     async fn logs(&self, _id: &str, _tail: Option<usize>) -> Result<String, RuntimeError> {

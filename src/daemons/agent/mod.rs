@@ -15,22 +15,40 @@
 //! - [`backoff`]: the restart policy and CrashLoopBackOff state machine.
 //! - [`env`]: environment variables and `$(VAR)` expansion.
 //! - [`fake`]: a recording runtime for unit tests of sync logic.
+//!
+//! The agent process on top of them:
+//! - [`daemon`]: wiring (API client, Docker, caches, tasks) and shutdown.
+//! - [`node`] and [`lease`]: the Node object, its status heartbeat and its Lease.
+//! - [`sync`]: the watch-driven loop with one [`worker`] per pod, relist and orphans.
+//! - [`status`]: pod status, computed purely; [`events`]: Kubernetes Events.
+//! - [`context`], [`objects`], [`metrics`]: shared state, the ConfigMap/Secret cache, `/metrics`.
 
 pub mod backoff;
+pub mod context;
+pub mod daemon;
 pub mod docker;
 mod docker_model;
 pub mod drift;
 pub mod endpoint;
 pub mod env;
+pub mod events;
 pub mod fake;
 pub mod labels;
+pub mod lease;
+pub mod metrics;
+pub mod node;
+pub mod objects;
 pub mod pod;
 pub mod podspec;
 pub mod probe;
+pub mod projected;
 pub mod quantity;
 pub mod runtime;
 pub mod sandbox;
 pub mod serve;
+pub mod status;
+pub mod sync;
+pub mod worker;
 
 pub use docker::DockerRuntime;
 pub use runtime::{ContainerRuntime, RuntimeError};

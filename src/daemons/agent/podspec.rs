@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
 pub use super::env::PodFields;
 use super::env::{EnvError, ObjectResolver, container_env, expand};
 use super::labels::{self, Role};
+use super::projected::{self, ProjectionError, VolumeFiles};
 use super::quantity;
 use super::runtime::{
     ContainerSpec, MountSource, MountSpec, NetworkMode, PortSpec, PullPolicy, VolumeSpec,
@@ -68,6 +69,9 @@ pub enum PodSpecError {
     /// An environment variable could not be resolved.
     #[error(transparent)]
     Env(#[from] EnvError),
+    /// A configMap or secret volume could not be filled.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
 }
 
 /// The identity that ties containers and volumes to their pod.
@@ -101,6 +105,8 @@ pub struct PodPlan {
     pub identity: PodIdentity,
     /// Named volumes to create first.
     pub volumes: Vec<VolumeSpec>,
+    /// The files of configMap and secret volumes, written through the sandbox.
+    pub files: Vec<VolumeFiles>,
     /// The sandbox container.
     pub sandbox: ContainerSpec,
     /// Init containers, run to completion in order.
@@ -162,9 +168,32 @@ pub fn plan_pod(
     let base_labels = pod_labels(&id, ctx);
     let mut volumes = Vec::new();
     let mut sources = BTreeMap::new();
+    let mut files = Vec::new();
+    let mut sandbox_mounts = Vec::new();
     for volume in spec.volumes.iter().flatten() {
+        if let Some(projection) = projected::volume_files(&id.namespace, volume, objects) {
+            let projection = projection?;
+            let name = format!("berth-{}-{}", id.uid, volume.name);
+            let mut labels = base_labels.clone();
+            labels.insert(labels::VOLUME_SCOPE.into(), "pod".into());
+            // Secret files live in memory only (tmpfs), as the kubelet keeps them.
+            volumes.push(VolumeSpec {
+                name: name.clone(),
+                memory: volume.secret.is_some(),
+                size_bytes: None,
+                labels,
+            });
+            sandbox_mounts.push(MountSpec {
+                source: MountSource::Volume(name.clone()),
+                target: projection.sandbox_path.clone(),
+                read_only: false,
+            });
+            sources.insert(volume.name.clone(), (MountSource::Volume(name), true));
+            files.push(projection);
+            continue;
+        }
         let (source, created) = volume_source(&id, volume, policy, &base_labels)?;
-        sources.insert(volume.name.clone(), source);
+        sources.insert(volume.name.clone(), (source, false));
         volumes.extend(created);
     }
     let sandbox_name = container_name(&id, labels::SANDBOX_CONTAINER, 0);
@@ -214,7 +243,7 @@ pub fn plan_pod(
         read_only_root: true,
         privileged: false,
         init: true,
-        mounts: Vec::new(),
+        mounts: sandbox_mounts,
         labels: BTreeMap::new(),
     };
     let hash = labels::spec_hash(&sandbox);
@@ -225,6 +254,7 @@ pub fn plan_pod(
     Ok(PodPlan {
         identity: id,
         volumes,
+        files,
         sandbox,
         init_containers,
         containers,
@@ -311,11 +341,7 @@ fn volume_source(
         };
         return Ok((MountSource::Volume(name), Some(spec)));
     }
-    Err(if volume.config_map.is_some() {
-        unsupported("configMap")
-    } else if volume.secret.is_some() {
-        unsupported("secret")
-    } else if volume.projected.is_some() {
+    Err(if volume.projected.is_some() {
         unsupported("projected")
     } else if volume.downward_api.is_some() {
         unsupported("downwardAPI")
@@ -340,7 +366,7 @@ fn container_plan(
     ctx: &PodContext,
     objects: &dyn ObjectResolver,
     policy: &AgentPolicy,
-    sources: &BTreeMap<String, MountSource>,
+    sources: &BTreeMap<String, (MountSource, bool)>,
 ) -> Result<ContainerPlan, PodSpecError> {
     let spec = pod.spec.as_ref().expect("checked by identity()");
     let env = container_env(pod, c, &ctx.fields, objects)?;
@@ -388,12 +414,13 @@ fn container_plan(
 
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
-        let source = sources
-            .get(&m.name)
-            .ok_or_else(|| PodSpecError::UnknownVolume {
-                container: c.name.clone(),
-                volume: m.name.clone(),
-            })?;
+        let (source, always_read_only) =
+            sources
+                .get(&m.name)
+                .ok_or_else(|| PodSpecError::UnknownVolume {
+                    container: c.name.clone(),
+                    volume: m.name.clone(),
+                })?;
         let source = match (source, m.sub_path.as_deref().filter(|s| !s.is_empty())) {
             (source, None) => source.clone(),
             (MountSource::Bind(base), Some(sub)) if !sub.contains("..") => {
@@ -409,7 +436,8 @@ fn container_plan(
         mounts.push(MountSpec {
             source,
             target: m.mount_path.clone(),
-            read_only: m.read_only.unwrap_or(false),
+            // ConfigMap and Secret volumes are read-only in Kubernetes.
+            read_only: *always_read_only || m.read_only.unwrap_or(false),
         });
     }
 
@@ -434,8 +462,19 @@ fn container_plan(
         mounts,
         labels: BTreeMap::new(),
     };
-    // The hash covers the effective config plus the pull policy, not names or labels.
-    let spec_hash = labels::spec_hash(&(&container, pull_policy));
+    // The hash covers the effective config plus the pull policy, not names or labels. The
+    // environment counts as declared, not resolved: as in Kubernetes, a changed ConfigMap or
+    // Secret reaches a container's environment at its next start, never by a restart, and
+    // no Secret value goes into a label.
+    let declared = ContainerSpec {
+        env: Vec::new(),
+        ..container.clone()
+    };
+    let env_decl = (
+        serde_json::to_value(&c.env).unwrap_or_default(),
+        serde_json::to_value(&c.env_from).unwrap_or_default(),
+    );
+    let spec_hash = labels::spec_hash(&(&declared, pull_policy, env_decl));
     let mut container_labels = pod_labels(id, ctx);
     container_labels.insert(labels::CONTAINER_NAME.into(), c.name.clone());
     container_labels.insert(labels::ROLE.into(), role.as_str().into());

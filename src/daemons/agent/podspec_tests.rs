@@ -125,12 +125,26 @@ fn volumes_map_to_engine_volumes() {
 }
 
 #[test]
-fn secret_volumes_are_refused_clearly() {
+fn missing_secret_volumes_are_refused_clearly() {
     let p = pod(serde_json::json!({
         "volumes": [{"name": "s", "secret": {"secretName": "x"}}],
         "containers": [{"name": "app", "image": "busybox:1.36"}]}));
     let err = plan(&p, &AgentPolicy::default()).unwrap_err();
-    assert!(err.to_string().contains("secret volumes are not supported"));
+    assert!(err.to_string().contains("Secret \"x\" not found"), "{err}");
+}
+
+#[test]
+fn secret_volumes_are_tmpfs_mounted_read_only_and_kept_by_the_sandbox() {
+    let p = pod(serde_json::json!({
+        "volumes": [{"name": "s", "secret": {"secretName": "x", "optional": true}}],
+        "containers": [{"name": "app", "image": "busybox:1.36",
+                        "volumeMounts": [{"name": "s", "mountPath": "/etc/s"}]}]}));
+    let plan = plan(&p, &AgentPolicy::default()).unwrap();
+    assert!(plan.volumes[0].memory, "secret files never touch disk");
+    assert_eq!(plan.volumes[0].labels[labels::VOLUME_SCOPE], "pod");
+    assert!(plan.containers[0].spec.mounts[0].read_only);
+    assert_eq!(plan.sandbox.mounts[0].target, "/berth/volumes/s");
+    assert_eq!(plan.files[0].volume, "s");
 }
 
 fn two_inits() -> Pod {
@@ -181,4 +195,26 @@ async fn failed_init_container_stops_the_pod_start() {
             .iter()
             .any(|c| matches!(c, Call::Start(n) if n.contains("second")))
     );
+}
+
+#[test]
+fn resolved_environment_values_do_not_change_the_spec_hash() {
+    let p = pod(
+        serde_json::json!({"containers": [{"name": "app", "image": "busybox:1.36",
+        "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]}]}),
+    );
+    let ctx = PodContext::default();
+    let with = |value: &str| {
+        let mut objects = StaticObjects::default();
+        objects.secrets.insert(
+            ("shop".into(), "db".into()),
+            std::collections::BTreeMap::from([("pw".into(), value.into())]),
+        );
+        plan_pod(&p, &ctx, &objects, &AgentPolicy::default())
+            .unwrap()
+            .containers[0]
+            .spec_hash
+            .clone()
+    };
+    assert_eq!(with("one"), with("two"));
 }

@@ -129,6 +129,11 @@ impl ProbeTracker {
         }
     }
 
+    /// Whether the last `failureThreshold` attempts all failed (a startup probe gives up).
+    pub fn exhausted(&self) -> bool {
+        self.failures >= self.failure_threshold
+    }
+
     /// Records one outcome; returns true when the verdict changed.
     pub fn record(&mut self, outcome: &ProbeOutcome) -> bool {
         let before = self.passing;

@@ -326,6 +326,15 @@ pub trait ContainerRuntime: Send + Sync {
         command: &[String],
     ) -> impl Future<Output = Result<ExecOutput, RuntimeError>> + Send;
 
+    /// Extracts a tar archive at `path` inside the container (which may be stopped); how
+    /// the agent fills configMap and secret volumes through the sandbox.
+    fn copy_into(
+        &self,
+        id: &str,
+        path: &str,
+        archive: Vec<u8>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
     /// The last `tail` lines (all when `None`) of the container's stdout and stderr.
     fn logs(
         &self,

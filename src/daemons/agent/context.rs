@@ -1,0 +1,107 @@
+//! What every pod worker of one agent shares: the runtime, the API client, the event
+//! recorder, the drift counters, the ConfigMap/Secret cache, and which container stops were
+//! the agent's own (so a `docker stop` by someone else is recognised as drift).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::backoff::BackoffConfig;
+use super::env::ObjectResolver;
+use super::events::EventRecorder;
+use super::metrics::DriftMetrics;
+use super::podspec::AgentPolicy;
+
+/// Shared by the sync loop and every pod worker.
+pub struct AgentContext<R> {
+    /// The container engine.
+    pub runtime: R,
+    /// The API server.
+    pub client: kube::Client,
+    /// This node's name.
+    pub node: String,
+    /// This node's address (`status.hostIP`).
+    pub host_ip: String,
+    /// What pods may do on this node.
+    pub policy: AgentPolicy,
+    /// Labels put on every container and volume (tests mark their objects so).
+    pub extra_labels: BTreeMap<String, String>,
+    /// Restart back-off settings.
+    pub backoff: BackoffConfig,
+    /// Where events go.
+    pub events: EventRecorder,
+    /// Drift counters for `/metrics`.
+    pub metrics: Arc<DriftMetrics>,
+    /// ConfigMaps and Secrets, from the agent's watch cache.
+    pub objects: Arc<dyn ObjectResolver>,
+    own_stops: Mutex<HashSet<String>>,
+    external_stops: Mutex<HashMap<String, String>>,
+}
+
+impl<R> AgentContext<R> {
+    /// A context with no stops recorded yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        runtime: R,
+        client: kube::Client,
+        node: String,
+        host_ip: String,
+        policy: AgentPolicy,
+        extra_labels: BTreeMap<String, String>,
+        backoff: BackoffConfig,
+        events: EventRecorder,
+        metrics: Arc<DriftMetrics>,
+        objects: Arc<dyn ObjectResolver>,
+    ) -> Self {
+        AgentContext {
+            runtime,
+            client,
+            node,
+            host_ip,
+            policy,
+            extra_labels,
+            backoff,
+            events,
+            metrics,
+            objects,
+            own_stops: Mutex::default(),
+            external_stops: Mutex::default(),
+        }
+    }
+
+    /// Notes that the agent is about to stop or remove container `id`.
+    pub fn stopping(&self, id: &str) {
+        self.own_stops
+            .lock()
+            .expect("stop set")
+            .insert(id.to_string());
+    }
+
+    /// Records an engine event: a kill or stop the agent did not ask for is remembered as
+    /// external; a destroyed container is forgotten.
+    pub fn observe_engine_event(&self, id: &str, action: &str) {
+        let mut own = self.own_stops.lock().expect("stop set");
+        match action {
+            "kill" | "stop" if !own.contains(id) => {
+                self.external_stops
+                    .lock()
+                    .expect("external set")
+                    .entry(id.to_string())
+                    .or_insert_with(|| action.to_string());
+            }
+            "destroy" => {
+                own.remove(id);
+                self.external_stops.lock().expect("external set").remove(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether container `id` was stopped by someone else; the engine's action if so.
+    pub fn stopped_externally(&self, id: &str) -> Option<String> {
+        self.external_stops
+            .lock()
+            .expect("external set")
+            .get(id)
+            .cloned()
+    }
+}

@@ -1,0 +1,285 @@
+//! `berth agent` as a process: connect to the API server and Docker, register the Node,
+//! then run the lease, the node heartbeat, the watch caches, the pod sync loop and the
+//! metrics port until shutdown. Running containers survive the agent: a restarted agent
+//! adopts them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::backoff::BackoffConfig;
+use super::context::AgentContext;
+use super::events::EventRecorder;
+use super::metrics::{self, DriftMetrics};
+use super::node::{self, Readiness};
+use super::objects::ClusterObjects;
+use super::podspec::AgentPolicy;
+use super::serve;
+use super::sync::{PodSync, SyncTiming};
+use super::{DockerRuntime, lease};
+use crate::client::{ClientError, ClientOptions};
+
+/// Everything `berth agent` is configured with, checked before anything starts.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub client: ClientOptions,
+    pub node_name: String,
+    pub node_ip: Option<IpAddr>,
+    pub max_pods: u32,
+    pub lease_interval: Duration,
+    pub node_status_interval: Duration,
+    pub timing: SyncTiming,
+    pub backoff: BackoffConfig,
+    pub policy: AgentPolicy,
+    pub extra_labels: BTreeMap<String, String>,
+    pub metrics_listen: SocketAddr,
+    /// Where the log and exec endpoint listens; the Node publishes its URL.
+    pub listen: SocketAddr,
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve pod logs and exec on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the pod log and exec endpoint")]
+    Endpoint(#[from] super::serve::ServeError),
+    #[error(
+        "the agent needs its join token (--token) to authenticate the API server's log and exec requests"
+    )]
+    NoToken,
+    #[error("cannot tell which address of this host reaches {server}; pass --node-ip")]
+    NodeIp { server: String },
+    #[error("the API server refused to register node {node:?} (check --token)")]
+    Register {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Retries `attempt` with bounded exponential back-off until it succeeds or `fatal` says
+/// the error will not go away.
+async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+    fatal: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if fatal(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Forwards one `()` per item of a watch stream, so the sync loop only learns "changed".
+fn forward<S: futures_util::Stream + Send + 'static>(
+    tasks: &mut JoinSet<()>,
+    what: &'static str,
+    stream: S,
+    tx: mpsc::UnboundedSender<()>,
+) where
+    S::Item: Send,
+{
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while stream.next().await.is_some() {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+        tracing::warn!("the {what} watch ended");
+    });
+}
+
+/// Runs the agent until `shutdown` resolves. `endpoint` is the log/exec endpoint to publish
+/// on the Node, if this agent serves one.
+pub async fn run(
+    options: AgentOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let token = options.client.token.clone().ok_or(AgentError::NoToken)?;
+    let endpoint_listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let metrics_listener = metrics::bind(options.metrics_listen)
+        .await
+        .map_err(|source| AgentError::Metrics {
+            addr: options.metrics_listen,
+            source,
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .unwrap_or(options.metrics_listen);
+    let conn = options.client.connect().await?;
+    let client = conn.client.clone();
+    let host_ip = options
+        .node_ip
+        .or_else(|| node::route_ip(&conn.server_url))
+        .ok_or_else(|| AgentError::NodeIp {
+            server: conn.server_url.clone(),
+        })?;
+    let mut tasks = JoinSet::new();
+    let body = async {
+        let runtime = retry("connecting to Docker", DockerRuntime::connect, |_| false)
+            .await
+            .expect("retried until it succeeds");
+        let docker_version = runtime
+            .client()
+            .version()
+            .await
+            .ok()
+            .and_then(|v| v.version)
+            .unwrap_or_default();
+        let facts = node::host_facts(
+            &options.node_name,
+            host_ip,
+            options.max_pods,
+            &docker_version,
+        );
+        let node_name = options.node_name.clone();
+        // The API server reaches pod logs and exec here; the Node publishes the URL and the
+        // certificate's fingerprint, which the server pins.
+        let (endpoint, serving) = serve::serve(
+            endpoint_listener,
+            &host_ip.to_string(),
+            token,
+            Arc::new(runtime.clone()),
+            std::future::pending(),
+        )
+        .await?;
+        tasks.spawn(serving);
+        let endpoint = Some(endpoint);
+        let unauthorized =
+            |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 401 || s.code == 403);
+        retry(
+            "registering the node",
+            || node::register(&client, &facts, endpoint.as_ref()),
+            unauthorized,
+        )
+        .await
+        .map_err(|source| AgentError::Register {
+            node: node_name.clone(),
+            source,
+        })?;
+        // Registered means Ready is reported, before any pod is taken on.
+        let since = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        if let Err(e) = node::write_status(&client, &facts, &Readiness::ready(), &since).await {
+            tracing::warn!(error = %e, "cannot write the first node status");
+        }
+        if let Err(e) = lease::renew(&client, &node_name, options.lease_interval * 4).await {
+            tracing::warn!(error = %e, "cannot take the node lease");
+        }
+        println!("metrics on http://{metrics_addr}/metrics");
+        println!("node {node_name} registered");
+
+        let metrics = Arc::new(DriftMetrics::default());
+        let (events, poster) = EventRecorder::new(client.clone(), &node_name);
+        tasks.spawn(poster);
+        let served = metrics.clone();
+        tasks.spawn(async move {
+            if let Err(e) = metrics::serve(metrics_listener, served, std::future::pending()).await {
+                tracing::error!(error = %e, "the metrics server stopped");
+            }
+        });
+        tasks.spawn(lease::keep_renewed(
+            client.clone(),
+            node_name.clone(),
+            options.lease_interval,
+        ));
+        let (readiness_tx, readiness_rx) = watch::channel(Readiness::ready());
+        tasks.spawn(node::heartbeat(
+            client.clone(),
+            facts,
+            readiness_rx,
+            options.node_status_interval,
+        ));
+
+        let (cm_reader, cm_writer) = reflector::store::<ConfigMap>();
+        let (secret_reader, secret_writer) = reflector::store::<Secret>();
+        let (pod_reader, pod_writer) = reflector::store::<Pod>();
+        let (objects_tx, objects_rx) = mpsc::unbounded_channel();
+        let (pods_tx, pods_rx) = mpsc::unbounded_channel();
+        let config = watcher::Config::default();
+        let cms = watcher(Api::<ConfigMap>::all(client.clone()), config.clone())
+            .default_backoff()
+            .reflect(cm_writer);
+        forward(&mut tasks, "ConfigMap", cms, objects_tx.clone());
+        let secrets = watcher(Api::<Secret>::all(client.clone()), config.clone())
+            .default_backoff()
+            .reflect(secret_writer);
+        forward(&mut tasks, "Secret", secrets, objects_tx);
+        let bound = config.fields(&format!("spec.nodeName={node_name}"));
+        let pods = watcher(Api::<Pod>::all(client.clone()), bound)
+            .default_backoff()
+            .reflect(pod_writer);
+        forward(&mut tasks, "Pod", pods, pods_tx);
+        // Nothing is judged orphaned, and no pod planned, before the caches hold the truth.
+        let _ = cm_reader.wait_until_ready().await;
+        let _ = secret_reader.wait_until_ready().await;
+        let _ = pod_reader.wait_until_ready().await;
+
+        let objects = Arc::new(ClusterObjects {
+            config_maps: cm_reader,
+            secrets: secret_reader,
+        });
+        let ctx = Arc::new(AgentContext::new(
+            runtime,
+            client.clone(),
+            node_name.clone(),
+            host_ip.to_string(),
+            options.policy.clone(),
+            options.extra_labels.clone(),
+            options.backoff,
+            events,
+            metrics,
+            objects,
+        ));
+        let sync = PodSync::new(ctx, pod_reader, readiness_tx, options.timing);
+        tracing::info!(node = %node_name, "agent running");
+        sync.run(
+            UnboundedReceiverStream::new(pods_rx),
+            UnboundedReceiverStream::new(objects_rx),
+        )
+        .await;
+        Ok(())
+    };
+    let result = tokio::select! {
+        result = body => result,
+        () = shutdown => Ok(()),
+    };
+    // Dropping the tasks stops them; the pods' containers keep running for the next agent.
+    tasks.shutdown().await;
+    result
+}

@@ -1,0 +1,160 @@
+//! Kubernetes Events about pods (Pulled, Created, Started, Killing, BackOff, DriftDetected…),
+//! as the kubelet writes them: core/v1 `Event` objects in the pod's namespace, so
+//! `kubectl get events` and `kubectl describe pod` show them.
+//!
+//! Recording never blocks pod work: events go through a channel to one task that posts
+//! them, and a failed post is logged, not retried (events are best effort in Kubernetes too).
+
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// The component name events carry in `source` and `reportingComponent`.
+pub const COMPONENT: &str = "berth-agent";
+
+/// The pod an event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// `Normal` or `Warning`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// Sends events to the API server in the background.
+#[derive(Debug, Clone)]
+pub struct EventRecorder {
+    tx: mpsc::UnboundedSender<Event>,
+    node: String,
+}
+
+impl EventRecorder {
+    /// A recorder posting as the agent of `node`, and the task that posts.
+    pub fn new(
+        client: kube::Client,
+        node: &str,
+    ) -> (EventRecorder, impl Future<Output = ()> + use<>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let poster = async move {
+            while let Some(event) = rx.recv().await {
+                let ns = event.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+                if let Err(e) = api.create(&PostParams::default(), &event).await {
+                    tracing::warn!(reason = ?event.reason, error = %e, "cannot record an event");
+                }
+            }
+        };
+        let recorder = EventRecorder {
+            tx,
+            node: node.to_string(),
+        };
+        (recorder, poster)
+    }
+
+    /// Records an event about `pod`; `container` fills `involvedObject.fieldPath`.
+    pub fn pod(
+        &self,
+        pod: &PodRef,
+        kind: EventType,
+        reason: &str,
+        container: Option<&str>,
+        message: String,
+    ) {
+        tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), reason, %message, "event");
+        let event = pod_event(pod, &self.node, kind, reason, container, &message);
+        let _ = self.tx.send(event);
+    }
+}
+
+/// The Event object, as the kubelet shapes it.
+pub fn pod_event(
+    pod: &PodRef,
+    node: &str,
+    kind: EventType,
+    reason: &str,
+    container: Option<&str>,
+    message: &str,
+) -> Event {
+    let now = chrono::Utc::now();
+    let suffix = format!(
+        "{:x}{:04x}",
+        now.timestamp_nanos_opt().unwrap_or_default(),
+        rand::random::<u16>()
+    );
+    let value = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{}.{suffix}", pod.name), "namespace": pod.namespace},
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Pod", "name": pod.name,
+            "namespace": pod.namespace, "uid": pod.uid,
+            "fieldPath": container.map(|c| format!("spec.containers{{{c}}}")),
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind.as_str(),
+        "source": {"component": COMPONENT, "host": node},
+        "firstTimestamp": now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "lastTimestamp": now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "count": 1,
+        "reportingComponent": COMPONENT,
+        "reportingInstance": node,
+    });
+    serde_json::from_value(value).expect("a well-formed Event")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_name_the_pod_container_and_node() {
+        let pod = PodRef {
+            namespace: "shop".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+        };
+        let e = pod_event(
+            &pod,
+            "n1",
+            EventType::Warning,
+            "BackOff",
+            Some("app"),
+            "Back-off restarting failed container app",
+        );
+        assert!(e.metadata.name.as_deref().unwrap().starts_with("web."));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(e.involved_object.uid.as_deref(), Some("u1"));
+        assert_eq!(
+            e.involved_object.field_path.as_deref(),
+            Some("spec.containers{app}")
+        );
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.source.unwrap().host.as_deref(), Some("n1"));
+        assert_ne!(
+            pod_event(&pod, "n1", EventType::Normal, "X", None, "m")
+                .metadata
+                .name,
+            pod_event(&pod, "n1", EventType::Normal, "X", None, "m")
+                .metadata
+                .name
+        );
+    }
+}

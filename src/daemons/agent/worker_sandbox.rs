@@ -1,0 +1,143 @@
+//! A pod worker's sandbox: kept running (a sandbox stopped, removed or changed behind
+//! berth's back takes the pod's containers with it and everything is recreated, as in
+//! Kubernetes), and the configMap/secret volume files written through it.
+
+use super::{PodWorker, SyncError, attempt, describe_state, label, latest_two};
+use crate::daemons::agent::events::{EventType, PodRef};
+use crate::daemons::agent::labels::{self, Role};
+use crate::daemons::agent::metrics::DriftKind;
+use crate::daemons::agent::podspec::PodPlan;
+use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
+
+impl<R: ContainerRuntime + 'static> PodWorker<R> {
+    /// Makes the sandbox run. A sandbox stopped, removed or changed behind berth's back
+    /// takes the pod's containers with it, as in Kubernetes; they are all recreated.
+    /// Returns whether it acted.
+    pub(super) async fn ensure_sandbox(
+        &mut self,
+        pref: &PodRef,
+        plan: &PodPlan,
+        observed: &[ContainerInfo],
+    ) -> Result<bool, SyncError> {
+        let (current, _) = latest_two(observed, labels::SANDBOX_CONTAINER, Role::Sandbox);
+        let expected = plan
+            .sandbox
+            .labels
+            .get(labels::SPEC_HASH)
+            .cloned()
+            .unwrap_or_default();
+        let drift = match current {
+            Some(c) if label(c, labels::SPEC_HASH) != expected => Some((
+                DriftKind::Changed,
+                format!(
+                    "the pod sandbox no longer matches its spec (spec hash {}, expected {expected})",
+                    label(c, labels::SPEC_HASH)
+                ),
+            )),
+            Some(c) if c.state == ContainerState::Running => return Ok(false),
+            Some(c) => Some((
+                DriftKind::Stopped,
+                format!(
+                    "the pod sandbox was stopped outside berth ({})",
+                    describe_state(&c.state)
+                ),
+            )),
+            None if self.known.contains_key(labels::SANDBOX_CONTAINER) => Some((
+                DriftKind::Removed,
+                "the pod sandbox was removed outside berth".to_string(),
+            )),
+            None => None,
+        };
+        if let Some((kind, message)) = &drift {
+            self.detected(pref, *kind, None, message.clone());
+        }
+        for c in observed {
+            self.ctx.stopping(&c.id);
+            self.removed_ids.insert(c.id.clone());
+            self.ctx.runtime.remove_container(&c.id).await?;
+        }
+        let next_attempt = current
+            .map(attempt)
+            .or(self.known.get(labels::SANDBOX_CONTAINER).map(|(_, a)| *a))
+            .map_or(0, |a| a + 1);
+        let mut spec = plan.sandbox.clone();
+        spec.name = crate::daemons::agent::podspec::container_name(
+            &plan.identity,
+            labels::SANDBOX_CONTAINER,
+            next_attempt,
+        );
+        spec.labels
+            .insert(labels::ATTEMPT.into(), next_attempt.to_string());
+        self.ctx.runtime.ensure_sandbox_image().await?;
+        let id = self.ctx.runtime.create_container(&spec).await?;
+        self.ctx.runtime.start_container(&id).await?;
+        // The pod's containers went with the old sandbox; they come back as new attempts.
+        self.known
+            .retain(|name, _| name == labels::SANDBOX_CONTAINER);
+        if let Some((kind, message)) = drift {
+            self.repaired(
+                pref,
+                kind,
+                None,
+                format!("recreated the pod sandbox and its containers after: {message}"),
+            );
+        }
+        Ok(true)
+    }
+
+    /// Writes the configMap and secret volume files when they changed or the sandbox is new.
+    pub(super) async fn write_files(
+        &mut self,
+        pref: &PodRef,
+        plan: &PodPlan,
+        sandbox: &str,
+    ) -> Result<(), SyncError> {
+        if plan.files.is_empty() {
+            return Ok(());
+        }
+        let digest = labels::spec_hash(
+            &plan
+                .files
+                .iter()
+                .flat_map(|v| {
+                    v.files
+                        .iter()
+                        .map(move |f| (&v.volume, &f.path, f.mode, &f.content))
+                })
+                .collect::<Vec<_>>(),
+        );
+        let current = (sandbox.to_string(), digest);
+        if self.written_files.as_ref() == Some(&current) {
+            return Ok(());
+        }
+        for volume in &plan.files {
+            let written = match crate::daemons::agent::projected::archive(&volume.files) {
+                Ok(archive) => self
+                    .ctx
+                    .runtime
+                    .copy_into(sandbox, &volume.sandbox_path, archive)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(message) = written {
+                self.ctx.events.pod(
+                    pref,
+                    EventType::Warning,
+                    "FailedMount",
+                    None,
+                    format!(
+                        "MountVolume.SetUp failed for volume {:?}: {message}",
+                        volume.volume
+                    ),
+                );
+                return Err(SyncError::Mount {
+                    volume: volume.volume.clone(),
+                    message,
+                });
+            }
+        }
+        self.written_files = Some(current);
+        Ok(())
+    }
+}

@@ -1,0 +1,511 @@
+//! End to end: the real `berth server` binary, the real `berth agent` binary and the real
+//! Docker engine. Pods are created bound to the agent's node (what the scheduler's binding
+//! does) and everything is observed as a user would: through the API, kubectl and docker.
+
+mod support_cluster;
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+use support_cluster::support_api::{Server, stdout};
+use support_cluster::support_docker::{self, TEST_IMAGE, TestScope, runtime, sh};
+use support_cluster::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_pod_with_a_helper_runs_with_env_status_events_and_a_ready_node() {
+    runtime().await;
+    let scope = TestScope::new("e2e-pod");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-pod", &scope, &[]);
+    let client = admin(&server).await;
+
+    // The node registered, is Ready, and renews its lease.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get("node-pod").await.expect("node registered");
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["kubernetes.io/hostname"], "node-pod");
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    let status = node.status.expect("node status");
+    let ready = status.conditions.unwrap_or_default();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{ready:?}"
+    );
+    assert!(status.capacity.unwrap()["pods"].0 == "110");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let first = leases
+        .get("node-pod")
+        .await
+        .expect("lease")
+        .spec
+        .unwrap()
+        .renew_time;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = leases
+        .get("node-pod")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .renew_time;
+    assert_ne!(first, later, "the lease is renewed");
+
+    create::<ConfigMap>(
+        &client,
+        json!({"metadata": {"name": "web-config"},
+        "data": {"greeting": "hello from a configmap"}}),
+    )
+    .await;
+    create::<Secret>(
+        &client,
+        json!({"metadata": {"name": "web-secret"},
+        "stringData": {"token": "s3cr3t-value"}}),
+    )
+    .await;
+
+    // The seeds' example: an app serving a shared volume and a helper filling it and
+    // talking to the app over localhost.
+    let pod = create_pod(&client, &agent.node, json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "volumes": [{"name": "shared", "emptyDir": {}}],
+            "containers": [
+                {"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("httpd -f -p 8080 -h /www"),
+                 "ports": [{"containerPort": 8080}],
+                 "volumeMounts": [{"name": "shared", "mountPath": "/www"}],
+                 "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "web-config", "key": "greeting"}}},
+                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "token"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+                 ]},
+                {"name": "helper", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": sh("echo helper-wrote-this > /shared/index.html; \
+                     while true; do wget -qO /shared/fetched http://localhost:8080/index.html; sleep 1; done"),
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+            ]
+        }
+    })).await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    let running = wait_pod(&client, "web", MINUTE, "Running and ready", all_ready).await;
+    let status = running.status.clone().unwrap();
+    let pod_ip = status.pod_ip.clone().expect("podIP");
+    assert_eq!(status.pod_ips.as_ref().unwrap()[0].ip, pod_ip);
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    let conditions = status.conditions.clone().unwrap();
+    for kind in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == kind && c.status == "True"),
+            "{kind}: {conditions:?}"
+        );
+    }
+    for c in status.container_statuses.as_ref().unwrap() {
+        assert!(c.started == Some(true) && c.ready, "{c:?}");
+        assert!(c.container_id.as_deref().unwrap().starts_with("docker://"));
+        assert!(c.image_id.starts_with("docker://sha256:"), "{c:?}");
+        assert_eq!(c.restart_count, 0);
+        assert!(c.state.as_ref().unwrap().running.is_some());
+    }
+
+    // The helper fetched what it wrote through the app, over localhost.
+    let helper = container_id(&running, "helper");
+    let fetched = eventually_output(
+        || exec(&helper, "cat /shared/fetched 2>/dev/null || true"),
+        "helper-wrote-this",
+    )
+    .await;
+    assert_eq!(fetched, "helper-wrote-this");
+
+    // Environment from a ConfigMap, a Secret and the downward API.
+    let app = container_id(&running, "app");
+    let env = exec(&app, "env");
+    for want in [
+        "GREETING=hello from a configmap",
+        "TOKEN=s3cr3t-value",
+        "POD_NAME=web",
+        &format!("POD_IP={pod_ip}"),
+        "NODE=node-pod",
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing from {env}");
+    }
+
+    // Every container carries its labels; kubectl sees the pod Running; events were recorded.
+    let labels = docker(&["inspect", "-f", "{{json .Config.Labels}}", &app]);
+    for key in [
+        "berth.dev/pod-uid",
+        "berth.dev/pod-namespace",
+        "berth.dev/pod-name",
+        "berth.dev/container",
+        "berth.dev/node",
+        "berth.dev/spec-hash",
+    ] {
+        assert!(labels.contains(key), "{key} missing from {labels}");
+    }
+    assert!(labels.contains(&uid));
+    let out = server.kubectl(&["get", "pods", "web", "--no-headers"]);
+    assert!(stdout(&out).contains("Running"), "{out:?}");
+    assert!(stdout(&out).contains("2/2"), "{out:?}");
+    wait_event(&client, "web", "Started", "Started container helper").await;
+    let reasons: Vec<String> = pod_events(&client, "web")
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    for want in ["Pulled", "Created", "Started"] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "{want} missing from {reasons:?}"
+        );
+    }
+    let out = server.kubectl(&["get", "events"]);
+    assert!(stdout(&out).contains("Started container app"), "{out:?}");
+    // No Secret value ever appears in events.
+    assert!(!stdout(&out).contains("s3cr3t-value"));
+}
+
+fn terminated_exit(p: &Pod, container: &str) -> Option<(i32, i32)> {
+    let c = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?;
+    let last = c.last_state.as_ref()?.terminated.as_ref()?;
+    Some((last.exit_code, c.restart_count))
+}
+
+fn waiting_reason(p: &Pod, container: &str) -> Option<String> {
+    let c = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?;
+    c.state.as_ref()?.waiting.as_ref()?.reason.clone()
+}
+
+#[tokio::test]
+async fn crashing_containers_restart_with_back_off_by_policy() {
+    runtime().await;
+    let scope = TestScope::new("e2e-crash");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-crash", &scope, &[]);
+    let client = admin(&server).await;
+    let crasher = |name: &str, policy: &str, code: i32| {
+        json!({
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                     "command": sh(&format!("echo run; exit {code}"))}]}
+        })
+    };
+    let looping = create_pod(&client, &agent.node, crasher("loop", "Always", 3)).await;
+    create_pod(&client, &agent.node, crasher("once-ok", "Never", 0)).await;
+    create_pod(&client, &agent.node, crasher("once-bad", "Never", 1)).await;
+    create_pod(&client, &agent.node, crasher("retry", "OnFailure", 0)).await;
+
+    wait_pod(&client, "loop", MINUTE, "CrashLoopBackOff", |p| {
+        waiting_reason(p, "app").as_deref() == Some("CrashLoopBackOff")
+    })
+    .await;
+    let p = wait_pod(&client, "loop", MINUTE, "two restarts", |p| {
+        terminated_exit(p, "app").is_some_and(|(code, n)| code == 3 && n >= 2)
+    })
+    .await;
+    assert_eq!(
+        phase(&p),
+        "Running",
+        "an Always pod keeps running between crashes"
+    );
+    wait_event(
+        &client,
+        "loop",
+        "BackOff",
+        "Back-off restarting failed container app",
+    )
+    .await;
+    // The previous container is kept for `logs --previous`, older ones are not.
+    let uid = looping.metadata.uid.unwrap();
+    let kept = pod_container_ids(&uid, Some("app"));
+    assert!((1..=2).contains(&kept.len()), "kept {kept:?}");
+    wait_pod(&client, "loop", MINUTE, "a kept previous container", |_| {
+        pod_container_ids(&uid, Some("app")).len() == 2
+    })
+    .await;
+
+    // A missing image under imagePullPolicy Never waits with ErrImageNeverPull.
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "no-image"},
+               "spec": {"containers": [{"name": "app", "image": "berth-test/absent:1",
+                                        "imagePullPolicy": "Never"}]}}),
+    )
+    .await;
+    let p = wait_pod(&client, "no-image", MINUTE, "ErrImageNeverPull", |p| {
+        waiting_reason(p, "app").as_deref() == Some("ErrImageNeverPull")
+    })
+    .await;
+    assert_eq!(phase(&p), "Pending");
+    wait_event(&client, "no-image", "Failed", "imagePullPolicy is Never").await;
+
+    wait_pod(&client, "once-ok", MINUTE, "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    wait_pod(&client, "retry", MINUTE, "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let bad = wait_pod(&client, "once-bad", MINUTE, "Failed", |p| {
+        phase(p) == "Failed"
+    })
+    .await;
+    let cs = &bad.status.unwrap().container_statuses.unwrap()[0];
+    let term = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((term.exit_code, term.reason.as_deref()), (1, Some("Error")));
+    assert_eq!(cs.restart_count, 0);
+}
+
+#[tokio::test]
+async fn deleting_a_pod_stops_it_gracefully_before_it_goes() {
+    runtime().await;
+    let scope = TestScope::new("e2e-delete");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-delete", &scope, &[]);
+    let client = admin(&server).await;
+    let pod = create_pod(&client, &agent.node, json!({
+        "metadata": {"name": "polite"},
+        "spec": {"terminationGracePeriodSeconds": 30,
+                 "volumes": [{"name": "scratch", "emptyDir": {}}],
+                 "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                 "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                                 "command": sh("trap 'echo got TERM; exit 0' TERM; while true; do sleep 1; done")}]}
+    })).await;
+    let uid = pod.metadata.uid.unwrap();
+    wait_pod(&client, "polite", MINUTE, "Running", all_ready).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let began = std::time::Instant::now();
+    let deleted = pods
+        .delete("polite", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let marked = deleted
+        .left()
+        .expect("a bound pod is marked, not removed at once");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
+    let kubectl = server.kubectl(&["get", "pod", "polite", "--no-headers"]);
+    assert!(
+        stdout(&kubectl).contains("Terminating") || stdout(&kubectl).is_empty(),
+        "{kubectl:?}"
+    );
+
+    let gone = support_docker::eventually(Duration::from_secs(25), || {
+        let pods = pods.clone();
+        async move {
+            pods.get_opt("polite")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the agent let the pod object go after stopping it"
+    );
+    // SIGTERM ended it: well within the 30 s grace period, so no SIGKILL was needed.
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert!(
+        pod_container_ids(&uid, None).is_empty(),
+        "containers removed"
+    );
+    let volumes = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=berth.dev/pod-uid={uid}"),
+    ]);
+    assert!(volumes.is_empty(), "pod volumes removed: {volumes}");
+    wait_event(&client, "polite", "Killing", "Stopping container app").await;
+
+    // A pod no node runs goes at once.
+    let unbound: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "unbound"},
+        "spec": {"containers": [{"name": "app", "image": TEST_IMAGE}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &unbound).await.unwrap();
+    let deleted = pods
+        .delete("unbound", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(deleted.is_right(), "an unbound pod is removed at once");
+}
+
+#[tokio::test]
+async fn config_map_and_secret_volumes_hold_files_that_update_in_place() {
+    runtime().await;
+    let scope = TestScope::new("e2e-volumes");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-volumes", &scope, &[]);
+    let client = admin(&server).await;
+    create::<ConfigMap>(
+        &client,
+        json!({"metadata": {"name": "files"},
+        "data": {"app.conf": "level=1", "other": "x"}}),
+    )
+    .await;
+    create::<Secret>(
+        &client,
+        json!({"metadata": {"name": "creds"},
+        "stringData": {"password": "pa55word"}}),
+    )
+    .await;
+    create_pod(
+        &client,
+        &agent.node,
+        json!({
+            "metadata": {"name": "reader"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "volumes": [
+                        {"name": "conf", "configMap": {"name": "files"}},
+                        {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400,
+                            "items": [{"key": "password", "path": "db/password"}]}}],
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"],
+                                     "volumeMounts": [
+                                        {"name": "conf", "mountPath": "/etc/app"},
+                                        {"name": "secret", "mountPath": "/etc/secret"}]}]}
+        }),
+    )
+    .await;
+    let p = wait_pod(&client, "reader", MINUTE, "Running", all_ready).await;
+    let app = container_id(&p, "app");
+    assert_eq!(exec(&app, "cat /etc/app/app.conf"), "level=1");
+    assert_eq!(exec(&app, "cat /etc/app/other"), "x");
+    assert_eq!(exec(&app, "cat /etc/secret/db/password"), "pa55word");
+    assert_eq!(exec(&app, "stat -c %a /etc/secret/db/password"), "400");
+    // Secret files live on tmpfs, never on disk; the mounts are read-only.
+    let mounts = exec(&app, "cat /proc/mounts");
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" /etc/secret ") && l.starts_with("tmpfs")),
+        "{mounts}"
+    );
+    assert!(exec(&app, "touch /etc/app/new 2>&1 || echo refused").contains("refused"));
+
+    // An update to the ConfigMap appears in the running container, which is not restarted.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let patch = json!({"data": {"app.conf": "level=2", "other": "x"}});
+    cms.patch(
+        "files",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let updated = eventually_output(|| exec(&app, "cat /etc/app/app.conf"), "level=2").await;
+    assert_eq!(updated, "level=2");
+    let p = wait_pod(&client, "reader", MINUTE, "Running", all_ready).await;
+    assert_eq!(container_id(&p, "app"), app, "the container kept running");
+}
+
+#[tokio::test]
+async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
+    runtime().await;
+    let scope = TestScope::new("e2e-probes");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-probes", &scope, &[]);
+    let client = admin(&server).await;
+    create_pod(&client, &agent.node, json!({
+        "metadata": {"name": "probed"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                     "command": sh("mkdir -p /www && touch /tmp/alive && httpd -f -p 8080 -h /www"),
+                     "ports": [{"name": "http", "containerPort": 8080}],
+                     "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                                        "periodSeconds": 1, "failureThreshold": 1},
+                     "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]},
+                                       "periodSeconds": 1, "failureThreshold": 2}}]}
+    })).await;
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].ready)
+    };
+    let running = wait_pod(&client, "probed", MINUTE, "running, not ready", |p| {
+        phase(p) == "Running" && !ready(p)
+    })
+    .await;
+    wait_event(&client, "probed", "Unhealthy", "Readiness probe failed").await;
+    let web = container_id(&running, "web");
+    exec(&web, "echo ok > /www/ready");
+    wait_pod(&client, "probed", MINUTE, "ready", ready).await;
+
+    // A startup probe holds `started` and `ready` back until it passes.
+    create_pod(
+        &client,
+        &agent.node,
+        json!({
+            "metadata": {"name": "slow-start"},
+            "spec": {"terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                         "command": ["sleep", "3600"],
+                         "startupProbe": {"exec": {"command": ["cat", "/tmp/started"]},
+                                          "periodSeconds": 1, "failureThreshold": 60}}]}
+        }),
+    )
+    .await;
+    let started = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].started == Some(true))
+    };
+    let slow = wait_pod(&client, "slow-start", MINUTE, "running, not started", |p| {
+        phase(p) == "Running" && !started(p) && !ready(p)
+    })
+    .await;
+    exec(&container_id(&slow, "app"), "touch /tmp/started");
+    wait_pod(&client, "slow-start", MINUTE, "started and ready", |p| {
+        started(p) && ready(p)
+    })
+    .await;
+
+    // The liveness probe fails: the container is restarted.
+    exec(&web, "rm /tmp/alive");
+    wait_event(&client, "probed", "Killing", "failed liveness probe").await;
+    wait_pod(&client, "probed", MINUTE, "restarted", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs[0].restart_count >= 1)
+    })
+    .await;
+}
