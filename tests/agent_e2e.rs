@@ -90,7 +90,7 @@ async fn a_pod_with_a_helper_runs_with_env_status_events_and_a_ready_node() {
                     {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
                  ]},
                 {"name": "helper", "image": TEST_IMAGE, "imagePullPolicy": "Never",
-                 "command": sh("echo helper-wrote-this > /shared/index.html; \
+                 "command": sh("echo helper-wrote-this > /shared/index.html; echo helper started; \
                      while true; do wget -qO /shared/fetched http://localhost:8080/index.html; sleep 1; done"),
                  "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
             ]
@@ -174,6 +174,14 @@ async fn a_pod_with_a_helper_runs_with_env_status_events_and_a_ready_node() {
     assert!(stdout(&out).contains("Started container app"), "{out:?}");
     // No Secret value ever appears in events.
     assert!(!stdout(&out).contains("s3cr3t-value"));
+
+    // kubectl logs and exec reach the containers through the agent's endpoint.
+    let out = server.kubectl(&["logs", "web", "-c", "helper"]);
+    assert_eq!(stdout(&out).trim(), "helper started", "{out:?}");
+    let out = server.kubectl(&["exec", "web", "-c", "app", "--", "cat", "/www/index.html"]);
+    assert_eq!(stdout(&out).trim(), "helper-wrote-this", "{out:?}");
+    let out = server.kubectl(&["exec", "web", "-c", "app", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
 }
 
 fn terminated_exit(p: &Pod, container: &str) -> Option<(i32, i32)> {
