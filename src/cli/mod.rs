@@ -1,6 +1,8 @@
 //! The command line: clap definitions and dispatch to each command.
 
+mod apply;
 mod diff;
+mod manifests;
 mod schema;
 mod server;
 mod snapshot;
@@ -31,6 +33,8 @@ pub struct Cli {
 enum Command {
     /// Check manifests against the Kubernetes schemas and the API server's rules
     Validate(validate::ValidateArgs),
+    /// Apply manifests to the cluster in one transaction, with an optional safe prune
+    Apply(apply::ApplyArgs),
     /// Show what would change: between two git revisions (--git-base), or against a cluster
     Diff(diff::DiffArgs),
     /// Work with the JSON Schemas berth validates against
@@ -52,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
+        Command::Apply(args) => apply::run(args),
     };
     ExitCode::from(code)
 }
