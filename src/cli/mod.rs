@@ -2,10 +2,13 @@
 
 mod apply;
 mod diff;
+mod exec;
+mod logs;
 mod manifests;
 mod schema;
 mod server;
 mod snapshot;
+mod terminal;
 mod validate;
 
 use std::process::ExitCode;
@@ -45,6 +48,10 @@ enum Command {
     /// Save or restore a snapshot of the embedded store
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Print a container's log (through the API server and the pod's agent)
+    Logs(logs::LogsArgs),
+    /// Run a command in a pod's container; exits with the command's code
+    Exec(exec::ExecArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -57,6 +64,8 @@ pub fn main() -> ExitCode {
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
         Command::Apply(args) => apply::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Exec(args) => exec::run(args),
     };
     ExitCode::from(code)
 }

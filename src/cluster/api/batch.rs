@@ -349,24 +349,19 @@ async fn read_snapshot(
     for (api_version, kind, ns) in lists {
         let r = by_kind(api_version, kind).expect("listed from the served resources");
         let page = state.storage.list(r, ns.as_deref(), 0, None, None).await?;
-        for object in page.items {
-            let Some(name) = write::name_of(&object).map(str::to_string) else {
-                continue;
-            };
-            let rev = super::list::revision_of(&object);
-            objects.insert(r.key(ns.as_deref(), &name), (object, rev));
+        for stored in page.items {
+            let object = stored.decode()?;
+            objects.insert(stored.key, (object, stored.mod_revision));
         }
     }
     let page = state.storage.list(ns_resource, None, 0, None, None).await?;
-    let namespaces = page
-        .items
-        .into_iter()
-        .filter_map(|o| {
-            let name = write::name_of(&o)?.to_string();
-            let rev = super::list::revision_of(&o);
-            Some((name, (o, rev)))
-        })
-        .collect();
+    let mut namespaces = BTreeMap::new();
+    for stored in page.items {
+        let object = stored.decode()?;
+        if let Some(name) = write::name_of(&object).map(str::to_string) {
+            namespaces.insert(name, (object, stored.mod_revision));
+        }
+    }
     Ok(Snapshot {
         objects,
         parent: parent_live,

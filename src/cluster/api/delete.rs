@@ -162,7 +162,8 @@ async fn terminate_namespace(state: &SharedState, t: &Target, old: Value, rev: i
 async fn empty_namespace(state: &SharedState, ns: &str) -> Result<(), ApiError> {
     for r in RESOURCES.iter().filter(|r| r.namespaced) {
         let page = state.storage.list(r, Some(ns), 0, None, None).await?;
-        for object in page.items {
+        for stored in page.items {
+            let object = stored.decode()?;
             let Some(n) = write::name_of(&object) else {
                 continue;
             };

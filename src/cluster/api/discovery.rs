@@ -68,6 +68,8 @@ fn subresource_entry(r: &Resource, sub: Subresource) -> Value {
             json!({"group": "autoscaling", "version": "v1"}),
         ),
         Subresource::Binding => ("Binding", &["create"], json!({})),
+        Subresource::Log => ("Pod", &["get"], json!({})),
+        Subresource::Exec => ("PodExecOptions", &["create", "get"], json!({})),
     };
     let mut v = json!({
         "name": format!("{}/{}", r.plural, sub.name()),

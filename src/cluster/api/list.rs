@@ -9,10 +9,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
 
 use super::body::Params;
-use super::resources::Resource;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::{SharedState, Target, json_response, table};
+use super::storage::StoredObject;
+use super::{SharedState, Target, json_response, raw_json_response, table};
 
 /// The selectors of a request.
 pub(crate) struct Selectors {
@@ -44,17 +44,6 @@ pub(crate) fn revision_of(object: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-fn store_key(r: &Resource, object: &Value) -> String {
-    let ns = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str);
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    r.key(ns, name)
-}
-
 fn encode_continue(revision: i64, key: &str) -> String {
     B64.encode(json!({"rv": revision, "start": key}).to_string())
 }
@@ -69,14 +58,16 @@ fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
     }
 }
 
-/// One page of matching objects: the items, the revision read at and the continue token.
-pub(crate) async fn page(
+/// One page of matching objects, still as stored bytes: the items, the revision read at and
+/// the continue token. Objects are decoded only when a selector must look inside them.
+pub(crate) async fn stored_page(
     state: &SharedState,
     t: &Target,
     params: &Params,
-) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+) -> Result<(Vec<StoredObject>, i64, Option<String>), ApiError> {
     let r = t.resource;
     let selectors = Selectors::parse(params)?;
+    let select_all = selectors.label.is_empty() && selectors.field.is_empty();
     let (mut at, mut after) = match &params.continue_token {
         Some(tok) => {
             let (rv, key) = decode_continue(tok)?;
@@ -85,7 +76,7 @@ pub(crate) async fn page(
         None => (None, None),
     };
     let limit = params.limit;
-    let mut items = Vec::new();
+    let mut items: Vec<StoredObject> = Vec::new();
     loop {
         let page = state
             .storage
@@ -105,14 +96,14 @@ pub(crate) async fn page(
         for object in page.items {
             if limit > 0 && items.len() == limit {
                 // The page is full: continue from the last item returned.
-                let last = items.last().map(|o| store_key(r, o)).unwrap_or_default();
+                let last = items.last().map(|o| o.key.clone()).unwrap_or_default();
                 return Ok((
                     items,
                     page.revision,
                     Some(encode_continue(page.revision, &last)),
                 ));
             }
-            if selectors.matches(&object) {
+            if select_all || selectors.matches(&object.decode()?) {
                 items.push(object);
             }
         }
@@ -128,6 +119,20 @@ pub(crate) async fn page(
             None => return Ok((items, page.revision, None)),
         }
     }
+}
+
+/// One page of matching objects, decoded.
+pub(crate) async fn page(
+    state: &SharedState,
+    t: &Target,
+    params: &Params,
+) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+    let (stored, revision, cont) = stored_page(state, t, params).await?;
+    let items = stored
+        .iter()
+        .map(StoredObject::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((items, revision, cont))
 }
 
 /// Every matching object (no paging), for delete-collection.
@@ -148,24 +153,42 @@ pub(crate) async fn list(
     params: Params,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (items, revision, cont) = page(&state, &t, &params).await?;
-    let mut metadata = json!({"resourceVersion": revision.to_string()});
-    if let Some(c) = cont {
-        metadata["continue"] = json!(c);
-    }
     if table::wants_table(headers) {
+        let (items, revision, cont) = page(&state, &t, &params).await?;
+        let metadata = list_metadata(revision, cont);
         return Ok(json_response(
             StatusCode::OK,
             &table::table(t.resource, &items, &metadata),
         ));
     }
-    let list = json!({
+    let (items, revision, cont) = stored_page(&state, &t, &params).await?;
+    // The list is written around the stored bytes, never decoding an object: for large lists
+    // this is most of the time and nearly all of the memory a decode/encode round trip costs.
+    let head = json!({
         "kind": t.resource.list_kind(),
         "apiVersion": t.resource.api_version,
-        "metadata": metadata,
-        "items": items,
+        "metadata": list_metadata(revision, cont),
     });
-    Ok(json_response(StatusCode::OK, &list))
+    let mut body = serde_json::to_vec(&head).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body.pop(); // the closing brace; items follow
+    body.reserve(items.iter().map(|o| o.json.len() + 40).sum::<usize>() + 16);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, object) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        object.write_json(&mut body)?;
+    }
+    body.extend_from_slice(b"]}");
+    Ok(raw_json_response(StatusCode::OK, body))
+}
+
+fn list_metadata(revision: i64, cont: Option<String>) -> Value {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(c) = cont {
+        metadata["continue"] = json!(c);
+    }
+    metadata
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! [`router`] is the whole server as a function of its state, testable with
 //! `tower::ServiceExt::oneshot`; `crate::daemons::server` binds it to a TLS port.
 
+pub mod agent_client;
 pub mod apply;
 pub mod auth;
 mod batch;
@@ -20,6 +21,7 @@ pub mod metrics;
 mod openapi;
 pub mod patch;
 mod protobuf;
+mod proxy;
 pub mod resources;
 pub mod selectors;
 pub mod status;
@@ -161,7 +163,12 @@ fn parse_target(api: &str, rest: &str) -> Result<Target, ApiError> {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    let mut resp = (code, serde_json::to_vec(v).unwrap_or_default()).into_response();
+    raw_json_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A response whose body is already JSON.
+fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (code, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -280,7 +287,12 @@ async fn resource(
         Some(s) => format!("{}/{}", target.resource.plural, s.name()),
         None => target.resource.plural.to_string(),
     };
-    let (verb, result) = handlers::dispatch(state, target, identity, request).await;
+    let (verb, result) = match target.sub {
+        Some(Subresource::Log | Subresource::Exec) => {
+            proxy::dispatch(state, target, identity, request).await
+        }
+        _ => handlers::dispatch(state, target, identity, request).await,
+    };
     let mut response = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),

@@ -15,6 +15,10 @@ pub enum Subresource {
     Scale,
     /// `pods/binding`: assigns a pod to a node.
     Binding,
+    /// `pods/log`: a container's log, proxied to the pod's agent.
+    Log,
+    /// `pods/exec`: a command in a container, proxied to the pod's agent.
+    Exec,
 }
 
 impl Subresource {
@@ -23,6 +27,8 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
+            Subresource::Log => "log",
+            Subresource::Exec => "exec",
         }
     }
 
@@ -31,6 +37,8 @@ impl Subresource {
             Subresource::Status,
             Subresource::Scale,
             Subresource::Binding,
+            Subresource::Log,
+            Subresource::Exec,
         ]
         .into_iter()
         .find(|sub| sub.name() == s)
@@ -93,7 +101,12 @@ impl Resource {
 
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
-const POD_SUBS: &[Subresource] = &[Subresource::Status, Subresource::Binding];
+const POD_SUBS: &[Subresource] = &[
+    Subresource::Status,
+    Subresource::Binding,
+    Subresource::Log,
+    Subresource::Exec,
+];
 const NONE: &[Subresource] = &[];
 const ALL: &[&str] = &["all"];
 const NO_CATEGORY: &[&str] = &[];

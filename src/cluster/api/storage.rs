@@ -18,12 +18,59 @@ pub struct Storage {
     keys: Option<Arc<RwLock<KeyRing>>>,
 }
 
-/// A page of decoded objects.
+/// A page of stored objects, still as bytes: a list that needs no selector never decodes them.
 pub struct Page {
-    pub items: Vec<Value>,
+    pub items: Vec<StoredObject>,
     pub revision: Revision,
     /// The last store key read, to continue from, when more follow.
     pub continue_after: Option<String>,
+}
+
+/// One object as stored: its JSON (Secrets already opened) without `resourceVersion`, which is
+/// the key's mod revision.
+pub struct StoredObject {
+    pub key: String,
+    pub json: Vec<u8>,
+    pub mod_revision: Revision,
+}
+
+impl StoredObject {
+    pub fn decode(&self) -> Result<Value, ApiError> {
+        let mut v: Value = serde_json::from_slice(&self.json)
+            .map_err(|e| ApiError::Internal(format!("stored {} is not JSON: {e}", self.key)))?;
+        set_resource_version(&mut v, self.mod_revision);
+        Ok(v)
+    }
+
+    /// Appends the object's JSON with its `resourceVersion` to `out`, without decoding it:
+    /// serde_json finds where `metadata` starts and the version is spliced in there.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Top<'a> {
+            #[serde(borrow)]
+            metadata: &'a serde_json::value::RawValue,
+        }
+        let bad = |e: serde_json::Error| {
+            ApiError::Internal(format!("stored {} is not JSON: {e}", self.key))
+        };
+        let top: Top = serde_json::from_slice(&self.json).map_err(bad)?;
+        let meta = top.metadata.get();
+        // Offsets within the same buffer: the raw value borrows from `self.json`.
+        let start = meta.as_ptr() as usize - self.json.as_ptr() as usize;
+        if !meta.starts_with('{') {
+            return Err(ApiError::Internal(format!(
+                "stored {} has no metadata object",
+                self.key
+            )));
+        }
+        let empty = meta[1..].trim_start().starts_with('}');
+        out.extend_from_slice(&self.json[..=start]);
+        out.extend_from_slice(b"\"resourceVersion\":\"");
+        out.extend_from_slice(self.mod_revision.to_string().as_bytes());
+        out.extend_from_slice(if empty { b"\"" } else { b"\"," });
+        out.extend_from_slice(&self.json[start + 1..]);
+        Ok(())
+    }
 }
 
 /// What a create or update ended as.
@@ -59,17 +106,34 @@ impl Storage {
 
     pub fn decode(&self, r: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
         let bytes = match (&self.keys, sealed(r)) {
-            (Some(keys), true) => keys
-                .read()
-                .expect("key ring lock")
-                .open(&kv.value)
-                .map_err(|e| ApiError::Internal(format!("{} {}: {e}", r.plural, kv.key)))?,
-            _ => kv.value.clone(),
+            (Some(_), true) => std::borrow::Cow::Owned(self.open(r, &kv.key, &kv.value)?),
+            _ => std::borrow::Cow::Borrowed(&kv.value),
         };
         let mut v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::Internal(format!("stored {} is not JSON: {e}", kv.key)))?;
         set_resource_version(&mut v, kv.mod_revision);
         Ok(v)
+    }
+
+    fn open(&self, r: &Resource, key: &str, sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
+        let keys = self.keys.as_ref().expect("only called with a key ring");
+        keys.read()
+            .expect("key ring lock")
+            .open(sealed)
+            .map_err(|e| ApiError::Internal(format!("{} {key}: {e}", r.plural)))
+    }
+
+    /// The stored bytes of a key-value, opened if sealed.
+    fn stored(&self, r: &Resource, kv: KeyValue) -> Result<StoredObject, ApiError> {
+        let json = match (&self.keys, sealed(r)) {
+            (Some(_), true) => self.open(r, &kv.key, &kv.value)?,
+            _ => kv.value,
+        };
+        Ok(StoredObject {
+            key: kv.key,
+            json,
+            mod_revision: kv.mod_revision,
+        })
     }
 
     pub async fn get(
@@ -84,7 +148,7 @@ impl Storage {
         }
     }
 
-    /// One page of up to `limit` keys (0: all) from the store, decoded.
+    /// One page of up to `limit` keys (0: all) from the store, opened but not decoded.
     pub async fn list(
         &self,
         r: &Resource,
@@ -107,8 +171,8 @@ impl Storage {
         let last = result.items.last().map(|kv| kv.key.clone());
         let items = result
             .items
-            .iter()
-            .map(|kv| self.decode(r, kv))
+            .into_iter()
+            .map(|kv| self.stored(r, kv))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page {
             items,
@@ -230,5 +294,45 @@ impl Storage {
 pub fn set_resource_version(v: &mut Value, rev: Revision) {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(json: &str, rev: Revision) -> StoredObject {
+        StoredObject {
+            key: "/registry/pods/default/a".into(),
+            json: json.as_bytes().to_vec(),
+            mod_revision: rev,
+        }
+    }
+
+    #[test]
+    fn spliced_json_equals_the_decoded_object() {
+        for json in [
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"metadata":"{"}},"spec":{}}"#,
+            r#"{"kind":"Pod","spec":{"note":"\"metadata\":{"},"metadata":{}}"#,
+            r#"{ "metadata" : { "name" : "a" } }"#,
+        ] {
+            let object = stored(json, 42);
+            let mut out = Vec::new();
+            object.write_json(&mut out).unwrap();
+            let spliced: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(spliced, object.decode().unwrap(), "{json}");
+            assert_eq!(spliced["metadata"]["resourceVersion"], "42");
+        }
+    }
+
+    #[test]
+    fn an_object_without_metadata_is_an_error_not_a_bad_list() {
+        let mut out = Vec::new();
+        assert!(stored(r#"{"kind":"Pod"}"#, 1).write_json(&mut out).is_err());
+        assert!(
+            stored(r#"{"metadata":[]}"#, 1)
+                .write_json(&mut out)
+                .is_err()
+        );
     }
 }

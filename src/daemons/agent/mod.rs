@@ -11,6 +11,7 @@
 //! - [`probe`]: exec, httpGet and tcpSocket probes and their thresholds.
 //! - [`drift`]: what differs between a pod's plan and the containers the engine reports.
 //! - [`endpoint`]: how the API server finds and trusts an agent's log and exec endpoint.
+//! - [`serve`]: that endpoint: container logs and exec over HTTPS for the API server.
 //! - [`backoff`]: the restart policy and CrashLoopBackOff state machine.
 //! - [`env`]: environment variables and `$(VAR)` expansion.
 //! - [`fake`]: a recording runtime for unit tests of sync logic.
@@ -29,6 +30,7 @@ pub mod probe;
 pub mod quantity;
 pub mod runtime;
 pub mod sandbox;
+pub mod serve;
 
 pub use docker::DockerRuntime;
 pub use runtime::{ContainerRuntime, RuntimeError};
