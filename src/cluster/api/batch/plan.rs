@@ -90,10 +90,17 @@ impl Step {
     }
 
     pub(super) fn result(&self, dry_run: bool) -> ObjectResult {
-        let object = match self.outcome {
-            Outcome::Pruned => None,
-            Outcome::Unchanged => self.live.as_ref().map(|(v, _)| v.clone()),
-            _ => self.new.clone(),
+        // Only dry runs carry the objects; a real apply answers with outcomes alone.
+        let (object, live) = if dry_run {
+            let live = self.live.as_ref().map(|(v, _)| v.clone());
+            let object = match self.outcome {
+                Outcome::Pruned => None,
+                Outcome::Unchanged => live.clone(),
+                _ => self.new.clone(),
+            };
+            (object, live)
+        } else {
+            (None, None)
         };
         ObjectResult {
             api_version: self.r.api_version.into(),
@@ -101,14 +108,19 @@ impl Step {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             outcome: self.outcome,
-            object: object.filter(|_| dry_run),
-            live: self
-                .live
-                .as_ref()
-                .map(|(v, _)| v.clone())
-                .filter(|_| dry_run),
+            object,
+            live,
         }
     }
+}
+
+/// What the parent's annotations need of a member: its apiVersion, kind and namespace.
+fn member_identity(object: &Value) -> Value {
+    json!({
+        "apiVersion": object.get("apiVersion"),
+        "kind": object.get("kind"),
+        "metadata": {"namespace": object.pointer("/metadata/namespace")},
+    })
 }
 
 /// `Deployment shop/web`, for causes.
@@ -458,16 +470,13 @@ pub(super) fn plan(
         members
             .iter()
             .filter(|(k, _)| !desired_keys.contains(*k))
-            .map(|(_, (v, _))| v.clone())
+            .map(|(_, (v, _))| member_identity(v))
             .collect()
     };
     let member_values: Vec<Value> = steps
         .iter()
-        .filter_map(|s| {
-            s.new
-                .clone()
-                .or_else(|| s.live.as_ref().map(|(v, _)| v.clone()))
-        })
+        .filter_map(|s| s.new.as_ref().or(s.live.as_ref().map(|(v, _)| v)))
+        .map(member_identity)
         .chain(kept)
         .collect();
     let parent_step = parent_step(parent, &member_values, snapshot.parent, manager, &time)?;
