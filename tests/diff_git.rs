@@ -275,9 +275,23 @@ fn bad_revisions_and_the_cluster_mode_are_clear_errors() {
         stderr(&out)
     );
 
-    let out = berth(dir.path(), &["diff", "-f", "manifests"]);
+    // The cluster mode needs a server: without one it says where it looked.
+    let out = berth(
+        dir.path(),
+        &[
+            "diff",
+            "-f",
+            "manifests",
+            "--kubeconfig",
+            "no-such-kubeconfig",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("needs the berth API server: not available yet"));
+    assert!(
+        stderr(&out).contains("cannot read the kubeconfig no-such-kubeconfig"),
+        "{}",
+        stderr(&out)
+    );
 
     let outside = tempfile::tempdir().unwrap();
     let out = berth(outside.path(), &["diff", "--git-base", "HEAD"]);

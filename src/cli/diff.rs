@@ -2,6 +2,7 @@
 //! (`--git-base`), or against a live cluster (`-f`, which needs the API server). Exit codes as
 //! kubectl diff: 0 no differences, 1 differences, 2 an error or invalid manifests.
 
+mod cluster;
 mod git;
 
 use std::io::{IsTerminal, Write};
@@ -63,9 +64,18 @@ pub struct DiffArgs {
     /// Colour the text diff
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto)]
     color: ColorWhen,
-    /// Namespace of namespaced objects that name none
-    #[arg(short = 'n', long, default_value = "default")]
-    namespace: String,
+    /// Namespace of namespaced objects that name none (default: `default` offline, the
+    /// kubeconfig context's with -f)
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// With -f: also list the members of the ApplySet that `berth apply --prune` would delete
+    #[arg(long)]
+    prune: bool,
+    /// With -f: the ApplySet `berth apply` would use (see `berth apply --help`)
+    #[arg(long, value_name = "NAME", default_value = super::apply::DEFAULT_APPLYSET)]
+    applyset: String,
+    #[command(flatten)]
+    client: crate::client::ClientOptions,
     /// Largest markdown output in bytes (GitHub comments stop at 65,536); 0: no limit
     #[arg(long, default_value_t = 65_000, value_name = "BYTES")]
     markdown_limit: usize,
@@ -84,7 +94,7 @@ pub fn run(args: DiffArgs) -> u8 {
             eprintln!("error: use either --git-base (offline) or -f (against a cluster), not both");
             EXIT_ERROR
         }
-        (None, false) => run_cluster(&args),
+        (None, false) => cluster::run(&args),
         (None, true) => {
             eprintln!(
                 "error: nothing to compare\n\nUsage: berth diff --git-base REV [--git-head REV] [PATH]"
@@ -106,7 +116,7 @@ fn label(rev: &str) -> String {
 
 /// Problems about Secrets, made safe for CI logs: no source snippet (it shows the values and
 /// their neighbours), and no reason or help for a `data`/`stringData` field (they quote it).
-fn without_secret_values(problems: Vec<Problem>) -> Vec<Problem> {
+pub(super) fn without_secret_values(problems: Vec<Problem>) -> Vec<Problem> {
     problems
         .into_iter()
         .map(|mut p| {
@@ -210,7 +220,7 @@ fn run_git(args: &DiffArgs, base: &str) -> u8 {
         return EXIT_ERROR;
     }
     let plan_options = PlanOptions {
-        default_namespace: args.namespace.clone(),
+        default_namespace: args.namespace.clone().unwrap_or_else(|| "default".into()),
         prune: true,
     };
     let plan = match plan(&loaded[1], &loaded[0], &plan_options) {
@@ -261,19 +271,6 @@ fn print_plan(args: &DiffArgs, plan: &ApplyPlan, old_label: String, new_label: S
     } else {
         EXIT_SAME
     }
-}
-
-/// `berth diff -f PATH`: the seam for the live-cluster mode. It will load and validate the
-/// files as `run_git` does, fetch the live objects (and the ApplySet's members, for what
-/// `--prune` would delete) from the API server, then `plan` and [`print_plan`] them with the
-/// labels `live` / `merged`. Until the API server exists it says so rather than guess.
-fn run_cluster(_args: &DiffArgs) -> u8 {
-    eprintln!(
-        "error: berth diff -f compares with a live cluster, which needs the berth API \
-         server: not available yet.\n\
-         To preview a change without a cluster: berth diff --git-base REV [PATH]"
-    );
-    EXIT_ERROR
 }
 
 /// Prints an error with its causes on one line each.

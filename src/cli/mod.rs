@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch to each command.
 
 mod agent;
+mod apply;
 mod cluster_info;
 mod completion;
 pub mod delete;
@@ -9,6 +10,7 @@ mod diff;
 mod exec;
 pub mod get;
 mod logs;
+mod manifests;
 pub mod output;
 pub mod request;
 mod schema;
@@ -43,6 +45,8 @@ pub struct Cli {
 enum Command {
     /// Check manifests against the Kubernetes schemas and the API server's rules
     Validate(validate::ValidateArgs),
+    /// Apply manifests to the cluster in one transaction, with an optional safe prune
+    Apply(apply::ApplyArgs),
     /// Show what would change: between two git revisions (--git-base), or against a cluster
     Diff(diff::DiffArgs),
     /// Work with the JSON Schemas berth validates against
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::ClusterInfo(args) => cluster_info::run(args),
         Command::Version(args) => version::run(args),
         Command::Completion(args) => completion::run(args),
+        Command::Apply(args) => apply::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Exec(args) => exec::run(args),
     };

@@ -49,6 +49,26 @@ pub struct ValidateArgs {
     jobs: Option<usize>,
 }
 
+/// `3 errors in 2 of 5 resources[ and 1 of 4 files]`, or `None` without errors.
+pub(super) fn error_line(errors: usize, summary: &Summary) -> Option<String> {
+    if errors == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "{errors} error{} in {} of {} resources",
+        if errors == 1 { "" } else { "s" },
+        summary.invalid,
+        summary.resources,
+    );
+    if summary.errors > 0 {
+        line.push_str(&format!(
+            " and {} of {} files",
+            summary.errors, summary.files
+        ));
+    }
+    Some(line)
+}
+
 pub fn run(args: ValidateArgs) -> u8 {
     let inputs: Vec<Input> = args
         .paths
@@ -129,19 +149,7 @@ pub fn run(args: ValidateArgs) -> u8 {
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
                 .count();
-            if errors > 0 {
-                let mut line = format!(
-                    "{errors} error{} in {} of {} resources",
-                    if errors == 1 { "" } else { "s" },
-                    summary.invalid,
-                    summary.resources,
-                );
-                if summary.errors > 0 {
-                    line.push_str(&format!(
-                        " and {} of {} files",
-                        summary.errors, summary.files
-                    ));
-                }
+            if let Some(line) = error_line(errors, &summary) {
                 text.push_str(&line);
                 text.push('\n');
             }

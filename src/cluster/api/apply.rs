@@ -258,15 +258,19 @@ pub fn server_side_apply(
         meta.remove("resourceVersion");
     }
     merge_applied(&mut result, &applied_clean, None);
-    list.retain(|e| !mine(e));
-    list.push(ManagedEntry {
+    let entry = ManagedEntry {
         manager: writer.manager.into(),
         operation: "Apply".into(),
         api_version: writer.api_version.into(),
         time: writer.time.into(),
         subresource: writer.subresource.map(str::to_string),
         fields: applied_fields,
-    });
+    };
+    // The entry keeps its place: a re-apply that changes nothing must store nothing.
+    match list.iter().position(mine) {
+        Some(i) => list[i] = entry,
+        None => list.push(entry),
+    }
     if result.get("metadata").is_none() {
         result["metadata"] = Value::Object(Map::new());
     }
@@ -337,6 +341,16 @@ mod tests {
         assert!(
             server_side_apply(Some(&scaled), &cfg(5, false), &writer("kubectl"), false).is_ok()
         );
+        // Re-applying after another manager's update keeps the entries in their order, so
+        // a re-apply that changes nothing stores nothing.
+        let reapplied =
+            server_side_apply(Some(&scaled), &cfg(5, false), &writer("kubectl"), false).unwrap();
+        let again =
+            server_side_apply(Some(&reapplied), &cfg(5, false), &writer("kubectl"), false).unwrap();
+        assert_eq!(again, reapplied);
+        let managers =
+            |v: &Value| -> Vec<String> { entries(v).into_iter().map(|e| e.manager).collect() };
+        assert_eq!(managers(&reapplied), managers(&scaled));
         let forced =
             server_side_apply(Some(&scaled), &cfg(2, false), &writer("kubectl"), true).unwrap();
         assert_eq!(forced["spec"]["replicas"], 2);

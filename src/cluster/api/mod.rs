@@ -8,6 +8,7 @@
 pub mod agent_client;
 pub mod apply;
 pub mod auth;
+mod batch;
 mod body;
 pub mod defaults;
 mod delete;
@@ -39,7 +40,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use serde_json::Value;
 
 use self::auth::Identity;
@@ -371,6 +372,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api", get(core_versions))
         .route("/apis", get(groups))
+        .route(
+            "/apis/berth.dev/v1/namespaces/{namespace}/applysets/{name}",
+            post(batch::apply_set),
+        )
         .route(
             "/api/{*rest}",
             any(|s: State<SharedState>, r: Request| resource(s, "api", r)),
