@@ -4,8 +4,8 @@
 //! validated, `cli` is the command line.
 
 pub mod apply;
-pub mod client;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod daemons;
 pub mod diff;

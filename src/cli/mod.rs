@@ -1,6 +1,8 @@
 //! The command line: clap definitions and dispatch to each command.
 
 mod diff;
+mod node;
+mod rollout;
 mod schema;
 mod server;
 mod snapshot;
@@ -41,6 +43,15 @@ enum Command {
     /// Save or restore a snapshot of the embedded store
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Watch, list, undo, restart, pause or resume a Deployment's rollout
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
+    /// Mark a node unschedulable
+    Cordon(node::NodeArgs),
+    /// Mark a node schedulable again
+    Uncordon(node::NodeArgs),
+    /// Cordon a node and move every pod off it
+    Drain(node::DrainArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -52,6 +63,10 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
+        Command::Rollout(cmd) => rollout::run(cmd),
+        Command::Cordon(args) => node::cordon(args),
+        Command::Uncordon(args) => node::uncordon(args),
+        Command::Drain(args) => node::run_drain(args),
     };
     ExitCode::from(code)
 }

@@ -20,7 +20,13 @@ pub struct ClientOptions {
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
     /// Bearer token, overriding the kubeconfig
-    #[arg(long, global = true, value_name = "TOKEN", env = "BERTH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "BERTH_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// PEM file of the CA that signed the server's certificate, overriding the kubeconfig
     #[arg(long, global = true, value_name = "FILE")]
