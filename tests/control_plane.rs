@@ -473,3 +473,82 @@ async fn foreground_and_orphan_deletes_and_namespace_deletion() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_never_runs_old_and_new_pods_together() {
+    let cluster = Arc::new(Cluster::start(&[]));
+    let c: &Cluster = &cluster;
+    let _nodes = three_nodes(&cluster).await;
+    let mut d = deployment("web", 3, "berth-test/busybox:1.36");
+    d["spec"]["strategy"] = json!({"type": "Recreate"});
+    c.create(DEPLOYS, d).await;
+    c.wait_for("three ready pods", Duration::from_secs(30), || async move {
+        ready_pods(&c.pods("default").await) == 3
+    })
+    .await;
+    c.patch(
+        &format!("{DEPLOYS}/web"),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "main",
+            "image": "berth-test/busybox:2"}]}}}}),
+    )
+    .await;
+    let start = Instant::now();
+    loop {
+        let pods = c.pods("default").await;
+        let images: std::collections::BTreeSet<String> = pods
+            .iter()
+            .map(|p| {
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert!(images.len() <= 1, "old and new pods together: {images:?}");
+        if pods.len() == 3 && images.contains("berth-test/busybox:2") && ready_pods(&pods) == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "recreate did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_that_cannot_progress_reports_its_deadline() {
+    let cluster = Arc::new(Cluster::start(&[]));
+    let c: &Cluster = &cluster;
+    // No node: the pods stay Pending and the rollout cannot progress.
+    let mut d = deployment("stuck", 2, "berth-test/busybox:1.36");
+    d["spec"]["progressDeadlineSeconds"] = json!(2);
+    c.create(DEPLOYS, d).await;
+    c.wait_for(
+        "ProgressDeadlineExceeded",
+        Duration::from_secs(15),
+        || async move {
+            let d = c.get(&format!("{DEPLOYS}/stuck")).await;
+            d["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| {
+                    x["type"] == "Progressing"
+                        && x["status"] == "False"
+                        && x["reason"] == "ProgressDeadlineExceeded"
+                })
+        },
+    )
+    .await;
+    let (ok, _, err) = c.berth(&["rollout", "status", "deploy/stuck"]);
+    assert!(
+        !ok && err.contains("exceeded its progress deadline"),
+        "{err}"
+    );
+    let out = c
+        .server
+        .kubectl(&["rollout", "status", "deploy/stuck", "--timeout=10s"]);
+    assert!(!out.status.success(), "kubectl rollout status must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exceeded its progress deadline"));
+}

@@ -74,6 +74,8 @@ pub fn resource(api_version: &str, kind: &str) -> &'static Resource {
 #[derive(Clone)]
 pub struct LocalApi {
     state: SharedState,
+    /// Built once: a router is cheap to clone and costly to build per request.
+    router: axum::Router,
     authorization: String,
     manager: &'static str,
 }
@@ -83,6 +85,7 @@ impl LocalApi {
     pub fn new(state: SharedState, manager: &'static str) -> LocalApi {
         let authorization = format!("Bearer {}", state.config.tokens.admin);
         LocalApi {
+            router: router(state.clone()),
             state,
             authorization,
             manager,
@@ -129,7 +132,9 @@ impl LocalApi {
             .header("user-agent", self.manager)
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
             .map_err(|e| failed(0, "BadRequest", e.to_string()))?;
-        let response = router(self.state.clone())
+        let response = self
+            .router
+            .clone()
             .oneshot(request)
             .await
             .map_err(|e| failed(0, "InternalError", e.to_string()))?;
