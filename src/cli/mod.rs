@@ -11,8 +11,10 @@ mod exec;
 pub mod get;
 mod logs;
 mod manifests;
+mod node;
 pub mod output;
 pub mod request;
+mod rollout;
 mod schema;
 mod server;
 mod snapshot;
@@ -75,6 +77,15 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Run a command in a pod's container; exits with the command's code
     Exec(exec::ExecArgs),
+    /// Watch, list, undo, restart, pause or resume a Deployment's rollout
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
+    /// Mark a node unschedulable
+    Cordon(node::NodeArgs),
+    /// Mark a node schedulable again
+    Uncordon(node::NodeArgs),
+    /// Cordon a node and move every pod off it
+    Drain(node::DrainArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -96,6 +107,10 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(args),
         Command::Logs(args) => logs::run(args),
         Command::Exec(args) => exec::run(args),
+        Command::Rollout(cmd) => rollout::run(cmd),
+        Command::Cordon(args) => node::cordon(args),
+        Command::Uncordon(args) => node::uncordon(args),
+        Command::Drain(args) => node::run_drain(args),
     };
     ExitCode::from(code)
 }

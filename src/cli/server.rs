@@ -35,6 +35,12 @@ pub struct ServerArgs {
     /// Seconds between watch BOOKMARK events for clients that allow them
     #[arg(long, default_value_t = 30, hide = true)]
     bookmark_interval_seconds: u64,
+    /// Seconds without a Lease renewal after which a node is unreachable and tainted
+    #[arg(long, default_value_t = 10)]
+    node_grace_seconds: u64,
+    /// Seconds pods without their own toleration stay on an unreachable node before eviction
+    #[arg(long, default_value_t = 10)]
+    default_toleration_seconds: u64,
 }
 
 pub(super) fn init_logging(format: LogFormat) {
@@ -57,6 +63,10 @@ pub fn run(args: ServerArgs) -> u8 {
         insecure_http: args.insecure_http,
         rotate_encryption_key: args.rotate_encryption_key,
         bookmark_interval: Duration::from_secs(args.bookmark_interval_seconds.max(1)),
+        control: crate::cluster::controllers::ControlOptions {
+            node_grace: Duration::from_secs(args.node_grace_seconds.max(1)),
+            default_toleration: Duration::from_secs(args.default_toleration_seconds),
+        },
     };
     if let Err(e) = server::check(&options) {
         eprintln!("error: {e}");

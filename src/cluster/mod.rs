@@ -1,5 +1,7 @@
-//! The control plane's building blocks: the revisioned store everything else sits on, and
-//! the Kubernetes-compatible API over it.
+//! The control plane's building blocks: the revisioned store everything else sits on, the
+//! Kubernetes-compatible API over it, and the scheduler and controllers that act on it.
 
 pub mod api;
+pub mod controllers;
+pub mod scheduler;
 pub mod store;

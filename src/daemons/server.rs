@@ -35,6 +35,8 @@ pub struct ServerOptions {
     /// Rotate the Secret encryption key, re-encrypt every Secret, and exit.
     pub rotate_encryption_key: bool,
     pub bookmark_interval: Duration,
+    /// Node grace period and default toleration of the controllers.
+    pub control: crate::cluster::controllers::ControlOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +172,9 @@ pub async fn run(
     println!("listening on {url}");
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
 
+    let control_plane = crate::cluster::controllers::start(state.clone(), options.control);
     serve(listener, state, tls_config, shutdown).await;
+    drop(control_plane);
     Ok(())
 }
 

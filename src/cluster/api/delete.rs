@@ -1,7 +1,7 @@
 //! Deletes: preconditions, finalizers and `propagationPolicy` (objects with finalizers get a
 //! `deletionTimestamp` and go when the last finalizer is removed), graceful deletion of pods
 //! bound to a node (their agent stops them, then deletes them with `gracePeriodSeconds=0`),
-//! namespaces that terminate in the background, and delete-collection.
+//! namespaces that terminate (emptied by the namespace controller), and delete-collection.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -198,51 +198,50 @@ fn mark_graceful(pod: &Value, grace: i64) -> Option<Value> {
     Some(new)
 }
 
-/// Marks a namespace Terminating and empties it in the background, as the namespace
-/// controller does in Kubernetes: deletes of its objects right after still find them.
+/// Marks a namespace Terminating; the namespace controller
+/// (`crate::cluster::controllers::namespace`) empties it and deletes it again, and that
+/// second delete, of an empty Terminating namespace, removes it.
 async fn terminate_namespace(state: &SharedState, t: &Target, old: Value, rev: i64) -> Outcome {
     let r = t.resource;
+    if old.pointer("/metadata/deletionTimestamp").is_some() {
+        if !is_empty(state, name(t)).await? {
+            return Ok(json_response(StatusCode::OK, &old));
+        }
+        let uid = old
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return match state.storage.delete(r, None, name(t), rev).await? {
+            Some(_) => Ok(json_response(
+                StatusCode::OK,
+                &status::success_status(r, name(t), uid),
+            )),
+            None => Err(ApiError::stale(r, name(t))),
+        };
+    }
     let mut new = old;
     meta(&mut new).insert("deletionTimestamp".into(), json!(now()));
     new["status"] = json!({"phase": "Terminating"});
-    let stored = match state.storage.update(r, None, name(t), &new, rev).await? {
-        Written::Ok(stored) => stored,
-        Written::CompareFailed => return Err(ApiError::stale(r, name(t))),
-    };
-    let state = state.clone();
-    let ns = name(t).to_string();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let result = async {
-            empty_namespace(&state, &ns).await?;
-            if let Some((_, rev)) = state.storage.get(r, None, &ns).await? {
-                state.storage.delete(r, None, &ns, rev).await?;
-            }
-            Ok::<_, ApiError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::error!(namespace = %ns, error = %e, "cannot finish deleting a namespace");
-        }
-    });
-    Ok(json_response(StatusCode::OK, &stored))
+    match state.storage.update(r, None, name(t), &new, rev).await? {
+        Written::Ok(stored) => Ok(json_response(StatusCode::OK, &stored)),
+        Written::CompareFailed => Err(ApiError::stale(r, name(t))),
+    }
 }
 
-/// Deletes what a namespace holds before the namespace goes (the namespace controller's
-/// job in Kubernetes, done here so a deleted namespace leaves nothing behind).
-async fn empty_namespace(state: &SharedState, ns: &str) -> Result<(), ApiError> {
+/// Whether a namespace holds no object any more.
+async fn is_empty(state: &SharedState, ns: &str) -> Result<bool, ApiError> {
     for r in RESOURCES.iter().filter(|r| r.namespaced) {
-        let page = state.storage.list(r, Some(ns), 0, None, None).await?;
-        for stored in page.items {
-            let object = stored.decode()?;
-            let Some(n) = write::name_of(&object) else {
-                continue;
-            };
-            let rev = super::list::revision_of(&object);
-            state.storage.delete(r, Some(ns), n, rev).await?;
+        if !state
+            .storage
+            .list(r, Some(ns), 1, None, None)
+            .await?
+            .items
+            .is_empty()
+        {
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 pub(super) async fn delete_collection(state: SharedState, t: Target, params: Params) -> Outcome {

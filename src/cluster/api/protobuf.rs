@@ -1,7 +1,8 @@
 //! Just enough of the Kubernetes protobuf encoding to accept what kubectl's typed clients
 //! send as `application/vnd.kubernetes.protobuf` (`kubectl create configmap|secret|namespace`):
 //! the `k8s\0` envelope, `runtime.Unknown`, ObjectMeta's user-set fields, and the bodies of
-//! ConfigMap, Secret and Namespace. Other kinds get 415, and clients use JSON for them.
+//! ConfigMap, Secret and Namespace, and the DeleteOptions `kubectl drain` sends. Other kinds
+//! get 415, and clients use JSON for them.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -149,6 +150,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let mut o = Map::new();
     o.insert("apiVersion".into(), json!(api_version));
     o.insert("kind".into(), json!(kind));
+    if kind == "DeleteOptions" {
+        return delete_options(raw, o);
+    }
     let (data_is_bytes, string_data_field, type_field, immutable_field) = match kind.as_str() {
         "ConfigMap" => (false, None, None, Some(4)),
         "Secret" => (true, Some(4), Some(3), Some(5)),
@@ -175,6 +179,44 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
             (f, Wire::Varint(v)) if Some(f) == immutable_field => {
                 o.insert("immutable".into(), json!(v != 0));
             }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// `metav1.DeleteOptions`: grace period, preconditions, orphanDependents, propagation, dryRun.
+fn delete_options(raw: &[u8], mut o: Map<String, Value>) -> Result<Value, ApiError> {
+    for (f, w) in fields(raw)? {
+        match (f, w) {
+            (1, Wire::Varint(v)) => {
+                o.insert("gracePeriodSeconds".into(), json!(v as i64));
+            }
+            (2, Wire::Bytes(x)) => {
+                let mut pre = Map::new();
+                for (g, v) in fields(x)? {
+                    match (g, v) {
+                        (1, Wire::Bytes(u)) => pre.insert("uid".into(), json!(string(u)?)),
+                        (2, Wire::Bytes(r)) => {
+                            pre.insert("resourceVersion".into(), json!(string(r)?))
+                        }
+                        _ => None,
+                    };
+                }
+                o.insert("preconditions".into(), Value::Object(pre));
+            }
+            (3, Wire::Varint(v)) => {
+                o.insert("orphanDependents".into(), json!(v != 0));
+            }
+            (4, Wire::Bytes(x)) => {
+                o.insert("propagationPolicy".into(), json!(string(x)?));
+            }
+            (5, Wire::Bytes(x)) => o
+                .entry("dryRun")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .expect("list")
+                .push(json!(string(x)?)),
             _ => {}
         }
     }

@@ -1,0 +1,200 @@
+//! `berth cordon|uncordon|drain NODE`: mark a node unschedulable (or not), and move every
+//! pod off it by deleting them so their controllers recreate them elsewhere.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use super::EXIT_ERROR;
+use crate::client::ClientOptions;
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's name
+    node: String,
+    #[command(flatten)]
+    client: ClientOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Also delete pods no controller will recreate
+    #[arg(long)]
+    force: bool,
+    /// Leave DaemonSet pods where they are
+    #[arg(long)]
+    ignore_daemonsets: bool,
+    /// Give up after this many seconds (0: wait for ever)
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "cannot delete pods that no controller manages (use --force to delete them anyway): {0}"
+    )]
+    Unmanaged(String),
+    #[error("cannot delete DaemonSet-managed pods (use --ignore-daemonsets to leave them): {0}")]
+    DaemonSet(String),
+    #[error("timed out waiting for the pods on node {0:?} to go")]
+    Timeout(String),
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Api { what, source }
+}
+
+async fn set_unschedulable(args: &NodeArgs, on: bool) -> Result<(), NodeError> {
+    let conn = args.client.connect().await?;
+    let nodes: Api<Node> = Api::all(conn.client);
+    let node = nodes
+        .get(&args.node)
+        .await
+        .map_err(api_error(format!("cannot read node {:?}", args.node)))?;
+    let was = node.spec.and_then(|s| s.unschedulable).unwrap_or(false);
+    let word = if on { "cordoned" } else { "uncordoned" };
+    if was == on {
+        println!("node/{} already {word}", args.node);
+        return Ok(());
+    }
+    let patch = json!({"spec": {"unschedulable": if on { json!(true) } else { json!(null) }}});
+    nodes
+        .patch(&args.node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_error(format!("cannot update node {:?}", args.node)))?;
+    println!("node/{} {word}", args.node);
+    Ok(())
+}
+
+async fn drain(args: DrainArgs) -> Result<(), NodeError> {
+    set_unschedulable(&args.node, true).await?;
+    let name = &args.node.node;
+    let conn = args.node.client.connect().await?;
+    let pods: Api<Pod> = Api::all(conn.client.clone());
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={name}"));
+    let listed = pods
+        .list(&on_node)
+        .await
+        .map_err(api_error("cannot list pods"))?;
+    let controller = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.kind.clone())
+    };
+    let key = |p: &Pod| {
+        format!(
+            "{}/{}",
+            p.metadata.namespace.clone().unwrap_or_default(),
+            p.metadata.name.clone().unwrap_or_default()
+        )
+    };
+    let unmanaged: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|p| controller(p).is_none())
+        .map(key)
+        .collect();
+    if !unmanaged.is_empty() && !args.force {
+        return Err(NodeError::Unmanaged(unmanaged.join(", ")));
+    }
+    let daemons: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|p| controller(p).as_deref() == Some("DaemonSet"))
+        .map(key)
+        .collect();
+    if !daemons.is_empty() && !args.ignore_daemonsets {
+        return Err(NodeError::DaemonSet(daemons.join(", ")));
+    }
+    let doomed: Vec<&Pod> = listed
+        .items
+        .iter()
+        .filter(|p| controller(p).as_deref() != Some("DaemonSet"))
+        .collect();
+    for p in &doomed {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let pod_name = p.metadata.name.clone().unwrap_or_default();
+        println!("evicting pod {ns}/{pod_name}");
+        let api: Api<Pod> = Api::namespaced(conn.client.clone(), &ns);
+        if let Err(e) = api.delete(&pod_name, &DeleteParams::default()).await {
+            // Gone already is as good as deleted.
+            if api.get_opt(&pod_name).await.ok().flatten().is_some() {
+                return Err(api_error(format!("cannot delete pod {ns}/{pod_name}"))(e));
+            }
+        }
+    }
+    let start = Instant::now();
+    for p in &doomed {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let pod_name = p.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(conn.client.clone(), &ns);
+        loop {
+            match api
+                .get_opt(&pod_name)
+                .await
+                .map_err(api_error("cannot read a pod"))?
+            {
+                Some(now) if now.metadata.uid == p.metadata.uid => {}
+                _ => break,
+            }
+            if args.timeout > 0 && start.elapsed() > Duration::from_secs(args.timeout) {
+                return Err(NodeError::Timeout(name.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("pod/{pod_name} evicted");
+    }
+    println!("node/{name} drained");
+    Ok(())
+}
+
+fn block_on(f: impl std::future::Future<Output = Result<(), NodeError>>) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => 0,
+        Err(e) => {
+            let chain = anyhow::Error::from(e);
+            eprintln!("error: {chain:#}");
+            1
+        }
+    }
+}
+
+pub fn cordon(args: NodeArgs) -> u8 {
+    block_on(async move { set_unschedulable(&args, true).await })
+}
+
+pub fn uncordon(args: NodeArgs) -> u8 {
+    block_on(async move { set_unschedulable(&args, false).await })
+}
+
+pub fn run_drain(args: DrainArgs) -> u8 {
+    block_on(drain(args))
+}
