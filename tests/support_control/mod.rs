@@ -170,7 +170,8 @@ impl Cluster {
         }
     }
 
-    /// What an agent does: pods bound to `node` become Running and Ready.
+    /// What an agent does: pods bound to `node` become Running and Ready, and pods being
+    /// deleted gracefully are finished off (their containers would have stopped).
     async fn run_pods(&self, node: &str) {
         let list = self
             .get(&format!(
@@ -178,11 +179,24 @@ impl Cluster {
             ))
             .await;
         for p in list["items"].as_array().into_iter().flatten() {
+            let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            if p["metadata"].get("deletionTimestamp").is_some() {
+                let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                    "gracePeriodSeconds": 0, "preconditions": {"uid": p["metadata"]["uid"]}});
+                let _ = self
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/namespaces/{ns}/pods/{name}"),
+                        "application/json",
+                        Some(&options),
+                    )
+                    .await;
+                continue;
+            }
             if p["status"]["phase"] == "Running" {
                 continue;
             }
-            let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
-            let name = p["metadata"]["name"].as_str().unwrap_or("");
             let t = now();
             let body = json!({"status": {"phase": "Running", "podIP": "10.0.0.1", "startTime": t,
                 "conditions": [

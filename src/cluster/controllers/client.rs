@@ -197,8 +197,22 @@ impl LocalApi {
 
     /// Deletes only the incarnation with this uid (a pod recreated under the same name stays).
     pub async fn delete_uid(&self, path: &str, uid: &str) -> Result<(), CallError> {
-        let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+        self.delete_uid_with_grace(path, uid, None).await
+    }
+
+    /// As [`Self::delete_uid`], with a grace period; `Some(0)` removes a bound pod at once
+    /// instead of waiting for its agent to stop it.
+    pub async fn delete_uid_with_grace(
+        &self,
+        path: &str,
+        uid: &str,
+        grace: Option<i64>,
+    ) -> Result<(), CallError> {
+        let mut options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
             "propagationPolicy": "Background", "preconditions": {"uid": uid}});
+        if let Some(grace) = grace {
+            options["gracePeriodSeconds"] = json!(grace);
+        }
         match self
             .call(Method::DELETE, path, "application/json", Some(&options))
             .await

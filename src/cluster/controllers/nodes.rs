@@ -211,6 +211,9 @@ impl NodeLifecycle {
         let default = self.options.default_toleration.as_secs_f64();
         let mut next = Action::await_change();
         let pods = resource("v1", "Pod");
+        // No agent answers for an unreachable node, so nothing would finish a graceful
+        // deletion: its pods go at once, and the agent removes their containers if it returns.
+        let grace = node_unreachable(node).then_some(0);
         for pod in self.caches.pods.list(None) {
             if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(name)
                 || is_deleting(&pod)
@@ -224,7 +227,11 @@ impl NodeLifecycle {
             if deadline <= now {
                 let ns = pod["metadata"]["namespace"].as_str();
                 self.api
-                    .delete_uid(&path(pods, ns, Some(name_of(&pod)), None), uid_of(&pod))
+                    .delete_uid_with_grace(
+                        &path(pods, ns, Some(name_of(&pod)), None),
+                        uid_of(&pod),
+                        grace,
+                    )
                     .await?;
                 tracing::info!(
                     node = name,
@@ -321,4 +328,12 @@ mod tests {
         let pod = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
         assert_eq!(toleration_seconds(&pod, &unreachable(), 10.0), None);
     }
+}
+
+/// Whether the node's Ready condition is anything but True (its agent is not reporting).
+fn node_unreachable(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .is_none_or(|c| c["status"] != "True")
 }
