@@ -298,6 +298,14 @@ impl Reconciler for NodeLifecycle {
     }
 }
 
+/// Whether the node's Ready condition is anything but True (its agent is not reporting).
+fn node_unreachable(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .is_none_or(|c| c["status"] != "True")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,12 +336,4 @@ mod tests {
         let pod = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
         assert_eq!(toleration_seconds(&pod, &unreachable(), 10.0), None);
     }
-}
-
-/// Whether the node's Ready condition is anything but True (its agent is not reporting).
-fn node_unreachable(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .is_none_or(|c| c["status"] != "True")
 }
