@@ -58,18 +58,33 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
             "{first}"
         );
     }
+    // The Deployment controller writes the Deployment's status meanwhile, so for it the
+    // generation and the apply manager's entry stand for "unchanged"; nothing else writes the
+    // other objects, whose resourceVersions must not move.
     let rvs = |s: &Server| {
-        ok(
+        let deploy = ok(
             s,
             &[
                 "get",
                 "-n",
                 "shop",
-                "deploy,svc,cm,secret",
+                "deploy",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.metadata.generation}/{.metadata.managedFields[?(@.operation==\"Apply\")].time} {end}",
+            ],
+        );
+        let rest = ok(
+            s,
+            &[
+                "get",
+                "-n",
+                "shop",
+                "svc,cm,secret",
                 "-o",
                 "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
             ],
-        )
+        );
+        format!("{deploy}{rest}")
     };
     let before = rvs(&server);
     let second = ok(&server, &["apply", "--server-side", "-f", APP]);
