@@ -60,6 +60,8 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: default, labels: {app: web}}
 spec:
+  # Bound already (no node runs it), so the scheduler leaves it alone and describe is stable.
+  nodeName: node-1
   containers:
   - name: web
     image: berth-test/busybox:1.36
