@@ -364,7 +364,9 @@ async fn deleting_a_pod_stops_it_gracefully_before_it_goes() {
     // A pod no node runs goes at once.
     let unbound: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "unbound"},
-        "spec": {"containers": [{"name": "app", "image": TEST_IMAGE}]}}))
+        // Another scheduler's pod: berth's scheduler leaves it unbound.
+        "spec": {"schedulerName": "elsewhere",
+                 "containers": [{"name": "app", "image": TEST_IMAGE}]}}))
     .unwrap();
     pods.create(&PostParams::default(), &unbound).await.unwrap();
     let deleted = pods
