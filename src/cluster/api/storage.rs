@@ -36,10 +36,7 @@ pub struct StoredObject {
 
 impl StoredObject {
     pub fn decode(&self) -> Result<Value, ApiError> {
-        let mut v: Value = serde_json::from_slice(&self.json)
-            .map_err(|e| ApiError::Internal(format!("stored {} is not JSON: {e}", self.key)))?;
-        set_resource_version(&mut v, self.mod_revision);
-        Ok(v)
+        parse_stored(&self.key, &self.json, self.mod_revision)
     }
 
     /// Appends the object's JSON with its `resourceVersion` to `out`, without decoding it:
@@ -109,10 +106,7 @@ impl Storage {
             (Some(_), true) => std::borrow::Cow::Owned(self.open(r, &kv.key, &kv.value)?),
             _ => std::borrow::Cow::Borrowed(&kv.value),
         };
-        let mut v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::Internal(format!("stored {} is not JSON: {e}", kv.key)))?;
-        set_resource_version(&mut v, kv.mod_revision);
-        Ok(v)
+        parse_stored(&kv.key, &bytes, kv.mod_revision)
     }
 
     fn open(&self, r: &Resource, key: &str, sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
@@ -289,6 +283,14 @@ impl Storage {
         }
         Ok(rewritten)
     }
+}
+
+/// A stored object's JSON as a value, with its `resourceVersion` set from the revision.
+fn parse_stored(key: &str, json: &[u8], rev: Revision) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(json)
+        .map_err(|e| ApiError::Internal(format!("stored {key} is not JSON: {e}")))?;
+    set_resource_version(&mut v, rev);
+    Ok(v)
 }
 
 pub fn set_resource_version(v: &mut Value, rev: Revision) {

@@ -300,10 +300,7 @@ impl Reconciler for NodeLifecycle {
 
 /// Whether the node's Ready condition is anything but True (its agent is not reporting).
 fn node_unreachable(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .is_none_or(|c| c["status"] != "True")
+    ready_condition(node).is_none_or(|c| c["status"] != "True")
 }
 
 #[cfg(test)]
