@@ -75,9 +75,17 @@ def deployments():
     assert patched.spec.replicas == 3 and patched.metadata.generation == 2, patched.metadata
     scale = apps.read_namespaced_deployment_scale("py-web", NS)
     assert scale.spec.replicas == 3, scale
-    current = apps.read_namespaced_deployment("py-web", NS)
-    current.spec.template.spec.containers[0].image = "nginx:1.28"
-    replaced = apps.replace_namespaced_deployment("py-web", NS, current)
+    # The Deployment controller writes the status meanwhile, so a replace can meet a 409
+    # Conflict; a client then reads again and retries, as client-go's RetryOnConflict does.
+    for attempt in range(5):
+        current = apps.read_namespaced_deployment("py-web", NS)
+        current.spec.template.spec.containers[0].image = "nginx:1.28"
+        try:
+            replaced = apps.replace_namespaced_deployment("py-web", NS, current)
+            break
+        except ApiException as e:
+            if e.status != 409 or attempt == 4:
+                raise
     assert replaced.spec.template.spec.containers[0].image == "nginx:1.28"
     assert [d.metadata.name for d in apps.list_deployment_for_all_namespaces().items] == ["py-web"]
     apps.delete_namespaced_deployment("py-web", NS)
