@@ -13,6 +13,7 @@ use super::server::{LogFormat, init_logging};
 use crate::client::ClientOptions;
 use crate::daemons::agent::backoff::BackoffConfig;
 use crate::daemons::agent::daemon::{self, AgentOptions};
+use crate::daemons::agent::node::Reserved;
 use crate::daemons::agent::podspec::AgentPolicy;
 use crate::daemons::agent::sync::SyncTiming;
 
@@ -29,6 +30,9 @@ pub struct AgentArgs {
     /// Pods this node accepts (its `pods` capacity)
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// Resources kept for the system, not offered to pods, e.g. `cpu=500m,memory=1Gi`
+    #[arg(long, value_name = "cpu=Q,memory=Q", value_parser = Reserved::parse, default_value = "")]
+    system_reserved: Reserved,
     /// Seconds between renewals of the node's Lease
     #[arg(long, default_value = "10", value_parser = seconds)]
     lease_interval: Duration,
@@ -125,6 +129,7 @@ fn options(args: AgentArgs) -> Result<AgentOptions, String> {
         node_name,
         node_ip: args.node_ip,
         max_pods: args.max_pods,
+        reserved: args.system_reserved,
         lease_interval: args.lease_interval,
         node_status_interval: args.node_status_interval,
         timing: SyncTiming {

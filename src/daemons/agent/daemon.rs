@@ -35,6 +35,8 @@ pub struct AgentOptions {
     pub node_name: String,
     pub node_ip: Option<IpAddr>,
     pub max_pods: u32,
+    /// Held back from pods: allocatable = capacity − reserved.
+    pub reserved: node::Reserved,
     pub lease_interval: Duration,
     pub node_status_interval: Duration,
     pub timing: SyncTiming,
@@ -162,12 +164,13 @@ pub async fn run(
             .ok()
             .and_then(|v| v.version)
             .unwrap_or_default();
-        let facts = node::host_facts(
+        let mut facts = node::host_facts(
             &options.node_name,
             host_ip,
             options.max_pods,
             &docker_version,
         );
+        facts.reserved = options.reserved;
         let node_name = options.node_name.clone();
         // The API server reaches pod logs and exec here; the Node publishes the URL and the
         // certificate's fingerprint, which the server pins.

@@ -27,6 +27,44 @@ pub struct NodeFacts {
     pub arch: &'static str,
     pub kernel: String,
     pub docker_version: String,
+    /// Held back from pods (`--system-reserved`): allocatable is capacity minus this.
+    pub reserved: Reserved,
+}
+
+/// Resources the node keeps for the system, as the kubelet's `--system-reserved`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub millicpu: u64,
+    pub memory_kib: u64,
+}
+
+impl Reserved {
+    /// Parses `cpu=500m,memory=1Gi` (either key may be left out).
+    pub fn parse(text: &str) -> Result<Reserved, String> {
+        let mut reserved = Reserved::default();
+        for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                format!("{pair:?} is not KEY=QUANTITY (e.g. cpu=500m,memory=1Gi)")
+            })?;
+            let bad = || format!("{value:?} is not a {key} quantity (e.g. cpu=500m, memory=1Gi)");
+            match key.trim() {
+                "cpu" => {
+                    let nano = super::quantity::nano_cpus(value).ok_or_else(bad)?;
+                    reserved.millicpu = (nano as u64).div_ceil(1_000_000);
+                }
+                "memory" => {
+                    let bytes = super::quantity::memory_bytes(value).ok_or_else(bad)?;
+                    reserved.memory_kib = (bytes as u64).div_ceil(1024);
+                }
+                other => {
+                    return Err(format!(
+                        "{other:?} cannot be reserved: use cpu and memory (e.g. cpu=500m,memory=1Gi)"
+                    ));
+                }
+            }
+        }
+        Ok(reserved)
+    }
 }
 
 /// Whether the node can run pods, and why not.
@@ -108,6 +146,7 @@ pub fn host_facts(name: &str, host_ip: IpAddr, max_pods: u32, docker_version: &s
             .map(|k| k.trim().to_string())
             .unwrap_or_default(),
         docker_version: docker_version.to_string(),
+        reserved: Reserved::default(),
     }
 }
 
@@ -144,13 +183,19 @@ pub fn node_status(facts: &NodeFacts, readiness: &Readiness, since: &str) -> Nod
         "memory": format!("{}Ki", facts.memory_kib),
         "pods": facts.max_pods.to_string(),
     });
+    let millicpu = (facts.cpus as u64 * 1000).saturating_sub(facts.reserved.millicpu);
+    let allocatable = json!({
+        "cpu": format!("{millicpu}m"),
+        "memory": format!("{}Ki", facts.memory_kib.saturating_sub(facts.reserved.memory_kib)),
+        "pods": facts.max_pods.to_string(),
+    });
     let ok = |kind: &str, reason: &str, message: &str| {
         json!({"type": kind, "status": "False", "reason": reason, "message": message,
                "lastHeartbeatTime": now, "lastTransitionTime": since})
     };
     serde_json::from_value(json!({
         "capacity": resources,
-        "allocatable": resources,
+        "allocatable": allocatable,
         "addresses": [
             {"type": "InternalIP", "address": facts.host_ip},
             {"type": "Hostname", "address": facts.hostname},
@@ -269,6 +314,25 @@ mod tests {
         assert_eq!(labels["kubernetes.io/os"], "linux");
         assert!(!labels["kubernetes.io/arch"].is_empty());
         assert_eq!(AgentEndpoint::from_node(&node), Some(endpoint));
+    }
+
+    #[test]
+    fn reserved_resources_leave_allocatable_below_capacity() {
+        let mut f = facts();
+        f.reserved = Reserved::parse("cpu=500m,memory=1Gi").unwrap();
+        let s = node_status(&f, &Readiness::docker_down(40), "2026-11-22T03:00:00Z");
+        let allocatable = s.allocatable.as_ref().unwrap();
+        assert_eq!(allocatable["cpu"].0, format!("{}m", f.cpus * 1000 - 500));
+        assert_eq!(
+            allocatable["memory"].0,
+            format!("{}Ki", f.memory_kib.saturating_sub(1024 * 1024))
+        );
+        assert_eq!(s.capacity.as_ref().unwrap()["cpu"].0, f.cpus.to_string());
+        for bad in ["gpu=1", "memory=lots", "cpu"] {
+            let e = Reserved::parse(bad).unwrap_err();
+            assert!(e.contains("cpu=500m"), "{bad}: {e}");
+        }
+        assert_eq!(Reserved::parse("").unwrap(), Reserved::default());
     }
 
     #[test]
