@@ -429,9 +429,15 @@ async fn config_map_and_secret_volumes_hold_files_that_update_in_place() {
     );
     assert!(exec(&app, "touch /etc/app/new 2>&1 || echo refused").contains("refused"));
 
-    // An update to the ConfigMap appears in the running container, which is not restarted.
+    // As the kubelet lays them out: each key links through `..data` to one generation folder.
+    assert_eq!(exec(&app, "readlink /etc/app/app.conf"), "..data/app.conf");
+    let generation = exec(&app, "readlink /etc/app/..data");
+    assert!(generation.starts_with("..20"), "{generation}");
+
+    // An update to the ConfigMap appears in the running container, which is not restarted:
+    // a new generation swapped in with one rename, the old one and removed keys gone.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let patch = json!({"data": {"app.conf": "level=2", "other": "x"}});
+    let patch = json!({"data": {"app.conf": "level=2", "other": null}});
     cms.patch(
         "files",
         &kube::api::PatchParams::default(),
@@ -441,6 +447,10 @@ async fn config_map_and_secret_volumes_hold_files_that_update_in_place() {
     .unwrap();
     let updated = eventually_output(|| exec(&app, "cat /etc/app/app.conf"), "level=2").await;
     assert_eq!(updated, "level=2");
+    let next = exec(&app, "readlink /etc/app/..data");
+    assert_ne!(next, generation);
+    let listing = exec(&app, "ls -a /etc/app | sort | tr '\\n' ' '");
+    assert_eq!(listing.trim(), format!(". .. {next} ..data app.conf"));
     let p = wait_pod(&client, "reader", MINUTE, "Running", all_ready).await;
     assert_eq!(container_id(&p, "app"), app, "the container kept running");
 }

@@ -177,13 +177,47 @@ fn project(
     })
 }
 
-/// A tar archive of the files (with their parent directories), to extract at the
-/// volume's root.
-pub fn archive(files: &[ProjectedFile]) -> std::io::Result<Vec<u8>> {
+/// The link to the current generation of a volume's files. As the kubelet's atomic writer
+/// lays a volume out, each top-level name is a symlink through it (`key -> ..data/key`) and it
+/// points at a hidden folder per generation (`..data -> ..2026_11_22_07_01_02.123456789`), so
+/// an update swaps every file at once with one rename and readers never see half of it.
+pub const DATA_LINK: &str = "..data";
+/// The next generation's link, renamed over [`DATA_LINK`] to publish it.
+pub const NEXT_LINK: &str = "..data_tmp";
+
+/// A fresh generation folder's name, from the time.
+pub fn generation_name(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.format("..%Y_%m_%d_%H_%M_%S.%f").to_string()
+}
+
+/// A tar archive to extract at the volume's root: the files (with their parent directories)
+/// under `generation`, the link `link` (either [`DATA_LINK`] for a volume written for the
+/// first time, or [`NEXT_LINK`] to be renamed by [`swap_command`]) pointing at it, and one
+/// symlink per top-level name through [`DATA_LINK`].
+pub fn archive(files: &[ProjectedFile], generation: &str, link: &str) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut dirs = std::collections::BTreeSet::new();
+    let mut top = std::collections::BTreeSet::new();
+    let add_dir = |tar: &mut tar::Builder<Vec<u8>>, dir: &std::path::Path| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(mtime);
+        header.set_cksum();
+        tar.append_data(&mut header, dir, std::io::empty())
+    };
+    let root = std::path::Path::new(generation);
+    add_dir(&mut tar, root)?;
     for file in files {
-        let mut parent = std::path::Path::new(&file.path).parent();
+        let relative = std::path::Path::new(&file.path);
+        if let Some(first) = relative.components().next() {
+            top.insert(first.as_os_str().to_string_lossy().into_owned());
+        }
+        let mut parent = relative.parent();
         let mut chain = Vec::new();
         while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
             chain.push(p.to_path_buf());
@@ -191,26 +225,54 @@ pub fn archive(files: &[ProjectedFile]) -> std::io::Result<Vec<u8>> {
         }
         for dir in chain.into_iter().rev() {
             if dirs.insert(dir.clone()) {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                header.set_cksum();
-                tar.append_data(&mut header, &dir, std::io::empty())?;
+                add_dir(&mut tar, &root.join(&dir))?;
             }
         }
         let mut header = tar::Header::new_gnu();
         header.set_size(file.content.len() as u64);
         header.set_mode(file.mode);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
+        header.set_mtime(mtime);
         header.set_cksum();
-        tar.append_data(&mut header, &file.path, file.content.as_slice())?;
+        tar.append_data(&mut header, root.join(relative), file.content.as_slice())?;
+    }
+    let symlink = |tar: &mut tar::Builder<Vec<u8>>, path: &str, target: &str| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o777);
+        header.set_size(0);
+        header.set_mtime(mtime);
+        tar.append_link(&mut header, path, target)
+    };
+    symlink(&mut tar, link, generation)?;
+    for name in &top {
+        symlink(&mut tar, name, &format!("{DATA_LINK}/{name}"))?;
     }
     tar.into_inner()
+}
+
+/// The command, run in the sandbox, that publishes the generation an update archive wrote:
+/// renames [`NEXT_LINK`] over [`DATA_LINK`] (atomic), then removes older generations and
+/// top-level links left dangling by keys that are gone.
+pub fn swap_command(volume_path: &str, generation: &str) -> Vec<String> {
+    let script = r#"cd "$1" || exit 1
+/busybox mv -fT ..data_tmp ..data || exit 1
+for e in ..?*; do
+  case "$e" in ..data|"$2") ;; *) /busybox rm -rf "$e" ;; esac
+done
+for l in *; do
+  if [ -L "$l" ] && [ ! -e "$l" ]; then /busybox rm -f "$l"; fi
+done"#;
+    [
+        "/busybox",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        volume_path,
+        generation,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[cfg(test)]
@@ -265,14 +327,41 @@ mod tests {
             !format!("{files:?}").contains("hunter2"),
             "secret content is never printed"
         );
-        let tar = archive(&files.files).unwrap();
+        let tar = archive(&files.files, "..gen1", NEXT_LINK).unwrap();
         let mut a = tar::Archive::new(tar.as_slice());
-        let names: Vec<String> = a
+        let entries: Vec<(String, Option<String>)> = a
             .entries()
             .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned());
+                (e.path().unwrap().to_string_lossy().into_owned(), link)
+            })
             .collect();
-        assert_eq!(names, ["db", "db/pw"]);
+        let expected = [
+            ("..gen1", None),
+            ("..gen1/db", None),
+            ("..gen1/db/pw", None),
+            ("..data_tmp", Some("..gen1")),
+            ("db", Some("..data/db")),
+        ];
+        let expected: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(p, l)| (p.to_string(), l.map(String::from)))
+            .collect();
+        assert_eq!(entries, expected);
+    }
+
+    #[test]
+    fn updates_swap_one_link_and_drop_old_generations() {
+        let command = swap_command("/berth/volumes/config", "..gen2");
+        assert_eq!(&command[..3], ["/busybox", "sh", "-c"]);
+        assert_eq!(&command[4..], ["sh", "/berth/volumes/config", "..gen2"]);
+        assert!(command[3].contains("mv -fT ..data_tmp ..data"));
+        assert!(generation_name(chrono::Utc::now()).starts_with("..20"));
     }
 
     #[test]

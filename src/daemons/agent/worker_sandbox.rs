@@ -7,6 +7,7 @@ use crate::daemons::agent::events::{EventType, PodRef};
 use crate::daemons::agent::labels::{self, Role};
 use crate::daemons::agent::metrics::DriftKind;
 use crate::daemons::agent::podspec::PodPlan;
+use crate::daemons::agent::projected;
 use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
 
 impl<R: ContainerRuntime + 'static> PodWorker<R> {
@@ -110,14 +111,21 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         if self.written_files.as_ref() == Some(&current) {
             return Ok(());
         }
+        // A volume this worker has not written yet gets its `..data` link straight from the
+        // archive; an update writes a new generation and swaps the link in one rename.
+        let update = self.written_files.is_some();
+        let generation = projected::generation_name(chrono::Utc::now());
         for volume in &plan.files {
-            let written = match crate::daemons::agent::projected::archive(&volume.files) {
-                Ok(archive) => self
-                    .ctx
-                    .runtime
-                    .copy_into(sandbox, &volume.sandbox_path, archive)
-                    .await
-                    .map_err(|e| e.to_string()),
+            let link = if update {
+                projected::NEXT_LINK
+            } else {
+                projected::DATA_LINK
+            };
+            let written = match projected::archive(&volume.files, &generation, link) {
+                Ok(archive) => {
+                    self.publish(sandbox, volume, archive, update, &generation)
+                        .await
+                }
                 Err(e) => Err(e.to_string()),
             };
             if let Err(message) = written {
@@ -138,6 +146,38 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             }
         }
         self.written_files = Some(current);
+        Ok(())
+    }
+
+    /// Extracts one volume's archive in the sandbox and, for an update, swaps `..data`.
+    async fn publish(
+        &self,
+        sandbox: &str,
+        volume: &projected::VolumeFiles,
+        archive: Vec<u8>,
+        update: bool,
+        generation: &str,
+    ) -> Result<(), String> {
+        let runtime = &self.ctx.runtime;
+        runtime
+            .copy_into(sandbox, &volume.sandbox_path, archive)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !update {
+            return Ok(());
+        }
+        let swap = projected::swap_command(&volume.sandbox_path, generation);
+        let out = runtime
+            .exec(sandbox, &swap)
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.exit_code != 0 {
+            return Err(format!(
+                "cannot switch to the new files (exit {}): {}",
+                out.exit_code,
+                out.output.trim()
+            ));
+        }
         Ok(())
     }
 }
