@@ -7,12 +7,16 @@
 //! - [`nodes`]: node leases, the unreachable taint, and evictions.
 //! - [`gc`]: ownerReferences with background, foreground and orphan propagation.
 //! - [`namespace`]: a deleted namespace is emptied, then goes.
+//! - [`endpoints`]: the Endpoints of every Service with a selector.
+//! - [`loadbalancer`]: LoadBalancer Services get every Ready node as ingress.
 
 pub mod cache;
 pub mod client;
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod labels;
+pub mod loadbalancer;
 pub mod namespace;
 pub mod nodes;
 pub mod replicaset;
@@ -61,6 +65,8 @@ pub struct Caches {
     pub replicasets: Arc<Cache>,
     pub deployments: Arc<Cache>,
     pub namespaces: Arc<Cache>,
+    pub services: Arc<Cache>,
+    pub endpoints: Arc<Cache>,
 }
 
 impl Caches {
@@ -72,10 +78,12 @@ impl Caches {
             replicasets: Cache::new(resource("apps/v1", "ReplicaSet")),
             deployments: Cache::new(resource("apps/v1", "Deployment")),
             namespaces: Cache::new(resource("v1", "Namespace")),
+            services: Cache::new(resource("v1", "Service")),
+            endpoints: Cache::new(resource("v1", "Endpoints")),
         }
     }
 
-    fn all(&self) -> [&Arc<Cache>; 6] {
+    fn all(&self) -> [&Arc<Cache>; 8] {
         [
             &self.pods,
             &self.nodes,
@@ -83,6 +91,8 @@ impl Caches {
             &self.replicasets,
             &self.deployments,
             &self.namespaces,
+            &self.services,
+            &self.endpoints,
         ]
     }
 
@@ -122,6 +132,8 @@ pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
     );
     gc::start(&mut tasks, api("garbage-collector"), &caches);
     namespace::start(&mut tasks, api("namespace-controller"), &caches);
+    endpoints::start(&mut tasks, api("endpoint-controller"), &caches);
+    loadbalancer::start(&mut tasks, api("service-lb-controller"), &caches);
     ControlPlane {
         _tasks: tasks,
         caches,
