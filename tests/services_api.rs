@@ -654,6 +654,25 @@ fn kubectl_get_svc_and_endpoints_print_the_kubernetes_columns() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let out = server.kubectl(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        "{text}"
+    );
+    assert!(rows[1][0].starts_with("web-"), "{text}");
+    assert_eq!(rows[1][1..4], ["IPv4", "80", "10.244.1.9"], "{text}");
 }
 
 /// An in-process API with the controllers running.
