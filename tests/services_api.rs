@@ -944,6 +944,25 @@ async fn endpoints_of_a_service_without_selector_are_left_to_the_user_and_not_re
         ""
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A Service that selects nothing still gets its (empty) slice, as in Kubernetes.
+    create(&api, SVCS, &web("lonely")).await;
+    let start = Instant::now();
+    loop {
+        let list = get(
+            &api,
+            &format!("{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dlonely"),
+        )
+        .await;
+        if let Some(slice) = list["items"].as_array().and_then(|a| a.first()) {
+            assert_eq!(slice["endpoints"], json!([]), "{slice}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no slice for a Service selecting nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let manual = get(&api, &format!("{ENDPOINTS}/manual")).await;
     assert_eq!(ips(&manual, "addresses"), ["192.168.1.10"]);
 }
