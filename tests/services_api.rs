@@ -1085,3 +1085,37 @@ async fn a_load_balancer_lists_the_ready_nodes_and_follows_them() {
     assert_eq!(code, StatusCode::OK, "{v}");
     wait_ingress(&api, &[]).await;
 }
+
+#[test]
+fn bad_address_ranges_stop_the_server_before_it_starts_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flags, expected) in [
+        (
+            ["--service-cidr", "10.96.0.1/16"],
+            "did you mean 10.96.0.0/16",
+        ),
+        (["--cluster-cidr", "10.244.0.0"], "is not a CIDR"),
+        (["--node-cidr-mask-size", "8"], "--node-cidr-mask-size 8"),
+        (
+            ["--service-node-port-range", "32767-30000"],
+            "is not a port range",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(flags)
+            .output()
+            .expect("run berth server");
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        !dir.path().join("tokens").exists(),
+        "nothing is bootstrapped before the flags are checked"
+    );
+}
