@@ -659,10 +659,14 @@ impl Allocations {
     }
 }
 
-/// Reads what the stored Services and Nodes hold.
-pub async fn read_taken(storage: &Storage, network: &Network) -> Result<Taken, ApiError> {
+/// Reads what the stored objects of `kinds` (Service, Node) hold.
+pub async fn read_taken(
+    storage: &Storage,
+    network: &Network,
+    kinds: &[&str],
+) -> Result<Taken, ApiError> {
     let mut taken = Taken::default();
-    for kind in ["Service", "Node"] {
+    for &kind in kinds {
         let r = by_kind("v1", kind).expect("served");
         let page = storage.list(r, None, 0, None, None).await?;
         for stored in page.items {
@@ -685,7 +689,8 @@ pub async fn reserve<'a>(
     }
     let guard = state.allocations.lock().await;
     let network = &state.config.network;
-    let mut taken = read_taken(&state.storage, network).await?;
+    // Services and Nodes draw from separate ranges: only the written kind is read.
+    let mut taken = read_taken(&state.storage, network, &[r.kind]).await?;
     assign(network, &mut taken, r.kind, old, new)?;
     Ok(Some(guard))
 }
