@@ -20,6 +20,7 @@ use support_api::{Api, Server, stderr, stdout};
 const SVCS: &str = "/api/v1/namespaces/default/services";
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const ENDPOINTS: &str = "/api/v1/namespaces/default/endpoints";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
 fn service(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec})
@@ -614,6 +615,64 @@ fn kubectl_get_svc_and_endpoints_print_the_kubernetes_columns() {
         ["lb", "10.244.1.5:443,10.244.2.7:443"],
         "{text}"
     );
+
+    // describe reads the EndpointSlices the controller writes for a Service with a selector.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  labels:\n    app: web\nspec:\n  nodeName: node-1\n  containers:\n  - name: c\n    image: berth-test/busybox:1.36\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], Some(pod));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = r#"{"status":{"phase":"Running","podIP":"10.244.1.9","conditions":[{"type":"Ready","status":"True"}]}}"#;
+    let out = server.kubectl(&[
+        "patch",
+        "pod",
+        "web-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let start = Instant::now();
+    loop {
+        let out = server.kubectl(&["describe", "svc", "web"]);
+        let text = stdout(&out);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Endpoints:"))
+            .unwrap_or("")
+            .to_string();
+        if line.contains("10.244.1.9:80") {
+            assert!(
+                text.contains("NodePort:") && text.contains("30080/TCP"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "describe never showed the endpoint:\n{text}{}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = server.kubectl(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        "{text}"
+    );
+    assert!(rows[1][0].starts_with("web-"), "{text}");
+    assert_eq!(rows[1][1..4], ["IPv4", "80", "10.244.1.9"], "{text}");
 }
 
 /// An in-process API with the controllers running.
@@ -752,6 +811,55 @@ async fn endpoints_follow_readiness_named_ports_and_deletion() {
         ips(ep, "addresses") == ["10.244.0.3"] && ips(ep, "notReadyAddresses").is_empty()
     })
     .await;
+    // The EndpointSlice (written right after the Endpoints) keeps the terminating pod,
+    // marked so.
+    let conditions = |slice: &Value| -> Vec<(String, Value)> {
+        slice["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["addresses"][0].as_str().unwrap_or("").to_string(),
+                    e["conditions"].clone(),
+                )
+            })
+            .collect()
+    };
+    let want = vec![
+        (
+            "10.244.0.2".to_string(),
+            json!({"ready": false, "serving": true, "terminating": true}),
+        ),
+        (
+            "10.244.0.3".to_string(),
+            json!({"ready": true, "serving": true, "terminating": false}),
+        ),
+    ];
+    let start = Instant::now();
+    let slice = loop {
+        let list = get(
+            &api,
+            &format!("{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dweb"),
+        )
+        .await;
+        let items = list["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 1, "{items:?}");
+        if conditions(&items[0]) == want {
+            break items[0].clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "slice {:?}",
+            items[0]
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(
+        slice["ports"],
+        json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
+    );
 
     // Unchanged input writes nothing.
     let before = get(&api, &format!("{ENDPOINTS}/web")).await;
@@ -784,6 +892,18 @@ async fn endpoints_follow_readiness_named_ports_and_deletion() {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "Endpoints web outlived its Service"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    loop {
+        let slices = get(&api, SLICES).await;
+        if slices["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "slices outlived their Service: {slices}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -824,6 +944,25 @@ async fn endpoints_of_a_service_without_selector_are_left_to_the_user_and_not_re
         ""
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A Service that selects nothing still gets its (empty) slice, as in Kubernetes.
+    create(&api, SVCS, &web("lonely")).await;
+    let start = Instant::now();
+    loop {
+        let list = get(
+            &api,
+            &format!("{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dlonely"),
+        )
+        .await;
+        if let Some(slice) = list["items"].as_array().and_then(|a| a.first()) {
+            assert_eq!(slice["endpoints"], json!([]), "{slice}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no slice for a Service selecting nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let manual = get(&api, &format!("{ENDPOINTS}/manual")).await;
     assert_eq!(ips(&manual, "addresses"), ["192.168.1.10"]);
 }
@@ -945,4 +1084,38 @@ async fn a_load_balancer_lists_the_ready_nodes_and_follows_them() {
         .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     wait_ingress(&api, &[]).await;
+}
+
+#[test]
+fn bad_address_ranges_stop_the_server_before_it_starts_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flags, expected) in [
+        (
+            ["--service-cidr", "10.96.0.1/16"],
+            "did you mean 10.96.0.0/16",
+        ),
+        (["--cluster-cidr", "10.244.0.0"], "is not a CIDR"),
+        (["--node-cidr-mask-size", "8"], "--node-cidr-mask-size 8"),
+        (
+            ["--service-node-port-range", "32767-30000"],
+            "is not a port range",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(flags)
+            .output()
+            .expect("run berth server");
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        !dir.path().join("tokens").exists(),
+        "nothing is bootstrapped before the flags are checked"
+    );
 }

@@ -67,6 +67,7 @@ pub struct Caches {
     pub namespaces: Arc<Cache>,
     pub services: Arc<Cache>,
     pub endpoints: Arc<Cache>,
+    pub endpointslices: Arc<Cache>,
 }
 
 impl Caches {
@@ -80,10 +81,11 @@ impl Caches {
             namespaces: Cache::new(resource("v1", "Namespace")),
             services: Cache::new(resource("v1", "Service")),
             endpoints: Cache::new(resource("v1", "Endpoints")),
+            endpointslices: Cache::new(resource("discovery.k8s.io/v1", "EndpointSlice")),
         }
     }
 
-    fn all(&self) -> [&Arc<Cache>; 8] {
+    fn all(&self) -> [&Arc<Cache>; 9] {
         [
             &self.pods,
             &self.nodes,
@@ -93,6 +95,7 @@ impl Caches {
             &self.namespaces,
             &self.services,
             &self.endpoints,
+            &self.endpointslices,
         ]
     }
 
