@@ -76,6 +76,8 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
 spec:
+  # Chosen, so the golden table's CLUSTER-IP is stable (the server picks one otherwise).
+  clusterIP: 10.96.0.10
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
 ";
@@ -176,11 +178,12 @@ fn every_output_format_prints_what_kubectl_would() {
         serde_json::from_str(&ok(&server, &["get", "svc", "web", "-o", "json"])).expect("JSON");
     assert_eq!(one["kind"], "Service");
 
+    // Every cluster has the `kubernetes` Service in `default`, as Kubernetes does.
     let names = ok(&server, &["get", "deploy,po,svc", "-o", "name"]);
-    assert_eq!(names, "pod/web\nservice/web\n");
+    assert_eq!(names, "pod/web\nservice/kubernetes\nservice/web\n");
     // `all` is the server's `all` category: config maps are not in it.
     let all = ok(&server, &["get", "all", "-o", "name"]);
-    assert_eq!(all, "pod/web\nservice/web\n");
+    assert_eq!(all, "pod/web\nservice/kubernetes\nservice/web\n");
 
     let wide = ok(&server, &["get", "pods", "-o", "wide"]);
     let header = wide.lines().next().unwrap_or("");

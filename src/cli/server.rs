@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::ops::RangeInclusive;
+
 use clap::{Args, ValueEnum};
+
+use crate::cluster::api::allocate::{Ipv4Cidr, Network, parse_port_range};
 
 use super::EXIT_ERROR;
 
@@ -41,6 +45,18 @@ pub struct ServerArgs {
     /// Seconds pods without their own toleration stay on an unreachable node before eviction
     #[arg(long, default_value_t = 10)]
     default_toleration_seconds: u64,
+    /// Pod addresses of the cluster; each node gets one block of it as spec.podCIDR
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// Prefix length of each node's pod CIDR block
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Virtual IPs of Services; the first address is the `kubernetes` Service's
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: Ipv4Cidr,
+    /// Ports NodePort and LoadBalancer Services get on every node
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: RangeInclusive<u16>,
 }
 
 pub(super) fn init_logging(format: LogFormat) {
@@ -66,6 +82,12 @@ pub fn run(args: ServerArgs) -> u8 {
         control: crate::cluster::controllers::ControlOptions {
             node_grace: Duration::from_secs(args.node_grace_seconds.max(1)),
             default_toleration: Duration::from_secs(args.default_toleration_seconds),
+        },
+        network: Network {
+            cluster_cidr: args.cluster_cidr,
+            node_mask: args.node_cidr_mask_size,
+            service_cidr: args.service_cidr,
+            node_ports: args.service_node_port_range,
         },
     };
     if let Err(e) = server::check(&options) {

@@ -3,7 +3,7 @@
 //! `--insecure-http`) until SIGINT or SIGTERM, then drain with a bounded grace period.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::cluster::api::allocate::{self, Network};
 use crate::cluster::api::apply::Writer;
 use crate::cluster::api::encryption::{EncryptionError, KeyRing};
 use crate::cluster::api::resources::by_kind;
@@ -37,12 +38,16 @@ pub struct ServerOptions {
     pub bookmark_interval: Duration,
     /// Node grace period and default toleration of the controllers.
     pub control: crate::cluster::controllers::ControlOptions,
+    /// Pod CIDR, Service CIDR and NodePort ranges.
+    pub network: Network,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("--insecure-http is only allowed on a loopback address, not {0}")]
     InsecureNotLoopback(SocketAddr),
+    #[error("{0}")]
+    Network(String),
     #[error("cannot create the data dir {path}")]
     DataDir {
         path: PathBuf,
@@ -68,7 +73,10 @@ pub enum ServerError {
 impl ServerError {
     /// Configuration errors exit 2 with one line; everything else is a runtime failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, ServerError::InsecureNotLoopback(_))
+        matches!(
+            self,
+            ServerError::InsecureNotLoopback(_) | ServerError::Network(_)
+        )
     }
 }
 
@@ -77,6 +85,7 @@ pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
     if options.insecure_http && !options.listen.ip().is_loopback() {
         return Err(ServerError::InsecureNotLoopback(options.listen));
     }
+    options.network.check().map_err(ServerError::Network)?;
     Ok(())
 }
 
@@ -101,6 +110,92 @@ async fn builtin_namespaces(storage: &Storage) -> Result<(), ServerError> {
         )?;
         if let Written::CompareFailed = storage.create(r, None, name, &object).await? {
             tracing::debug!(name, "namespace created concurrently");
+        }
+    }
+    Ok(())
+}
+
+/// The address pods reach the API server at: the listen address, or when that is
+/// unspecified, the address of the interface the default route leaves by (no packet is sent).
+fn advertised_ip(listen: IpAddr) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The built-in `kubernetes` Service in `default` (the first address of the service range,
+/// port 443) and its Endpoints: the API server's address, rewritten when it changed.
+async fn kubernetes_service(state: &SharedState, api: SocketAddr) -> Result<(), ServerError> {
+    let time = crate::cluster::api::write_now();
+    let writer = Writer {
+        manager: "berth-server",
+        api_version: "v1",
+        time: &time,
+        subresource: None,
+    };
+    let services = by_kind("v1", "Service").expect("services are served");
+    if state
+        .storage
+        .get(services, Some("default"), "kubernetes")
+        .await?
+        .is_none()
+    {
+        let ip = state.config.network.kubernetes_service_ip();
+        let mut service = crate::cluster::api::prepare_builtin(
+            services,
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                    "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"clusterIP": ip.to_string(), "sessionAffinity": "None",
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.port()}]}}),
+            &writer,
+        )?;
+        let _held = allocate::reserve(state, services, None, &mut service).await?;
+        if let Written::CompareFailed = state
+            .storage
+            .create(services, Some("default"), "kubernetes", &service)
+            .await?
+        {
+            tracing::debug!("the kubernetes Service was created concurrently");
+        }
+    }
+    let endpoints = by_kind("v1", "Endpoints").expect("endpoints are served");
+    let subsets = json!([{
+        "addresses": [{"ip": api.ip().to_string()}],
+        "ports": [{"name": "https", "port": api.port(), "protocol": "TCP"}],
+    }]);
+    match state
+        .storage
+        .get(endpoints, Some("default"), "kubernetes")
+        .await?
+    {
+        Some((live, _)) if live.get("subsets") == Some(&subsets) => {}
+        Some((live, rev)) => {
+            let mut new = live.clone();
+            new["subsets"] = subsets;
+            state
+                .storage
+                .update(endpoints, Some("default"), "kubernetes", &new, rev)
+                .await?;
+        }
+        None => {
+            let object = crate::cluster::api::prepare_builtin(
+                endpoints,
+                json!({"apiVersion": "v1", "kind": "Endpoints",
+                    "metadata": {"name": "kubernetes", "namespace": "default",
+                        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                    "subsets": subsets}),
+                &writer,
+            )?;
+            state
+                .storage
+                .create(endpoints, Some("default"), "kubernetes", &object)
+                .await?;
         }
     }
     Ok(())
@@ -162,7 +257,13 @@ pub async fn run(
 
     let mut config = ApiConfig::new(tokens);
     config.bookmark_interval = options.bookmark_interval;
+    config.network = options.network.clone();
     let state = ApiState::new(storage, config);
+    kubernetes_service(
+        &state,
+        SocketAddr::new(advertised_ip(local.ip()), local.port()),
+    )
+    .await?;
     let tls_config = if options.insecure_http {
         None
     } else {

@@ -137,10 +137,16 @@ async fn read_snapshot(
             namespaces.insert(name, (object, stored.mod_revision));
         }
     }
+    let taken = if desired.iter().any(|d| super::allocate::allocates(d.r)) {
+        Some(super::allocate::read_taken(&state.storage, &state.config.network).await?)
+    } else {
+        None
+    };
     Ok(Snapshot {
         objects,
         parent: parent_live,
         namespaces,
+        taken,
     })
 }
 
@@ -178,6 +184,19 @@ async fn run(
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
     let parent_key = secrets.key(Some(namespace), name);
     let mut last_error = None;
+    // Services and Nodes get addresses: hold the allocation lock until the batch is stored.
+    let allocating = batch.objects.iter().any(|o| {
+        o.get("apiVersion").and_then(|v| v.as_str()) == Some("v1")
+            && matches!(
+                o.get("kind").and_then(|k| k.as_str()),
+                Some("Service" | "Node")
+            )
+    });
+    let _held = if allocating {
+        Some(state.allocations.lock().await)
+    } else {
+        None
+    };
     for _ in 0..ATTEMPTS {
         let desired = desired(&batch.objects, namespace, &parent_key, &id).map_err(|causes| {
             ApiError::Invalid {
@@ -188,7 +207,7 @@ async fn run(
             }
         })?;
         let snapshot = read_snapshot(state, &desired, &parent).await?;
-        let plan = plan(&batch, desired, snapshot, &parent)?;
+        let plan = plan(&batch, desired, snapshot, &parent, &state.config.network)?;
         let respond = |revision: i64, plan: &Plan| BatchResponse {
             applyset_id: id.clone(),
             dry_run: batch.dry_run,

@@ -86,6 +86,20 @@ fn service_spec(spec: &mut Value) {
     default(s, "sessionAffinity", json!("None"));
     default(s, "internalTrafficPolicy", json!("Cluster"));
     default(s, "ipFamilyPolicy", json!("SingleStack"));
+    let kind = s
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if kind != "ExternalName" {
+        default(s, "ipFamilies", json!(["IPv4"]));
+    }
+    if matches!(kind.as_str(), "NodePort" | "LoadBalancer") {
+        default(s, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if kind == "LoadBalancer" {
+        default(s, "allocateLoadBalancerNodePorts", json!(true));
+    }
     if let Some(ports) = s.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(obj) {
             default(p, "protocol", json!("TCP"));
@@ -190,5 +204,10 @@ mod tests {
         assert_eq!(s["spec"]["ports"][1]["targetPort"], "https");
         assert_eq!(s["spec"]["ports"][1]["protocol"], "UDP");
         assert_eq!(s["spec"]["type"], "ClusterIP");
+        assert_eq!(s["spec"]["ipFamilies"], json!(["IPv4"]));
+        assert!(s["spec"].get("externalTrafficPolicy").is_none());
+        let mut lb = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+        apply("v1", "Service", &mut lb);
+        assert_eq!(lb["spec"]["externalTrafficPolicy"], "Cluster");
     }
 }

@@ -186,7 +186,7 @@ async fn create(
         subresource: None,
     };
     let ns = t.namespace.as_deref().or(r.namespaced.then_some("default"));
-    let object = write::prepare_create(
+    let mut object = write::prepare_create(
         r,
         ns,
         body,
@@ -208,6 +208,7 @@ async fn create(
         })?
         .to_string();
     namespace_exists(&state, r, ns).await?;
+    let _held = super::allocate::reserve(&state, r, None, &mut object).await?;
     if params.dry_run {
         return Ok(json_response(StatusCode::CREATED, &object));
     }
@@ -318,8 +319,12 @@ async fn write_over(
         applied_by.is_none().then_some(&writer),
         params.field_validation.as_deref(),
     )?;
-    let Some(new) = prepared else {
+    let Some(mut new) = prepared else {
         return Ok(json_response(StatusCode::OK, &render(t, &old)));
+    };
+    let _held = match t.sub {
+        None => super::allocate::reserve(state, r, Some(&old), &mut new).await?,
+        Some(_) => None,
     };
     match commit(state, t, new, rev, params.dry_run).await? {
         Some(stored) => Ok(json_response(StatusCode::OK, &render(t, &stored))),
@@ -441,7 +446,7 @@ async fn apply_create(state: &SharedState, t: &Target, params: &Params, body: Va
                 causes,
             }
         })?;
-    let object = write::prepare_create(
+    let mut object = write::prepare_create(
         r,
         t.namespace.as_deref(),
         merged,
@@ -450,6 +455,7 @@ async fn apply_create(state: &SharedState, t: &Target, params: &Params, body: Va
         false,
     )?;
     namespace_exists(state, r, t.namespace.as_deref()).await?;
+    let _held = super::allocate::reserve(state, r, None, &mut object).await?;
     if params.dry_run {
         return Ok(json_response(StatusCode::CREATED, &object));
     }

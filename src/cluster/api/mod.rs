@@ -6,6 +6,7 @@
 //! `tower::ServiceExt::oneshot`; `crate::daemons::server` binds it to a TLS port.
 
 pub mod agent_client;
+pub mod allocate;
 pub mod apply;
 pub mod auth;
 mod batch;
@@ -58,6 +59,8 @@ pub struct ApiConfig {
     pub bookmark_interval: Duration,
     /// Largest request body; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Pod, Service and NodePort ranges the API allocates from.
+    pub network: allocate::Network,
 }
 
 impl ApiConfig {
@@ -66,6 +69,7 @@ impl ApiConfig {
             tokens,
             bookmark_interval: Duration::from_secs(30),
             max_body_bytes: 3 * 1024 * 1024,
+            network: allocate::Network::default(),
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// Set to true when the server drains; open watches end.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Serializes ClusterIP, NodePort and pod CIDR allocations.
+    pub allocations: allocate::Allocations,
 }
 
 impl ApiState {
@@ -89,6 +95,7 @@ impl ApiState {
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),
             closing: tokio::sync::watch::Sender::new(false),
+            allocations: allocate::Allocations::default(),
         })
     }
 }

@@ -123,7 +123,7 @@ fn served(
         .unwrap_or_else(|| panic!("{api_version} {kind} is not in manifest::kinds"));
     let has_spec = !matches!(
         kind,
-        "ConfigMap" | "Secret" | "Endpoints" | "Event" | "Binding"
+        "ConfigMap" | "Secret" | "Endpoints" | "EndpointSlice" | "Event" | "Binding"
     );
     Resource {
         group: info.group(),
@@ -154,6 +154,13 @@ pub static RESOURCES: LazyLock<Vec<Resource>> = LazyLock::new(|| {
         served("apps/v1", "Deployment", &["deploy"], ALL, STATUS_SCALE),
         served("apps/v1", "ReplicaSet", &["rs"], ALL, STATUS_SCALE),
         served("coordination.k8s.io/v1", "Lease", &[], NO_CATEGORY, NONE),
+        served(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            &[],
+            NO_CATEGORY,
+            NONE,
+        ),
         served("berth.dev/v1", "GitSource", &["gs"], NO_CATEGORY, STATUS),
     ]
 });

@@ -113,6 +113,7 @@ fn columns(r: &Resource) -> &'static [(&'static str, u8)] {
             ("Age", 0),
             ("Selector", 1),
         ],
+        "Endpoints" => &[("Endpoints", 0), ("Age", 0)],
         "ConfigMap" => &[("Data", 0), ("Age", 0)],
         "Secret" => &[("Type", 0), ("Data", 0), ("Age", 0)],
         "Namespace" => &[("Status", 0), ("Age", 0)],
@@ -186,6 +187,70 @@ fn pod_status(o: &Value) -> String {
         }
     }
     status
+}
+
+/// EXTERNAL-IP of a Service as kubectl prints it: the load balancer's addresses (or
+/// `<pending>`), the external name, or the `externalIPs`.
+fn external_ips(o: &Value) -> String {
+    let listed = |pointer: &str, field: Option<&str>| -> Vec<String> {
+        o.pointer(pointer)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match field {
+                Some(f) => v[f].as_str().or(v["hostname"].as_str()),
+                None => v.as_str(),
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let mut ips = listed("/spec/externalIPs", None);
+    match text(o, "/spec/type", "ClusterIP") {
+        "ExternalName" => return text(o, "/spec/externalName", "<none>").to_string(),
+        "LoadBalancer" => {
+            ips.extend(listed("/status/loadBalancer/ingress", Some("ip")));
+            if ips.is_empty() {
+                return "<pending>".into();
+            }
+        }
+        _ => {}
+    }
+    if ips.is_empty() {
+        "<none>".into()
+    } else {
+        ips.join(",")
+    }
+}
+
+/// ENDPOINTS of an Endpoints object as kubectl prints it: the first three `ip:port`, then
+/// how many more.
+fn endpoints(o: &Value) -> String {
+    let mut all = Vec::new();
+    for subset in o["subsets"].as_array().into_iter().flatten() {
+        let ips: Vec<&str> = subset["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["ip"].as_str())
+            .collect();
+        let ports: Vec<i64> = subset["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        if ports.is_empty() {
+            all.extend(ips.iter().map(|ip| ip.to_string()));
+        }
+        for port in ports {
+            all.extend(ips.iter().map(|ip| format!("{ip}:{port}")));
+        }
+    }
+    match all.len() {
+        0 => "<none>".into(),
+        n if n <= 3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
+    }
 }
 
 fn node_address(o: &Value, kind: &str) -> Value {
@@ -266,7 +331,7 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
             vec![
                 json!(text(o, "/spec/type", "ClusterIP")),
                 json!(text(o, "/spec/clusterIP", "<none>")),
-                json!("<none>"),
+                json!(external_ips(o)),
                 json!(if ports.is_empty() {
                     "<none>".to_string()
                 } else {
@@ -287,6 +352,7 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
             )),
             json!(text(o, "/message", "")),
         ],
+        "Endpoints" => vec![json!(endpoints(o)), json!(age(o))],
         "ConfigMap" => vec![
             json!(count(o.get("data")) + count(o.get("binaryData"))),
             json!(age(o)),

@@ -261,6 +261,9 @@ pub fn prepare_update(
         }
     }
     defaults::apply(r.api_version, r.kind, &mut new);
+    if !status_write && super::allocate::allocates(r) {
+        super::allocate::keep_allocated(r.kind, old, &mut new);
+    }
     if r.has_spec && old.get("spec") != new.get("spec") {
         let generation = old_meta
             .get("generation")

@@ -7,12 +7,16 @@
 //! - [`nodes`]: node leases, the unreachable taint, and evictions.
 //! - [`gc`]: ownerReferences with background, foreground and orphan propagation.
 //! - [`namespace`]: a deleted namespace is emptied, then goes.
+//! - [`endpoints`]: the Endpoints of every Service with a selector.
+//! - [`loadbalancer`]: LoadBalancer Services get every Ready node as ingress.
 
 pub mod cache;
 pub mod client;
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod labels;
+pub mod loadbalancer;
 pub mod namespace;
 pub mod nodes;
 pub mod replicaset;
@@ -61,6 +65,9 @@ pub struct Caches {
     pub replicasets: Arc<Cache>,
     pub deployments: Arc<Cache>,
     pub namespaces: Arc<Cache>,
+    pub services: Arc<Cache>,
+    pub endpoints: Arc<Cache>,
+    pub endpointslices: Arc<Cache>,
 }
 
 impl Caches {
@@ -72,10 +79,13 @@ impl Caches {
             replicasets: Cache::new(resource("apps/v1", "ReplicaSet")),
             deployments: Cache::new(resource("apps/v1", "Deployment")),
             namespaces: Cache::new(resource("v1", "Namespace")),
+            services: Cache::new(resource("v1", "Service")),
+            endpoints: Cache::new(resource("v1", "Endpoints")),
+            endpointslices: Cache::new(resource("discovery.k8s.io/v1", "EndpointSlice")),
         }
     }
 
-    fn all(&self) -> [&Arc<Cache>; 6] {
+    fn all(&self) -> [&Arc<Cache>; 9] {
         [
             &self.pods,
             &self.nodes,
@@ -83,6 +93,9 @@ impl Caches {
             &self.replicasets,
             &self.deployments,
             &self.namespaces,
+            &self.services,
+            &self.endpoints,
+            &self.endpointslices,
         ]
     }
 
@@ -122,6 +135,8 @@ pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
     );
     gc::start(&mut tasks, api("garbage-collector"), &caches);
     namespace::start(&mut tasks, api("namespace-controller"), &caches);
+    endpoints::start(&mut tasks, api("endpoint-controller"), &caches);
+    loadbalancer::start(&mut tasks, api("service-lb-controller"), &caches);
     ControlPlane {
         _tasks: tasks,
         caches,

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::super::allocate::{self, Network, Taken};
 use super::super::apply::{Writer, server_side_apply};
 use super::super::json_response;
 use super::super::resources::{RESOURCES, Resource, by_kind};
@@ -255,6 +256,8 @@ pub(super) struct Snapshot {
     pub(super) objects: BTreeMap<String, Live>,
     pub(super) parent: Option<Live>,
     pub(super) namespaces: BTreeMap<String, Live>,
+    /// Addresses held by the stored Services and Nodes, when the batch has any.
+    pub(super) taken: Option<Taken>,
 }
 
 /// Everything the transaction will do, computed from one snapshot.
@@ -268,8 +271,9 @@ pub(super) struct Plan {
 pub(super) fn plan(
     batch: &BatchRequest,
     desired: Vec<Desired>,
-    snapshot: Snapshot,
+    mut snapshot: Snapshot,
     parent: &ParentRef,
+    network: &Network,
 ) -> Result<Plan, BatchError> {
     let id = parent.id();
     let manager = batch.field_manager.as_deref().unwrap_or(FIELD_MANAGER);
@@ -383,6 +387,13 @@ pub(super) fn plan(
                 })
             }
         };
+        let prepared = prepared.and_then(|(outcome, mut new)| {
+            if let (Some(taken), Some(object)) = (snapshot.taken.as_mut(), new.as_mut()) {
+                let old = live.as_ref().map(|(v, _)| v);
+                allocate::assign(network, taken, d.r.kind, old, object)?;
+            }
+            Ok((outcome, new))
+        });
         match prepared {
             Ok((outcome, new)) => {
                 desired_keys.insert(key);
