@@ -206,6 +206,66 @@ async fn hand_written_endpoints_are_balanced_followed_and_refused_when_empty() {
     drop(agent);
 }
 
+/// The nftables table of the agent of `node` (its comment names the node).
+fn table_of_node(node: &str) -> String {
+    let out = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    let tables = String::from_utf8_lossy(&out.stdout).into_owned();
+    tables
+        .lines()
+        .filter_map(|l| l.strip_prefix("table ip "))
+        .find(|t| t.starts_with("berth_") && nft_table(t).contains(&format!("node={node} ")))
+        .unwrap_or_else(|| panic!("no nftables table for node {node}"))
+        .to_string()
+}
+
+fn nft_table(name: &str) -> String {
+    let out = std::process::Command::new("nft")
+        .args(["list", "table", "ip", name])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// When the engine first sent a signal to `container` (the agent's SIGTERM), after `since`.
+fn kill_time(container: &str, since: std::time::SystemTime) -> Option<std::time::SystemTime> {
+    let secs = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let out = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &secs.to_string(),
+            "--until",
+            &until.to_string(),
+        ])
+        .args([
+            "--filter",
+            &format!("container={container}"),
+            "--filter",
+            "event=kill",
+        ])
+        .args(["--format", "{{.TimeNano}}"])
+        .output()
+        .expect("docker events");
+    let nanos: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
 /// Ready addresses of Endpoints `name` in `namespace`.
 async fn ready_addresses(client: &kube::Client, namespace: &str, name: &str) -> Vec<String> {
     let api: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
@@ -233,17 +293,11 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
     require("iptables", "--version");
     runtime().await;
     let scope = TestScope::new("svc-three");
-    let server = Server::start();
-    let agents: Vec<Agent> = [("svc-a", "211"), ("svc-b", "212"), ("svc-c", "213")]
+    // The server hands out the pod CIDRs, from a range no other test uses.
+    let server = Server::start_with(&["--cluster-cidr", "10.202.0.0/16"]);
+    let agents: Vec<Agent> = ["svc-a", "svc-b", "svc-c"]
         .into_iter()
-        .map(|(n, net)| {
-            Agent::start(
-                &server,
-                n,
-                &scope,
-                &["--pod-cidr", &format!("10.244.{net}.0/24")],
-            )
-        })
+        .map(|n| Agent::start(&server, n, &scope, &[]))
         .collect();
     let client = admin(&server).await;
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
@@ -308,9 +362,19 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
     })
     .await
     .expect("the Service has 3 ready endpoints within 90 s");
+    let client_cidr = nodes
+        .get("svc-c")
+        .await
+        .expect("get node svc-c")
+        .spec
+        .and_then(|s| s.pod_cidr)
+        .expect("the server gave svc-c a pod CIDR");
+    assert!(client_cidr.starts_with("10.202."), "{client_cidr}");
+    let client_prefix = client_cidr.trim_end_matches("0/24");
     assert!(
-        ready.iter().all(|ip| !ip.starts_with("10.244.213.")),
-        "no backend on the client's node: {ready:?}"
+        pod_ip(&probe).starts_with(client_prefix)
+            && ready.iter().all(|ip| !ip.starts_with(client_prefix)),
+        "the client runs on svc-c ({client_cidr}) and no backend does: {ready:?}"
     );
 
     // 60 fetches of http://web/ from the third node: all three backends answer.
@@ -403,9 +467,10 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
         .await
         .expect("list pods")
         .items;
+    // Not the pod shop/api sends to, so the rules of `web` alone decide where it goes.
     let victim = web_pods
         .iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .find(|p| p.metadata.deletion_timestamp.is_none() && pod_ip(p) != ready[0])
         .expect("a web pod");
     let victim_name = victim.metadata.name.clone().unwrap();
     let victim_container = container_id(victim, "httpd");
@@ -439,17 +504,59 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
     })
     .await
     .expect("the pod is ready again");
+    let victim_ip = pod_ip(victim);
+    let client_table = table_of_node("svc-c");
     let loader = client_container.clone();
     let load = tokio::task::spawn_blocking(move || fetch_many(&loader, "http://web/", 150));
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let deleted_at = std::time::SystemTime::now();
     pods.delete(&victim_name, &Default::default())
         .await
         .expect("delete a web pod");
+    // When the client's node stopped sending to the pod, and when the pod got SIGTERM.
+    let rules_dropped = loop {
+        let now = std::time::SystemTime::now();
+        if !nft_table(&client_table).contains(&format!("{victim_ip}:")) {
+            break now;
+        }
+        if deleted_at.elapsed().unwrap() > Duration::from_secs(5) {
+            let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+            panic!(
+                "the client's node still sends to the deleted pod {victim_ip} 5 s later: {}\nEndpoints: {:?}",
+                nft_table(&client_table),
+                endpoints.get("web").await.map(|e| e.subsets)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let bodies = load.await.unwrap();
     let seen = counts(&bodies);
     assert!(
         !seen.contains_key("FAIL"),
         "no request fails while a backend is deleted: {seen:?}"
+    );
+    let killed = eventually(Duration::from_secs(10), || async {
+        kill_time(&victim_container, deleted_at)
+    })
+    .await
+    .expect("the deleted pod's container was stopped");
+    assert!(
+        killed > rules_dropped,
+        "SIGTERM came {:?} before the client's node stopped sending to the pod",
+        rules_dropped.duration_since(killed).unwrap_or_default()
+    );
+    println!(
+        "the deleted pod left the client's rules {:.0} ms after the delete and got SIGTERM {:.0} ms after that",
+        rules_dropped
+            .duration_since(deleted_at)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0,
+        killed
+            .duration_since(rules_dropped)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0
     );
     drop(agents);
 }
