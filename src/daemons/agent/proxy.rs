@@ -282,26 +282,28 @@ pub fn render(set: &RuleSet) -> String {
          \t\tip saddr {own} ip daddr != {{ {} }} oifname != \"{bridge}\" masquerade\n\t}}",
         cidrs.join(", ")
     );
-    let _ = writeln!(s, "\tchain no_endpoints {{\n{rejects}\t}}");
-    let _ = writeln!(
-        s,
-        "\tchain no_endpoint_nodeports {{\n{reject_nodeports}\t}}"
-    );
-    let _ = writeln!(
-        s,
-        "\tchain filter_forward {{\n\t\ttype filter hook forward priority -5; policy accept;\n\
-         \t\tjump no_endpoints\n\t}}"
-    );
-    let _ = writeln!(
-        s,
-        "\tchain filter_output {{\n\t\ttype filter hook output priority -5; policy accept;\n\
-         \t\tjump no_endpoints\n\t\tfib daddr type local jump no_endpoint_nodeports\n\t}}"
-    );
-    let _ = writeln!(
-        s,
-        "\tchain filter_input {{\n\t\ttype filter hook input priority -5; policy accept;\n\
-         \t\tjump no_endpoint_nodeports\n\t}}"
-    );
+    // The filter chains see every packet, not only a connection's first: only when some
+    // Service has no endpoint are they there at all.
+    if !rejects.is_empty() {
+        let _ = writeln!(
+            s,
+            "\tchain no_endpoints {{\n{rejects}\t}}\n\
+             \tchain filter_forward {{\n\t\ttype filter hook forward priority -5; policy accept;\n\
+             \t\tjump no_endpoints\n\t}}\n\
+             \tchain filter_output {{\n\t\ttype filter hook output priority -5; policy accept;\n\
+             \t\tjump no_endpoints\n\t}}"
+        );
+    }
+    if !reject_nodeports.is_empty() {
+        let _ = writeln!(
+            s,
+            "\tchain no_endpoint_nodeports {{\n{reject_nodeports}\t}}\n\
+             \tchain filter_local_output {{\n\t\ttype filter hook output priority -5; policy accept;\n\
+             \t\tfib daddr type local jump no_endpoint_nodeports\n\t}}\n\
+             \tchain filter_input {{\n\t\ttype filter hook input priority -5; policy accept;\n\
+             \t\tjump no_endpoint_nodeports\n\t}}"
+        );
+    }
     s.push_str("}\n");
     s
 }
