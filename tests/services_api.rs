@@ -654,6 +654,25 @@ fn kubectl_get_svc_and_endpoints_print_the_kubernetes_columns() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let out = server.kubectl(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        "{text}"
+    );
+    assert!(rows[1][0].starts_with("web-"), "{text}");
+    assert_eq!(rows[1][1..4], ["IPv4", "80", "10.244.1.9"], "{text}");
 }
 
 /// An in-process API with the controllers running.
@@ -925,6 +944,25 @@ async fn endpoints_of_a_service_without_selector_are_left_to_the_user_and_not_re
         ""
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A Service that selects nothing still gets its (empty) slice, as in Kubernetes.
+    create(&api, SVCS, &web("lonely")).await;
+    let start = Instant::now();
+    loop {
+        let list = get(
+            &api,
+            &format!("{SLICES}?labelSelector=kubernetes.io%2Fservice-name%3Dlonely"),
+        )
+        .await;
+        if let Some(slice) = list["items"].as_array().and_then(|a| a.first()) {
+            assert_eq!(slice["endpoints"], json!([]), "{slice}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no slice for a Service selecting nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let manual = get(&api, &format!("{ENDPOINTS}/manual")).await;
     assert_eq!(ips(&manual, "addresses"), ["192.168.1.10"]);
 }
@@ -1046,4 +1084,38 @@ async fn a_load_balancer_lists_the_ready_nodes_and_follows_them() {
         .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     wait_ingress(&api, &[]).await;
+}
+
+#[test]
+fn bad_address_ranges_stop_the_server_before_it_starts_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flags, expected) in [
+        (
+            ["--service-cidr", "10.96.0.1/16"],
+            "did you mean 10.96.0.0/16",
+        ),
+        (["--cluster-cidr", "10.244.0.0"], "is not a CIDR"),
+        (["--node-cidr-mask-size", "8"], "--node-cidr-mask-size 8"),
+        (
+            ["--service-node-port-range", "32767-30000"],
+            "is not a port range",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(flags)
+            .output()
+            .expect("run berth server");
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        !dir.path().join("tokens").exists(),
+        "nothing is bootstrapped before the flags are checked"
+    );
 }

@@ -272,7 +272,8 @@ fn spec_mut(object: &mut Value) -> &mut Map<String, Value> {
 pub fn keep_allocated(kind: &str, old: &Value, new: &mut Value) {
     match kind {
         "Service" => {
-            if let Some(ip) = spec_str(old, "clusterIP") {
+            let external_name = service_type(new) == "ExternalName";
+            if let Some(ip) = spec_str(old, "clusterIP").filter(|_| !external_name) {
                 let s = spec_mut(new);
                 let absent = |k: &str| match s.get(k) {
                     None | Some(Value::Null) => true,
@@ -340,8 +341,15 @@ fn service_type(object: &Value) -> &str {
     spec_str(object, "type").unwrap_or("ClusterIP")
 }
 
+/// NodePort Services, and LoadBalancers unless `allocateLoadBalancerNodePorts: false`.
 fn needs_node_ports(object: &Value) -> bool {
-    matches!(service_type(object), "NodePort" | "LoadBalancer")
+    match service_type(object) {
+        "NodePort" => true,
+        "LoadBalancer" => {
+            object.pointer("/spec/allocateLoadBalancerNodePorts") != Some(&Value::Bool(false))
+        }
+        _ => false,
+    }
 }
 
 /// Assigns the addresses `new` needs (a Service or a Node; other kinds are left alone),
@@ -411,6 +419,12 @@ fn assign_service(
                 ),
             ));
         }
+    }
+    if external_name {
+        // An ExternalName Service is a DNS alias: it holds no address (switching to it
+        // releases the one it had).
+        s.remove("clusterIP");
+        s.remove("clusterIPs");
     }
     let chosen: Option<String> = match (&old_ip, requested) {
         _ if external_name => None,
@@ -645,10 +659,14 @@ impl Allocations {
     }
 }
 
-/// Reads what the stored Services and Nodes hold.
-pub async fn read_taken(storage: &Storage, network: &Network) -> Result<Taken, ApiError> {
+/// Reads what the stored objects of `kinds` (Service, Node) hold.
+pub async fn read_taken(
+    storage: &Storage,
+    network: &Network,
+    kinds: &[&str],
+) -> Result<Taken, ApiError> {
     let mut taken = Taken::default();
-    for kind in ["Service", "Node"] {
+    for &kind in kinds {
         let r = by_kind("v1", kind).expect("served");
         let page = storage.list(r, None, 0, None, None).await?;
         for stored in page.items {
@@ -671,7 +689,8 @@ pub async fn reserve<'a>(
     }
     let guard = state.allocations.lock().await;
     let network = &state.config.network;
-    let mut taken = read_taken(&state.storage, network).await?;
+    // Services and Nodes draw from separate ranges: only the written kind is read.
+    let mut taken = read_taken(&state.storage, network, &[r.kind]).await?;
     assign(network, &mut taken, r.kind, old, new)?;
     Ok(Some(guard))
 }
@@ -789,6 +808,28 @@ mod tests {
         keep_allocated("Service", &a, &mut a3);
         assert_eq!(a3["spec"]["ports"][0]["nodePort"], 30080);
         assert_eq!(a3["spec"]["ports"][1]["nodePort"], other);
+    }
+
+    #[test]
+    fn external_names_hold_no_address_and_load_balancers_may_skip_node_ports() {
+        let net = Network::default();
+        let mut taken = Taken::default();
+        let mut old = svc("a", json!({"ports": [{"port": 80}]}));
+        assign(&net, &mut taken, "Service", None, &mut old).unwrap();
+        let mut alias = svc(
+            "a",
+            json!({"type": "ExternalName", "externalName": "db.example.com"}),
+        );
+        keep_allocated("Service", &old, &mut alias);
+        assign(&net, &mut taken, "Service", Some(&old), &mut alias).unwrap();
+        assert!(alias["spec"].get("clusterIP").is_none(), "{alias}");
+        let mut lb = svc(
+            "lb",
+            json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "ports": [{"port": 80}]}),
+        );
+        assign(&net, &mut taken, "Service", None, &mut lb).unwrap();
+        assert!(lb["spec"]["ports"][0].get("nodePort").is_none(), "{lb}");
     }
 
     #[test]

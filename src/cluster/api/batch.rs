@@ -138,7 +138,8 @@ async fn read_snapshot(
         }
     }
     let taken = if desired.iter().any(|d| super::allocate::allocates(d.r)) {
-        Some(super::allocate::read_taken(&state.storage, &state.config.network).await?)
+        let kinds = ["Service", "Node"];
+        Some(super::allocate::read_taken(&state.storage, &state.config.network, &kinds).await?)
     } else {
         None
     };

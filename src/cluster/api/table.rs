@@ -114,6 +114,12 @@ fn columns(r: &Resource) -> &'static [(&'static str, u8)] {
             ("Selector", 1),
         ],
         "Endpoints" => &[("Endpoints", 0), ("Age", 0)],
+        "EndpointSlice" => &[
+            ("AddressType", 0),
+            ("Ports", 0),
+            ("Endpoints", 0),
+            ("Age", 0),
+        ],
         "ConfigMap" => &[("Data", 0), ("Age", 0)],
         "Secret" => &[("Type", 0), ("Data", 0), ("Age", 0)],
         "Namespace" => &[("Status", 0), ("Age", 0)],
@@ -353,6 +359,36 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
             json!(text(o, "/message", "")),
         ],
         "Endpoints" => vec![json!(endpoints(o)), json!(age(o))],
+        "EndpointSlice" => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64())
+                .map(|p| p.to_string())
+                .collect();
+            let addresses: Vec<&str> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                json!(text(o, "/addressType", "")),
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                json!(match addresses.len() {
+                    0 => "<unset>".to_string(),
+                    n if n <= 3 => addresses.join(","),
+                    n => format!("{} + {} more...", addresses[..3].join(","), n - 3),
+                }),
+                json!(age(o)),
+            ]
+        }
         "ConfigMap" => vec![
             json!(count(o.get("data")) + count(o.get("binaryData"))),
             json!(age(o)),
