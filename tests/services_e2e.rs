@@ -152,6 +152,47 @@ async fn hand_written_endpoints_are_balanced_followed_and_refused_when_empty() {
         );
     }
 
+    // A LoadBalancer Service answers on its status address and its own port (k3s ServiceLB
+    // style: the address is the node's).
+    let lb: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web-lb"},
+        "spec": {"type": "LoadBalancer",
+                 "ports": [{"name": "http", "port": 18099, "targetPort": HTTP_PORT}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &lb)
+        .await
+        .expect("create the LoadBalancer");
+    let lb_ep: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "web-lb"}, "subsets": subsets(&[&ip1])
+    }))
+    .unwrap();
+    endpoints
+        .create(&PostParams::default(), &lb_ep)
+        .await
+        .expect("create its Endpoints");
+    let ingress = eventually(Duration::from_secs(20), || async {
+        services
+            .get("web-lb")
+            .await
+            .ok()?
+            .status?
+            .load_balancer?
+            .ingress?
+            .into_iter()
+            .find_map(|i| i.ip)
+    })
+    .await
+    .expect("the LoadBalancer gets a status address");
+    let url = format!("http://{ingress}:18099/");
+    let body = eventually(Duration::from_secs(5), || async {
+        reqwest::get(&url).await.ok()?.text().await.ok()
+    })
+    .await
+    .unwrap_or_else(|| panic!("GET {url} through the LoadBalancer address"));
+    assert_eq!(body.trim(), "web-1", "{url}");
+
     // Endpoints down to one pod: within 2 s every request goes there.
     let changed = Instant::now();
     endpoints
