@@ -125,6 +125,69 @@ impl Drop for TestScope {
                 .args(&volumes)
                 .output();
         }
+        remove_pod_networks(&self.id, &filter);
+    }
+}
+
+/// Removes what agents labelled with the scope made for their pod networks: the Docker
+/// networks, the nftables tables (their comment holds the label) and the `DOCKER-USER`
+/// rules (likewise).
+fn remove_pod_networks(scope: &str, filter: &str) {
+    for network in docker_ids(&["network", "ls", "-q", "--filter", filter]) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &network])
+            .output();
+    }
+    let mark = format!("{TEST_LABEL}={scope}");
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for name in tables
+        .lines()
+        .filter_map(|l| l.strip_prefix("table ip "))
+        .filter(|n| n.starts_with("berth_"))
+    {
+        let listed = Command::new("nft")
+            .args(["list", "table", "ip", name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if listed.contains(&mark) {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", name])
+                .output();
+        }
+    }
+    let rules = Command::new("iptables")
+        .args(["-w", "-S", "DOCKER-USER"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for rule in rules.lines().filter(|r| r.contains(&mark)) {
+        let Some(spec) = rule.strip_prefix("-A DOCKER-USER ") else {
+            continue;
+        };
+        // The comment is quoted by `iptables -S`; split it back into one argument.
+        let mut args = vec!["-w".to_string(), "-D".into(), "DOCKER-USER".into()];
+        let mut quoted: Option<String> = None;
+        for word in spec.split(' ') {
+            match &mut quoted {
+                Some(q) => {
+                    q.push(' ');
+                    q.push_str(word.trim_end_matches('"'));
+                    if word.ends_with('"') {
+                        args.push(quoted.take().unwrap_or_default());
+                    }
+                }
+                None if word.starts_with('"') && !(word.len() > 1 && word.ends_with('"')) => {
+                    quoted = Some(word.trim_start_matches('"').to_string());
+                }
+                None => args.push(word.trim_matches('"').to_string()),
+            }
+        }
+        let _ = Command::new("iptables").args(&args).output();
     }
 }
 

@@ -69,6 +69,9 @@ pub struct AgentArgs {
     /// Log format
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// This node's pod network, e.g. 10.244.1.0/24 (default: the Node's spec.podCIDR)
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Option<String>,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -113,6 +116,12 @@ fn options(args: AgentArgs) -> Result<AgentOptions, String> {
             "--restart-backoff-max must not be shorter than --restart-backoff-initial".into(),
         );
     }
+    let pod_cidr = args
+        .pod_cidr
+        .as_deref()
+        .map(crate::daemons::agent::podnet::Cidr::parse)
+        .transpose()
+        .map_err(|e| format!("--pod-cidr {e}"))?;
     let node_name = args.node_name.unwrap_or_else(hostname);
     if node_name.is_empty()
         || node_name.len() > 253
@@ -144,7 +153,9 @@ fn options(args: AgentArgs) -> Result<AgentOptions, String> {
         policy: AgentPolicy {
             allow_privileged: args.allow_privileged,
             host_path_prefixes: args.allow_host_paths,
+            pod_network: None,
         },
+        pod_cidr,
         extra_labels: args
             .container_labels
             .into_iter()
@@ -243,6 +254,11 @@ mod tests {
         ])
         .unwrap_err();
         assert!(relative.contains("absolute"), "{relative}");
+        let cidr = parse(&["--server", "https://x:1", "--pod-cidr", "10.244.1.7/24"]).unwrap_err();
+        assert!(
+            cidr.contains("--pod-cidr") && cidr.contains("host bits"),
+            "{cidr}"
+        );
         let zero = parse(&["--server", "https://x:1", "--relist-interval", "0"]).unwrap_err();
         assert!(zero.contains("positive"), "{zero}");
     }

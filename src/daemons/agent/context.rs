@@ -2,7 +2,7 @@
 //! recorder, the drift counters, the ConfigMap/Secret cache, and which container stops were
 //! the agent's own (so a `docker stop` by someone else is recognised as drift).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::backoff::BackoffConfig;
@@ -33,6 +33,9 @@ pub struct AgentContext<R> {
     pub metrics: Arc<DriftMetrics>,
     /// ConfigMaps and Secrets, from the agent's watch cache.
     pub objects: Arc<dyn ObjectResolver>,
+    /// The pod addresses this node's Service rules send traffic to, when it runs them:
+    /// a pod being deleted waits until its address leaves this set.
+    pub service_targets: Option<tokio::sync::watch::Receiver<BTreeSet<std::net::Ipv4Addr>>>,
     own_stops: Mutex<HashSet<String>>,
     external_stops: Mutex<HashMap<String, String>>,
 }
@@ -63,6 +66,7 @@ impl<R> AgentContext<R> {
             events,
             metrics,
             objects,
+            service_targets: None,
             own_stops: Mutex::default(),
             external_stops: Mutex::default(),
         }

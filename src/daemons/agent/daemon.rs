@@ -24,6 +24,7 @@ use super::node::{self, Readiness};
 use super::objects::ClusterObjects;
 use super::podspec::AgentPolicy;
 use super::serve;
+use super::services;
 use super::sync::{PodSync, SyncTiming};
 use super::{DockerRuntime, lease};
 use crate::client::{ClientError, ClientOptions};
@@ -46,6 +47,8 @@ pub struct AgentOptions {
     pub metrics_listen: SocketAddr,
     /// Where the log and exec endpoint listens; the Node publishes its URL.
     pub listen: SocketAddr,
+    /// The pod network's CIDR when given on the command line (else the Node's podCIDR).
+    pub pod_cidr: Option<super::podnet::Cidr>,
 }
 
 /// Why the agent could not run.
@@ -103,7 +106,7 @@ async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
 }
 
 /// Forwards one `()` per item of a watch stream, so the sync loop only learns "changed".
-fn forward<S: futures_util::Stream + Send + 'static>(
+pub(super) fn forward<S: futures_util::Stream + Send + 'static>(
     tasks: &mut JoinSet<()>,
     what: &'static str,
     stream: S,
@@ -257,18 +260,34 @@ pub async fn run(
             config_maps: cm_reader,
             secrets: secret_reader,
         });
-        let ctx = Arc::new(AgentContext::new(
+        let mut policy = options.policy.clone();
+        let services = services::start(
+            &client,
+            runtime.client(),
+            &node_name,
+            options.pod_cidr,
+            &options.extra_labels,
+            &mut tasks,
+        )
+        .await;
+        let service_targets = services.map(|started| {
+            policy.pod_network = Some(started.settings);
+            started.targets
+        });
+        let mut ctx = AgentContext::new(
             runtime,
             client.clone(),
             node_name.clone(),
             host_ip.to_string(),
-            options.policy.clone(),
+            policy,
             options.extra_labels.clone(),
             options.backoff,
             events,
             metrics,
             objects,
-        ));
+        );
+        ctx.service_targets = service_targets;
+        let ctx = Arc::new(ctx);
         let sync = PodSync::new(ctx, pod_reader, readiness_tx, options.timing);
         tracing::info!(node = %node_name, "agent running");
         sync.run(

@@ -71,6 +71,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         NetworkMode::Bridge => "bridge".to_string(),
         NetworkMode::Container(target) => format!("container:{target}"),
         NetworkMode::None => "none".to_string(),
+        NetworkMode::Network(name) => name.clone(),
     };
     let host_config = HostConfig {
         memory: spec.memory_bytes,
@@ -81,6 +82,9 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         mounts: Some(mounts),
         privileged: Some(spec.privileged),
         readonly_rootfs: Some(spec.read_only_root),
+        dns: spec.dns.as_ref().map(|d| d.servers.clone()),
+        dns_search: spec.dns.as_ref().map(|d| d.search.clone()),
+        dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
         ..Default::default()
     };
     // A container that joins another's network namespace may not set ports or a hostname.

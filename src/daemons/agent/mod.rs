@@ -22,10 +22,13 @@
 //! - [`sync`]: the watch-driven loop with one [`worker`] per pod, relist and orphans.
 //! - [`status`]: pod status, computed purely; [`events`]: Kubernetes Events.
 //! - [`context`], [`objects`], [`metrics`]: shared state, the ConfigMap/Secret cache, `/metrics`.
+//! - [`services`]: the Service data plane: the pod network ([`podnet`]), nftables rules
+//!   ([`proxy`]) and the cluster DNS server ([`dns`]).
 
 pub mod backoff;
 pub mod context;
 pub mod daemon;
+pub mod dns;
 pub mod docker;
 mod docker_model;
 pub mod drift;
@@ -39,13 +42,16 @@ pub mod metrics;
 pub mod node;
 pub mod objects;
 pub mod pod;
+pub mod podnet;
 pub mod podspec;
 pub mod probe;
 pub mod projected;
+pub mod proxy;
 pub mod quantity;
 pub mod runtime;
 pub mod sandbox;
 pub mod serve;
+pub mod services;
 pub mod status;
 pub mod sync;
 pub mod worker;

@@ -13,7 +13,8 @@ use super::labels::{self, Role};
 use super::projected::{self, ProjectionError, VolumeFiles};
 use super::quantity;
 use super::runtime::{
-    ContainerSpec, MountSource, MountSpec, NetworkMode, PortSpec, PullPolicy, VolumeSpec,
+    ContainerSpec, DnsSettings, MountSource, MountSpec, NetworkMode, PortSpec, PullPolicy,
+    VolumeSpec,
 };
 use super::sandbox::SANDBOX_IMAGE;
 
@@ -24,6 +25,66 @@ pub struct AgentPolicy {
     pub allow_privileged: bool,
     /// The host directories `hostPath` volumes may point into.
     pub host_path_prefixes: Vec<PathBuf>,
+    /// The node's pod network and cluster DNS; `None`: Docker's default bridge and resolvers.
+    pub pod_network: Option<PodNetworkSettings>,
+}
+
+/// Where this node's pods live on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetworkSettings {
+    /// The engine network sandboxes attach to.
+    pub docker_network: String,
+    /// The cluster DNS server pods with `dnsPolicy: ClusterFirst` use.
+    pub dns_server: String,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+}
+
+/// The pod's resolver settings from `dnsPolicy` and `dnsConfig`, as the kubelet builds them:
+/// `ClusterFirst` (the default) puts the cluster DNS first with the namespace's search path
+/// and `ndots:5`; `Default` keeps the node's; `None` uses only `dnsConfig`. `dnsConfig` adds
+/// to the first two.
+pub fn pod_dns(
+    spec: &PodSpec,
+    namespace: &str,
+    network: Option<&PodNetworkSettings>,
+) -> Option<DnsSettings> {
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let mut dns = match (policy, network) {
+        ("None", _) => DnsSettings::default(),
+        ("ClusterFirst" | "ClusterFirstWithHostNet", Some(net)) => {
+            let domain = &net.cluster_domain;
+            DnsSettings {
+                servers: vec![net.dns_server.clone()],
+                search: vec![
+                    format!("{namespace}.svc.{domain}"),
+                    format!("svc.{domain}"),
+                    domain.clone(),
+                ],
+                options: vec!["ndots:5".into()],
+            }
+        }
+        _ if spec.dns_config.is_none() => return None,
+        _ => DnsSettings::default(),
+    };
+    if let Some(config) = &spec.dns_config {
+        dns.servers
+            .extend(config.nameservers.iter().flatten().cloned());
+        dns.search.extend(config.searches.iter().flatten().cloned());
+        for option in config.options.iter().flatten() {
+            let Some(name) = option.name.as_deref() else {
+                continue;
+            };
+            let rendered = match &option.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name.to_string(),
+            };
+            // A later option of the same name wins, as in the kubelet.
+            dns.options.retain(|o| o.split(':').next() != Some(name));
+            dns.options.push(rendered);
+        }
+    }
+    Some(dns)
 }
 
 /// Facts about the node and the pod that the spec does not hold.
@@ -236,7 +297,11 @@ pub fn plan_pod(
         env: Vec::new(),
         user: None,
         hostname: Some(spec.hostname.clone().unwrap_or_else(|| id.name.clone())),
-        network: NetworkMode::Bridge,
+        network: match &policy.pod_network {
+            Some(net) => NetworkMode::Network(net.docker_network.clone()),
+            None => NetworkMode::Bridge,
+        },
+        dns: pod_dns(spec, &id.namespace, policy.pod_network.as_ref()),
         ports,
         memory_bytes: None,
         nano_cpus: None,
@@ -453,6 +518,7 @@ fn container_plan(
         user,
         hostname: None,
         network: NetworkMode::None,
+        dns: None,
         ports: container_ports(c)?,
         memory_bytes: limit("memory", quantity::memory_bytes)?,
         nano_cpus: limit("cpu", quantity::nano_cpus)?,

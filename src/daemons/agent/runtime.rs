@@ -54,6 +54,19 @@ pub enum NetworkMode {
     Container(String),
     /// No network at all.
     None,
+    /// A user-defined engine network by name: the node's pod network.
+    Network(String),
+}
+
+/// A pod's resolver configuration (Docker's `Dns`, `DnsSearch` and `DnsOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DnsSettings {
+    /// Name servers.
+    pub servers: Vec<String>,
+    /// Search domains.
+    pub search: Vec<String>,
+    /// Options such as `ndots:5`.
+    pub options: Vec<String>,
 }
 
 /// A port the container listens on, optionally published on the host.
@@ -125,6 +138,11 @@ pub struct ContainerSpec {
     pub hostname: Option<String>,
     /// The network namespace.
     pub network: NetworkMode,
+    /// Resolver settings, for the network namespace owner; `None` keeps the engine's.
+    /// Left out of the serialized form when unset, so spec hashes of containers made
+    /// before the field existed stay the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsSettings>,
     /// Ports: exposed, and published when `host_port` is set.
     pub ports: Vec<PortSpec>,
     /// Memory limit in bytes.

@@ -485,6 +485,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 .and_then(|s| s.termination_grace_period_seconds))
             .unwrap_or(30)
             .max(0) as u64;
+        if !gone {
+            self.leave_services(pod, Duration::from_secs(grace)).await;
+        }
         let observed = pod::pod_containers(&self.ctx.runtime, &pref.uid).await?;
         for c in &observed {
             self.ctx.stopping(&c.id);
@@ -528,6 +531,43 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
     }
 }
+
+impl<R: ContainerRuntime + 'static> PodWorker<R> {
+    /// Before SIGTERM, waits until this node's Service rules no longer send to the pod (the
+    /// Endpoints controller drops a pod being deleted at once), so no new connection reaches
+    /// a stopping pod. Bounded by the grace period and [`LEAVE_SERVICES_MAX`].
+    async fn leave_services(&self, pod: &Pod, grace: Duration) {
+        let Some(mut targets) = self.ctx.service_targets.clone() else {
+            return;
+        };
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+        else {
+            return;
+        };
+        if !targets.borrow().contains(&ip) {
+            return;
+        }
+        let bound = grace.min(LEAVE_SERVICES_MAX);
+        let left = tokio::time::timeout(bound, async {
+            targets.wait_for(|t| !t.contains(&ip)).await.is_ok()
+        })
+        .await;
+        if left == Ok(true) {
+            // Other nodes apply the same Endpoints change at about the same moment.
+            tokio::time::sleep(PEER_SETTLE.min(grace)).await;
+        }
+    }
+}
+
+/// The longest a deleted pod waits to leave the Service rules before SIGTERM.
+const LEAVE_SERVICES_MAX: Duration = Duration::from_secs(5);
+
+/// Time given to other nodes to apply the Endpoints change this node has applied.
+const PEER_SETTLE: Duration = Duration::from_millis(250);
 
 fn min_wake(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
