@@ -159,6 +159,18 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        // Servers of tests running side by side hand out pod CIDRs from ranges of their own,
+        // so their agents' pod networks do not overlap; a restart in the same dir keeps it.
+        let cidr_file = dir.path().join("test-cluster-cidr");
+        let cluster_cidr = std::fs::read_to_string(&cidr_file).unwrap_or_else(|_| {
+            static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let octet = 100 + (std::process::id() + n) % 100;
+            let cidr = format!("10.{octet}.0.0/16");
+            std::fs::write(&cidr_file, &cidr).expect("write the test's cluster CIDR");
+            cidr
+        });
+        let own_cidr = !extra.contains(&"--cluster-cidr");
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args([
                 "server",
@@ -169,6 +181,11 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.path())
+            .args(if own_cidr {
+                vec!["--cluster-cidr", cluster_cidr.as_str()]
+            } else {
+                vec![]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
