@@ -154,6 +154,19 @@ fn load(path: &Path) -> Option<Vec<serde_json::Value>> {
     load_valid(&[path.to_string_lossy().into_owned()], options).ok()
 }
 
+/// Resolves on SIGINT, SIGTERM or SIGHUP (the terminal closed): each stops berth up the same
+/// way, so `--down` still cleans up.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return crate::daemons::server::shutdown_signal().await;
+    };
+    tokio::select! {
+        () = crate::daemons::server::shutdown_signal() => {}
+        _ = hangup.recv() => {}
+    }
+}
+
 pub fn run(args: UpArgs) -> u8 {
     let options = match options(args) {
         Ok(o) => o,
@@ -175,7 +188,7 @@ pub fn run(args: UpArgs) -> u8 {
         }
     };
     let loader: up::Loader = Arc::new(load);
-    let shutdown = crate::daemons::server::shutdown_signal();
+    let shutdown = shutdown_signal();
     match runtime.block_on(up::run(options, loader, shutdown)) {
         Ok(UpOutcome::Stopped | UpOutcome::Ready) => 0,
         Ok(UpOutcome::NotReady(reasons)) => {

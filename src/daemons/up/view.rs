@@ -116,7 +116,7 @@ pub fn table(rows: &[Row]) -> String {
     let applied = rows.iter().filter(|r| r.applied).count();
     let ready = rows.iter().filter(|r| r.applied && r.ready).count();
     out.push_str(&format!(
-        "{ready}/{applied} objects Ready · Ctrl-C stops berth (containers keep running)\n"
+        "{ready}/{applied} objects Ready · Ctrl-C stops berth\n"
     ));
     out
 }
