@@ -361,6 +361,7 @@ impl Session {
         let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
         let _watcher = watch_folder(&self.options.manifests, changed_tx)?;
         let mut view = View::new(self.options.live);
+        self.wait_for_node().await;
         let mut applied = Vec::new();
         let mut apply_failed = false;
         match self.apply(objects, &mut view).await {
@@ -423,6 +424,19 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits (up to 30 s) until the agent has registered its Node, so the scheduler binds
+    /// the first pods at once instead of backing off from an empty cluster.
+    async fn wait_for_node(&self) {
+        let path = format!("/api/v1/nodes/{}", self.options.node_name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = get_json(&self.client, &path).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
