@@ -19,6 +19,7 @@ mod schema;
 mod server;
 mod snapshot;
 mod terminal;
+mod up;
 mod validate;
 mod version;
 
@@ -86,6 +87,8 @@ enum Command {
     Uncordon(node::NodeArgs),
     /// Cordon a node and move every pod off it
     Drain(node::DrainArgs),
+    /// Run the whole cluster on this machine (server, store, one agent) and apply a folder
+    Up(Box<up::UpArgs>),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Cordon(args) => node::cordon(args),
         Command::Uncordon(args) => node::uncordon(args),
         Command::Drain(args) => node::run_drain(args),
+        Command::Up(args) => up::run(*args),
     };
     ExitCode::from(code)
 }

@@ -206,6 +206,55 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    if options.rotate_encryption_key {
+        check(&options)?;
+        return rotate_encryption_key(&options).await;
+    }
+    let started = start(options).await?;
+    println!("kubeconfig: {}", started.kubeconfig.display());
+    println!("listening on {}", started.url);
+    started.serve(shutdown).await;
+    Ok(())
+}
+
+/// Rotates the Secret encryption key and re-encrypts every Secret with it.
+async fn rotate_encryption_key(options: &ServerOptions) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&options.data_dir).map_err(|source| ServerError::DataDir {
+        path: options.data_dir.clone(),
+        source,
+    })?;
+    let dir = DataDir(options.data_dir.clone());
+    let mut keys = KeyRing::load_or_create(&dir.encryption_keys())?;
+    let store = SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?;
+    let id = keys.rotate();
+    keys.save(&dir.encryption_keys())?;
+    let storage = Storage::new(Arc::new(store), Some(keys));
+    let secrets = by_kind("v1", "Secret").expect("secrets are served");
+    let n = storage.reencrypt_secrets(secrets).await?;
+    println!("rotated the encryption key to {id}; re-encrypted {n} secrets");
+    Ok(())
+}
+
+/// A server that has bootstrapped its data dir, opened the store, bound its port and started
+/// its controllers, but does not answer requests until [`StartedServer::serve`]. `berth up`
+/// starts its in-process agent in between, with the URL and the join token.
+pub struct StartedServer {
+    /// The API server's URL, as the kubeconfig names it.
+    pub url: String,
+    /// Where the admin kubeconfig was written.
+    pub kubeconfig: PathBuf,
+    /// The admin and agent join tokens.
+    pub tokens: tls::Tokens,
+    /// The CA certificate clients trust (absent with `--insecure-http`).
+    pub ca_cert: Option<PathBuf>,
+    listener: TcpListener,
+    state: SharedState,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    control_plane: crate::cluster::controllers::ControlPlane,
+}
+
+/// Bootstraps and binds the server without serving yet.
+pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError> {
     check(&options)?;
     std::fs::create_dir_all(&options.data_dir).map_err(|source| ServerError::DataDir {
         path: options.data_dir.clone(),
@@ -213,17 +262,8 @@ pub async fn run(
     })?;
     let dir = DataDir(options.data_dir.clone());
     let tokens = tls::tokens(&dir)?;
-    let mut keys = KeyRing::load_or_create(&dir.encryption_keys())?;
+    let keys = KeyRing::load_or_create(&dir.encryption_keys())?;
     let store = SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?;
-    if options.rotate_encryption_key {
-        let id = keys.rotate();
-        keys.save(&dir.encryption_keys())?;
-        let storage = Storage::new(Arc::new(store), Some(keys));
-        let secrets = by_kind("v1", "Secret").expect("secrets are served");
-        let n = storage.reencrypt_secrets(secrets).await?;
-        println!("rotated the encryption key to {id}; re-encrypted {n} secrets");
-        return Ok(());
-    }
     let storage = Storage::new(Arc::new(store), Some(keys));
     builtin_namespaces(&storage).await?;
 
@@ -255,7 +295,7 @@ pub async fn run(
     let url = format!("{scheme}://{host}:{}", local.port());
     let kubeconfig = tls::write_kubeconfig(&dir, &url, &tokens, !options.insecure_http)?;
 
-    let mut config = ApiConfig::new(tokens);
+    let mut config = ApiConfig::new(tokens.clone());
     config.bookmark_interval = options.bookmark_interval;
     config.network = options.network.clone();
     let state = ApiState::new(storage, config);
@@ -269,14 +309,33 @@ pub async fn run(
     } else {
         Some(tls::server_config(&dir)?)
     };
-    println!("kubeconfig: {}", kubeconfig.display());
-    println!("listening on {url}");
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
-
     let control_plane = crate::cluster::controllers::start(state.clone(), options.control);
-    serve(listener, state, tls_config, shutdown).await;
-    drop(control_plane);
-    Ok(())
+    Ok(StartedServer {
+        url,
+        kubeconfig,
+        tokens,
+        ca_cert: (!options.insecure_http).then(|| dir.ca_cert()),
+        listener,
+        state,
+        tls_config,
+        control_plane,
+    })
+}
+
+impl StartedServer {
+    /// Answers requests until `shutdown` resolves, then drains and stops the controllers.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        let StartedServer {
+            listener,
+            state,
+            tls_config,
+            control_plane,
+            ..
+        } = self;
+        serve(listener, state, tls_config, shutdown).await;
+        drop(control_plane);
+    }
 }
 
 async fn serve(

@@ -1,0 +1,665 @@
+//! `berth up`: the whole system in one process on one machine — the API server with its
+//! embedded SQLite store and controllers, one agent on the local Docker — plus a loop that
+//! applies a folder of manifests (one atomic batch, prune on, behind the mass-delete guard),
+//! re-applies it when a file changes, and shows what the cluster is doing until Ctrl-C.
+//!
+//! Containers outlive the process: a second `berth up` on the same data dir finds the store
+//! as it was and its agent adopts the running containers. With `--down`, stopping removes
+//! every container and volume this data dir's agent created, and the data dir's state.
+
+pub mod ready;
+pub mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply::batch::{BatchRequest, BatchResponse, FIELD_MANAGER, Outcome};
+use crate::apply::client::{BatchClientError, send};
+use crate::client::{ClientError, ClientOptions};
+use crate::cluster::api::resources::by_kind;
+use crate::daemons::agent::backoff::BackoffConfig;
+use crate::daemons::agent::daemon::{self, AgentError, AgentOptions};
+use crate::daemons::agent::podspec::AgentPolicy;
+use crate::daemons::agent::sync::SyncTiming;
+use crate::daemons::agent::{ContainerRuntime, DockerRuntime, RuntimeError};
+use crate::daemons::server::{self, ServerError, ServerOptions};
+use ready::{ObjectState, object_state};
+use view::{Row, View};
+
+/// The ApplySet `berth up` applies the folder as (its parent is the Secret `default/berth-up`).
+pub const APPLYSET: &str = "berth-up";
+/// The namespace of the ApplySet's parent and of objects that name none.
+pub const NAMESPACE: &str = "default";
+/// The label on every container and volume of `berth up`'s agent: a hash of the data dir,
+/// so `--down` removes exactly what this data dir's cluster made.
+pub const UP_LABEL: &str = "berth.dev/up";
+
+/// Loads and validates a folder of manifests with the one loader and validator, printing
+/// every problem as `berth validate` does. `None`: refused (the report is printed).
+pub type Loader = Arc<dyn Fn(&Path) -> Option<Vec<Value>> + Send + Sync>;
+
+/// Everything `berth up` is configured with, checked before anything starts.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub data_dir: PathBuf,
+    /// The folder of manifests to apply and watch.
+    pub manifests: PathBuf,
+    /// Where the API server listens.
+    pub listen: SocketAddr,
+    pub node_name: String,
+    /// Exit 0 once every applied object is Ready.
+    pub exit_when_ready: bool,
+    /// With `exit_when_ready`: give up after this long and say what is not Ready.
+    pub timeout: Option<Duration>,
+    /// Remove everything on the way out.
+    pub down: bool,
+    /// Extra labels on every container and volume (tests label theirs).
+    pub extra_labels: BTreeMap<String, String>,
+    /// How long the folder must be quiet before a change is applied.
+    pub debounce: Duration,
+    /// Redraw a table on a terminal instead of printing one line per change.
+    pub live: bool,
+}
+
+/// How `berth up` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpOutcome {
+    /// Ctrl-C or SIGTERM.
+    Stopped,
+    /// `--exit-when-ready`: everything became Ready.
+    Ready,
+    /// `--exit-when-ready`: the timeout passed; one reason per object that is not Ready.
+    NotReady(Vec<String>),
+    /// `--exit-when-ready`: the manifests could not be applied (the reason was printed).
+    ApplyFailed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("the manifests in {path} are invalid; nothing was started")]
+    Invalid { path: PathBuf },
+    #[error("Docker is not reachable (is the engine running? is DOCKER_HOST right?)")]
+    Docker(#[source] RuntimeError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot connect to the in-process API server")]
+    Client(#[from] ClientError),
+    #[error("the agent stopped")]
+    Agent(#[from] AgentError),
+    #[error("the agent stopped unexpectedly")]
+    AgentEnded,
+    #[error("cannot watch {path} for changes")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot remove what berth up created")]
+    Down(#[source] RuntimeError),
+}
+
+/// The value of [`UP_LABEL`] for a data dir: stable across runs, distinct between dirs.
+pub fn up_id(data_dir: &Path) -> String {
+    let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
+    hex::encode(&digest[..6])
+}
+
+/// One applied object, as the batch answered it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Applied {
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    name: String,
+}
+
+impl Applied {
+    fn display(&self) -> String {
+        let kind = self.kind.to_lowercase();
+        let name = match self.api_version.rsplit_once('/') {
+            Some((group, _)) => format!("{kind}.{group}/{}", self.name),
+            None => format!("{kind}/{}", self.name),
+        };
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name,
+        }
+    }
+
+    /// The object's URL path, if berth serves its kind.
+    fn path(&self) -> Option<String> {
+        let r = by_kind(&self.api_version, &self.kind)?;
+        Some(object_path(
+            r.group.is_empty(),
+            r.api_version,
+            r.namespaced
+                .then(|| self.namespace.as_deref().unwrap_or(NAMESPACE)),
+            r.plural,
+            &self.name,
+        ))
+    }
+}
+
+fn object_path(
+    core: bool,
+    api_version: &str,
+    namespace: Option<&str>,
+    plural: &str,
+    name: &str,
+) -> String {
+    let prefix = if core {
+        format!("/api/{api_version}")
+    } else {
+        format!("/apis/{api_version}")
+    };
+    match namespace {
+        Some(ns) => format!("{prefix}/namespaces/{ns}/{plural}/{name}"),
+        None => format!("{prefix}/{plural}/{name}"),
+    }
+}
+
+fn applied_set(response: &BatchResponse) -> Vec<Applied> {
+    let mut set: Vec<Applied> = response
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Pruned)
+        .map(|r| Applied {
+            api_version: r.api_version.clone(),
+            kind: r.kind.clone(),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        })
+        .collect();
+    set.sort();
+    set
+}
+
+/// GET as JSON; `None` when the object does not exist.
+async fn get_json(client: &kube::Client, path: &str) -> Result<Option<Value>, kube::Error> {
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .expect("a valid request");
+    match client.request::<Value>(request).await {
+        Ok(v) => Ok(Some(v)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `berth up` until `shutdown` resolves or, with `--exit-when-ready`, until everything is
+/// Ready or the timeout passes.
+pub async fn run(
+    options: UpOptions,
+    loader: Loader,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<UpOutcome, UpError> {
+    // Everything is checked before a port is bound or Docker touched.
+    let Some(objects) = loader(&options.manifests) else {
+        return Err(UpError::Invalid {
+            path: options.manifests.clone(),
+        });
+    };
+    let runtime = DockerRuntime::connect().await.map_err(UpError::Docker)?;
+    std::fs::create_dir_all(&options.data_dir).map_err(|source| {
+        UpError::Server(ServerError::DataDir {
+            path: options.data_dir.clone(),
+            source,
+        })
+    })?;
+    let id = up_id(&options.data_dir);
+    let started = server::start(ServerOptions {
+        data_dir: options.data_dir.clone(),
+        listen: options.listen,
+        insecure_http: false,
+        rotate_encryption_key: false,
+        bookmark_interval: Duration::from_secs(30),
+        control: crate::cluster::controllers::ControlOptions::default(),
+    })
+    .await?;
+    let url = started.url.clone();
+    let kubeconfig = started.kubeconfig.clone();
+    let client_options = |token: &str| ClientOptions {
+        server: Some(url.clone()),
+        token: Some(token.to_string()),
+        certificate_authority: started.ca_cert.clone(),
+        ..ClientOptions::default()
+    };
+    let agent_client = client_options(&started.tokens.agent);
+    let admin = client_options(&started.tokens.admin)
+        .connect()
+        .await?
+        .client;
+    println!("berth up: API server on {url}");
+    println!("kubeconfig: {}", kubeconfig.display());
+    println!(
+        "  try: KUBECONFIG={} kubectl get pods -A",
+        kubeconfig.display()
+    );
+    let (server_stop, server_stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(started.serve(async {
+        let _ = server_stopped.await;
+    }));
+
+    let mut labels = options.extra_labels.clone();
+    labels.insert(UP_LABEL.to_string(), id.clone());
+    let agent_options = AgentOptions {
+        client: agent_client,
+        node_name: options.node_name.clone(),
+        node_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        max_pods: 110,
+        lease_interval: Duration::from_secs(10),
+        node_status_interval: Duration::from_secs(10),
+        timing: SyncTiming {
+            relist: Duration::from_secs(2),
+            unhealthy_after: Duration::from_secs(30),
+        },
+        backoff: BackoffConfig {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+            ..BackoffConfig::default()
+        },
+        policy: AgentPolicy::default(),
+        extra_labels: labels,
+        metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let (agent_stop, agent_stopped) = oneshot::channel::<()>();
+    let agent = daemon::run(agent_options, async {
+        let _ = agent_stopped.await;
+    });
+    tokio::pin!(agent);
+
+    let session = Session {
+        client: admin,
+        options: options.clone(),
+        started: chrono::Utc::now(),
+    };
+    let result = tokio::select! {
+        outcome = session.run(objects, loader, shutdown) => outcome,
+        ended = &mut agent => Err(match ended {
+            Err(e) => UpError::Agent(e),
+            Ok(()) => UpError::AgentEnded,
+        }),
+    };
+    // The agent goes first, so nothing recreates containers while `--down` removes them.
+    let _ = agent_stop.send(());
+    if result.is_ok() {
+        let _ = agent.await;
+    }
+    let down = if options.down {
+        remove_everything(&runtime, &id).await
+    } else {
+        Ok(())
+    };
+    let _ = server_stop.send(());
+    let _ = serving.await;
+    if options.down {
+        remove_state(&options.data_dir);
+        println!("removed every container and volume berth up created, and its state");
+    } else if result.is_ok() {
+        println!("control plane and agent stopped; the containers keep running");
+    }
+    down.map_err(UpError::Down)?;
+    result
+}
+
+/// Removes every container and volume labelled with this data dir's id.
+async fn remove_everything(runtime: &DockerRuntime, id: &str) -> Result<(), RuntimeError> {
+    let labels = [(UP_LABEL, id)];
+    for container in runtime.list_containers(&labels).await? {
+        runtime.remove_container(&container.id).await?;
+    }
+    for volume in runtime.list_volumes(&labels).await? {
+        runtime.remove_volume(&volume).await?;
+    }
+    Ok(())
+}
+
+/// Removes the files bootstrap and the store keep in the data dir, then the dir if empty.
+fn remove_state(data_dir: &Path) {
+    let dir = crate::cluster::api::tls::DataDir(data_dir.to_path_buf());
+    for file in [dir.kubeconfig(), dir.encryption_keys()] {
+        let _ = std::fs::remove_file(file);
+    }
+    for sub in ["tls", "tokens"] {
+        let _ = std::fs::remove_dir_all(data_dir.join(sub));
+    }
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(crate::cluster::store::sqlite::DB_FILE_NAME) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(data_dir);
+}
+
+/// The apply-watch-show loop.
+struct Session {
+    client: kube::Client,
+    options: UpOptions,
+    started: chrono::DateTime<chrono::Utc>,
+}
+
+impl Session {
+    async fn run(
+        &self,
+        objects: Vec<Value>,
+        loader: Loader,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<UpOutcome, UpError> {
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
+        let _watcher = watch_folder(&self.options.manifests, changed_tx)?;
+        let mut view = View::new(self.options.live);
+        self.wait_for_node().await;
+        let mut applied = Vec::new();
+        let mut apply_failed = false;
+        match self.apply(objects, &mut view).await {
+            Some(set) => applied = set,
+            None => apply_failed = true,
+        }
+        if apply_failed && self.options.exit_when_ready {
+            return Ok(UpOutcome::ApplyFailed);
+        }
+        let deadline = self.options.timeout.map(|t| Instant::now() + t);
+        let mut seen_events: BTreeSet<String> = BTreeSet::new();
+        let mut was_ready = false;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    view.clear();
+                    return Ok(UpOutcome::Stopped);
+                }
+                Some(()) = changed_rx.recv() => {
+                    // Debounce: wait until the folder has been quiet for a moment.
+                    while let Ok(Some(())) =
+                        tokio::time::timeout(self.options.debounce, changed_rx.recv()).await
+                    {}
+                    view.clear();
+                    view.message(&format!(
+                        "{} changed; applying",
+                        self.options.manifests.display()
+                    ));
+                    match loader(&self.options.manifests) {
+                        Some(objects) => {
+                            if let Some(set) = self.apply(objects, &mut view).await {
+                                applied = set;
+                            }
+                        }
+                        None => view.message("nothing changed: fix the manifests above and save again"),
+                    }
+                }
+                _ = tick.tick() => {
+                    let rows = self.rows(&applied).await;
+                    self.warnings(&mut seen_events, &mut view).await;
+                    let all_ready = !applied.is_empty() && rows.iter().all(|r| r.ready || !r.applied);
+                    view.show(&rows);
+                    if all_ready && !was_ready {
+                        view.message(&format!("ready: all {} objects are Ready", applied.len()));
+                    }
+                    was_ready = all_ready;
+                    if self.options.exit_when_ready && all_ready {
+                        return Ok(UpOutcome::Ready);
+                    }
+                    if self.options.exit_when_ready && deadline.is_some_and(|d| Instant::now() > d) {
+                        let reasons = rows
+                            .iter()
+                            .filter(|r| r.applied && !r.ready)
+                            .map(|r| format!("{}: {}", r.name, r.state))
+                            .collect();
+                        return Ok(UpOutcome::NotReady(reasons));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits (up to 30 s) until the agent has registered its Node, so the scheduler binds
+    /// the first pods at once instead of backing off from an empty cluster.
+    async fn wait_for_node(&self) {
+        let path = format!("/api/v1/nodes/{}", self.options.node_name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = get_json(&self.client, &path).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Applies the set in one batch with prune on (the mass-delete guard stays on).
+    async fn apply(&self, objects: Vec<Value>, view: &mut View) -> Option<Vec<Applied>> {
+        let request = BatchRequest {
+            objects,
+            prune: true,
+            allow_mass_delete: false,
+            dry_run: false,
+            force: false,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        match send(&self.client, NAMESPACE, APPLYSET, &request).await {
+            Ok(response) => {
+                let mut counts: BTreeMap<Outcome, usize> = BTreeMap::new();
+                for r in &response.results {
+                    *counts.entry(r.outcome).or_default() += 1;
+                    if r.outcome != Outcome::Unchanged {
+                        view.message(&format!("{} {}", r.display_name(), r.outcome.as_str()));
+                    }
+                }
+                let summary: Vec<String> = [
+                    Outcome::Created,
+                    Outcome::Configured,
+                    Outcome::Unchanged,
+                    Outcome::Pruned,
+                ]
+                .iter()
+                .map(|o| format!("{} {}", counts.get(o).copied().unwrap_or(0), o.as_str()))
+                .collect();
+                view.message(&format!("applied: {}", summary.join(", ")));
+                Some(applied_set(&response))
+            }
+            Err(BatchClientError::Rejected {
+                message, causes, ..
+            }) => {
+                view.message(&format!("nothing was applied: {message}"));
+                for cause in causes {
+                    view.message(&format!("  - {cause}"));
+                }
+                None
+            }
+            Err(e) => {
+                view.message(&format!("nothing was applied: {e}"));
+                None
+            }
+        }
+    }
+
+    /// One row per applied object, then the pods of their namespaces that no manifest names.
+    async fn rows(&self, applied: &[Applied]) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let mut namespaces = BTreeSet::new();
+        for object in applied {
+            let state = match object.path() {
+                None => ObjectState {
+                    ready: true,
+                    text: "applied".into(),
+                },
+                Some(path) => self.state(object, &path).await,
+            };
+            if object.kind == "Namespace" {
+                namespaces.insert(object.name.clone());
+            } else if let Some(ns) = &object.namespace {
+                namespaces.insert(ns.clone());
+            }
+            rows.push(Row {
+                name: object.display(),
+                applied: true,
+                ready: state.ready,
+                state: state.text,
+            });
+        }
+        for ns in namespaces {
+            let path = format!("/api/v1/namespaces/{ns}/pods");
+            let Ok(Some(list)) = get_json(&self.client, &path).await else {
+                continue;
+            };
+            for pod in list["items"].as_array().into_iter().flatten() {
+                let name = pod.pointer("/metadata/name").and_then(Value::as_str);
+                let Some(name) = name else { continue };
+                let display = format!("{ns}/pod/{name}");
+                if rows.iter().any(|r| r.name == display) {
+                    continue;
+                }
+                let state = ready::pod_state(pod);
+                rows.push(Row {
+                    name: display,
+                    applied: false,
+                    ready: state.ready,
+                    state: state.text,
+                });
+            }
+        }
+        rows
+    }
+
+    async fn state(&self, object: &Applied, path: &str) -> ObjectState {
+        let live = match get_json(&self.client, path).await {
+            Ok(Some(live)) => live,
+            Ok(None) => return waiting("not found"),
+            Err(e) => return waiting(&format!("cannot read it: {e}")),
+        };
+        let endpoints = if object.kind == "Service" {
+            let ns = object.namespace.as_deref().unwrap_or(NAMESPACE);
+            let path = object_path(true, "v1", Some(ns), "endpoints", &object.name);
+            get_json(&self.client, &path).await.ok().flatten()
+        } else {
+            None
+        };
+        object_state(&object.kind, &live, endpoints.as_ref())
+    }
+
+    /// Prints Warning events and repaired drift that happened since `berth up` started.
+    async fn warnings(&self, seen: &mut BTreeSet<String>, view: &mut View) {
+        let Ok(Some(list)) = get_json(&self.client, "/api/v1/events").await else {
+            return;
+        };
+        for event in list["items"].as_array().into_iter().flatten() {
+            let reason = event["reason"].as_str().unwrap_or("");
+            let warning = event["type"].as_str() == Some("Warning");
+            if !warning && reason != "DriftRepaired" {
+                continue;
+            }
+            let when = event["lastTimestamp"]
+                .as_str()
+                .or(event["eventTime"].as_str())
+                .or(event
+                    .pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str))
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if when.is_some_and(|t| t < self.started) {
+                continue;
+            }
+            let key = format!(
+                "{}/{}",
+                event
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                event["count"].as_i64().unwrap_or(1)
+            );
+            if !seen.insert(key) {
+                continue;
+            }
+            let object = &event["involvedObject"];
+            view.message(&format!(
+                "{}: {}/{}/{}: {}: {}",
+                if warning { "warning" } else { "event" },
+                object["namespace"].as_str().unwrap_or("-"),
+                object["kind"].as_str().unwrap_or("").to_lowercase(),
+                object["name"].as_str().unwrap_or(""),
+                reason,
+                event["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+}
+
+fn waiting(text: &str) -> ObjectState {
+    ObjectState {
+        ready: false,
+        text: text.into(),
+    }
+}
+
+/// Watches `folder` recursively; every change sends one `()`.
+fn watch_folder(
+    folder: &Path,
+    changed: mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher, UpError> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = event.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_)));
+        if relevant {
+            let _ = changed.send(());
+        }
+    })
+    .map_err(|source| UpError::Watch {
+        path: folder.to_path_buf(),
+        source,
+    })?;
+    watcher
+        .watch(folder, RecursiveMode::Recursive)
+        .map_err(|source| UpError::Watch {
+            path: folder.to_path_buf(),
+            source,
+        })?;
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_read_as_the_api_serves_them() {
+        let deployment = Applied {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("shop".into()),
+            name: "web".into(),
+        };
+        assert_eq!(
+            deployment.path().as_deref(),
+            Some("/apis/apps/v1/namespaces/shop/deployments/web")
+        );
+        assert_eq!(deployment.display(), "shop/deployment.apps/web");
+        let namespace = Applied {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: "shop".into(),
+        };
+        assert_eq!(namespace.path().as_deref(), Some("/api/v1/namespaces/shop"));
+    }
+
+    #[test]
+    fn the_label_is_stable_per_data_dir_and_differs_between_dirs() {
+        let a = up_id(Path::new("/tmp/berth-a"));
+        assert_eq!(a, up_id(Path::new("/tmp/berth-a")));
+        assert_ne!(a, up_id(Path::new("/tmp/berth-b")));
+        assert_eq!(a.len(), 12);
+    }
+}
