@@ -223,6 +223,7 @@ pub async fn run(
         rotate_encryption_key: false,
         bookmark_interval: Duration::from_secs(30),
         control: crate::cluster::controllers::ControlOptions::default(),
+        network: crate::cluster::api::allocate::Network::default(),
     })
     .await?;
     let url = started.url.clone();
@@ -256,6 +257,8 @@ pub async fn run(
         node_name: options.node_name.clone(),
         node_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
         max_pods: 110,
+        reserved: Default::default(),
+        pod_cidr: None,
         lease_interval: Duration::from_secs(10),
         node_status_interval: Duration::from_secs(10),
         timing: SyncTiming {
