@@ -9,6 +9,7 @@ pub mod describe;
 mod diff;
 mod exec;
 pub mod get;
+mod gitsource;
 mod logs;
 mod manifests;
 mod node;
@@ -86,6 +87,9 @@ enum Command {
     Uncordon(node::NodeArgs),
     /// Cordon a node and move every pod off it
     Drain(node::DrainArgs),
+    /// Suspend, resume or sync a GitSource
+    #[command(subcommand)]
+    Gitsource(gitsource::GitSourceCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -111,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Cordon(args) => node::cordon(args),
         Command::Uncordon(args) => node::uncordon(args),
         Command::Drain(args) => node::run_drain(args),
+        Command::Gitsource(cmd) => gitsource::run(cmd),
     };
     ExitCode::from(code)
 }

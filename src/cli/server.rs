@@ -41,6 +41,29 @@ pub struct ServerArgs {
     /// Seconds pods without their own toleration stay on an unreachable node before eviction
     #[arg(long, default_value_t = 10)]
     default_toleration_seconds: u64,
+    /// Keep the manifests of this git repository (URL or local path) applied: creates or
+    /// updates the GitSource default/default
+    #[arg(long, value_name = "URL_OR_PATH")]
+    git: Option<String>,
+    /// Branch, tag or commit for --git (default: the repository's HEAD)
+    #[arg(long, value_name = "REF", requires = "git")]
+    git_ref: Option<String>,
+    /// Folder of the repository holding the manifests, for --git (default: the root)
+    #[arg(long, value_name = "DIR", requires = "git")]
+    git_path: Option<String>,
+}
+
+/// A local `--git` path made absolute, so the server follows it whatever its directory.
+fn git_url(arg: &str) -> String {
+    if arg.contains("://") || arg.contains('@') {
+        return arg.to_string();
+    }
+    let path = std::path::Path::new(arg);
+    path.canonicalize()
+        .or_else(|_| std::env::current_dir().map(|d| d.join(path)))
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 pub(super) fn init_logging(format: LogFormat) {
@@ -67,6 +90,11 @@ pub fn run(args: ServerArgs) -> u8 {
             node_grace: Duration::from_secs(args.node_grace_seconds.max(1)),
             default_toleration: Duration::from_secs(args.default_toleration_seconds),
         },
+        git: args.git.as_deref().map(|url| server::GitShortcut {
+            url: git_url(url),
+            git_ref: args.git_ref.clone(),
+            path: args.git_path.clone(),
+        }),
     };
     if let Err(e) = server::check(&options) {
         eprintln!("error: {e}");

@@ -7,11 +7,13 @@
 //! - [`nodes`]: node leases, the unreachable taint, and evictions.
 //! - [`gc`]: ownerReferences with background, foreground and orphan propagation.
 //! - [`namespace`]: a deleted namespace is emptied, then goes.
+//! - [`gitsource`]: git sync, the manifests of each GitSource kept applied (started apart).
 
 pub mod cache;
 pub mod client;
 pub mod deployment;
 pub mod gc;
+pub mod gitsource;
 pub mod labels;
 pub mod namespace;
 pub mod nodes;
