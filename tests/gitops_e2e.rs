@@ -336,8 +336,24 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     .await;
     assert_eq!(condition(&source, "Synced")["status"], "True", "{source}");
     assert_eq!(condition(&source, "Stalled")["status"], "False", "{source}");
-    // No node runs the pods: the Deployment is still rolling out.
-    assert_eq!(source["status"]["health"], "Progressing", "{source}");
+    // No node is registered: the Deployment's pods cannot be scheduled, and health says so.
+    let source = wait_for(Duration::from_secs(10), "health Degraded", || async {
+        let s = server.source("default").await;
+        if s["status"]["health"] == "Degraded" {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let ready = condition(&source, "Ready");
+    assert_eq!(ready["reason"], "Degraded", "{source}");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Deployment default/web: pod web-")
+            && message.contains("cannot be scheduled"),
+        "{message}"
+    );
 
     // `kubectl get gitsources` columns, from the server's Table.
     let table = server
@@ -424,12 +440,16 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
         }
     })
     .await;
-    let source = server.source("default").await;
-    assert_eq!(
-        source["status"]["lastAppliedCommit"],
-        pruned.as_str(),
-        "{source}"
-    );
+    wait_for(Duration::from_secs(5), "the prune recorded", || async {
+        let s = server.source("default").await;
+        let inventory = s["status"]["inventory"].as_array().map_or(0, Vec::len);
+        if s["status"]["lastAppliedCommit"] == pruned.as_str() && inventory == 2 {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
     assert_eq!(
         server
             .get(DEPLOY)
@@ -544,16 +564,20 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
         }
     })
     .await;
-    let events = server
-        .get("/api/v1/namespaces/default/events")
-        .await
-        .unwrap();
-    let healed = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["reason"] == "SelfHealed")
-        .unwrap_or_else(|| panic!("no SelfHealed event: {events}"));
+    let healed = wait_for(Duration::from_secs(5), "a SelfHealed event", || async {
+        let events = server
+            .get("/api/v1/namespaces/default/events")
+            .await
+            .unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"] == "SelfHealed")
+            .cloned()
+            .ok_or_else(|| "no SelfHealed event".to_string())
+    })
+    .await;
     assert!(
         healed["message"]
             .as_str()
