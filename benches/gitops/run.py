@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 OBJECTS = int(sys.argv[2]) if len(sys.argv) > 2 else 500
 HOOK_SECRET = "bench-hook-secret"
+LOG = os.environ.get("BERTH_LOG", os.devnull)
 
 
 def git(cwd, *args):
@@ -132,7 +133,7 @@ def main():
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = subprocess.Popen([berth, "server", "--listen", "127.0.0.1:0", "--insecure-http",
                                "--data-dir", os.path.join(work, "data"), "--git", repo],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.PIPE, stderr=open(LOG, "w"), text=True)
     try:
         url = None
         for line in server.stdout:
@@ -200,7 +201,7 @@ def main():
         bulk = done - start
         rss_after = peak_rss_mib(server.pid)
 
-        print(f"\n{RUNS} runs (medians), {os.cpu_count()} cores, release build\n")
+        print(f"\n{RUNS} runs (medians), {os.cpu_count()} cores, {berth}\n")
         print("| step | time |")
         print("|---|---|")
         print(f"| `git commit` in the watched repository → object served | "

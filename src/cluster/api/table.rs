@@ -314,10 +314,15 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
         ],
         "GitSource" => {
             let commit = text(o, "/status/lastAppliedCommit", "");
-            let ready = o
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+            // The message that matters most: why it is stalled, what drifted, else Ready's.
+            let conditions = o.pointer("/status/conditions").and_then(Value::as_array);
+            let find = |t: &str, bad: &str| {
+                conditions.and_then(|c| c.iter().find(|c| c["type"] == t && c["status"] == bad))
+            };
+            let ready = find("Stalled", "True")
+                .or_else(|| find("Synced", "False"))
+                .or_else(|| find("Ready", "False"))
+                .or_else(|| find("Ready", "True"));
             vec![
                 json!(text(o, "/spec/url", "")),
                 json!(&commit[..commit.len().min(7)]),
