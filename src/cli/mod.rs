@@ -9,6 +9,7 @@ pub mod describe;
 mod diff;
 mod exec;
 pub mod get;
+mod gitsource;
 mod logs;
 mod manifests;
 mod node;
@@ -89,6 +90,9 @@ enum Command {
     Drain(node::DrainArgs),
     /// Run the whole cluster on this machine (server, store, one agent) and apply a folder
     Up(Box<up::UpArgs>),
+    /// Suspend, resume or sync a GitSource
+    #[command(subcommand)]
+    Gitsource(gitsource::GitSourceCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -115,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Uncordon(args) => node::uncordon(args),
         Command::Drain(args) => node::run_drain(args),
         Command::Up(args) => up::run(*args),
+        Command::Gitsource(cmd) => gitsource::run(cmd),
     };
     ExitCode::from(code)
 }

@@ -57,6 +57,29 @@ pub struct ServerArgs {
     /// Ports NodePort and LoadBalancer Services get on every node
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     service_node_port_range: RangeInclusive<u16>,
+    /// Keep the manifests of this git repository (URL or local path) applied: creates or
+    /// updates the GitSource default/default
+    #[arg(long, value_name = "URL_OR_PATH")]
+    git: Option<String>,
+    /// Branch, tag or commit for --git (default: the repository's HEAD)
+    #[arg(long, value_name = "REF", requires = "git")]
+    git_ref: Option<String>,
+    /// Folder of the repository holding the manifests, for --git (default: the root)
+    #[arg(long, value_name = "DIR", requires = "git")]
+    git_path: Option<String>,
+}
+
+/// A local `--git` path made absolute, so the server follows it whatever its directory.
+fn git_url(arg: &str) -> String {
+    if arg.contains("://") || arg.contains('@') {
+        return arg.to_string();
+    }
+    let path = std::path::Path::new(arg);
+    path.canonicalize()
+        .or_else(|_| std::env::current_dir().map(|d| d.join(path)))
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 pub(super) fn init_logging(format: LogFormat) {
@@ -89,6 +112,11 @@ pub fn run(args: ServerArgs) -> u8 {
             service_cidr: args.service_cidr,
             node_ports: args.service_node_port_range,
         },
+        git: args.git.as_deref().map(|url| server::GitShortcut {
+            url: git_url(url),
+            git_ref: args.git_ref.clone(),
+            path: args.git_path.clone(),
+        }),
     };
     if let Err(e) = server::check(&options) {
         eprintln!("error: {e}");

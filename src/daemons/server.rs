@@ -40,7 +40,21 @@ pub struct ServerOptions {
     pub control: crate::cluster::controllers::ControlOptions,
     /// Pod CIDR, Service CIDR and NodePort ranges.
     pub network: Network,
+    /// `--git`: the repository the GitSource [`GIT_SHORTCUT`] follows.
+    pub git: Option<GitShortcut>,
 }
+
+/// `berth server --git URL_OR_PATH [--git-ref REF] [--git-path DIR]`.
+#[derive(Debug, Clone)]
+pub struct GitShortcut {
+    /// A URL, or an absolute local path.
+    pub url: String,
+    pub git_ref: Option<String>,
+    pub path: Option<String>,
+}
+
+/// `(namespace, name)` of the GitSource that `--git` creates or updates.
+pub const GIT_SHORTCUT: (&str, &str) = ("default", "default");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -62,6 +76,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("cannot prepare the cluster's built-in objects")]
     Api(#[from] ApiError),
+    #[error("--git {path}: {reason}")]
+    GitRepository { path: String, reason: String },
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -75,7 +91,9 @@ impl ServerError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ServerError::InsecureNotLoopback(_) | ServerError::Network(_)
+            ServerError::InsecureNotLoopback(_)
+                | ServerError::Network(_)
+                | ServerError::GitRepository { .. }
         )
     }
 }
@@ -86,6 +104,18 @@ pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
         return Err(ServerError::InsecureNotLoopback(options.listen));
     }
     options.network.check().map_err(ServerError::Network)?;
+    if let Some(git) = &options.git
+        && let Some(path) = crate::cluster::controllers::gitsource::fetch::local_path(&git.url)
+        && let Err(e) = git2::Repository::open(&path)
+    {
+        return Err(ServerError::GitRepository {
+            path: path.display().to_string(),
+            reason: format!(
+                "not a git repository ({}); give a repository's path or URL",
+                e.message()
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -251,6 +281,7 @@ pub struct StartedServer {
     state: SharedState,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     control_plane: crate::cluster::controllers::ControlPlane,
+    git_sync: crate::cluster::controllers::gitsource::GitSync,
 }
 
 /// Bootstraps and binds the server without serving yet.
@@ -311,6 +342,20 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     };
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
     let control_plane = crate::cluster::controllers::start(state.clone(), options.control);
+    let git_api = || {
+        crate::cluster::controllers::client::LocalApi::new(
+            state.clone(),
+            crate::cluster::controllers::gitsource::FIELD_MANAGER,
+        )
+    };
+    let git_sync = crate::cluster::controllers::gitsource::start(
+        git_api(),
+        control_plane.caches.clone(),
+        options.data_dir.join("git"),
+    );
+    if let Some(git) = &options.git {
+        git_shortcut(&git_api(), git).await;
+    }
     Ok(StartedServer {
         url,
         kubeconfig,
@@ -320,6 +365,7 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         state,
         tls_config,
         control_plane,
+        git_sync,
     })
 }
 
@@ -331,10 +377,44 @@ impl StartedServer {
             state,
             tls_config,
             control_plane,
+            git_sync,
             ..
         } = self;
         serve(listener, state, tls_config, shutdown).await;
+        drop(git_sync);
         drop(control_plane);
+    }
+}
+
+/// Creates or updates the GitSource of `--git`; a failure is logged, the server still serves.
+async fn git_shortcut(api: &crate::cluster::controllers::client::LocalApi, git: &GitShortcut) {
+    use crate::cluster::controllers::client::{path, resource};
+    let (namespace, name) = GIT_SHORTCUT;
+    let sources = resource("berth.dev/v1", "GitSource");
+    let spec = json!({"url": git.url, "ref": git.git_ref, "path": git.path});
+    let result = match api
+        .merge_patch(
+            &path(sources, Some(namespace), Some(name), None),
+            &json!({"spec": spec}),
+        )
+        .await
+    {
+        Err(e) if e.is_not_found() => {
+            let object = json!({"apiVersion": "berth.dev/v1", "kind": "GitSource",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec});
+            api.create(&path(sources, Some(namespace), None, None), &object)
+                .await
+                .map(|_| ())
+        }
+        other => other.map(|_| ()),
+    };
+    match result {
+        Ok(()) => tracing::info!(
+            source = %format!("{namespace}/{name}"),
+            url = %crate::cluster::controllers::gitsource::fetch::redact_url(&git.url),
+            "--git: following the repository"
+        ),
+        Err(e) => tracing::error!(error = %e, "--git: cannot create the GitSource"),
     }
 }
 

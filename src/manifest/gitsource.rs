@@ -52,6 +52,10 @@ pub struct GitSourceSpec {
     /// Stop syncing until set back to false.
     #[serde(default)]
     pub suspend: bool,
+    /// Secret in the same namespace whose key `webhook-secret` authenticates calls to
+    /// `POST /hooks/git/{namespace}/{name}` (GitHub's signature or GitLab's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_ref: Option<LocalObjectReference>,
 }
 
 fn default_true() -> bool {
@@ -83,6 +87,12 @@ pub struct GitSourceStatus {
     /// Healthy, Progressing, Degraded or Unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// The `berth.dev/sync-requested-at` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_sync_request: Option<String>,
+    /// Fields of applied objects that differ from git (`Deployment default/web: spec.replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

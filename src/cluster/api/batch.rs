@@ -248,3 +248,42 @@ async fn run(
     }
     Err(last_error.expect("at least one attempt").into())
 }
+
+/// Why an in-process batch ([`apply_in_process`]) was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchRefusal {
+    /// The prune guard held the batch: `message` says why, `would_go` names each object.
+    #[error("{message}")]
+    MassDelete {
+        message: String,
+        would_go: Vec<String>,
+    },
+    /// Invalid objects, conflicts or a store failure: `message` with every cause in it.
+    #[error("{message}")]
+    Refused { code: u16, message: String },
+}
+
+/// Applies a batch as `POST .../applysets/{name}` does, from inside the server (git sync):
+/// the same planning, guard and single transaction, with no HTTP round trip to itself.
+pub async fn apply_in_process(
+    state: &SharedState,
+    namespace: &str,
+    name: &str,
+    batch: BatchRequest,
+) -> Result<BatchResponse, BatchRefusal> {
+    run(state, namespace, name, batch)
+        .await
+        .map_err(|e| match e {
+            BatchError::MassDelete { refusal, would_go } => BatchRefusal::MassDelete {
+                message: refusal.to_string(),
+                would_go,
+            },
+            BatchError::Api(e) => {
+                let message = e.to_string();
+                BatchRefusal::Refused {
+                    code: e.into_response().status().as_u16(),
+                    message,
+                }
+            }
+        })
+}

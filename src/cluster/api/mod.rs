@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod encryption;
 pub mod fields;
 mod handlers;
+pub mod hooks;
 mod list;
 pub mod metrics;
 mod openapi;
@@ -31,6 +32,8 @@ pub mod table;
 pub mod tls;
 mod watch;
 mod write;
+
+pub use batch::{BatchRefusal, apply_in_process};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -321,7 +324,7 @@ async fn authenticate_and_observe(
     let public = matches!(
         request.uri().path(),
         "/version" | "/healthz" | "/livez" | "/readyz"
-    );
+    ) || hooks::is_hook_path(request.uri().path());
     if !public {
         match auth::authenticate(&state.config.tokens, request.headers()) {
             Ok(identity) => {
@@ -383,6 +386,7 @@ pub fn router(state: SharedState) -> Router {
             "/apis/berth.dev/v1/namespaces/{namespace}/applysets/{name}",
             post(batch::apply_set),
         )
+        .route("/hooks/git/{namespace}/{name}", post(hooks::git_push))
         .route(
             "/api/{*rest}",
             any(|s: State<SharedState>, r: Request| resource(s, "api", r)),

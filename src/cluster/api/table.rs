@@ -141,7 +141,32 @@ fn columns(r: &Resource) -> &'static [(&'static str, u8)] {
             ("Object", 0),
             ("Message", 0),
         ],
+        "GitSource" => &[
+            ("URL", 0),
+            ("Commit", 0),
+            ("Sync", 0),
+            ("Health", 0),
+            ("Age", 0),
+            ("Message", 1),
+        ],
         _ => &[("Age", 0)],
+    }
+}
+
+/// A GitSource's SYNC cell: Synced, OutOfSync, Suspended, or why it is stalled.
+fn gitsource_sync(o: &Value) -> String {
+    let conditions = o.pointer("/status/conditions").and_then(Value::as_array);
+    let find = |t: &str| conditions.and_then(|c| c.iter().find(|c| c["type"] == t));
+    if o.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+        return "Suspended".into();
+    }
+    if let Some(c) = find("Stalled").filter(|c| c["status"] == "True") {
+        return c["reason"].as_str().unwrap_or("Stalled").to_string();
+    }
+    match find("Synced") {
+        Some(c) if c["status"] == "True" => "Synced".into(),
+        Some(c) => c["reason"].as_str().unwrap_or("OutOfSync").to_string(),
+        None => "Unknown".into(),
     }
 }
 
@@ -387,6 +412,26 @@ fn cells(r: &Resource, o: &Value) -> Vec<Value> {
                     n => format!("{} + {} more...", addresses[..3].join(","), n - 3),
                 }),
                 json!(age(o)),
+            ]
+        }
+        "GitSource" => {
+            let commit = text(o, "/status/lastAppliedCommit", "");
+            // The message that matters most: why it is stalled, what drifted, else Ready's.
+            let conditions = o.pointer("/status/conditions").and_then(Value::as_array);
+            let find = |t: &str, bad: &str| {
+                conditions.and_then(|c| c.iter().find(|c| c["type"] == t && c["status"] == bad))
+            };
+            let ready = find("Stalled", "True")
+                .or_else(|| find("Synced", "False"))
+                .or_else(|| find("Ready", "False"))
+                .or_else(|| find("Ready", "True"));
+            vec![
+                json!(text(o, "/spec/url", "")),
+                json!(&commit[..commit.len().min(7)]),
+                json!(gitsource_sync(o)),
+                json!(text(o, "/status/health", "Unknown")),
+                json!(age(o)),
+                json!(ready.and_then(|c| c["message"].as_str()).unwrap_or("")),
             ]
         }
         "ConfigMap" => vec![

@@ -9,12 +9,14 @@
 //! - [`namespace`]: a deleted namespace is emptied, then goes.
 //! - [`endpoints`]: the Endpoints of every Service with a selector.
 //! - [`loadbalancer`]: LoadBalancer Services get every Ready node as ingress.
+//! - [`gitsource`]: git sync, the manifests of each GitSource kept applied (started apart).
 
 pub mod cache;
 pub mod client;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod gitsource;
 pub mod labels;
 pub mod loadbalancer;
 pub mod namespace;

@@ -224,6 +224,7 @@ pub async fn run(
         bookmark_interval: Duration::from_secs(30),
         control: crate::cluster::controllers::ControlOptions::default(),
         network: crate::cluster::api::allocate::Network::default(),
+        git: None,
     })
     .await?;
     let url = started.url.clone();

@@ -1,0 +1,170 @@
+//! Forge webhooks: `POST /hooks/git/{namespace}/{name}` asks the GitSource `namespace/name` to
+//! sync now. No bearer token: a forge cannot send one. Instead the call must prove it knows the
+//! secret held under the key [`WEBHOOK_SECRET_KEY`] of the Secret named by the source's
+//! `spec.webhookSecretRef`: GitHub signs the body (`X-Hub-Signature-256: sha256=<hmac>`), GitLab
+//! sends the secret itself (`X-Gitlab-Token`). Anything else gets 401 and changes nothing.
+//!
+//! A verified call only stamps the source's `berth.dev/sync-requested-at` annotation; the
+//! sync controller notices and fetches, as `berth gitsource sync` would make it do.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::resources::by_kind;
+use super::status::ApiError;
+use super::{SharedState, json_response};
+
+/// The key of the webhook Secret that holds the shared secret.
+pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
+/// The annotation that asks the sync controller for a sync now.
+pub const SYNC_REQUESTED_ANNOTATION: &str = "berth.dev/sync-requested-at";
+/// Larger push payloads are refused (GitHub caps them at 25 MB; pushes are far smaller).
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Whether a path is a webhook's, which authenticates by signature instead of a token.
+pub fn is_hook_path(path: &str) -> bool {
+    path.starts_with("/hooks/git/")
+}
+
+/// Whether the headers prove knowledge of `secret` for this body.
+pub fn verify(headers: &HeaderMap, body: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    if let Some(signature) = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+    {
+        let Some(hex_digest) = signature.trim().strip_prefix("sha256=") else {
+            return false;
+        };
+        let Ok(expected) = hex::decode(hex_digest) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+            return false;
+        };
+        mac.update(body);
+        // Constant time, so the signature cannot be guessed byte by byte.
+        return mac.verify_slice(&expected).is_ok();
+    }
+    if let Some(token) = headers.get("x-gitlab-token") {
+        // Comparing digests keeps the comparison's time independent of where they differ.
+        return Sha256::digest(token.as_bytes()) == Sha256::digest(secret);
+    }
+    false
+}
+
+fn unauthorized() -> Response {
+    ApiError::Unauthorized.into_response()
+}
+
+/// The route handler.
+pub(super) async fn git_push(
+    State(state): State<SharedState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if body.len() > BODY_LIMIT {
+        return ApiError::TooLarge { limit: BODY_LIMIT }.into_response();
+    }
+    let sources = by_kind("berth.dev/v1", "GitSource").expect("gitsources are served");
+    let secrets = by_kind("v1", "Secret").expect("secrets are served");
+    // Every refusal before the signature is checked is the same 401, so the endpoint does not
+    // tell strangers which sources exist.
+    let source = match state.storage.get(sources, Some(&namespace), &name).await {
+        Ok(Some((source, _))) => source,
+        Ok(None) => return unauthorized(),
+        Err(e) => return e.into_response(),
+    };
+    let Some(secret_name) = source
+        .pointer("/spec/webhookSecretRef/name")
+        .and_then(Value::as_str)
+    else {
+        return unauthorized();
+    };
+    let secret = match state
+        .storage
+        .get(secrets, Some(&namespace), secret_name)
+        .await
+    {
+        Ok(Some((secret, _))) => secret,
+        Ok(None) => return unauthorized(),
+        Err(e) => return e.into_response(),
+    };
+    let Some(shared) = secret
+        .pointer(&format!("/data/{WEBHOOK_SECRET_KEY}"))
+        .and_then(Value::as_str)
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    else {
+        return unauthorized();
+    };
+    if !verify(&headers, &body, &shared) {
+        tracing::info!(
+            namespace,
+            name,
+            "webhook call refused: bad or missing signature"
+        );
+        return unauthorized();
+    }
+    let api = crate::cluster::controllers::client::LocalApi::new(state.clone(), "berth-webhook");
+    let path =
+        crate::cluster::controllers::client::path(sources, Some(&namespace), Some(&name), None);
+    let now = super::write_now();
+    let patch = json!({"metadata": {"annotations": {SYNC_REQUESTED_ANNOTATION: now}}});
+    match api.merge_patch(&path, &patch).await {
+        Ok(_) => {
+            tracing::info!(namespace, name, "webhook call: sync requested");
+            json_response(
+                StatusCode::ACCEPTED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Success", "code": 202,
+                    "message": format!("sync of GitSource {namespace}/{name} requested")}),
+            )
+        }
+        Err(e) => json_response(
+            StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "code": e.code, "message": e.message}),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signatures_are_checked_against_the_body() {
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let mut headers = HeaderMap::new();
+        // The example from GitHub's documentation on validating webhook deliveries.
+        headers.insert(
+            "x-hub-signature-256",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+                .parse()
+                .unwrap(),
+        );
+        assert!(verify(&headers, body, secret));
+        assert!(!verify(&headers, b"Hello, World?", secret));
+        assert!(!verify(&headers, body, b"another secret"));
+    }
+
+    #[test]
+    fn gitlab_tokens_must_match_and_nothing_is_not_enough() {
+        let mut headers = HeaderMap::new();
+        assert!(!verify(&headers, b"{}", b"s3cret"));
+        headers.insert("x-gitlab-token", "s3cret".parse().unwrap());
+        assert!(verify(&headers, b"{}", b"s3cret"));
+        assert!(!verify(&headers, b"{}", b"other"));
+        assert!(!verify(&headers, b"{}", b""));
+    }
+}

@@ -1,0 +1,391 @@
+//! Fetching a GitSource's repository with git2 and reading its manifest files at one commit
+//! straight from git objects: no working tree, so a half-written checkout is never read.
+//!
+//! Local paths and `file://` URLs are opened in place (nothing to fetch; the commit is read
+//! from the repository's own objects). Other URLs are fetched into a bare mirror under the
+//! server's data dir, authenticating with the source's [`Credentials`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use git2::{
+    Cred, CredentialType, FetchOptions, ObjectType, RemoteCallbacks, Repository, TreeWalkMode,
+    TreeWalkResult,
+};
+
+/// The extensions read as manifests, as `berth apply -f DIR` picks them.
+const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+/// A symbolic link's file mode in a git tree: its blob is a link target, not a manifest.
+const GIT_FILEMODE_LINK: i32 = 0o120000;
+
+/// Credentials from the Secret named by `spec.secretRef`. `Debug` shows no value.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username.as_ref().map(|_| "<set>"))
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot open the repository at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot prepare the local mirror at {path}: {source}")]
+    Mirror {
+        path: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot fetch {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("the repository has no branch, tag or commit {git_ref:?}")]
+    Ref { git_ref: String },
+    #[error("the folder {path:?} does not exist at commit {commit}")]
+    NoPath { path: String, commit: String },
+    #[error("cannot read {path} at commit {commit}: {source}")]
+    Read {
+        path: String,
+        commit: String,
+        #[source]
+        source: git2::Error,
+    },
+}
+
+/// One manifest file at the commit: its path in the repository and its bytes.
+#[derive(Debug)]
+pub struct RepoFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The manifests of one commit.
+#[derive(Debug)]
+pub struct Fetched {
+    pub commit: String,
+    pub files: Vec<RepoFile>,
+}
+
+/// The local repository a URL names, if it is a path or a `file://` URL.
+pub fn local_path(url: &str) -> Option<PathBuf> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return Some(PathBuf::from(rest));
+    }
+    if url.starts_with('/') || url.starts_with("./") || url.starts_with("../") {
+        return Some(PathBuf::from(url));
+    }
+    None
+}
+
+/// The URL without any `user:password@` part, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The git directory of the local repository at `path` (`.git` of a clone, or a bare one):
+/// where refs change when someone commits or pushes.
+pub fn git_dir(path: &Path) -> Result<PathBuf, FetchError> {
+    Repository::open(path)
+        .map(|r| r.path().to_path_buf())
+        .map_err(|source| FetchError::Open {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Fetches (remote URLs) and reads the manifests under `folder` at `git_ref`.
+/// Blocking: run it off the async runtime.
+pub fn fetch(
+    url: &str,
+    git_ref: Option<&str>,
+    folder: Option<&str>,
+    credentials: Option<&Credentials>,
+    mirror: &Path,
+) -> Result<Fetched, FetchError> {
+    let (repo, remote_head) = match local_path(url) {
+        Some(path) => (
+            Repository::open(&path).map_err(|source| FetchError::Open {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None,
+        ),
+        None => fetch_remote(url, credentials, mirror)?,
+    };
+    let commit = resolve(&repo, git_ref, remote_head.as_deref(), url)?;
+    let files = read_manifests(&repo, commit, folder)?;
+    Ok(Fetched {
+        commit: commit.to_string(),
+        files,
+    })
+}
+
+/// Callbacks that answer one credential request from the Secret, then give up: a refused
+/// credential is not offered again and again.
+fn callbacks(credentials: Option<&Credentials>) -> RemoteCallbacks<'static> {
+    let credentials = credentials.cloned();
+    let mut offered = false;
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(move |_url, user_from_url, allowed| {
+        let Some(c) = &credentials else {
+            return Err(git2::Error::from_str(
+                "the repository asks for credentials: name a Secret in spec.secretRef",
+            ));
+        };
+        if offered {
+            return Err(git2::Error::from_str(
+                "the credentials of the Secret in spec.secretRef were refused",
+            ));
+        }
+        offered = true;
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            let user = c.username.as_deref().or(user_from_url);
+            if let Some(token) = &c.token {
+                return Cred::userpass_plaintext(user.unwrap_or("git"), token);
+            }
+            if let (Some(user), Some(password)) = (user, &c.password) {
+                return Cred::userpass_plaintext(user, password);
+            }
+        }
+        Err(git2::Error::from_str(
+            "the Secret in spec.secretRef holds no credential the repository accepts \
+             (https needs `token`, or `username` and `password`)",
+        ))
+    });
+    callbacks
+}
+
+/// Fetches every branch and tag into the bare mirror; returns it and the remote's HEAD.
+fn fetch_remote(
+    url: &str,
+    credentials: Option<&Credentials>,
+    mirror: &Path,
+) -> Result<(Repository, Option<String>), FetchError> {
+    let mirror_error = |source| FetchError::Mirror {
+        path: mirror.display().to_string(),
+        source,
+    };
+    let repo = match Repository::open_bare(mirror) {
+        Ok(r) => r,
+        Err(_) => {
+            std::fs::create_dir_all(mirror).map_err(|e| {
+                mirror_error(git2::Error::from_str(&format!("cannot create it: {e}")))
+            })?;
+            Repository::init_bare(mirror).map_err(mirror_error)?
+        }
+    };
+    let fetch_error = |source| FetchError::Fetch {
+        url: redact_url(url),
+        source,
+    };
+    let head = {
+        let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
+        let connection = remote
+            .connect_auth(git2::Direction::Fetch, Some(callbacks(credentials)), None)
+            .map_err(fetch_error)?;
+        connection
+            .default_branch()
+            .ok()
+            .and_then(|b| b.as_str().ok().map(str::to_string))
+    };
+    let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks(credentials));
+    options.download_tags(git2::AutotagOption::None);
+    remote
+        .fetch(
+            &[
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+            Some(&mut options),
+            None,
+        )
+        .map_err(fetch_error)?;
+    drop(remote);
+    let head = head.map(|h| match h.strip_prefix("refs/heads/") {
+        Some(branch) => format!("refs/remotes/origin/{branch}"),
+        None => h,
+    });
+    Ok((repo, head))
+}
+
+/// The commit `git_ref` names: a branch, a tag, or a commit id. No ref: HEAD.
+fn resolve(
+    repo: &Repository,
+    git_ref: Option<&str>,
+    remote_head: Option<&str>,
+    url: &str,
+) -> Result<git2::Oid, FetchError> {
+    let remote = local_path(url).is_none();
+    let candidates: Vec<String> = match git_ref {
+        None => match remote_head {
+            Some(h) => vec![h.to_string()],
+            None if remote => vec![
+                "refs/remotes/origin/main".into(),
+                "refs/remotes/origin/master".into(),
+            ],
+            None => vec!["HEAD".into()],
+        },
+        Some(r) if remote => vec![
+            format!("refs/remotes/origin/{r}"),
+            format!("refs/tags/{r}"),
+            r.to_string(),
+        ],
+        Some(r) => vec![
+            format!("refs/heads/{r}"),
+            format!("refs/tags/{r}"),
+            r.to_string(),
+        ],
+    };
+    for candidate in &candidates {
+        if let Ok(object) = repo.revparse_single(candidate)
+            && let Ok(commit) = object.peel_to_commit()
+        {
+            return Ok(commit.id());
+        }
+    }
+    Err(FetchError::Ref {
+        git_ref: git_ref.unwrap_or("HEAD").to_string(),
+    })
+}
+
+fn is_manifest_name(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+}
+
+/// The manifest files under `folder` (hidden entries skipped), sorted by path.
+fn read_manifests(
+    repo: &Repository,
+    commit: git2::Oid,
+    folder: Option<&str>,
+) -> Result<Vec<RepoFile>, FetchError> {
+    let commit_text = commit.to_string();
+    let read_error = |path: &str, source| FetchError::Read {
+        path: path.to_string(),
+        commit: commit_text.clone(),
+        source,
+    };
+    let root = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .map_err(|e| read_error(".", e))?;
+    let prefix = folder
+        .unwrap_or("")
+        .trim_matches('/')
+        .trim_start_matches("./")
+        .to_string();
+    let tree = if prefix.is_empty() || prefix == "." {
+        root
+    } else {
+        let entry = match root.get_path(Path::new(&prefix)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => {
+                return Err(FetchError::NoPath {
+                    path: prefix,
+                    commit: commit_text,
+                });
+            }
+            Err(e) => return Err(read_error(&prefix, e)),
+        };
+        if entry.kind() != Some(ObjectType::Tree) {
+            return Err(FetchError::NoPath {
+                path: prefix,
+                commit: commit_text,
+            });
+        }
+        entry
+            .to_object(repo)
+            .and_then(|o| o.peel_to_tree())
+            .map_err(|e| read_error(&prefix, e))?
+    };
+    let base = if prefix.is_empty() || prefix == "." {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut found: Vec<(String, git2::Oid)> = Vec::new();
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let name = entry.name().unwrap_or("");
+        if name.starts_with('.') {
+            return TreeWalkResult::Skip;
+        }
+        if entry.kind() == Some(ObjectType::Blob)
+            && entry.filemode() != GIT_FILEMODE_LINK
+            && is_manifest_name(name)
+        {
+            found.push((format!("{base}{dir}{name}"), entry.id()));
+        }
+        TreeWalkResult::Ok
+    })
+    .map_err(|e| read_error(&prefix, e))?;
+    found.sort();
+    found
+        .into_iter()
+        .map(|(path, id)| {
+            let blob = repo.find_blob(id).map_err(|e| read_error(&path, e))?;
+            Ok(RepoFile {
+                path,
+                bytes: blob.content().to_vec(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_never_reach_messages() {
+        assert_eq!(
+            redact_url("https://bob:hunter2@git.example/r.git"),
+            "https://***@git.example/r.git"
+        );
+        assert_eq!(
+            redact_url("https://git.example/r.git"),
+            "https://git.example/r.git"
+        );
+        let c = Credentials {
+            token: Some("hunter2".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn paths_and_file_urls_are_local() {
+        assert_eq!(local_path("file:///srv/r.git"), Some("/srv/r.git".into()));
+        assert_eq!(local_path("/srv/r"), Some("/srv/r".into()));
+        assert_eq!(local_path("https://x/r.git"), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! The pure parts of a GitSource's status: conditions that keep their transition time while
+//! unchanged, the merge patch that moves the old status to the new one (none when equal, so
+//! a reconcile that changes nothing writes nothing), and drift read off a dry run.
+
+use serde_json::{Map, Value, json};
+
+use crate::apply::batch::{BatchResponse, Outcome};
+
+/// The conditions of a source, built on the ones it has.
+pub struct Conditions {
+    old: Vec<Value>,
+    new: Vec<Value>,
+    generation: Option<i64>,
+}
+
+impl Conditions {
+    pub fn new(source: &Value, generation: Option<i64>) -> Conditions {
+        let old = source
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        // Start from the old ones: a condition this reconcile does not look at stays.
+        Conditions {
+            new: old.clone(),
+            old,
+            generation,
+        }
+    }
+
+    pub fn set(&mut self, kind: &str, status: bool, reason: &str, message: &str) {
+        let status = if status { "True" } else { "False" };
+        let previous = self.old.iter().find(|c| c["type"] == kind);
+        let time = match previous {
+            Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
+            _ => json!(crate::cluster::api::write_now()),
+        };
+        let condition = json!({
+            "type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": time, "observedGeneration": self.generation,
+        });
+        match self.new.iter_mut().find(|c| c["type"] == kind) {
+            Some(c) => *c = condition,
+            None => self.new.push(condition),
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        let order = ["Ready", "Synced", "Stalled"];
+        let mut new = self.new;
+        new.sort_by_key(|c| {
+            order
+                .iter()
+                .position(|o| c["type"] == *o)
+                .unwrap_or(order.len())
+        });
+        Value::Array(new)
+    }
+}
+
+/// Drops nulls and empty arrays, as the typed status leaves them out.
+fn compact(v: &Value) -> Map<String, Value> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The merge patch from `old` to `new` status; `None` when they already agree.
+pub fn status_patch(old: &Value, new: Value) -> Option<Value> {
+    let (old, new) = (compact(old), compact(&new));
+    if old == new {
+        return None;
+    }
+    let mut patch = new.clone();
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    Some(Value::Object(patch))
+}
+
+/// Fields the server or controllers own: never drift.
+fn ignored(path: &str) -> bool {
+    matches!(
+        path,
+        "status"
+            | "metadata.managedFields"
+            | "metadata.resourceVersion"
+            | "metadata.generation"
+            | "metadata.creationTimestamp"
+            | "metadata.uid"
+    )
+}
+
+fn diff_paths(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    if ignored(prefix) || a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                diff_paths(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// What differs between git and the cluster, from a dry run of the commit already applied:
+/// `Deployment default/web: spec.replicas`. Field paths only, never values, so Secret data
+/// stays out of the status.
+pub fn drift_of(dry: &BatchResponse) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &dry.results {
+        let what = match &r.namespace {
+            Some(ns) => format!("{} {ns}/{}", r.kind, r.name),
+            None => format!("{} {}", r.kind, r.name),
+        };
+        match r.outcome {
+            Outcome::Created => out.push(format!("{what}: deleted from the cluster")),
+            Outcome::Configured => {
+                let mut fields = Vec::new();
+                if let (Some(want), Some(live)) = (&r.object, &r.live) {
+                    diff_paths("", live, want, &mut fields);
+                }
+                if !fields.is_empty() {
+                    out.push(format!("{what}: {}", fields.join(", ")));
+                }
+            }
+            Outcome::Pruned => out.push(format!("{what}: not in git")),
+            Outcome::Unchanged => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::batch::ObjectResult;
+
+    #[test]
+    fn an_unchanged_status_is_not_written_again() {
+        let old = json!({"health": "Healthy", "inventory": [], "drift": null});
+        assert_eq!(
+            status_patch(&old, json!({"health": "Healthy", "drift": []})),
+            None
+        );
+        let patch = status_patch(&old, json!({"health": "Degraded"})).unwrap();
+        assert_eq!(patch, json!({"health": "Degraded"}));
+        let patch = status_patch(&json!({"drift": ["x"]}), json!({})).unwrap();
+        assert_eq!(patch, json!({"drift": null}));
+    }
+
+    #[test]
+    fn a_scaled_deployment_drifts_on_replicas_only_and_secrets_show_no_values() {
+        let live = json!({"kind": "Deployment", "metadata": {"name": "web", "resourceVersion": "9",
+            "managedFields": [1]}, "spec": {"replicas": 5}, "status": {"replicas": 5}});
+        let want = json!({"kind": "Deployment", "metadata": {"name": "web", "resourceVersion": "10",
+            "managedFields": [2]}, "spec": {"replicas": 2}, "status": {"replicas": 5}});
+        let secret_live = json!({"kind": "Secret", "data": {"password": "aHVudGVyMg=="}});
+        let secret_want = json!({"kind": "Secret", "data": {"password": "czNjcmV0"}});
+        let result = |kind: &str, object: Value, live: Value| ObjectResult {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: Some("default".into()),
+            name: "web".into(),
+            outcome: Outcome::Configured,
+            object: Some(object),
+            live: Some(live),
+        };
+        let dry = BatchResponse {
+            applyset_id: String::new(),
+            dry_run: true,
+            revision: 0,
+            parent: Outcome::Unchanged,
+            results: vec![
+                result("Deployment", want, live),
+                result("Secret", secret_want, secret_live),
+            ],
+        };
+        let drift = drift_of(&dry);
+        assert_eq!(
+            drift,
+            [
+                "Deployment default/web: spec.replicas",
+                "Secret default/web: data.password"
+            ]
+        );
+        assert!(!drift.join(" ").contains("aHVudGVyMg"));
+    }
+}

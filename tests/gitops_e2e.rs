@@ -1,0 +1,811 @@
+//! GitOps end to end: a real `berth server` following a local bare repository that a working
+//! clone pushes to (and, for credentials, a repository served by `git http-backend` behind a
+//! loopback HTTP server with basic auth). Object-level assertions, no agents: what a user sees
+//! through the API. Needs `git` (fails without it). Every process and directory is removed on
+//! drop, also when a test fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const MANIFESTS: &str = "manifests";
+
+/// A `berth server` on a loopback port (plain HTTP), its log captured in a file.
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-gitops-test")
+            .tempdir()
+            .expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--listen", "127.0.0.1:0", "--insecure-http"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("berth server did not start within 60 s");
+                }
+            }
+        };
+        let token = std::fs::read_to_string(dir.path().join("data/tokens/admin"))
+            .expect("admin token")
+            .trim()
+            .to_string();
+        Server {
+            child,
+            dir,
+            url,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            let ct = if method == reqwest::Method::PATCH {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            r = r.header("content-type", ct).body(b.to_string());
+        }
+        let response = r.send().await.expect("request");
+        let code = response.status().as_u16();
+        let value = response.json().await.unwrap_or(Value::Null);
+        (code, value)
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        match self.request(reqwest::Method::GET, path, None).await {
+            (200, v) => Some(v),
+            (404, _) => None,
+            (code, v) => panic!("GET {path}: {code} {v}"),
+        }
+    }
+
+    async fn create(&self, path: &str, body: Value) {
+        let (code, v) = self.request(reqwest::Method::POST, path, Some(body)).await;
+        assert!(code == 201 || code == 200, "POST {path}: {code} {v}");
+    }
+
+    async fn patch(&self, path: &str, body: Value) {
+        let (code, v) = self.request(reqwest::Method::PATCH, path, Some(body)).await;
+        assert_eq!(code, 200, "PATCH {path}: {v}");
+    }
+
+    async fn source(&self, name: &str) -> Value {
+        self.get(&format!(
+            "/apis/berth.dev/v1/namespaces/default/gitsources/{name}"
+        ))
+        .await
+        .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `timeout` for `probe` to give something; panics with `what` and the last state.
+async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: not within {timeout:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A bare repository and a working clone that pushes to it.
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git must be installed (the GitOps tests fail without it)");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-gitops-repo")
+            .tempdir()
+            .expect("temp dir");
+        git(dir.path(), &["init", "--bare", "origin.git"]);
+        git(dir.path(), &["clone", "origin.git", "work"]);
+        Repo { dir }
+    }
+
+    fn origin(&self) -> PathBuf {
+        self.dir.path().join("origin.git")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        let path = self.work().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn remove(&self, file: &str) {
+        git(&self.work(), &["rm", "-q", file]);
+    }
+
+    /// Commits everything and pushes; returns the commit id.
+    fn commit_and_push(&self, message: &str) -> String {
+        git(&self.work(), &["add", "-A"]);
+        git(
+            &self.work(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(&self.work(), &["push", "-q", "origin", "HEAD:main"]);
+        git(&self.work(), &["rev-parse", "HEAD"])
+    }
+}
+
+const APP: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox:latest
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+";
+
+fn config_map(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  greeting: {value}\n"
+    )
+}
+
+const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/web";
+const SERVICE: &str = "/api/v1/namespaces/default/services/web";
+const CONFIG: &str = "/api/v1/namespaces/default/configmaps/settings";
+
+fn annotation<'a>(o: &'a Value, key: &str) -> &'a str {
+    o["metadata"]["annotations"][key].as_str().unwrap_or("")
+}
+
+fn condition<'a>(source: &'a Value, kind: &str) -> &'a Value {
+    source["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+/// Waits until the ConfigMap carries `commit`.
+async fn wait_applied(server: &Server, commit: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(timeout, &format!("commit {commit} applied"), || async {
+        match server.get(CONFIG).await {
+            Some(c) if annotation(&c, "berth.dev/source-commit") == commit => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
+    let repo = Repo::new();
+    repo.write(&format!("{MANIFESTS}/app.yaml"), APP);
+    repo.write(&format!("{MANIFESTS}/settings.yaml"), &config_map("hello"));
+    repo.write("README.md", "not a manifest\n");
+    let first = repo.commit_and_push("first");
+    let origin = repo.origin();
+    let server = Server::start(&[
+        "--git",
+        origin.to_str().unwrap(),
+        "--git-path",
+        &format!("{MANIFESTS}/"),
+    ]);
+    // A ConfigMap applied by hand: git sync must never touch it.
+    server
+        .create(
+            "/api/v1/namespaces/default/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "by-hand"}, "data": {"k": "v"}}),
+        )
+        .await;
+
+    wait_applied(&server, &first, Duration::from_secs(10)).await;
+    let d = server.get(DEPLOY).await.expect("the Deployment is applied");
+    assert_eq!(annotation(&d, "berth.dev/source-commit"), first);
+    assert_eq!(
+        annotation(&d, "berth.dev/source-path"),
+        "manifests/app.yaml"
+    );
+    assert_eq!(annotation(&d, "berth.dev/source-line"), "1");
+    let s = server.get(SERVICE).await.expect("the Service is applied");
+    assert_eq!(annotation(&s, "berth.dev/source-line"), "17");
+    let source = wait_for(
+        Duration::from_secs(5),
+        "status after the first sync",
+        || async {
+            let s = server.source("default").await;
+            if s["status"]["lastAppliedCommit"] == first.as_str()
+                && s["status"]["inventory"]
+                    .as_array()
+                    .is_some_and(|i| i.len() == 3)
+            {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(condition(&source, "Synced")["status"], "True", "{source}");
+    assert_eq!(condition(&source, "Stalled")["status"], "False", "{source}");
+    // No node is registered: the Deployment's pods cannot be scheduled, and health says so.
+    let source = wait_for(Duration::from_secs(10), "health Degraded", || async {
+        let s = server.source("default").await;
+        if s["status"]["health"] == "Degraded" {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let ready = condition(&source, "Ready");
+    assert_eq!(ready["reason"], "Degraded", "{source}");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Deployment default/web: pod web-")
+            && message.contains("cannot be scheduled"),
+        "{message}"
+    );
+
+    // `kubectl get gitsources` columns, from the server's Table.
+    let table = server
+        .http
+        .get(format!(
+            "{}/apis/berth.dev/v1/namespaces/default/gitsources",
+            server.url
+        ))
+        .bearer_auth(&server.token)
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names[..6],
+        ["Name", "URL", "Commit", "Sync", "Health", "Age"]
+    );
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!(cells[2], json!(&first[..7]), "{table}");
+    assert_eq!(cells[3], "Synced", "{table}");
+
+    // A new commit is applied through the file-system watch (the poll is 30 s).
+    repo.write(&format!("{MANIFESTS}/settings.yaml"), &config_map("again"));
+    let second = repo.commit_and_push("second");
+    let took = wait_applied(&server, &second, Duration::from_secs(5)).await;
+    println!(
+        "commit applied {:.0} ms after the push",
+        took.as_secs_f64() * 1000.0
+    );
+    let c = server.get(CONFIG).await.unwrap();
+    assert_eq!(c["data"]["greeting"], "again");
+
+    // An invalid manifest: nothing of the commit is applied, the status names file:line.
+    repo.write(&format!("{MANIFESTS}/settings.yaml"), &config_map("never"));
+    repo.write(
+        &format!("{MANIFESTS}/zz-bad.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  n: [x]\n",
+    );
+    let bad = repo.commit_and_push("bad");
+    let source = wait_for(Duration::from_secs(5), "the bad commit refused", || async {
+        let s = server.source("default").await;
+        if s["status"]["lastAttemptedCommit"] == bad.as_str()
+            && condition(&s, "Stalled")["status"] == "True"
+        {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let message = condition(&source, "Stalled")["message"].as_str().unwrap();
+    assert!(message.contains("manifests/zz-bad.yaml:6:"), "{message}");
+    assert_eq!(condition(&source, "Stalled")["reason"], "InvalidManifests");
+    assert_eq!(source["status"]["lastAppliedCommit"], second.as_str());
+    let c = server.get(CONFIG).await.unwrap();
+    assert_eq!(
+        c["data"]["greeting"], "again",
+        "nothing of the bad commit is applied"
+    );
+    assert!(
+        server
+            .get("/api/v1/namespaces/default/configmaps/bad")
+            .await
+            .is_none()
+    );
+
+    // Deleting a file prunes its objects (and fixing the bad file lets the commit through).
+    repo.remove(&format!("{MANIFESTS}/zz-bad.yaml"));
+    repo.remove(&format!("{MANIFESTS}/settings.yaml"));
+    let pruned = repo.commit_and_push("drop the settings");
+    wait_for(Duration::from_secs(5), "the ConfigMap pruned", || async {
+        match server.get(CONFIG).await {
+            None => Ok(()),
+            Some(c) => Err(c.to_string()),
+        }
+    })
+    .await;
+    wait_for(Duration::from_secs(5), "the prune recorded", || async {
+        let s = server.source("default").await;
+        let inventory = s["status"]["inventory"].as_array().map_or(0, Vec::len);
+        if s["status"]["lastAppliedCommit"] == pruned.as_str() && inventory == 2 {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        server
+            .get(DEPLOY)
+            .await
+            .map(|d| annotation(&d, "berth.dev/source-commit").to_string()),
+        Some(pruned.clone())
+    );
+
+    // Deleting everything is held by the guard, with a condition that says so.
+    repo.remove(&format!("{MANIFESTS}/app.yaml"));
+    repo.write(&format!("{MANIFESTS}/.keep"), "");
+    let empty = repo.commit_and_push("delete everything");
+    let source = wait_for(Duration::from_secs(5), "the mass delete held", || async {
+        let s = server.source("default").await;
+        if s["status"]["lastAttemptedCommit"] == empty.as_str()
+            && condition(&s, "Stalled")["reason"] == "MassDeleteHeld"
+        {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let message = condition(&source, "Stalled")["message"].as_str().unwrap();
+    assert!(message.contains("allowMassDelete"), "{message}");
+    assert!(server.get(DEPLOY).await.is_some(), "the Deployment stays");
+    assert!(server.get(SERVICE).await.is_some(), "the Service stays");
+
+    // With consent, the commit goes through.
+    server
+        .patch(
+            "/apis/berth.dev/v1/namespaces/default/gitsources/default",
+            json!({"spec": {"allowMassDelete": true}}),
+        )
+        .await;
+    wait_for(Duration::from_secs(5), "everything pruned", || async {
+        match (server.get(DEPLOY).await, server.get(SERVICE).await) {
+            (None, None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let by_hand = server
+        .get("/api/v1/namespaces/default/configmaps/by-hand")
+        .await;
+    assert!(
+        by_hand.is_some(),
+        "an object applied by hand is never touched"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
+    let repo = Repo::new();
+    repo.write("app.yaml", APP);
+    repo.write("settings.yaml", &config_map("hello"));
+    let first = repo.commit_and_push("first");
+    let server = Server::start(&[]);
+    server
+        .create(
+            "/api/v1/namespaces/default/secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"},
+                "stringData": {"webhook-secret": "hook-shared-secret"}}),
+        )
+        .await;
+    server
+        .create(
+            "/apis/berth.dev/v1/namespaces/default/gitsources",
+            json!({"apiVersion": "berth.dev/v1", "kind": "GitSource",
+                "metadata": {"name": "app"},
+                "spec": {"url": format!("file://{}", repo.origin().display()),
+                    "interval": "1s", "webhookSecretRef": {"name": "hook"}}}),
+        )
+        .await;
+    wait_applied(&server, &first, Duration::from_secs(10)).await;
+
+    // A hand edit of a field git sets: OutOfSync, naming the field, within the interval.
+    server.patch(DEPLOY, json!({"spec": {"replicas": 5}})).await;
+    let source = wait_for(Duration::from_secs(5), "OutOfSync", || async {
+        let s = server.source("app").await;
+        if condition(&s, "Synced")["reason"] == "OutOfSync" {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let drift = source["status"]["drift"].to_string();
+    assert!(
+        drift.contains("Deployment default/web: spec.replicas"),
+        "{source}"
+    );
+    assert_eq!(
+        server.get(DEPLOY).await.unwrap()["spec"]["replicas"],
+        5,
+        "not healed without selfHeal"
+    );
+
+    // selfHeal reverts it and records who lost.
+    server
+        .patch(
+            "/apis/berth.dev/v1/namespaces/default/gitsources/app",
+            json!({"spec": {"selfHeal": true}}),
+        )
+        .await;
+    wait_for(Duration::from_secs(5), "replicas healed", || async {
+        let d = server.get(DEPLOY).await.unwrap();
+        if d["spec"]["replicas"] == 2 {
+            Ok(())
+        } else {
+            Err(d["spec"].to_string())
+        }
+    })
+    .await;
+    let healed = wait_for(Duration::from_secs(5), "a SelfHealed event", || async {
+        let events = server
+            .get("/api/v1/namespaces/default/events")
+            .await
+            .unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"] == "SelfHealed")
+            .cloned()
+            .ok_or_else(|| "no SelfHealed event".to_string())
+    })
+    .await;
+    assert!(
+        healed["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.replicas"),
+        "{healed}"
+    );
+    wait_for(Duration::from_secs(5), "Synced again", || async {
+        let s = server.source("app").await;
+        if condition(&s, "Synced")["status"] == "True" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+
+    // Webhooks: refused without proof of the secret, nothing done; accepted with it.
+    let hook = format!("{}/hooks/git/default/app", server.url);
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let sign = |secret: &str| {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut r = server.http.post(&hook).body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    let before = server.source("app").await;
+    for headers in [
+        vec![],
+        vec![("x-hub-signature-256", sign("wrong-secret"))],
+        vec![("x-gitlab-token", "wrong-secret".to_string())],
+    ] {
+        let r = post(headers).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+    }
+    let after = server.source("app").await;
+    assert_eq!(
+        before["metadata"]["annotations"], after["metadata"]["annotations"],
+        "a refused call changes nothing"
+    );
+    let r = post(vec![("x-hub-signature-256", sign("hook-shared-secret"))])
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let source = wait_for(
+        Duration::from_secs(5),
+        "the sync request handled",
+        || async {
+            let s = server.source("app").await;
+            let asked = &s["metadata"]["annotations"]["berth.dev/sync-requested-at"];
+            if asked.is_string() && s["status"]["lastHandledSyncRequest"] == *asked {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(source["status"]["lastAppliedCommit"], first.as_str());
+    let r = post(vec![("x-gitlab-token", "hook-shared-secret".to_string())])
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(!server.log().contains("hook-shared-secret"));
+}
+
+/// A loopback HTTP server in front of `git http-backend` that wants basic auth.
+async fn serve_git_over_http(
+    root: PathBuf,
+    user: &'static str,
+    password: &'static str,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::body::{Body, Bytes};
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::Response;
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (root, expected) = (root.clone(), expected.clone());
+        async move {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
+            {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header("www-authenticate", "Basic realm=\"git\"")
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            let mut child = tokio::process::Command::new("git")
+                .arg("http-backend")
+                .env("GIT_PROJECT_ROOT", &root)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("REQUEST_METHOD", method.as_str())
+                .env("PATH_INFO", uri.path())
+                .env("QUERY_STRING", uri.query().unwrap_or(""))
+                .env(
+                    "CONTENT_TYPE",
+                    headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                )
+                .env("CONTENT_LENGTH", body.len().to_string())
+                .env("REMOTE_USER", user)
+                .env("REMOTE_ADDR", "127.0.0.1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("git http-backend");
+            {
+                use tokio::io::AsyncWriteExt;
+                let mut stdin = child.stdin.take().unwrap();
+                stdin.write_all(&body).await.unwrap();
+            }
+            let out = child.wait_with_output().await.unwrap();
+            let split = out
+                .stdout
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| (i, 4))
+                .or_else(|| {
+                    out.stdout
+                        .windows(2)
+                        .position(|w| w == b"\n\n")
+                        .map(|i| (i, 2))
+                })
+                .expect("CGI headers");
+            let head = String::from_utf8_lossy(&out.stdout[..split.0]).to_string();
+            let mut response = Response::builder();
+            for line in head.lines() {
+                let Some((k, v)) = line.split_once(':') else {
+                    continue;
+                };
+                if k.eq_ignore_ascii_case("status") {
+                    let code: u16 = v.trim()[..3].parse().unwrap();
+                    response = response.status(code);
+                } else {
+                    response = response.header(k.trim(), v.trim());
+                }
+            }
+            response
+                .body(Body::from(out.stdout[split.0 + split.1..].to_vec()))
+                .unwrap()
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_source_behind_basic_auth_authenticates_and_the_password_is_never_shown() {
+    const PASSWORD: &str = "pw-7f3a9c-never-in-logs";
+    let repo = Repo::new();
+    repo.write("settings.yaml", &config_map("over-http"));
+    let first = repo.commit_and_push("first");
+    let (url, http_task) =
+        serve_git_over_http(repo.dir.path().to_path_buf(), "bob", PASSWORD).await;
+    let server = Server::start(&[]);
+    let repo_url = format!("{url}/origin.git");
+    // Wrong password first: refused, and the attempt shows no secret either.
+    for (name, password) in [("wrong", "pw-wrong-also-secret"), ("right", PASSWORD)] {
+        server
+            .create(
+                "/api/v1/namespaces/default/secrets",
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("creds-{name}")},
+                    "stringData": {"username": "bob", "password": password}}),
+            )
+            .await;
+    }
+    server
+        .create(
+            "/apis/berth.dev/v1/namespaces/default/gitsources",
+            json!({"apiVersion": "berth.dev/v1", "kind": "GitSource", "metadata": {"name": "remote"},
+                "spec": {"url": repo_url, "interval": "1s", "secretRef": {"name": "creds-wrong"}}}),
+        )
+        .await;
+    let refused = wait_for(
+        Duration::from_secs(10),
+        "the wrong password refused",
+        || async {
+            let s = server.source("remote").await;
+            if condition(&s, "Ready")["reason"] == "FetchFailed" {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+    assert!(server.get(CONFIG).await.is_none());
+    server
+        .patch(
+            "/apis/berth.dev/v1/namespaces/default/gitsources/remote",
+            json!({"spec": {"secretRef": {"name": "creds-right"}}}),
+        )
+        .await;
+    wait_applied(&server, &first, Duration::from_secs(10)).await;
+    let source = server.source("remote").await;
+    let events = server
+        .get("/api/v1/namespaces/default/events")
+        .await
+        .unwrap();
+    for (what, text) in [
+        ("the server log", server.log()),
+        ("the refused status", refused.to_string()),
+        ("the status", source.to_string()),
+        ("the events", events.to_string()),
+    ] {
+        assert!(!text.contains(PASSWORD), "{what} shows the password");
+        assert!(
+            !text.contains("pw-wrong-also-secret"),
+            "{what} shows the wrong password"
+        );
+    }
+    http_task.abort();
+}
