@@ -644,10 +644,27 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
     )
     .await;
     assert_eq!(source["status"]["lastAppliedCommit"], first.as_str());
+    // A second push within the same second is a new request, handled at once too (not at
+    // the next poll).
+    let first_request = source["metadata"]["annotations"]["berth.dev/sync-requested-at"].clone();
     let r = post(vec![("x-gitlab-token", "hook-shared-secret".to_string())])
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    wait_for(
+        Duration::from_secs(5),
+        "the second sync request handled",
+        || async {
+            let s = server.source("app").await;
+            let asked = &s["metadata"]["annotations"]["berth.dev/sync-requested-at"];
+            if *asked != first_request && s["status"]["lastHandledSyncRequest"] == *asked {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
     assert!(!server.log().contains("hook-shared-secret"));
 }
 

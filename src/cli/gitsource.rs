@@ -64,7 +64,7 @@ pub fn run(cmd: GitSourceCommand) -> u8 {
                 patch(t, json!({"spec": {"suspend": false}}), "resumed").await
             }
             GitSourceCommand::Sync(t) => {
-                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
                 let annotations =
                     json!({"metadata": {"annotations": {SYNC_REQUESTED_ANNOTATION: now}}});
                 patch(t, annotations, "sync requested").await

@@ -117,7 +117,9 @@ pub(super) async fn git_push(
     let api = crate::cluster::controllers::client::LocalApi::new(state.clone(), "berth-webhook");
     let path =
         crate::cluster::controllers::client::path(sources, Some(&namespace), Some(&name), None);
-    let now = super::write_now();
+    // Nanoseconds: two pushes within one second must still be two different requests, or
+    // the second one would look handled already and wait for the next poll.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let patch = json!({"metadata": {"annotations": {SYNC_REQUESTED_ANNOTATION: now}}});
     match api.merge_patch(&path, &patch).await {
         Ok(_) => {
