@@ -342,3 +342,57 @@ fn not_ready_within_the_timeout_exits_1_naming_the_object_and_why() {
         "--down removed the sandbox"
     );
 }
+
+/// `git` with a fixed identity, in `dir`.
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git is needed (Debian: git)");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn up_syncs_a_git_repository_until_its_objects_are_ready() {
+    let _serial = support_up::serial();
+    support_up::example_images();
+    let scope = UpScope::new("up-git");
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("deploy")).unwrap();
+    std::fs::write(
+        repo.path().join("deploy/pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-git\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox:1.36\n    imagePullPolicy: Never\n    command: [sleep, \"3600\"]\n",
+    )
+    .unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "a pod"]);
+    let mut cmd = berth();
+    cmd.arg("up")
+        .arg("--git")
+        .arg(repo.path())
+        .args(["--git-path", "deploy"])
+        .arg("--data-dir")
+        .arg(&scope.data_dir)
+        .args(["--listen", "127.0.0.1:0", "--node-name", "up-git"])
+        .arg("--container-label")
+        .arg(scope.label_arg())
+        .args(["--exit-when-ready", "--timeout", "60", "--down"])
+        .env("RUST_LOG", "warn");
+    let out = run_to_end(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("git: commit"), "{all}");
+    assert!(all.contains("ready: all 1 objects are Ready"), "{all}");
+    assert_eq!(
+        containers(&scope),
+        Vec::<String>::new(),
+        "--down removed them"
+    );
+}

@@ -70,7 +70,7 @@ pub struct ServerArgs {
 }
 
 /// A local `--git` path made absolute, so the server follows it whatever its directory.
-fn git_url(arg: &str) -> String {
+pub(super) fn git_url(arg: &str) -> String {
     if arg.contains("://") || arg.contains('@') {
         return arg.to_string();
     }

@@ -26,6 +26,12 @@ pub struct UpArgs {
     /// Sync manifests from a git repository instead of a folder
     #[arg(long, value_name = "URL")]
     git: Option<String>,
+    /// Branch, tag or commit for --git (default: the repository's HEAD)
+    #[arg(long, value_name = "REF", requires = "git")]
+    git_ref: Option<String>,
+    /// Folder of the repository holding the manifests, for --git (default: the root)
+    #[arg(long, value_name = "DIR", requires = "git")]
+    git_path: Option<String>,
     /// Where the store, certificates, tokens and kubeconfig live; a second `berth up` on the
     /// same dir resumes without restarting any container
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
@@ -110,15 +116,22 @@ fn node_name(flag: Option<String>) -> Result<String, String> {
 
 /// Turns the flags into options, or one line saying what is wrong.
 fn options(args: UpArgs) -> Result<UpOptions, String> {
-    if args.git.is_some() {
-        return Err(
-            "berth up --git is not available yet: clone the repository and run berth up PATH"
-                .into(),
-        );
-    }
+    let git = args
+        .git
+        .as_deref()
+        .map(|url| crate::daemons::server::GitShortcut {
+            url: super::server::git_url(url),
+            git_ref: args.git_ref.clone(),
+            path: args.git_path.clone(),
+        });
+    let manifests = match &git {
+        Some(_) => PathBuf::new(),
+        None => manifests_folder(args.path)?,
+    };
     Ok(UpOptions {
         data_dir: args.data_dir,
-        manifests: manifests_folder(args.path)?,
+        manifests,
+        git,
         listen: args.listen,
         node_name: node_name(args.node_name)?,
         exit_when_ready: args.exit_when_ready,
@@ -232,11 +245,15 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_folder_and_git_are_one_clear_line() {
+    fn a_missing_folder_is_one_clear_line_and_git_replaces_the_folder() {
         let missing = parse(&["/nonexistent/manifests"]).unwrap_err();
         assert!(missing.contains("not a folder"), "{missing}");
-        let git = parse(&["--git", "https://example.com/r.git"]).unwrap_err();
-        assert!(git.contains("not available yet"), "{git}");
+        let git = parse(&["--git", "https://example.com/r.git", "--git-path", "deploy"]).unwrap();
+        let shortcut = git.git.expect("a git source");
+        assert_eq!(shortcut.url, "https://example.com/r.git");
+        assert_eq!(shortcut.path.as_deref(), Some("deploy"));
+        let both = parse(&["--git", "https://example.com/r.git", "."]).unwrap_err();
+        assert!(both.contains("cannot be used with"), "{both}");
         let timeout = parse(&["--timeout", "5", "."]).unwrap_err();
         assert!(timeout.contains("--exit-when-ready"), "{timeout}");
     }

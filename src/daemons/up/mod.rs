@@ -50,8 +50,10 @@ pub type Loader = Arc<dyn Fn(&Path) -> Option<Vec<Value>> + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub data_dir: PathBuf,
-    /// The folder of manifests to apply and watch.
+    /// The folder of manifests to apply and watch (unused with `git`).
     pub manifests: PathBuf,
+    /// Sync this repository instead (the server's GitSource `default/default`).
+    pub git: Option<crate::daemons::server::GitShortcut>,
     /// Where the API server listens.
     pub listen: SocketAddr,
     pub node_name: String,
@@ -203,10 +205,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<UpOutcome, UpError> {
     // Everything is checked before a port is bound or Docker touched.
-    let Some(objects) = loader(&options.manifests) else {
-        return Err(UpError::Invalid {
-            path: options.manifests.clone(),
-        });
+    let objects = if options.git.is_some() {
+        Vec::new()
+    } else {
+        match loader(&options.manifests) {
+            Some(objects) => objects,
+            None => {
+                return Err(UpError::Invalid {
+                    path: options.manifests.clone(),
+                });
+            }
+        }
     };
     let runtime = DockerRuntime::connect().await.map_err(UpError::Docker)?;
     std::fs::create_dir_all(&options.data_dir).map_err(|source| {
@@ -224,7 +233,7 @@ pub async fn run(
         bookmark_interval: Duration::from_secs(30),
         control: crate::cluster::controllers::ControlOptions::default(),
         network: crate::cluster::api::allocate::Network::default(),
-        git: None,
+        git: options.git.clone(),
     })
     .await?;
     let url = started.url.clone();
@@ -363,14 +372,22 @@ impl Session {
         shutdown: impl Future<Output = ()>,
     ) -> Result<UpOutcome, UpError> {
         let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
-        let _watcher = watch_folder(&self.options.manifests, changed_tx)?;
+        let git = self.options.git.is_some();
+        let _watcher = if git {
+            None
+        } else {
+            Some(watch_folder(&self.options.manifests, changed_tx)?)
+        };
         let mut view = View::new(self.options.live);
         self.wait_for_node().await;
         let mut applied = Vec::new();
         let mut apply_failed = false;
-        match self.apply(objects, &mut view).await {
-            Some(set) => applied = set,
-            None => apply_failed = true,
+        let mut last_sync = String::new();
+        if !git {
+            match self.apply(objects, &mut view).await {
+                Some(set) => applied = set,
+                None => apply_failed = true,
+            }
         }
         if apply_failed && self.options.exit_when_ready {
             return Ok(UpOutcome::ApplyFailed);
@@ -407,6 +424,9 @@ impl Session {
                     }
                 }
                 _ = tick.tick() => {
+                    if git {
+                        applied = self.git_inventory(&mut last_sync, &mut view).await;
+                    }
                     let rows = self.rows(&applied).await;
                     self.warnings(&mut seen_events, &mut view).await;
                     let all_ready = !applied.is_empty() && rows.iter().all(|r| r.ready || !r.applied);
@@ -429,6 +449,46 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// With `--git`: the objects the server's GitSource applied, and a line whenever its
+    /// sync state changes (a commit applied, or why one was not).
+    async fn git_inventory(&self, last: &mut String, view: &mut View) -> Vec<Applied> {
+        let (namespace, name) = crate::daemons::server::GIT_SHORTCUT;
+        let path = format!("/apis/berth.dev/v1/namespaces/{namespace}/gitsources/{name}");
+        let Ok(Some(source)) = get_json(&self.client, &path).await else {
+            return Vec::new();
+        };
+        let status = &source["status"];
+        let commit = status["lastAppliedCommit"].as_str().unwrap_or("");
+        let stalled = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Stalled" && c["status"] == "True")
+            .and_then(|c| c["message"].as_str());
+        let now = match stalled {
+            Some(why) => format!("git: not synced: {why}"),
+            None if commit.is_empty() => String::new(),
+            None => format!("git: commit {} applied", &commit[..commit.len().min(12)]),
+        };
+        if !now.is_empty() && now != *last {
+            view.message(&now);
+            *last = now;
+        }
+        let mut set: Vec<Applied> = status["inventory"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| Applied {
+                api_version: e["apiVersion"].as_str().unwrap_or("").to_string(),
+                kind: e["kind"].as_str().unwrap_or("").to_string(),
+                namespace: e["namespace"].as_str().map(str::to_string),
+                name: e["name"].as_str().unwrap_or("").to_string(),
+            })
+            .collect();
+        set.sort();
+        set
     }
 
     /// Waits (up to 30 s) until the agent has registered its Node, so the scheduler binds
