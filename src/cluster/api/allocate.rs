@@ -628,10 +628,14 @@ fn assign_pod_cidr(
                         .to_string(),
                 ),
                 None => {
-                    causes.push(cause("spec.podCIDR", format!(
-                        "failed to allocate a pod CIDR: all {blocks} /{} blocks of {cluster} are taken; give berth server a larger --cluster-cidr",
+                    // As Kubernetes' node IPAM: the node still registers, without a block
+                    // (its agent keeps pods on Docker's default bridge and serves no Services).
+                    tracing::warn!(
+                        blocks,
+                        %cluster,
+                        "a node gets no pod CIDR: all /{} blocks are taken; give berth server a larger --cluster-cidr",
                         network.node_mask
-                    )));
+                    );
                     None
                 }
             }
@@ -854,5 +858,23 @@ mod tests {
         let mut a2 = node("a", json!({}));
         keep_allocated("Node", &a, &mut a2);
         assert_eq!(a2["spec"]["podCIDR"], "10.244.0.0/24");
+    }
+
+    #[test]
+    fn a_node_beyond_the_last_block_registers_without_one() {
+        let net = Network {
+            cluster_cidr: "10.244.0.0/23".parse().unwrap(),
+            ..Network::default()
+        };
+        let mut taken = Taken::default();
+        let node = |n: &str| json!({"metadata": {"name": n}, "spec": {}});
+        for n in ["a", "b"] {
+            let mut o = node(n);
+            assign(&net, &mut taken, "Node", None, &mut o).unwrap();
+            assert!(o["spec"]["podCIDR"].is_string());
+        }
+        let mut c = node("c");
+        assign(&net, &mut taken, "Node", None, &mut c).unwrap();
+        assert!(c["spec"].get("podCIDR").is_none(), "{c}");
     }
 }
