@@ -10,27 +10,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 use support_cluster::support_api::Server;
 use support_cluster::support_docker::{TEST_IMAGE, TestScope, runtime, sh};
 use support_cluster::*;
-
-/// Running and ready pods of the app, counted per node.
-async fn running_per_node(pods: &Api<Pod>) -> BTreeMap<String, usize> {
-    let list = pods
-        .list(&ListParams::default().labels("app=spread"))
-        .await
-        .expect("list pods");
-    let mut per_node = BTreeMap::new();
-    for p in list.items.iter().filter(|p| {
-        p.metadata.deletion_timestamp.is_none() && phase(p) == "Running" && all_ready(p)
-    }) {
-        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-        *per_node.entry(node.unwrap_or_default()).or_default() += 1;
-    }
-    per_node
-}
 
 async fn wait_placement(
     pods: &Api<Pod>,
@@ -39,7 +23,7 @@ async fn wait_placement(
 ) -> BTreeMap<String, usize> {
     let deadline = Instant::now() + timeout;
     loop {
-        let placement = running_per_node(pods).await;
+        let placement = running_per_node(pods, "app=spread").await;
         if done(&placement) {
             return placement;
         }

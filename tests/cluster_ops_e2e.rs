@@ -44,22 +44,6 @@ async fn wait_for<T>(
     }
 }
 
-/// Running, ready and not terminating pods with `selector`, counted per node.
-async fn running_per_node(pods: &Api<Pod>, selector: &str) -> BTreeMap<String, usize> {
-    let list = pods
-        .list(&ListParams::default().labels(selector))
-        .await
-        .expect("list pods");
-    let mut per_node = BTreeMap::new();
-    for p in list.items.iter().filter(|p| {
-        p.metadata.deletion_timestamp.is_none() && phase(p) == "Running" && all_ready(p)
-    }) {
-        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-        *per_node.entry(node.unwrap_or_default()).or_default() += 1;
-    }
-    per_node
-}
-
 /// The app containers the agents run for pods labelled `app`, per node (Docker's view).
 fn containers_per_node(scope: &TestScope, app: &str) -> BTreeMap<String, usize> {
     let out = docker(&[

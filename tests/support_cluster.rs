@@ -317,3 +317,22 @@ pub async fn eventually_output(read: impl Fn() -> String, want: &str) -> String 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Running, ready and not terminating pods with `selector`, counted per node.
+pub async fn running_per_node(
+    pods: &Api<Pod>,
+    selector: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .expect("list pods");
+    let mut per_node = std::collections::BTreeMap::new();
+    for p in list.items.iter().filter(|p| {
+        p.metadata.deletion_timestamp.is_none() && phase(p) == "Running" && all_ready(p)
+    }) {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        *per_node.entry(node.unwrap_or_default()).or_default() += 1;
+    }
+    per_node
+}
