@@ -52,6 +52,8 @@ struct Probed {
     requests: usize,
     failures: Vec<String>,
     fewest_ready: usize,
+    /// The Endpoints when fewer than 6 were ready, if that happened.
+    dip: Option<String>,
 }
 
 fn ready_ips(endpoints: &Endpoints) -> Vec<String> {
@@ -77,7 +79,13 @@ async fn probe(endpoints: Api<Endpoints>, stop: Arc<AtomicBool>) -> Probed {
     };
     while !stop.load(Ordering::Relaxed) {
         let ips = match endpoints.get("roll").await {
-            Ok(e) => ready_ips(&e),
+            Ok(e) => {
+                let ips = ready_ips(&e);
+                if ips.len() < 6 && seen.dip.is_none() {
+                    seen.dip = Some(format!("{:?}", e.subsets));
+                }
+                ips
+            }
             Err(e) => {
                 seen.failures.push(format!("read the endpoints: {e}"));
                 Vec::new()
@@ -223,8 +231,9 @@ async fn a_rolling_update_and_its_undo_keep_six_ready_and_fail_no_request() {
     );
     assert!(
         seen.fewest_ready >= 6,
-        "only {} ready at one moment",
-        seen.fewest_ready
+        "only {} ready at one moment: {}",
+        seen.fewest_ready,
+        seen.dip.as_deref().unwrap_or_default()
     );
     assert!(seen.rounds >= 20, "the prober ran {} rounds", seen.rounds);
     drop(agents);

@@ -96,8 +96,11 @@ pub fn old_replicas(replicas: i64, unavailable: i64, new: Scale, olds: &[Scale])
         out[i] -= cut;
         budget -= cut;
     }
-    let available: i64 = new.available + olds.iter().map(|s| s.available).sum::<i64>();
-    let mut spare = available - min_available;
+    // A ReplicaSet just scaled down may still report the pods it is deleting as available
+    // (its status lags its spec): only pods within `spec.replicas` stay, so only they count.
+    let staying = |s: &Scale| s.available.min(s.replicas);
+    let available: i64 = staying(&new) + olds.iter().map(staying).sum::<i64>();
+    let mut spare = (available - min_available).min(budget);
     for replicas in out.iter_mut() {
         if spare <= 0 {
             break;
@@ -230,6 +233,19 @@ mod tests {
         // Done.
         assert_eq!(new_replicas(6, 1, scale(6, 6), &[scale(0, 0)]), 6);
         assert_eq!(old_replicas(6, 0, scale(6, 6), &[scale(0, 0)]), vec![0]);
+    }
+
+    #[test]
+    fn a_lagging_old_status_does_not_let_availability_dip() {
+        let scale = |replicas, available| Scale {
+            replicas,
+            available,
+        };
+        // The old ReplicaSet was just cut from 6 to 5 but its status still says 6 available
+        // when the second new pod becomes available: only one more old pod may go, not two.
+        assert_eq!(old_replicas(6, 0, scale(2, 2), &[scale(5, 6)]), vec![4]);
+        // Nor may an old pod go while the only spare pod is one being deleted.
+        assert_eq!(old_replicas(6, 0, scale(2, 1), &[scale(5, 6)]), vec![5]);
     }
 
     #[test]
