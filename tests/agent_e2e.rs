@@ -4,12 +4,12 @@
 
 mod support_cluster;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use support_cluster::support_api::{Server, stdout};
 use support_cluster::support_docker::{self, TEST_IMAGE, TestScope, runtime, sh};
@@ -484,6 +484,46 @@ async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
     })
     .await;
     wait_event(&client, "probed", "Unhealthy", "Readiness probe failed").await;
+    // The probe fails every second with the same message: one Event whose count grows, as
+    // Kubernetes aggregates them, not an Event per failure.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let failures = || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some("probed")
+                    && e.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("Readiness probe failed"))
+            })
+            .collect::<Vec<Event>>()
+    };
+    let deadline = Instant::now() + MINUTE;
+    loop {
+        let found = failures().await;
+        // (The first failures may say "connection refused" before httpd listens: another
+        // message, another Event.)
+        let mut messages: Vec<&str> = found.iter().filter_map(|e| e.message.as_deref()).collect();
+        messages.sort_unstable();
+        messages.dedup();
+        assert_eq!(
+            messages.len(),
+            found.len(),
+            "one Event per message: {found:?}"
+        );
+        if found.iter().any(|e| e.count.unwrap_or(0) >= 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the count did not grow: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let web = container_id(&running, "web");
     exec(&web, "echo ok > /www/ready");
     wait_pod(&client, "probed", MINUTE, "ready", ready).await;

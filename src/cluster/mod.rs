@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod controllers;
+pub mod events;
 pub mod scheduler;
 pub mod store;

@@ -7,6 +7,9 @@
 //! router in-process keeps that at the cost of one JSON round trip (microseconds), instead of
 //! an HTTPS request (a TLS record, a connection from a pool, hyper on both sides).
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::http::{Method, Request};
 use http_body_util::BodyExt;
@@ -15,6 +18,7 @@ use tower::ServiceExt;
 
 use crate::cluster::api::resources::{Resource, by_kind};
 use crate::cluster::api::{SharedState, router};
+use crate::cluster::events::{Correlator, Record};
 
 /// A request the API refused, or could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +82,8 @@ pub struct LocalApi {
     router: axum::Router,
     authorization: String,
     manager: &'static str,
+    /// Repeated events become one Event with a count (shared by the clones of this client).
+    events: Arc<Mutex<Correlator>>,
 }
 
 impl LocalApi {
@@ -89,6 +95,7 @@ impl LocalApi {
             state,
             authorization,
             manager,
+            events: Arc::default(),
         }
     }
 
@@ -258,11 +265,51 @@ impl LocalApi {
             "reportingComponent": self.manager,
         });
         let events = resource("v1", "Event");
-        if let Err(e) = self
-            .create(&path(events, Some(namespace), None, None), &event)
-            .await
-        {
-            tracing::debug!(error = %e, reason, "cannot record an event");
+        let record = self
+            .events
+            .lock()
+            .expect("the event correlator")
+            .record(event, Instant::now());
+        let (key, result) = match record {
+            Record::Create { key, event } => {
+                let created = self
+                    .create(&path(events, Some(namespace), None, None), &event)
+                    .await;
+                (key, created)
+            }
+            Record::Patch {
+                key,
+                name,
+                patch,
+                event,
+            } => {
+                let at = path(events, Some(namespace), Some(&name), None);
+                match self.merge_patch(&at, &patch).await {
+                    Err(e) if e.is_not_found() => {
+                        self.events
+                            .lock()
+                            .expect("the event correlator")
+                            .forget(&key);
+                        let created = self
+                            .create(&path(events, Some(namespace), None, None), &event)
+                            .await;
+                        (key, created)
+                    }
+                    other => (key, other),
+                }
+            }
+        };
+        let mut correlator = self.events.lock().expect("the event correlator");
+        match result {
+            Ok(written) => {
+                if let Some(name) = written.pointer("/metadata/name").and_then(Value::as_str) {
+                    correlator.created(&key, name);
+                }
+            }
+            Err(e) => {
+                correlator.forget(&key);
+                tracing::debug!(error = %e, reason, "cannot record an event");
+            }
         }
     }
 }

@@ -4,12 +4,23 @@
 //!
 //! Recording never blocks pod work: events go through a channel to one task that posts
 //! them, and a failed post is logged, not retried (events are best effort in Kubernetes too).
+//! A repeated event (a back-off, a failing probe) patches the count of the first instead of
+//! adding an object ([`crate::cluster::events`]).
+
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
-use kube::api::PostParams;
-use serde_json::json;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+use crate::cluster::events::{Correlator, Record};
+
+async fn create(api: &Api<Event>, event: Value) -> Result<Event, kube::Error> {
+    let event: Event = serde_json::from_value(event).expect("a well-formed Event");
+    api.create(&PostParams::default(), &event).await
+}
 
 /// The component name events carry in `source` and `reportingComponent`.
 pub const COMPONENT: &str = "berth-agent";
@@ -53,11 +64,40 @@ impl EventRecorder {
     ) -> (EventRecorder, impl Future<Output = ()> + use<>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let poster = async move {
+            let mut correlator = Correlator::new();
             while let Some(event) = rx.recv().await {
                 let ns = event.metadata.namespace.clone().unwrap_or_default();
                 let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-                if let Err(e) = api.create(&PostParams::default(), &event).await {
-                    tracing::warn!(reason = ?event.reason, error = %e, "cannot record an event");
+                let value = serde_json::to_value(&event).expect("an Event serialises");
+                let (key, result) = match correlator.record(value, Instant::now()) {
+                    Record::Create { key, event } => (key, create(&api, event).await),
+                    Record::Patch {
+                        key,
+                        name,
+                        patch,
+                        event,
+                    } => match api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        // Expired or deleted meanwhile: start a new one.
+                        Err(kube::Error::Api(e)) if e.code == 404 => {
+                            correlator.forget(&key);
+                            (key, create(&api, event).await)
+                        }
+                        other => (key, other),
+                    },
+                };
+                match result {
+                    Ok(written) => {
+                        if let Some(name) = written.metadata.name.as_deref() {
+                            correlator.created(&key, name);
+                        }
+                    }
+                    Err(e) => {
+                        correlator.forget(&key);
+                        tracing::warn!(reason = ?event.reason, error = %e, "cannot record an event");
+                    }
                 }
             }
         };
