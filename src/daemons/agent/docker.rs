@@ -174,10 +174,16 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn ensure_sandbox_image(&self) -> Result<String, RuntimeError> {
-        // Pods starting together would otherwise build it concurrently, leaving dangling copies.
+        // Pods starting together would otherwise build it concurrently, leaving dangling copies;
+        // the lock is taken only when it is missing, so pods starting together do not queue
+        // behind each other's image checks.
         static BUILD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _building = BUILD.lock().await;
         let tag = sandbox::SANDBOX_IMAGE;
+        if self.image_id(tag).await?.is_some() {
+            return Ok(tag.to_string());
+        }
+        let _building = BUILD.lock().await;
+        // Built by another pod while this one waited?
         if self.image_id(tag).await?.is_some() {
             return Ok(tag.to_string());
         }

@@ -220,6 +220,22 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         Ok(out)
     }
 
+    /// Just after a new sandbox was made, the others having gone with the old one: one
+    /// inspect instead of a list, which the engine answers more slowly the more containers
+    /// it has, while many pods start.
+    async fn observe_new_sandbox(
+        &mut self,
+        uid: &str,
+        id: &str,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let Some(info) = self.ctx.runtime.inspect_container(id).await? else {
+            return self.observe(uid).await;
+        };
+        self.inspected.clear();
+        self.inspected.insert(id.to_string(), info.clone());
+        Ok(vec![info])
+    }
+
     async fn pass(&mut self, input: &PodInput) -> Result<Next, SyncError> {
         let pod = &*input.pod;
         let pref = pod_ref(pod);
@@ -252,8 +268,8 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             self.volumes_ready = true;
         }
         let mut observed = self.observe(&pref.uid).await?;
-        if self.ensure_sandbox(&pref, &plan, &observed).await? {
-            observed = self.observe(&pref.uid).await?;
+        if let Some(sandbox) = self.ensure_sandbox(&pref, &plan, &observed).await? {
+            observed = self.observe_new_sandbox(&pref.uid, &sandbox).await?;
         }
         let (sandbox, _) = latest_two(&observed, labels::SANDBOX_CONTAINER, Role::Sandbox);
         let pod_ip = sandbox.and_then(|s| s.ip_address.clone());

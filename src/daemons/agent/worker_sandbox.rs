@@ -13,13 +13,13 @@ use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerS
 impl<R: ContainerRuntime + 'static> PodWorker<R> {
     /// Makes the sandbox run. A sandbox stopped, removed or changed behind berth's back
     /// takes the pod's containers with it, as in Kubernetes; they are all recreated.
-    /// Returns whether it acted.
+    /// Returns the new sandbox's id when it made one: then it is the pod's only container.
     pub(super) async fn ensure_sandbox(
         &mut self,
         pref: &PodRef,
         plan: &PodPlan,
         observed: &[ContainerInfo],
-    ) -> Result<bool, SyncError> {
+    ) -> Result<Option<String>, SyncError> {
         let (current, _) = latest_two(observed, labels::SANDBOX_CONTAINER, Role::Sandbox);
         let expected = plan
             .sandbox
@@ -35,7 +35,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     label(c, labels::SPEC_HASH)
                 ),
             )),
-            Some(c) if c.state == ContainerState::Running => return Ok(false),
+            Some(c) if c.state == ContainerState::Running => return Ok(None),
             Some(c) => Some((
                 DriftKind::Stopped,
                 format!(
@@ -83,7 +83,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 format!("recreated the pod sandbox and its containers after: {message}"),
             );
         }
-        Ok(true)
+        Ok(Some(id))
     }
 
     /// Writes the configMap and secret volume files when they changed or the sandbox is new.
