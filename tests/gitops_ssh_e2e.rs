@@ -164,12 +164,39 @@ impl Sshd {
         assert!(lines.contains("ssh-ed25519"), "ssh-keyscan: {lines:?}");
         lines
     }
+
+    /// The processes that still serve this server's repository: an ssh session outlives the
+    /// listener for a moment, and its `git-upload-pack` names the repository's path.
+    fn sessions(&self) -> Vec<String> {
+        let marker = self.dir.path().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .map(|pid| pid.to_string())
+            .collect()
+    }
 }
 
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = self.sessions();
+            if left.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            let _ = Command::new("kill").arg("-KILL").args(&left).output();
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
