@@ -49,8 +49,9 @@ fn run(program: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A new ed25519 key pair in `dir`: the private key's text and the public key's line.
-fn key_pair(dir: &Path, name: &str) -> (String, String) {
+/// A new ed25519 key pair in `dir`, encrypted with `passphrase` when it is not empty: the
+/// private key's text and the public key's line.
+fn key_pair(dir: &Path, name: &str, passphrase: &str) -> (String, String) {
     let path = dir.join(name);
     run(
         &tool("ssh-keygen", "openssh-client"),
@@ -59,7 +60,7 @@ fn key_pair(dir: &Path, name: &str) -> (String, String) {
             "-t",
             "ed25519",
             "-N",
-            "",
+            passphrase,
             "-C",
             "berth-test",
             "-f",
@@ -100,7 +101,7 @@ impl Sshd {
             .prefix("berth-sshd-test")
             .tempdir()
             .expect("temp dir");
-        key_pair(dir.path(), "host_key");
+        key_pair(dir.path(), "host_key", "");
         std::fs::write(dir.path().join("authorized_keys"), client_public_key).unwrap();
         // sshd's privilege separation wants this folder; Debian's service makes it at boot.
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
@@ -258,6 +259,8 @@ fn ready_message(status: &Value) -> String {
         .to_string()
 }
 
+const PASSPHRASE: &str = "passphrase-5c1e-never-shown";
+
 const CONFIG_MAP: &str = "apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -269,9 +272,10 @@ data:
 #[tokio::test]
 async fn an_ssh_source_syncs_with_its_key_and_a_wrong_host_key_is_refused() {
     let keys = tempfile::tempdir().unwrap();
-    let (client_key, client_public) = key_pair(keys.path(), "client");
-    let (_, stranger_public) = key_pair(keys.path(), "stranger");
-    let sshd = Sshd::start(&client_public);
+    let (client_key, client_public) = key_pair(keys.path(), "client", "");
+    let (locked_key, locked_public) = key_pair(keys.path(), "locked", PASSPHRASE);
+    let (_, stranger_public) = key_pair(keys.path(), "stranger", "");
+    let sshd = Sshd::start(&format!("{client_public}\n{locked_public}\n"));
     let repo = sshd.dir.path().join("repo.git");
     let commit = bare_repository(&repo, "settings.yaml", CONFIG_MAP);
     let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, repo.display());
@@ -316,6 +320,17 @@ async fn an_ssh_source_syncs_with_its_key_and_a_wrong_host_key_is_refused() {
     let synced = status_when_ready_reason(&client, "over-ssh", "Applied").await;
     assert_eq!(synced["lastAppliedCommit"], json!(commit));
 
+    // A passphrase-protected key with its passphrase in `password` (Flux's convention).
+    source_with_secret(
+        &client,
+        "locked-key",
+        &url,
+        json!({"identity": locked_key, "password": PASSPHRASE, "known_hosts": sshd.keyscan()}),
+    )
+    .await;
+    let unlocked = status_when_ready_reason(&client, "locked-key", "NotOwned").await;
+    assert_eq!(unlocked["lastAttemptedCommit"], json!(commit), "{unlocked}");
+
     // Another server's key listed for this host and port: a mismatch, nothing fetched.
     let stranger = stranger_public
         .split_whitespace()
@@ -359,8 +374,9 @@ async fn an_ssh_source_syncs_with_its_key_and_a_wrong_host_key_is_refused() {
         .list(&ListParams::default())
         .await
         .expect("events");
-    let key_lines: Vec<&str> = client_key
-        .lines()
+    let key_lines: Vec<&str> = [client_key.as_str(), locked_key.as_str()]
+        .iter()
+        .flat_map(|k| k.lines())
         .filter(|l| !l.starts_with("-----") && l.len() > 16)
         .collect();
     assert!(!key_lines.is_empty());
@@ -370,6 +386,7 @@ async fn an_ssh_source_syncs_with_its_key_and_a_wrong_host_key_is_refused() {
             std::fs::read_to_string(&log_path).unwrap(),
         ),
         ("the synced status", synced.to_string()),
+        ("the unlocked status", unlocked.to_string()),
         ("the refused status", refused.to_string()),
         ("the unverified status", unverified.to_string()),
         ("the events", serde_json::to_string(&events).unwrap()),
@@ -378,6 +395,7 @@ async fn an_ssh_source_syncs_with_its_key_and_a_wrong_host_key_is_refused() {
             !text.contains("PRIVATE KEY"),
             "{what} shows the private key"
         );
+        assert!(!text.contains(PASSPHRASE), "{what} shows the passphrase");
         for line in &key_lines {
             assert!(!text.contains(line), "{what} shows the private key");
         }
