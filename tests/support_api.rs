@@ -159,6 +159,17 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Server::start_configured(dir, extra, |server| {
+            server.stderr(Stdio::inherit());
+        })
+    }
+
+    /// As `start_in`, with the command adjusted by `configure` (its stderr, its environment).
+    pub fn start_configured(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         // Servers of tests running side by side hand out pod CIDRs from ranges of their own,
         // so their agents' pod networks do not overlap; a restart in the same dir keeps it.
         let cidr_file = dir.path().join("test-cluster-cidr");
@@ -171,7 +182,8 @@ impl Server {
             cidr
         });
         let own_cidr = !extra.contains(&"--cluster-cidr");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
             .args([
                 "server",
                 "--listen",
@@ -187,10 +199,9 @@ impl Server {
                 vec![]
             })
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth server");
+            .stdout(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("spawn berth server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -3,15 +3,23 @@
 //!
 //! Local paths and `file://` URLs are opened in place (nothing to fetch; the commit is read
 //! from the repository's own objects). Other URLs are fetched into a bare mirror under the
-//! server's data dir, authenticating with the source's [`Credentials`].
+//! server's data dir, authenticating with the source's [`Credentials`]. An ssh URL is fetched
+//! only from a server whose host key the Secret's `known_hosts` lists ([`ssh`]).
 
+mod known_hosts;
+mod ssh;
+
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use git2::{
-    Cred, CredentialType, FetchOptions, ObjectType, RemoteCallbacks, Repository, TreeWalkMode,
-    TreeWalkResult,
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, ObjectType, RemoteCallbacks,
+    Repository, TreeWalkMode, TreeWalkResult,
 };
+
+use self::ssh::HostKeyCheck;
 
 /// The extensions read as manifests, as `berth apply -f DIR` picks them.
 const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
@@ -22,16 +30,27 @@ const GIT_FILEMODE_LINK: i32 = 0o120000;
 #[derive(Clone, Default)]
 pub struct Credentials {
     pub username: Option<String>,
+    /// The https password, or the passphrase of an encrypted `ssh_key` (Flux's convention).
     pub password: Option<String>,
     pub token: Option<String>,
+    /// The ssh private key (`identity`, or Argo CD's `sshPrivateKey`).
+    pub ssh_key: Option<String>,
+    /// Its public half (`identity.pub`); derived from the private key when absent.
+    pub ssh_public_key: Option<String>,
+    /// The OpenSSH `known_hosts` lines that vouch for an ssh server's host key.
+    pub known_hosts: Option<String>,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |v: &Option<String>| v.as_ref().map(|_| "<set>");
         f.debug_struct("Credentials")
-            .field("username", &self.username.as_ref().map(|_| "<set>"))
-            .field("password", &self.password.as_ref().map(|_| "<set>"))
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("username", &set(&self.username))
+            .field("password", &set(&self.password))
+            .field("token", &set(&self.token))
+            .field("ssh_key", &set(&self.ssh_key))
+            .field("ssh_public_key", &set(&self.ssh_public_key))
+            .field("known_hosts", &set(&self.known_hosts))
             .finish()
     }
 }
@@ -56,6 +75,18 @@ pub enum FetchError {
         #[source]
         source: git2::Error,
     },
+    #[error(
+        "cannot fetch {url}: the host key of {host} cannot be verified: the Secret in \
+         spec.secretRef has no `known_hosts`; add one with the output of `{keyscan}`, checked \
+         against a fingerprint you trust"
+    )]
+    NoKnownHosts {
+        url: String,
+        host: String,
+        keyscan: String,
+    },
+    #[error("refused to fetch {url}: {problem}")]
+    HostKey { url: String, problem: String },
     #[error("the repository has no branch, tag or commit {git_ref:?}")]
     Ref { git_ref: String },
     #[error("the folder {path:?} does not exist at commit {commit}")]
@@ -146,24 +177,62 @@ pub fn fetch(
     })
 }
 
-/// Callbacks that answer one credential request from the Secret, then give up: a refused
-/// credential is not offered again and again.
-fn callbacks(credentials: Option<&Credentials>) -> RemoteCallbacks<'static> {
+/// Callbacks that verify an ssh server's host key against `known_hosts` (TLS certificates
+/// keep the default verification) and answer one credential request from the Secret, then
+/// give up: a refused credential is not offered again and again. A refused host key is
+/// written to `refused`: libgit2 replaces the callback's message with a generic one.
+fn callbacks(
+    credentials: Option<&Credentials>,
+    host_check: Option<Rc<HostKeyCheck>>,
+    refused: Rc<RefCell<Option<String>>>,
+) -> RemoteCallbacks<'static> {
     let credentials = credentials.cloned();
     let mut offered = false;
     let mut callbacks = RemoteCallbacks::new();
+    callbacks.certificate_check(move |cert, host| {
+        let Some(hostkey) = cert.as_hostkey() else {
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let problem = match (&host_check, hostkey.hostkey()) {
+            (Some(check), Some(key)) => match check.refusal(key) {
+                None => return Ok(CertificateCheckStatus::CertificateOk),
+                Some(problem) => problem,
+            },
+            (None, _) => format!("cannot verify the ssh host key of {host}: not an ssh URL"),
+            (Some(_), None) => format!("the ssh server {host} showed no host key"),
+        };
+        let error = git2::Error::from_str(&problem);
+        *refused.borrow_mut() = Some(problem);
+        Err(error)
+    });
     callbacks.credentials(move |_url, user_from_url, allowed| {
         let Some(c) = &credentials else {
             return Err(git2::Error::from_str(
                 "the repository asks for credentials: name a Secret in spec.secretRef",
             ));
         };
+        // ssh first asks who to log in as when the URL does not say.
+        if allowed == CredentialType::USERNAME {
+            return Cred::username(user_from_url.unwrap_or("git"));
+        }
         if offered {
             return Err(git2::Error::from_str(
                 "the credentials of the Secret in spec.secretRef were refused",
             ));
         }
         offered = true;
+        if allowed.contains(CredentialType::SSH_KEY)
+            && let Some(key) = &c.ssh_key
+        {
+            // The Secret's values lose their final newline; PEM readers want it back.
+            let key = format!("{}\n", key.trim_end());
+            return Cred::ssh_key_from_memory(
+                user_from_url.unwrap_or("git"),
+                c.ssh_public_key.as_deref(),
+                &key,
+                c.password.as_deref(),
+            );
+        }
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
             let user = c.username.as_deref().or(user_from_url);
             if let Some(token) = &c.token {
@@ -175,7 +244,7 @@ fn callbacks(credentials: Option<&Credentials>) -> RemoteCallbacks<'static> {
         }
         Err(git2::Error::from_str(
             "the Secret in spec.secretRef holds no credential the repository accepts \
-             (https needs `token`, or `username` and `password`)",
+             (https needs `token`, or `username` and `password`; ssh needs `identity`)",
         ))
     });
     callbacks
@@ -187,6 +256,7 @@ fn fetch_remote(
     credentials: Option<&Credentials>,
     mirror: &Path,
 ) -> Result<(Repository, Option<String>), FetchError> {
+    let host_check = HostKeyCheck::for_url(url, credentials)?.map(Rc::new);
     let mirror_error = |source| FetchError::Mirror {
         path: mirror.display().to_string(),
         source,
@@ -200,14 +270,22 @@ fn fetch_remote(
             Repository::init_bare(mirror).map_err(mirror_error)?
         }
     };
-    let fetch_error = |source| FetchError::Fetch {
-        url: redact_url(url),
-        source,
+    let refused = Rc::new(RefCell::new(None));
+    let fetch_error = |source| match refused.borrow_mut().take() {
+        Some(problem) => FetchError::HostKey {
+            url: redact_url(url),
+            problem,
+        },
+        None => FetchError::Fetch {
+            url: redact_url(url),
+            source,
+        },
     };
+    let source_callbacks = || callbacks(credentials, host_check.clone(), refused.clone());
     let head = {
         let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
         let connection = remote
-            .connect_auth(git2::Direction::Fetch, Some(callbacks(credentials)), None)
+            .connect_auth(git2::Direction::Fetch, Some(source_callbacks()), None)
             .map_err(fetch_error)?;
         connection
             .default_branch()
@@ -216,7 +294,7 @@ fn fetch_remote(
     };
     let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(credentials));
+    options.remote_callbacks(source_callbacks());
     options.download_tags(git2::AutotagOption::None);
     remote
         .fetch(
@@ -377,9 +455,12 @@ mod tests {
         );
         let c = Credentials {
             token: Some("hunter2".into()),
+            ssh_key: Some("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=".into()),
             ..Default::default()
         };
-        assert!(!format!("{c:?}").contains("hunter2"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("PRIVATE KEY") && !shown.contains("b3BlbnNzaC1rZXk"));
     }
 
     #[test]

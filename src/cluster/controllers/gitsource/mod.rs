@@ -312,6 +312,9 @@ impl GitSyncController {
             username: field("username"),
             password: field("password"),
             token: field("token"),
+            ssh_key: field("identity").or_else(|| field("sshPrivateKey")),
+            ssh_public_key: field("identity.pub"),
+            known_hosts: field("known_hosts"),
         })
     }
 
@@ -444,6 +447,9 @@ impl Reconciler for GitSyncController {
             Err(e) => {
                 let reason = match e {
                     FetchError::NoPath { .. } | FetchError::Ref { .. } => "NotFound",
+                    FetchError::HostKey { .. } | FetchError::NoKnownHosts { .. } => {
+                        "HostKeyNotVerified"
+                    }
                     _ => "FetchFailed",
                 };
                 let message = e.to_string();
