@@ -146,10 +146,22 @@ async fn source_drift(
     let declared = match declared {
         Some(d) if d.commit == applied => d,
         _ => {
+            // Held in memory only: after a restart, until git sync applies or re-reads the
+            // commit. A newer commit that is invalid keeps it from doing so.
+            let stalled = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True");
+            let why = if stalled {
+                "; the newest commit is not applied (see the Stalled condition), so until a \
+                 valid commit is pushed there is nothing to compare with"
+            } else {
+                "; try again in a moment"
+            };
             return Err(not_ready(
                 name,
                 format!(
-                    "git sync has not read commit {} since the server started; try again in a moment",
+                    "git sync has not read commit {} since the server started{why}",
                     super::short(&applied)
                 ),
             ));
