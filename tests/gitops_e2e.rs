@@ -4,12 +4,15 @@
 //! through the API. Needs `git` (fails without it). Every process and directory is removed on
 //! drop, also when a test fails.
 
+mod support_git;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support_git::{Repo, wait_for};
 
 const MANIFESTS: &str = "manifests";
 
@@ -136,94 +139,6 @@ impl Drop for Server {
     }
 }
 
-/// Waits up to `timeout` for `probe` to give something; panics with `what` and the last state.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!("{what}: not within {timeout:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// A bare repository and a working clone that pushes to it.
-struct Repo {
-    dir: tempfile::TempDir,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=t@example.invalid",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git must be installed (the GitOps tests fail without it)");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl Repo {
-    fn new() -> Repo {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-gitops-repo")
-            .tempdir()
-            .expect("temp dir");
-        git(dir.path(), &["init", "--bare", "origin.git"]);
-        git(dir.path(), &["clone", "origin.git", "work"]);
-        Repo { dir }
-    }
-
-    fn origin(&self) -> PathBuf {
-        self.dir.path().join("origin.git")
-    }
-
-    fn work(&self) -> PathBuf {
-        self.dir.path().join("work")
-    }
-
-    fn write(&self, file: &str, text: &str) {
-        let path = self.work().join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
-    fn remove(&self, file: &str) {
-        git(&self.work(), &["rm", "-q", file]);
-    }
-
-    /// Commits everything and pushes; returns the commit id.
-    fn commit_and_push(&self, message: &str) -> String {
-        git(&self.work(), &["add", "-A"]);
-        git(
-            &self.work(),
-            &["commit", "-q", "--allow-empty", "-m", message],
-        );
-        git(&self.work(), &["push", "-q", "origin", "HEAD:main"]);
-        git(&self.work(), &["rev-parse", "HEAD"])
-    }
-}
-
 const APP: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -286,7 +201,7 @@ async fn wait_applied(server: &Server, commit: &str, timeout: Duration) -> Durat
 
 #[tokio::test]
 async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
-    let repo = Repo::new();
+    let repo = Repo::init();
     repo.write(&format!("{MANIFESTS}/app.yaml"), APP);
     repo.write(&format!("{MANIFESTS}/settings.yaml"), &config_map("hello"));
     repo.write("README.md", "not a manifest\n");
@@ -503,7 +418,7 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
 
 #[tokio::test]
 async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
-    let repo = Repo::new();
+    let repo = Repo::init();
     repo.write("app.yaml", APP);
     repo.write("settings.yaml", &config_map("hello"));
     let first = repo.commit_and_push("first");
@@ -668,6 +583,133 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
     assert!(!server.log().contains("hook-shared-secret"));
 }
 
+/// `berth diff --source NAME` against the test server; `(exit code, stdout, stderr)`.
+fn diff_source(server: &Server, name: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["diff", "--source", name, "--color", "never"])
+        .args(["--server", &server.url, "--token", &server.token])
+        .output()
+        .expect("run berth diff --source");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const SECRET: &str = "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+stringData:
+  password: git-password-1
+";
+
+#[tokio::test]
+async fn diff_source_shows_drift_with_secrets_masked_and_says_why_it_cannot() {
+    let repo = Repo::init();
+    repo.write("app.yaml", APP);
+    repo.write("settings.yaml", &config_map("hello"));
+    repo.write("secret.yaml", SECRET);
+    let first = repo.commit_and_push("first");
+    let server = Server::start(&[]);
+    let url = format!("file://{}", repo.origin().display());
+
+    let (code, _, err) = diff_source(&server, "nope");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("gitsource default/nope does not exist"),
+        "{err}"
+    );
+
+    // A source that never synced (its folder is not in the repository).
+    server
+        .create(
+            "/apis/berth.dev/v1/namespaces/default/gitsources",
+            json!({"apiVersion": "berth.dev/v1", "kind": "GitSource",
+                "metadata": {"name": "elsewhere"},
+                "spec": {"url": url, "path": "missing/", "interval": "1s"}}),
+        )
+        .await;
+    wait_for(Duration::from_secs(10), "NotFound", || async {
+        let s = server.source("elsewhere").await;
+        if condition(&s, "Ready")["reason"] == "NotFound" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let (code, _, err) = diff_source(&server, "elsewhere");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has not synced yet"), "{err}");
+    assert!(err.contains("missing"), "says why: {err}");
+
+    server
+        .create(
+            "/apis/berth.dev/v1/namespaces/default/gitsources",
+            json!({"apiVersion": "berth.dev/v1", "kind": "GitSource",
+                "metadata": {"name": "app"}, "spec": {"url": url, "interval": "1s"}}),
+        )
+        .await;
+    wait_applied(&server, &first, Duration::from_secs(10)).await;
+    wait_for(Duration::from_secs(5), "Synced", || async {
+        let s = server.source("app").await;
+        if condition(&s, "Synced")["status"] == "True" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let (code, out, err) = diff_source(&server, "app");
+    assert_eq!(code, 0, "no drift yet: {out}{err}");
+
+    // Hand edits of the Secret's value and the replicas: both shown, no value of the Secret.
+    use base64::Engine;
+    let hand = base64::engine::general_purpose::STANDARD.encode("hand-password-2");
+    server
+        .patch(
+            "/api/v1/namespaces/default/secrets/db",
+            json!({"data": {"password": hand}}),
+        )
+        .await;
+    server.patch(DEPLOY, json!({"spec": {"replicas": 5}})).await;
+    wait_for(Duration::from_secs(5), "OutOfSync on both", || async {
+        let s = server.source("app").await;
+        let drift = s["status"]["drift"].to_string();
+        if drift.contains("Secret default/db") && drift.contains("spec.replicas") {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let (code, out, err) = diff_source(&server, "app");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("-  replicas: 5") && out.contains("+  replicas: 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+++ git-") && out.contains("v1.Secret.default.db"),
+        "{out}"
+    );
+    let git_b64 = base64::engine::general_purpose::STANDARD.encode("git-password-1");
+    for value in [
+        "hand-password-2",
+        "git-password-1",
+        hand.as_str(),
+        git_b64.as_str(),
+    ] {
+        assert!(
+            !out.contains(value) && !err.contains(value),
+            "{value} shown: {out}"
+        );
+    }
+    assert!(err.contains("to change"), "{err}");
+}
+
 /// A loopback HTTP server in front of `git http-backend` that wants basic auth.
 async fn serve_git_over_http(
     root: PathBuf,
@@ -762,7 +804,7 @@ async fn serve_git_over_http(
 #[tokio::test]
 async fn a_source_behind_basic_auth_authenticates_and_the_password_is_never_shown() {
     const PASSWORD: &str = "pw-7f3a9c-never-in-logs";
-    let repo = Repo::new();
+    let repo = Repo::init();
     repo.write("settings.yaml", &config_map("over-http"));
     let first = repo.commit_and_push("first");
     let (url, http_task) =

@@ -1,9 +1,11 @@
 //! `berth diff`: what would change, object by object. Offline between two git revisions
-//! (`--git-base`), or against a live cluster (`-f`, which needs the API server). Exit codes as
+//! (`--git-base`), against a live cluster (`-f`, which needs the API server), or a GitSource's
+//! drift (`--source`: the live objects against its last applied commit). Exit codes as
 //! kubectl diff: 0 no differences, 1 differences, 2 an error or invalid manifests.
 
 mod cluster;
 mod git;
+mod source;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -71,6 +73,10 @@ pub struct DiffArgs {
     /// With -f: also list the members of the ApplySet that `berth apply --prune` would delete
     #[arg(long)]
     prune: bool,
+    /// The drift of this GitSource: its live objects against its last applied commit (what a
+    /// sync or selfHeal would change)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["git_base", "filenames", "path", "prune"])]
+    source: Option<String>,
     /// With -f: the ApplySet `berth apply` would use (see `berth apply --help`)
     #[arg(long, value_name = "NAME", default_value = super::apply::DEFAULT_APPLYSET)]
     applyset: String,
@@ -89,6 +95,9 @@ pub fn run(args: DiffArgs) -> u8 {
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(8 * 1024 * 1024)
         .build_global();
+    if let Some(source) = &args.source {
+        return source::run(&args, source);
+    }
     match (&args.git_base, args.filenames.is_empty()) {
         (Some(_), false) => {
             eprintln!("error: use either --git-base (offline) or -f (against a cluster), not both");
@@ -97,7 +106,7 @@ pub fn run(args: DiffArgs) -> u8 {
         (None, false) => cluster::run(&args),
         (None, true) => {
             eprintln!(
-                "error: nothing to compare\n\nUsage: berth diff --git-base REV [--git-head REV] [PATH]"
+                "error: nothing to compare\n\nUsage: berth diff --git-base REV [--git-head REV] [PATH]\n       berth diff -f PATH\n       berth diff --source NAME"
             );
             EXIT_ERROR
         }
@@ -271,6 +280,36 @@ fn print_plan(args: &DiffArgs, plan: &ApplyPlan, old_label: String, new_label: S
     } else {
         EXIT_SAME
     }
+}
+
+/// Runs `body` on a connection to the cluster, with the namespace to use (`-n`, or the
+/// kubeconfig context's); returns its exit code. Shared by `-f` and `--source`.
+fn on_cluster<F, Fut>(args: &DiffArgs, body: F) -> u8
+where
+    F: FnOnce(crate::client::Connection, String) -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    runtime.block_on(async {
+        let connection = match args.client.connect().await {
+            Ok(c) => c,
+            Err(e) => return crate::cli::apply::report_client_error(&e).max(EXIT_ERROR),
+        };
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or(connection.default_namespace.clone());
+        body(connection, namespace).await
+    })
 }
 
 /// Prints an error with its causes on one line each.

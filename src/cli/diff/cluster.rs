@@ -6,10 +6,10 @@
 
 use serde_json::Value;
 
-use super::{DiffArgs, EXIT_ERROR, print_plan};
-use crate::apply::batch::{BatchRequest, FIELD_MANAGER};
+use super::{DiffArgs, EXIT_ERROR, on_cluster, print_plan};
+use crate::apply::batch::{BatchRequest, FIELD_MANAGER, ObjectResult};
 use crate::apply::client::send;
-use crate::cli::apply::{refused_code, report_batch_error, report_client_error};
+use crate::cli::apply::{refused_code, report_batch_error};
 use crate::cli::manifests::{Refused, load_valid};
 use crate::diff::{PlanOptions, plan};
 use crate::manifest::ValidateOptions;
@@ -28,25 +28,7 @@ pub(super) fn run(args: &DiffArgs) -> u8 {
         }
         Err(refused) => return refused_code(refused).max(EXIT_ERROR),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
-    };
-    runtime.block_on(async {
-        let connection = match args.client.connect().await {
-            Ok(c) => c,
-            Err(e) => return report_client_error(&e).max(EXIT_ERROR),
-        };
-        let namespace = args
-            .namespace
-            .clone()
-            .unwrap_or(connection.default_namespace.clone());
+    on_cluster(args, |connection, namespace| async move {
         let request = BatchRequest {
             objects,
             prune: args.prune,
@@ -60,22 +42,33 @@ pub(super) fn run(args: &DiffArgs) -> u8 {
             Ok(r) => r,
             Err(e) => return report_batch_error(&e, true).max(EXIT_ERROR),
         };
-        let mut merged: Vec<Value> = Vec::new();
-        let mut live: Vec<Value> = Vec::new();
-        for result in response.results {
-            merged.extend(result.object);
-            live.extend(result.live);
-        }
-        let options = PlanOptions {
-            default_namespace: namespace,
-            prune: true,
-        };
-        match plan(&merged, &live, &options) {
-            Ok(plan) => print_plan(args, &plan, "live".into(), "merged".into()),
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_ERROR
-            }
-        }
+        print_dry_run(args, response.results, namespace, "merged".into())
     })
+}
+
+/// Plans and prints a dry run's results, each object as it is (`live`) against as it would be
+/// (`new_label`); returns the exit code. `berth diff --source` prints its drift the same way.
+pub(super) fn print_dry_run(
+    args: &DiffArgs,
+    results: Vec<ObjectResult>,
+    namespace: String,
+    new_label: String,
+) -> u8 {
+    let mut new: Vec<Value> = Vec::new();
+    let mut live: Vec<Value> = Vec::new();
+    for result in results {
+        new.extend(result.object);
+        live.extend(result.live);
+    }
+    let options = PlanOptions {
+        default_namespace: namespace,
+        prune: true,
+    };
+    match plan(&new, &live, &options) {
+        Ok(plan) => print_plan(args, &plan, "live".into(), new_label),
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
 }

@@ -88,6 +88,11 @@ pub struct ApiState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Serializes ClusterIP, NodePort and pod CIDR allocations.
     pub allocations: allocate::Allocations,
+    /// What each GitSource's last applied commit declares, by `namespace/name`: kept by git
+    /// sync, read by the drift endpoint.
+    pub git_declared: std::sync::Mutex<
+        std::collections::HashMap<String, crate::cluster::controllers::gitsource::report::Declared>,
+    >,
 }
 
 impl ApiState {
@@ -99,6 +104,7 @@ impl ApiState {
             ready: AtomicBool::new(true),
             closing: tokio::sync::watch::Sender::new(false),
             allocations: allocate::Allocations::default(),
+            git_declared: Default::default(),
         })
     }
 }
@@ -387,6 +393,10 @@ pub fn router(state: SharedState) -> Router {
             post(batch::apply_set),
         )
         .route("/hooks/git/{namespace}/{name}", post(hooks::git_push))
+        .route(
+            "/apis/berth.dev/v1/namespaces/{namespace}/gitsources/{name}/drift",
+            get(crate::cluster::controllers::gitsource::report::drift),
+        )
         .route(
             "/api/{*rest}",
             any(|s: State<SharedState>, r: Request| resource(s, "api", r)),

@@ -8,7 +8,12 @@
 //! a sync request, or drift with `selfHeal` then applies the batch for real (one transaction,
 //! the source's own ApplySet, prune on by default). Drift without `selfHeal` is reported as
 //! `Synced=False/OutOfSync` with the fields that differ. Health is rolled up from the
-//! Deployments applied.
+//! Deployments applied. A Deployment, ReplicaSet or StatefulSet an autoscaler scales (the
+//! [`REPLICAS_MANAGED_BY_ANNOTATION`]) keeps its live replica count: git applies everything
+//! else, and a different count is not drift.
+//!
+//! The objects of the last applied commit stay in memory ([`report`]), so
+//! `berth diff --source` can show the drift field by field through the same dry run.
 //!
 //! Wake-ups: changes of the GitSource (spec, `berth.dev/sync-requested-at` from
 //! `berth gitsource sync` or a webhook), a file-system watch of local repositories, and the
@@ -16,6 +21,7 @@
 
 pub mod fetch;
 mod health;
+pub mod report;
 mod state;
 
 use std::collections::HashMap;
@@ -27,7 +33,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use self::fetch::{Credentials, FetchError, Fetched};
-use self::state::{Conditions, drift_of, status_patch};
+pub use self::state::REPLICAS_MANAGED_BY_ANNOTATION;
+use self::state::{Conditions, drift_of, keep_autoscaled_replicas, status_patch};
 use super::Caches;
 use super::cache::{Cache, split_key};
 use super::client::{LocalApi, path, resource};
@@ -332,26 +339,45 @@ impl GitSyncController {
         self.api.merge_patch(&p, &json!({"status": patch})).await?;
         Ok(())
     }
+}
 
-    async fn batch(
-        &self,
-        namespace: &str,
-        name: &str,
-        source: &GitSource,
-        objects: Vec<Value>,
-        dry_run: bool,
-    ) -> Result<BatchResponse, BatchRefusal> {
-        let request = BatchRequest {
-            objects,
-            prune: source.spec.prune,
-            allow_mass_delete: source.spec.allow_mass_delete,
-            dry_run,
-            // Git is the source of truth: its fields win over hand edits (that is drift).
-            force: true,
-            field_manager: Some(FIELD_MANAGER.into()),
-        };
-        apply_in_process(self.api.state(), namespace, &applyset_name(name), request).await
+/// Applies (or dry-runs) a source's objects as its own ApplySet.
+async fn source_batch(
+    state: &crate::cluster::api::SharedState,
+    namespace: &str,
+    name: &str,
+    source: &GitSource,
+    objects: Vec<Value>,
+    dry_run: bool,
+) -> Result<BatchResponse, BatchRefusal> {
+    let request = BatchRequest {
+        objects,
+        prune: source.spec.prune,
+        allow_mass_delete: source.spec.allow_mass_delete,
+        dry_run,
+        // Git is the source of truth: its fields win over hand edits (that is drift).
+        force: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    apply_in_process(state, namespace, &applyset_name(name), request).await
+}
+
+/// A dry run of a source's `objects`, after giving autoscaled objects their live replica
+/// count (which needs the live objects: a first dry run finds them, a second one shows the
+/// batch as it will be applied). What drift is read off, by the controller and by
+/// `berth diff --source` alike.
+async fn source_dry_run(
+    state: &crate::cluster::api::SharedState,
+    namespace: &str,
+    name: &str,
+    source: &GitSource,
+    objects: &mut [Value],
+) -> Result<BatchResponse, BatchRefusal> {
+    let dry = source_batch(state, namespace, name, source, objects.to_vec(), true).await?;
+    if !keep_autoscaled_replicas(objects, &dry, namespace) {
+        return Ok(dry);
     }
+    source_batch(state, namespace, name, source, objects.to_vec(), true).await
 }
 
 #[async_trait::async_trait]
@@ -363,10 +389,12 @@ impl Reconciler for GitSyncController {
     async fn reconcile(&self, key: &str) -> Result<Action, ReconcileError> {
         let Some(object) = self.sources.get(key) else {
             self.unwatch(key);
+            report::forget(self.api.state(), key);
             return Ok(Action::await_change());
         };
         if super::is_deleting(&object) {
             self.unwatch(key);
+            report::forget(self.api.state(), key);
             return Ok(Action::await_change());
         }
         let (namespace, name) = split_key(key);
@@ -463,7 +491,7 @@ impl Reconciler for GitSyncController {
         let commit = fetched.commit.clone();
         let mut s = base(&status);
         s["lastAttemptedCommit"] = json!(commit);
-        let objects = match load_commit(&fetched, key) {
+        let mut objects = match load_commit(&fetched, key) {
             Loaded::Valid(objects) => objects,
             Loaded::Invalid(errors) => {
                 let message = format!(
@@ -485,17 +513,16 @@ impl Reconciler for GitSyncController {
             .map(str::to_string);
         let requested = sync_request.is_some() && sync_request != status.last_handled_sync_request;
         let new_commit = status.last_applied_commit.as_deref() != Some(commit.as_str());
-        let dry = match self
-            .batch(namespace, name, &source, objects.clone(), true)
-            .await
-        {
-            Ok(r) => r,
-            Err(refusal) => {
-                return self
-                    .refused(&object, s, conditions, &commit, refusal, interval)
-                    .await;
-            }
-        };
+        let declared = objects.clone();
+        let dry =
+            match source_dry_run(self.api.state(), namespace, name, &source, &mut objects).await {
+                Ok(r) => r,
+                Err(refusal) => {
+                    return self
+                        .refused(&object, s, conditions, &commit, refusal, interval)
+                        .await;
+                }
+            };
         let id = ParentRef::secret(&applyset_name(name), namespace).id();
         let foreign: Vec<String> = dry
             .results
@@ -546,7 +573,7 @@ impl Reconciler for GitSyncController {
         writers.sort();
         writers.dedup();
         let applied = if new_commit || requested || heal {
-            match self.batch(namespace, name, &source, objects, false).await {
+            match source_batch(self.api.state(), namespace, name, &source, objects, false).await {
                 Ok(r) => r,
                 Err(refusal) => {
                     return self
@@ -575,6 +602,7 @@ impl Reconciler for GitSyncController {
         if new_commit {
             tracing::info!(source = key, commit = %commit, objects = applied.results.len(), "applied a commit");
         }
+        report::remember(self.api.state(), key, &commit, declared);
         let inventory: Vec<Value> = applied
             .results
             .iter()

@@ -1,6 +1,7 @@
 //! The pure parts of a GitSource's status: conditions that keep their transition time while
 //! unchanged, the merge patch that moves the old status to the new one (none when equal, so
-//! a reconcile that changes nothing writes nothing), and drift read off a dry run.
+//! a reconcile that changes nothing writes nothing), drift read off a dry run, and the fields
+//! an autoscaler owns, which git neither reverts nor calls drift.
 
 use serde_json::{Map, Value, json};
 
@@ -83,6 +84,73 @@ pub fn status_patch(old: &Value, new: Value) -> Option<Value> {
     Some(Value::Object(patch))
 }
 
+/// On a Deployment, ReplicaSet or StatefulSet: who scales it (an HPA, KEDA, a script). Its
+/// `spec.replicas` then belongs to that autoscaler: git sync leaves the live count alone and
+/// a different count is not drift.
+pub const REPLICAS_MANAGED_BY_ANNOTATION: &str = "berth.dev/replicas-managed-by";
+
+/// The kinds whose `spec.replicas` an autoscaler may own.
+const SCALABLE_KINDS: [&str; 3] = ["Deployment", "ReplicaSet", "StatefulSet"];
+
+/// Whether an autoscaler owns the object's `spec.replicas` (the annotation, non-empty).
+pub fn replicas_autoscaled(object: &Value) -> bool {
+    object["kind"]
+        .as_str()
+        .is_some_and(|k| SCALABLE_KINDS.contains(&k))
+        && object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(REPLICAS_MANAGED_BY_ANNOTATION))
+            .and_then(Value::as_str)
+            .is_some_and(|by| !by.trim().is_empty())
+}
+
+/// `(kind, namespace, name)` of a manifest, its namespace defaulted as the batch does.
+fn identity<'a>(object: &'a Value, namespace: &'a str) -> (&'a str, &'a str, &'a str) {
+    (
+        object["kind"].as_str().unwrap_or(""),
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(namespace),
+        object["metadata"]["name"].as_str().unwrap_or(""),
+    )
+}
+
+/// Gives each git object whose live twin (from a dry run) is autoscaled the live replica
+/// count, so applying git, a new commit or a self-heal alike, keeps what the autoscaler set.
+/// The annotation counts on either side: in git, or added to the live object by hand.
+/// Returns whether any object changed (the dry run must then be done again).
+pub fn keep_autoscaled_replicas(
+    objects: &mut [Value],
+    dry: &BatchResponse,
+    namespace: &str,
+) -> bool {
+    let mut changed = false;
+    for object in objects.iter_mut() {
+        let (kind, ns, name) = identity(object, namespace);
+        let live = dry
+            .results
+            .iter()
+            .filter(|r| r.kind == kind && r.name == name)
+            .filter(|r| r.namespace.as_deref().is_none_or(|n| n == ns))
+            .find_map(|r| r.live.as_ref());
+        let Some(live) = live else { continue };
+        if !(replicas_autoscaled(live) || replicas_autoscaled(object)) {
+            continue;
+        }
+        let Some(count) = live.pointer("/spec/replicas").cloned() else {
+            continue;
+        };
+        if object.pointer("/spec/replicas") == Some(&count) {
+            continue;
+        }
+        if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("replicas".into(), count);
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// Fields the server or controllers own: never drift.
 fn ignored(path: &str) -> bool {
     matches!(
@@ -139,6 +207,9 @@ pub fn drift_of(dry: &BatchResponse) -> Vec<String> {
                 let mut fields = Vec::new();
                 if let (Some(want), Some(live)) = (&r.object, &r.live) {
                     diff_paths("", live, want, &mut fields);
+                    if replicas_autoscaled(live) || replicas_autoscaled(want) {
+                        fields.retain(|f| f != "spec.replicas");
+                    }
                 }
                 if !fields.is_empty() {
                     out.push(format!("{what}: {}", fields.join(", ")));
@@ -205,5 +276,99 @@ mod tests {
             ]
         );
         assert!(!drift.join(" ").contains("aHVudGVyMg"));
+    }
+
+    fn configured(kind: &str, want: Value, live: Value) -> ObjectResult {
+        ObjectResult {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            namespace: Some("shop".into()),
+            name: "web".into(),
+            outcome: Outcome::Configured,
+            object: Some(want),
+            live: Some(live),
+        }
+    }
+
+    fn dry_run(results: Vec<ObjectResult>) -> BatchResponse {
+        BatchResponse {
+            applyset_id: String::new(),
+            dry_run: true,
+            revision: 0,
+            parent: Outcome::Unchanged,
+            results,
+        }
+    }
+
+    fn deployment(replicas: i64, image: &str, managed_by: Option<&str>) -> Value {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": {}},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+                {"name": "web", "image": image}]}}}});
+        if let Some(by) = managed_by {
+            d["metadata"]["annotations"][REPLICAS_MANAGED_BY_ANNOTATION] = json!(by);
+        }
+        d
+    }
+
+    #[test]
+    fn replicas_an_autoscaler_set_are_not_drift_but_other_fields_still_are() {
+        let drift = |want: Value, live: Value| {
+            drift_of(&dry_run(vec![configured("Deployment", want, live)]))
+        };
+        // As a dry run merges it: git's fields over the live object, the annotation kept.
+        let want = deployment(2, "web:1", Some("hpa"));
+        assert!(drift(want.clone(), deployment(6, "web:1", Some("hpa"))).is_empty());
+        assert_eq!(
+            drift(want, deployment(6, "web:2", Some("hpa"))),
+            ["Deployment shop/web: spec.template.spec.containers"]
+        );
+        // Without the annotation a scale by hand is drift, as before.
+        assert_eq!(
+            drift(deployment(2, "web:1", None), deployment(6, "web:1", None)),
+            ["Deployment shop/web: spec.replicas"]
+        );
+    }
+
+    #[test]
+    fn applying_git_keeps_the_replica_count_of_an_autoscaled_object_only() {
+        let live = deployment(6, "web:1", Some("keda"));
+        let dry = dry_run(vec![configured("Deployment", json!({}), live)]);
+        // A new commit changes the image; the object has no namespace: the source's applies.
+        let mut objects = vec![deployment(2, "web:2", None)];
+        objects[0]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("namespace");
+        assert!(keep_autoscaled_replicas(&mut objects, &dry, "shop"));
+        assert_eq!(objects[0]["spec"]["replicas"], 6);
+        assert_eq!(
+            objects[0]["spec"]["template"]["spec"]["containers"][0]["image"],
+            "web:2"
+        );
+        assert!(
+            !keep_autoscaled_replicas(&mut objects, &dry, "shop"),
+            "already kept"
+        );
+
+        // Not annotated anywhere: git's count wins.
+        let dry = dry_run(vec![configured(
+            "Deployment",
+            json!({}),
+            deployment(6, "web:1", None),
+        )]);
+        let mut objects = vec![deployment(2, "web:1", None)];
+        assert!(!keep_autoscaled_replicas(&mut objects, &dry, "shop"));
+        assert_eq!(objects[0]["spec"]["replicas"], 2);
+        // Annotated in git: the live count is kept too.
+        let mut objects = vec![deployment(2, "web:1", Some("hpa"))];
+        assert!(keep_autoscaled_replicas(&mut objects, &dry, "shop"));
+        assert_eq!(objects[0]["spec"]["replicas"], 6);
+        // A ConfigMap is never autoscaled, whatever it says.
+        let mut cm = json!({"kind": "ConfigMap", "metadata": {"name": "web",
+            "annotations": {REPLICAS_MANAGED_BY_ANNOTATION: "hpa"}}, "spec": {"replicas": 1}});
+        assert!(!replicas_autoscaled(&cm));
+        cm["kind"] = json!("StatefulSet");
+        assert!(replicas_autoscaled(&cm));
     }
 }

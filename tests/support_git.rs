@@ -1,0 +1,96 @@
+//! For GitOps tests: a git repository (a local bare one, what a GitSource follows, and a
+//! working clone that commits and pushes to it, both removed on drop) and a wait on a
+//! condition that reports the last state seen. Needs `git` (the tests fail without it).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A bare repository and a working clone that pushes to it.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git must be installed (the GitOps tests fail without it)");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Repo {
+    pub fn init() -> Repo {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-gitops-repo")
+            .tempdir()
+            .expect("temp dir");
+        git(dir.path(), &["init", "--bare", "origin.git"]);
+        git(dir.path(), &["clone", "origin.git", "work"]);
+        Repo { dir }
+    }
+
+    pub fn origin(&self) -> PathBuf {
+        self.dir.path().join("origin.git")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn write(&self, file: &str, text: &str) {
+        let path = self.work().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn remove(&self, file: &str) {
+        git(&self.work(), &["rm", "-q", file]);
+    }
+
+    /// Commits everything and pushes; returns the commit id.
+    pub fn commit_and_push(&self, message: &str) -> String {
+        git(&self.work(), &["add", "-A"]);
+        git(
+            &self.work(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(&self.work(), &["push", "-q", "origin", "HEAD:main"]);
+        git(&self.work(), &["rev-parse", "HEAD"])
+    }
+}
+
+/// Waits up to `timeout` for `probe` to give something; panics with `what` and the last state.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: not within {timeout:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
