@@ -34,7 +34,9 @@ use tokio::task::JoinSet;
 
 use self::fetch::{Credentials, FetchError, Fetched};
 pub use self::state::REPLICAS_MANAGED_BY_ANNOTATION;
-use self::state::{Conditions, drift_of, keep_autoscaled_replicas, status_patch};
+use self::state::{
+    Conditions, drift_of, drifted_fields, keep_autoscaled_replicas, status_patch, writers_of,
+};
 use super::Caches;
 use super::cache::{Cache, split_key};
 use super::client::{LocalApi, path, resource};
@@ -220,23 +222,6 @@ fn describe_result(kind: &str, namespace: Option<&str>, name: &str) -> String {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     }
-}
-
-/// Field managers other than git sync that wrote to `live` (who a self-heal overrules).
-fn other_writers(live: &Value) -> Vec<String> {
-    let mut out: Vec<String> = live
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|m| m["subresource"].as_str() != Some("status"))
-        .filter_map(|m| m["manager"].as_str())
-        .filter(|m| *m != FIELD_MANAGER)
-        .map(str::to_string)
-        .collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 impl GitSyncController {
@@ -567,8 +552,14 @@ impl Reconciler for GitSyncController {
             .results
             .iter()
             .filter(|r| r.outcome == Outcome::Configured)
-            .filter_map(|r| r.live.as_ref())
-            .flat_map(other_writers)
+            .filter_map(|r| {
+                Some(writers_of(
+                    r.live.as_ref()?,
+                    &drifted_fields(r),
+                    FIELD_MANAGER,
+                ))
+            })
+            .flatten()
             .collect();
         writers.sort();
         writers.dedup();

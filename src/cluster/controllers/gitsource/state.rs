@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::apply::batch::{BatchResponse, Outcome};
+use crate::apply::batch::{BatchResponse, ObjectResult, Outcome};
 
 /// The conditions of a source, built on the ones it has.
 pub struct Conditions {
@@ -191,6 +191,52 @@ fn diff_paths(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The drifted field paths of one dry-run result (`spec.replicas`, `data.key`, …).
+pub fn drifted_fields(r: &ObjectResult) -> Vec<String> {
+    let mut fields = Vec::new();
+    if let (Some(want), Some(live)) = (&r.object, &r.live) {
+        diff_paths("", live, want, &mut fields);
+        if replicas_autoscaled(live) || replicas_autoscaled(want) {
+            fields.retain(|f| f != "spec.replicas");
+        }
+    }
+    fields
+}
+
+/// Whether a `fieldsV1` set owns the dotted `path` or a field inside it. Keys may hold dots
+/// themselves (`metadata.annotations.example.com/x`), so each level tries the longer keys too.
+fn owns(fields_v1: &Value, path: &str) -> bool {
+    fn walk(at: &Value, segments: &[&str]) -> bool {
+        if segments.is_empty() {
+            return true;
+        }
+        (1..=segments.len()).rev().any(|n| {
+            at.get(format!("f:{}", segments[..n].join(".")))
+                .is_some_and(|next| walk(next, &segments[n..]))
+        })
+    }
+    walk(fields_v1, &path.split('.').collect::<Vec<_>>())
+}
+
+/// The field managers, other than `except`, that own one of the drifted `fields` of `live`
+/// (per its `managedFields`, status writes left out): who a self-heal overrules.
+pub fn writers_of(live: &Value, fields: &[String], except: &str) -> Vec<String> {
+    let mut out: Vec<String> = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|m| m["subresource"].as_str() != Some("status"))
+        .filter(|m| fields.iter().any(|f| owns(&m["fieldsV1"], f)))
+        .filter_map(|m| m["manager"].as_str())
+        .filter(|m| *m != except)
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// What differs between git and the cluster, from a dry run of the commit already applied:
 /// `Deployment default/web: spec.replicas`. Field paths only, never values, so Secret data
 /// stays out of the status.
@@ -204,13 +250,7 @@ pub fn drift_of(dry: &BatchResponse) -> Vec<String> {
         match r.outcome {
             Outcome::Created => out.push(format!("{what}: deleted from the cluster")),
             Outcome::Configured => {
-                let mut fields = Vec::new();
-                if let (Some(want), Some(live)) = (&r.object, &r.live) {
-                    diff_paths("", live, want, &mut fields);
-                    if replicas_autoscaled(live) || replicas_autoscaled(want) {
-                        fields.retain(|f| f != "spec.replicas");
-                    }
-                }
+                let fields = drifted_fields(r);
                 if !fields.is_empty() {
                     out.push(format!("{what}: {}", fields.join(", ")));
                 }
@@ -225,6 +265,34 @@ pub fn drift_of(dry: &BatchResponse) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_self_heal_overrules_only_the_managers_of_the_drifted_fields() {
+        let live = json!({"metadata": {"managedFields": [
+            {"manager": "berth-git-sync", "operation": "Apply",
+             "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
+            {"manager": "kubectl", "operation": "Update",
+             "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "deployment-controller", "operation": "Update",
+             "fieldsV1": {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}},
+            {"manager": "deployment-controller", "operation": "Update", "subresource": "status",
+             "fieldsV1": {"f:status": {"f:replicas": {}}}},
+        ]}});
+        let fields = vec!["spec.replicas".to_string()];
+        assert_eq!(
+            writers_of(&live, &fields, "berth-git-sync"),
+            vec!["kubectl"]
+        );
+        // A field nobody else wrote (the manager changed it through a parent it owns).
+        let fields = vec!["spec.template.spec.containers".to_string()];
+        assert!(writers_of(&live, &fields, "berth-git-sync").is_empty());
+        // Keys with dots in them.
+        let fields = vec!["metadata.annotations.deployment.kubernetes.io/revision".to_string()];
+        assert_eq!(
+            writers_of(&live, &fields, "berth-git-sync"),
+            vec!["deployment-controller"]
+        );
+    }
     use crate::apply::batch::ObjectResult;
 
     #[test]
