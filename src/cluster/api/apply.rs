@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::fields::{self, FieldSet};
-use super::patch::{is_set_list, merge_key};
+use super::patch::{is_set_list, list_map_keys, list_map_value};
 use super::status::Cause;
 
 /// One `metadata.managedFields` entry.
@@ -163,10 +163,17 @@ fn merge_applied(target: &mut Value, applied: &Value, field: Option<&str>) {
                 }
                 return;
             }
-            match merge_key(field, a.first()) {
-                Some(mk) if a.iter().all(|i| i.get(mk).is_some()) => {
+            match list_map_keys(field, a.first()) {
+                Some(keys)
+                    if a.iter()
+                        .all(|i| keys.iter().all(|k| list_map_value(i, k).is_some())) =>
+                {
+                    let same = |x: &Value, item: &Value| {
+                        keys.iter()
+                            .all(|k| list_map_value(x, k) == list_map_value(item, k))
+                    };
                     for item in a {
-                        match t.iter_mut().find(|x| x.get(mk) == item.get(mk)) {
+                        match t.iter_mut().find(|x| same(x, item)) {
                             Some(existing) => merge_applied(existing, item, None),
                             None => t.push(item.clone()),
                         }
@@ -298,6 +305,47 @@ mod tests {
         }
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
             "spec": {"replicas": replicas, "template": {"spec": {"containers": cs}}}})
+    }
+
+    #[test]
+    fn ports_are_told_apart_by_number_and_protocol() {
+        let svc = |ports: Value| {
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "dns", "namespace": "default"},
+                   "spec": {"ports": ports}})
+        };
+        let both = svc(json!([
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]));
+        let first = server_side_apply(None, &both, &writer("kubectl"), false).unwrap();
+        assert_eq!(
+            first["spec"]["ports"].as_array().unwrap().len(),
+            2,
+            "{first}"
+        );
+        let fields = first["metadata"]["managedFields"][0]["fieldsV1"].to_string();
+        assert!(
+            fields.contains(r#"k:{\"port\":53,\"protocol\":\"UDP\"}"#),
+            "{fields}"
+        );
+        // Dropping the TCP port (protocol left to its default) removes only that one.
+        let udp_only = svc(json!([{"name": "dns", "port": 53, "protocol": "UDP"}]));
+        let second = server_side_apply(Some(&first), &udp_only, &writer("kubectl"), false).unwrap();
+        assert_eq!(
+            second["spec"]["ports"],
+            json!([{"name": "dns", "port": 53, "protocol": "UDP"}])
+        );
+        // A port without a protocol is the TCP one.
+        let tcp_again = svc(json!([
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53}]));
+        let third =
+            server_side_apply(Some(&second), &tcp_again, &writer("kubectl"), false).unwrap();
+        assert_eq!(
+            third["spec"]["ports"].as_array().unwrap().len(),
+            2,
+            "{third}"
+        );
     }
 
     #[test]

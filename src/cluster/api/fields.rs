@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::patch::{is_set_list, merge_key};
+use super::patch::{is_set_list, list_map_keys, list_map_value};
 
 /// A field path, each segment already encoded (`f:spec`, `k:{"name":"web"}`, `v:"x"`).
 pub type FieldPath = Vec<String>;
@@ -38,10 +38,11 @@ fn unowned(path: &[String]) -> bool {
     }
 }
 
-fn key_segment(item: &Value, key: &str) -> Option<String> {
-    let v = item.get(key)?;
+fn key_segment(item: &Value, keys: &[&str]) -> Option<String> {
     let mut m = Map::new();
-    m.insert(key.to_string(), v.clone());
+    for key in keys {
+        m.insert(key.to_string(), list_map_value(item, key)?.clone());
+    }
     Some(format!("k:{}", Value::Object(m)))
 }
 
@@ -134,9 +135,9 @@ fn walk(v: &Value, path: &mut FieldPath, field: Option<&str>, out: &mut BTreeSet
                 }
                 return;
             }
-            let key = merge_key(field, items.first());
+            let keys = list_map_keys(field, items.first());
             let keyed: Option<Vec<String>> =
-                key.and_then(|k| items.iter().map(|i| key_segment(i, k)).collect());
+                keys.and_then(|k| items.iter().map(|i| key_segment(i, k)).collect());
             match keyed {
                 Some(segments) => {
                     for (item, seg) in items.iter().zip(segments) {
@@ -179,7 +180,8 @@ fn item_matches(item: &Value, seg: &str) -> bool {
         let Ok(Value::Object(key)) = serde_json::from_str::<Value>(k) else {
             return false;
         };
-        key.iter().all(|(kk, kv)| item.get(kk) == Some(kv))
+        key.iter()
+            .all(|(kk, kv)| list_map_value(item, kk) == Some(kv))
     } else if let Some(val) = seg.strip_prefix("v:") {
         serde_json::from_str::<Value>(val).is_ok_and(|want| *item == want)
     } else {
