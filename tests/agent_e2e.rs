@@ -456,6 +456,43 @@ async fn config_map_and_secret_volumes_hold_files_that_update_in_place() {
 }
 
 #[tokio::test]
+async fn a_server_listening_a_second_after_start_is_ready_long_before_its_probe_period() {
+    runtime().await;
+    let scope = TestScope::new("e2e-first-probe");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-first-probe", &scope, &[]);
+    let client = admin(&server).await;
+    // The first probe runs as the container starts, a second before httpd listens: the pod
+    // must not wait the 30 s period for the next one.
+    create_pod(&client, &agent.node, json!({
+        "metadata": {"name": "late-listener"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                     "command": sh("mkdir -p /www && touch /www/ready && sleep 1 && httpd -f -p 8080 -h /www"),
+                     "ports": [{"name": "http", "containerPort": 8080}],
+                     "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                                        "periodSeconds": 30}}]}
+    })).await;
+    wait_pod(
+        &client,
+        "late-listener",
+        Duration::from_secs(15),
+        "ready",
+        all_ready,
+    )
+    .await;
+    let unhealthy: Vec<_> = pod_events(&client, "late-listener")
+        .await
+        .into_iter()
+        .filter(|(reason, _)| reason == "Unhealthy")
+        .collect();
+    assert!(
+        unhealthy.is_empty(),
+        "failures before the server first answered are not reported: {unhealthy:?}"
+    );
+}
+
+#[tokio::test]
 async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
     runtime().await;
     let scope = TestScope::new("e2e-probes");

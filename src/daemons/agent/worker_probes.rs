@@ -4,6 +4,14 @@
 //! a liveness failure, or a startup probe out of attempts, stops the container so the
 //! restart policy brings it back, with `Unhealthy` and `Killing` events as the kubelet
 //! writes them.
+//!
+//! A readiness probe's first attempt runs the moment the container starts, usually before
+//! its server listens. Until it first passes, a failed readiness probe is therefore tried
+//! again after a short back-off ([`settle_delay`]) rather than a whole period, and those
+//! early failures write at most one `Unhealthy` event per period: a container is Ready
+//! within a fraction of a second of answering, where waiting a period would add up to
+//! `periodSeconds` to every start. Startup probes keep their period (their failures count
+//! toward the container's start budget), and so does every probe once it has passed.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +28,21 @@ pub(super) struct ProbeState {
     container_id: String,
     tracker: ProbeTracker,
     next_at: Instant,
+    /// A readiness probe that has never passed: its failures so far (quick retries).
+    settling: Option<u32>,
+    /// While settling: no `Unhealthy` event before this instant.
+    quiet_until: Option<Instant>,
+}
+
+/// The first quick retry of a readiness probe that has not passed yet.
+const SETTLE_FIRST: Duration = Duration::from_millis(50);
+
+/// How long after its `failures`-th failure a readiness probe that has never passed runs
+/// again: 50 ms doubling, never longer than its period.
+pub(super) fn settle_delay(failures: u32, period: Duration) -> Duration {
+    SETTLE_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(period)
 }
 
 /// The container a probe runs against.
@@ -116,10 +139,14 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 // Alive until proven otherwise.
                 tracker.record(&ProbeOutcome::Success);
             }
+            let next_at = now + seconds(probe.initial_delay_seconds, 0);
+            let readiness = kind == ProbeKind::Readiness;
             let state = ProbeState {
                 container_id: running.id.clone(),
                 tracker,
-                next_at: now + seconds(probe.initial_delay_seconds, 0),
+                next_at,
+                settling: readiness.then_some(0),
+                quiet_until: readiness.then_some(next_at + seconds(probe.period_seconds, 10)),
             };
             self.probes.insert(key.clone(), state);
         }
@@ -136,10 +163,26 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             .collect();
         let outcome = run_probe(&self.ctx.runtime, &running.id, pod_ip, &ports, probe).await;
         let state = self.probes.get_mut(&key).expect("still there");
-        state.next_at = Instant::now() + period;
+        let now = Instant::now();
+        let quick = match (&outcome, state.settling) {
+            (ProbeOutcome::Failure(_), Some(failures)) => {
+                state.settling = Some(failures + 1);
+                Some(settle_delay(failures + 1, period))
+            }
+            _ => {
+                state.settling = None;
+                None
+            }
+        };
+        let wait = quick.unwrap_or(period);
+        state.next_at = now + wait;
         let changed = state.tracker.record(&outcome);
         let passing = state.tracker.passing;
-        if let ProbeOutcome::Failure(message) = &outcome {
+        let quiet = quick.is_some() && state.quiet_until.is_some_and(|t| now < t);
+        if quick.is_some() && !quiet {
+            state.quiet_until = Some(now + period);
+        }
+        if let (ProbeOutcome::Failure(message), false) = (&outcome, quiet) {
             self.ctx.events.pod(
                 pref,
                 EventType::Warning,
@@ -185,6 +228,24 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             self.probes.retain(|(n, _), _| n != &name);
             return Ok(Some(Duration::ZERO));
         }
-        Ok(Some(period))
+        Ok(Some(wait))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_readiness_probe_not_yet_passed_retries_quickly_but_never_past_its_period() {
+        let period = Duration::from_secs(2);
+        let delays: Vec<u128> = (1..=8)
+            .map(|n| settle_delay(n, period).as_millis())
+            .collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(
+            settle_delay(u32::MAX, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 }

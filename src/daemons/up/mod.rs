@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -32,7 +33,7 @@ use crate::daemons::agent::sync::SyncTiming;
 use crate::daemons::agent::{ContainerRuntime, DockerRuntime, RuntimeError};
 use crate::daemons::server::{self, ServerError, ServerOptions};
 use ready::{ObjectState, object_state};
-use view::{Row, View};
+use view::{ImageRow, Row, View, image_rows};
 
 /// The ApplySet `berth up` applies the folder as (its parent is the Secret `default/berth-up`).
 pub const APPLYSET: &str = "berth-up";
@@ -397,12 +398,20 @@ impl Session {
         let mut was_ready = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = cluster_changes(&self.client);
+        let mut last_look = Instant::now();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => {
                     view.clear();
                     return Ok(UpOutcome::Stopped);
+                }
+                Some(()) = changes.next() => {
+                    // A rollout writes many statuses at once: look at most every LOOK_EVERY.
+                    tokio::time::sleep_until((last_look + LOOK_EVERY).into()).await;
+                    while changes.next().now_or_never().flatten().is_some() {}
+                    tick.reset_immediately();
                 }
                 Some(()) = changed_rx.recv() => {
                     // Debounce: wait until the folder has been quiet for a moment.
@@ -424,13 +433,14 @@ impl Session {
                     }
                 }
                 _ = tick.tick() => {
+                    last_look = Instant::now();
                     if git {
                         applied = self.git_inventory(&mut last_sync, &mut view).await;
                     }
-                    let rows = self.rows(&applied).await;
+                    let (rows, images) = self.rows(&applied).await;
                     self.warnings(&mut seen_events, &mut view).await;
                     let all_ready = !applied.is_empty() && rows.iter().all(|r| r.ready || !r.applied);
-                    view.show(&rows);
+                    view.show(&rows, &images);
                     if all_ready && !was_ready {
                         view.message(&format!("ready: all {} objects are Ready", applied.len()));
                     }
@@ -551,16 +561,15 @@ impl Session {
         }
     }
 
-    /// One row per applied object, then the pods of their namespaces that no manifest names.
-    async fn rows(&self, applied: &[Applied]) -> Vec<Row> {
+    /// One row per applied object, then the pods of their namespaces that no manifest names;
+    /// and the images those pods run.
+    async fn rows(&self, applied: &[Applied]) -> (Vec<Row>, Vec<ImageRow>) {
         let mut rows = Vec::new();
+        let mut images = Vec::new();
         let mut namespaces = BTreeSet::new();
         for object in applied {
             let state = match object.path() {
-                None => ObjectState {
-                    ready: true,
-                    text: "applied".into(),
-                },
+                None => ObjectState::ready("applied"),
                 Some(path) => self.state(object, &path).await,
             };
             if object.kind == "Namespace" {
@@ -573,6 +582,7 @@ impl Session {
                 applied: true,
                 ready: state.ready,
                 state: state.text,
+                progress: state.progress,
             });
         }
         for ns in namespaces {
@@ -581,6 +591,7 @@ impl Session {
                 continue;
             };
             for pod in list["items"].as_array().into_iter().flatten() {
+                images.extend(ready::pod_images(pod));
                 let name = pod.pointer("/metadata/name").and_then(Value::as_str);
                 let Some(name) = name else { continue };
                 let display = format!("{ns}/pod/{name}");
@@ -593,10 +604,11 @@ impl Session {
                     applied: false,
                     ready: state.ready,
                     state: state.text,
+                    progress: state.progress,
                 });
             }
         }
-        rows
+        (rows, image_rows(images))
     }
 
     async fn state(&self, object: &Applied, path: &str) -> ObjectState {
@@ -661,11 +673,36 @@ impl Session {
     }
 }
 
+/// How often at most the view looks at the cluster when objects change.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// One `()` whenever a pod, Deployment or Endpoints object changes anywhere, so the view and
+/// `--exit-when-ready` see a status the moment it is written rather than at the next tick.
+fn cluster_changes(client: &kube::Client) -> futures::stream::BoxStream<'static, ()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Endpoints, Pod};
+    use kube::Api;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default();
+    futures::stream::select_all([
+        watcher(Api::<Pod>::all(client.clone()), config.clone())
+            .default_backoff()
+            .map(|_| ())
+            .boxed(),
+        watcher(Api::<Deployment>::all(client.clone()), config.clone())
+            .default_backoff()
+            .map(|_| ())
+            .boxed(),
+        watcher(Api::<Endpoints>::all(client.clone()), config)
+            .default_backoff()
+            .map(|_| ())
+            .boxed(),
+    ])
+    .boxed()
+}
+
 fn waiting(text: &str) -> ObjectState {
-    ObjectState {
-        ready: false,
-        text: text.into(),
-    }
+    ObjectState::waiting(text)
 }
 
 /// Watches `folder` recursively; every change sends one `()`.

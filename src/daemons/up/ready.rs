@@ -10,19 +10,24 @@ pub struct ObjectState {
     pub ready: bool,
     /// `Running, 1/1 ready, 0 restarts`, `rolled out 2/3`, `10.96.0.12 80:30080/TCP`.
     pub text: String,
+    /// Work under way, as (done, of): a Deployment's ready replicas of those it wants while
+    /// it rolls out. The live view draws it as a progress bar.
+    pub progress: Option<(u64, u64)>,
 }
 
 impl ObjectState {
-    fn ready(text: impl Into<String>) -> ObjectState {
+    pub(super) fn ready(text: impl Into<String>) -> ObjectState {
         ObjectState {
             ready: true,
             text: text.into(),
+            progress: None,
         }
     }
-    fn waiting(text: impl Into<String>) -> ObjectState {
+    pub(super) fn waiting(text: impl Into<String>) -> ObjectState {
         ObjectState {
             ready: false,
             text: text.into(),
+            progress: None,
         }
     }
 }
@@ -124,11 +129,77 @@ pub fn deployment_state(deployment: &Value) -> ObjectState {
         && total == want
     {
         ObjectState::ready(line)
-    } else if observed < generation {
-        ObjectState::waiting(format!("{line}, waiting for the controller"))
     } else {
-        ObjectState::waiting(line)
+        let line = if observed < generation {
+            format!("{line}, waiting for the controller")
+        } else {
+            line
+        };
+        ObjectState {
+            progress: Some((ready.clamp(0, want.max(0)) as u64, want.max(0) as u64)),
+            ..ObjectState::waiting(line)
+        }
     }
+}
+
+/// Where a pod's image stands on its node, as its container statuses tell.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ImagePhase {
+    /// The agent has not got it yet: it is being checked or pulled.
+    Pending,
+    /// Pulling failed (`ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`): the message.
+    Failed(String),
+    /// A container was made from it.
+    Present,
+}
+
+/// Each image a pod's containers (init containers too) run, with its phase. The agent sets a
+/// container status's `imageID` once it has the image; until then the container waits.
+pub fn pod_images(pod: &Value) -> Vec<(String, ImagePhase)> {
+    let mut out = Vec::new();
+    for (specs, statuses) in [
+        ("/spec/initContainers", "/status/initContainerStatuses"),
+        ("/spec/containers", "/status/containerStatuses"),
+    ] {
+        let statuses = pod.pointer(statuses).and_then(Value::as_array);
+        for container in pod
+            .pointer(specs)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(image) = text(container, "/image") else {
+                continue;
+            };
+            let name = text(container, "/name");
+            let status = statuses
+                .into_iter()
+                .flatten()
+                .find(|s| text(s, "/name") == name);
+            let pulled = status
+                .and_then(|s| text(s, "/imageID"))
+                .is_some_and(|id| !id.is_empty());
+            let failed = status.and_then(|s| {
+                let reason = text(s, "/state/waiting/reason")?;
+                matches!(
+                    reason,
+                    "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull"
+                )
+                .then(|| {
+                    text(s, "/state/waiting/message")
+                        .unwrap_or(reason)
+                        .to_string()
+                })
+            });
+            let phase = match (pulled, failed) {
+                (true, _) => ImagePhase::Present,
+                (false, Some(why)) => ImagePhase::Failed(why),
+                (false, None) => ImagePhase::Pending,
+            };
+            out.push((image.to_string(), phase));
+        }
+    }
+    out
 }
 
 /// Address and ports; Ready when it selects nothing, when no Endpoints object exists (no
@@ -237,6 +308,45 @@ mod tests {
         assert!(
             !deployment_state(&d).ready,
             "a new generation is not rolled out yet"
+        );
+    }
+
+    #[test]
+    fn a_deployment_rolling_out_reports_its_ready_replicas_as_progress() {
+        let d = json!({"metadata": {"generation": 1}, "spec": {"replicas": 3},
+            "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
+                       "readyReplicas": 1, "availableReplicas": 1}});
+        assert_eq!(deployment_state(&d).progress, Some((1, 3)));
+        let done = json!({"metadata": {"generation": 1}, "spec": {"replicas": 2},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                       "readyReplicas": 2, "availableReplicas": 2}});
+        assert_eq!(deployment_state(&done).progress, None, "rolled out: no bar");
+    }
+
+    #[test]
+    fn an_image_is_present_once_a_container_status_names_its_id() {
+        let pod = json!({
+            "spec": {"initContainers": [{"name": "i", "image": "init:1"}],
+                     "containers": [{"name": "a", "image": "app:1"}, {"name": "b", "image": "gone:1"},
+                                    {"name": "c", "image": "new:1"}]},
+            "status": {
+                "initContainerStatuses": [{"name": "i", "imageID": "sha256:1"}],
+                "containerStatuses": [
+                    {"name": "a", "imageID": ""},
+                    {"name": "b", "state": {"waiting": {"reason": "ErrImageNeverPull",
+                        "message": "image \"gone:1\" is not present"}}}]}
+        });
+        assert_eq!(
+            pod_images(&pod),
+            [
+                ("init:1".to_string(), ImagePhase::Present),
+                ("app:1".to_string(), ImagePhase::Pending),
+                (
+                    "gone:1".to_string(),
+                    ImagePhase::Failed("image \"gone:1\" is not present".into())
+                ),
+                ("new:1".to_string(), ImagePhase::Pending),
+            ]
         );
     }
 
