@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::cluster::api::binding::{Binding, bind_pods};
 use crate::cluster::api::resources::{Resource, by_kind};
 use crate::cluster::api::{SharedState, router};
 
@@ -235,6 +236,26 @@ impl LocalApi {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Binds many pods at once with `pods/binding`'s checks and result per pod (see
+    /// [`crate::cluster::api::binding::bind_pods`]): one result per binding, in order.
+    pub async fn bind_many(&self, bindings: &[Binding]) -> Vec<Result<(), CallError>> {
+        let pods = resource("v1", "Pod");
+        bind_pods(&self.state, self.manager, bindings)
+            .await
+            .into_iter()
+            .zip(bindings)
+            .map(|(result, b)| {
+                result.map_err(|e| CallError {
+                    method: "POST",
+                    path: path(pods, Some(&b.namespace), Some(&b.pod), Some("binding")),
+                    code: e.code().as_u16(),
+                    reason: e.reason().to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Records a core/v1 Event about `object` (best effort: a failure is only logged).
