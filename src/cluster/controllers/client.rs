@@ -224,20 +224,6 @@ impl LocalApi {
         }
     }
 
-    /// Binds a pod to a node through `pods/binding`.
-    pub async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), CallError> {
-        let pods = resource("v1", "Pod");
-        let binding = json!({"apiVersion": "v1", "kind": "Binding",
-            "metadata": {"name": pod, "namespace": namespace},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-        self.create(
-            &path(pods, Some(namespace), Some(pod), Some("binding")),
-            &binding,
-        )
-        .await
-        .map(|_| ())
-    }
-
     /// Binds many pods at once with `pods/binding`'s checks and result per pod (see
     /// [`crate::cluster::api::binding::bind_pods`]): one result per binding, in order.
     pub async fn bind_many(&self, bindings: &[Binding]) -> Vec<Result<(), CallError>> {
