@@ -556,3 +556,99 @@ async fn secrets_are_sealed_in_the_store() {
         assert!(!text.contains(needle), "found {needle} in the stored bytes");
     }
 }
+
+/// The scheduler's batch binding gives each pod what `POST …/pods/NAME/binding` would: the
+/// same object (managedFields included), and a 404, 409 or 400 for the pods that cannot be
+/// bound, without failing the others; each one is counted as a binding request.
+#[tokio::test(flavor = "multi_thread")]
+async fn binding_many_pods_at_once_answers_each_as_its_own_binding() {
+    use berth::cluster::api::binding::{Binding, bind_pods};
+    let api = Api::new().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    for name in ["by-http", "a", "b", "taken", "twice", "bad-node"] {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let (code, v) = api.call("POST", pods, Some(&pod)).await;
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+    }
+    let bind_http = |pod: &'static str, node: &'static str| {
+        let api = &api;
+        async move {
+            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+            let uri = format!("{pods}/{pod}/binding?fieldManager=berth-scheduler");
+            api.call("POST", &uri, Some(&binding)).await
+        }
+    };
+    assert_eq!(bind_http("by-http", "node-1").await.0, StatusCode::CREATED);
+    assert_eq!(bind_http("taken", "node-1").await.0, StatusCode::CREATED);
+
+    let one = |pod: &str, node: &str| Binding {
+        namespace: "default".into(),
+        pod: pod.into(),
+        node: node.into(),
+    };
+    let batch = [
+        one("a", "node-1"),
+        one("gone", "node-1"),
+        one("taken", "node-2"),
+        one("twice", "node-1"),
+        one("twice", "node-2"),
+        one("bad-node", "Not_A_Node"),
+        one("b", "node-2"),
+    ];
+    let results = bind_pods(&api.state, "berth-scheduler", &batch).await;
+    let codes: Vec<u16> = results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(|e| e.code().as_u16(), |()| 201))
+        .collect();
+    // The second binding of "twice" read the pod before the first one was written.
+    assert_eq!(codes, [201, 404, 409, 201, 409, 400, 201]);
+    let message = results[2].as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains("already assigned to node \"node-1\""),
+        "{message}"
+    );
+
+    let get = |name: &'static str| {
+        let api = &api;
+        async move { api.call("GET", &format!("{pods}/{name}"), None).await.1 }
+    };
+    let (http, a, b) = (get("by-http").await, get("a").await, get("b").await);
+    assert_eq!(a["spec"]["nodeName"], "node-1");
+    assert_eq!(b["spec"]["nodeName"], "node-2");
+    assert_eq!(get("twice").await["spec"]["nodeName"], "node-1");
+    assert_eq!(get("taken").await["spec"]["nodeName"], "node-1");
+    assert!(get("bad-node").await["spec"]["nodeName"].is_null());
+    let without_time = |pod: &Value| -> Vec<Value> {
+        let mut entries = pod["metadata"]["managedFields"].as_array().unwrap().clone();
+        for e in &mut entries {
+            e.as_object_mut().unwrap().remove("time");
+        }
+        entries
+    };
+    assert_eq!(without_time(&a), without_time(&http));
+    assert!(
+        without_time(&a)
+            .iter()
+            .any(|e| e["manager"] == "berth-scheduler" && e["subresource"] == "binding"),
+        "{a}"
+    );
+
+    let (_, metrics) = api
+        .send(
+            "GET",
+            "/metrics",
+            Some(support_api::ADMIN),
+            "application/json",
+            None,
+        )
+        .await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    for (code, n) in [(201, 5), (404, 1), (409, 2), (400, 1)] {
+        let line = format!(
+            "apiserver_request_total{{verb=\"create\",resource=\"pods/binding\",code=\"{code}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}

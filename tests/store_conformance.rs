@@ -17,6 +17,12 @@ macro_rules! conformance {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn get_many() {
+                let (store, _guard) = store_support::$backend().await;
+                suite::get_many(&*store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn stale_revision_rejected() {
                 let (store, _guard) = store_support::$backend().await;
                 suite::stale_revision_rejected(&*store).await;

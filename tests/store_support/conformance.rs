@@ -175,6 +175,43 @@ pub async fn crud(store: &dyn Store) {
     );
 }
 
+/// `get_many` answers each key as `get` does, in the order asked, deleted and missing keys
+/// included.
+pub async fn get_many(store: &dyn Store) {
+    put(store, "/m/a", "1").await;
+    let b = put(store, "/m/b", "2").await;
+    put(store, "/m/c", "3").await;
+    store
+        .txn(Txn::new().then([Op::delete("/m/c")]))
+        .await
+        .unwrap();
+    let keys: Vec<String> = ["/m/b", "/m/missing", "/m/c", "/m/a", "/m/b"]
+        .map(String::from)
+        .to_vec();
+    let got = store.get_many(&keys).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for key in &keys {
+        one_by_one.push(store.get(key).await.unwrap());
+    }
+    assert_eq!(got, one_by_one);
+    let values: Vec<Option<&[u8]>> = got
+        .iter()
+        .map(|kv| kv.as_ref().map(|kv| kv.value.as_slice()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            Some(&b"2"[..]),
+            None,
+            None,
+            Some(&b"1"[..]),
+            Some(&b"2"[..])
+        ]
+    );
+    assert_eq!(got[0].as_ref().unwrap().mod_revision, b);
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
+}
+
 pub async fn stale_revision_rejected(store: &dyn Store) {
     let r1 = put(store, "/s/obj", "v1").await;
     let r2 = store

@@ -17,7 +17,7 @@ use super::storage::Written;
 use super::write::{self, now};
 use super::{SharedState, Target, json_response, list, watch};
 
-type Outcome = Result<Response, ApiError>;
+pub(super) type Outcome = Result<Response, ApiError>;
 
 /// Routes a resource request to its verb. Returns the verb for metrics.
 pub(crate) async fn dispatch(
@@ -58,7 +58,7 @@ pub(crate) async fn dispatch(
             };
             match verb {
                 "create" if t.sub == Some(Subresource::Binding) => {
-                    bind(state, t, params, &headers, &bytes).await
+                    super::binding::bind(state, t, params, &headers, &bytes).await
                 }
                 "create" => create(state, t, params, &headers, &bytes).await,
                 "update" => update(state, t, params, &headers, &bytes).await,
@@ -72,7 +72,7 @@ pub(crate) async fn dispatch(
 }
 
 /// The `fieldManager` of a write: the parameter, else the user agent's program name.
-fn manager(params: &Params, headers: &HeaderMap) -> String {
+pub(super) fn manager(params: &Params, headers: &HeaderMap) -> String {
     if let Some(m) = &params.field_manager {
         return m.clone();
     }
@@ -224,7 +224,7 @@ async fn create(
 
 /// Stores `new` over `old` (read at `rev`), deleting instead when the last finalizer of an
 /// object being deleted is gone.
-async fn commit(
+pub(super) async fn commit(
     state: &SharedState,
     t: &Target,
     new: Value,
@@ -467,61 +467,4 @@ async fn apply_create(state: &SharedState, t: &Target, params: &Params, body: Va
         Written::Ok(stored) => Ok(json_response(StatusCode::CREATED, &stored)),
         Written::CompareFailed => Err(ApiError::stale(r, name(t))),
     }
-}
-
-async fn bind(
-    state: SharedState,
-    t: Target,
-    params: Params,
-    headers: &HeaderMap,
-    bytes: &[u8],
-) -> Outcome {
-    let body = body::decode(headers, bytes)?;
-    let node = body
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("a Binding needs target.name".into()))?
-        .to_string();
-    let pod_target = Target {
-        sub: None,
-        ..t.clone()
-    };
-    let (old, rev) = load(&state, &pod_target).await?;
-    match old.pointer("/spec/nodeName").and_then(Value::as_str) {
-        Some(n) if !n.is_empty() => {
-            return Err(ApiError::Conflict {
-                resource: t.resource.qualified(),
-                name: name(&t).into(),
-                detail: format!("pod {} is already assigned to node \"{n}\"", name(&t)),
-            });
-        }
-        _ => {}
-    }
-    crate::manifest::names::dns1123_subdomain(&node)
-        .map_err(|e| ApiError::BadRequest(format!("target.name {node:?}: {e}")))?;
-    // A binding sets spec.nodeName and nothing else on a pod that was validated when it was
-    // written, so it skips re-validating the whole pod (as Kubernetes' binding does): the
-    // scheduler binds thousands of pods a second through here.
-    let time = now();
-    let manager = manager(&params, headers);
-    let writer = Writer {
-        manager: &manager,
-        api_version: t.resource.api_version,
-        time: &time,
-        subresource: Some("binding"),
-    };
-    let mut new = old.clone();
-    new["spec"]["nodeName"] = json!(node);
-    apply::record_update(Some(&old), &mut new, &writer);
-    if commit(&state, &pod_target, new, rev, params.dry_run)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::stale(t.resource, name(&t)));
-    }
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
 }

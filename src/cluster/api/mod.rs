@@ -10,6 +10,7 @@ pub mod allocate;
 pub mod apply;
 pub mod auth;
 mod batch;
+pub mod binding;
 mod body;
 pub mod defaults;
 mod delete;

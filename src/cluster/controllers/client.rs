@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::cluster::api::binding::{Binding, bind_pods};
 use crate::cluster::api::resources::{Resource, by_kind};
 use crate::cluster::api::{SharedState, router};
 use crate::cluster::events::{Correlator, Record};
@@ -230,18 +231,24 @@ impl LocalApi {
         }
     }
 
-    /// Binds a pod to a node through `pods/binding`.
-    pub async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<(), CallError> {
+    /// Binds many pods at once with `pods/binding`'s checks and result per pod (see
+    /// [`crate::cluster::api::binding::bind_pods`]): one result per binding, in order.
+    pub async fn bind_many(&self, bindings: &[Binding]) -> Vec<Result<(), CallError>> {
         let pods = resource("v1", "Pod");
-        let binding = json!({"apiVersion": "v1", "kind": "Binding",
-            "metadata": {"name": pod, "namespace": namespace},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-        self.create(
-            &path(pods, Some(namespace), Some(pod), Some("binding")),
-            &binding,
-        )
-        .await
-        .map(|_| ())
+        bind_pods(&self.state, self.manager, bindings)
+            .await
+            .into_iter()
+            .zip(bindings)
+            .map(|(result, b)| {
+                result.map_err(|e| CallError {
+                    method: "POST",
+                    path: path(pods, Some(&b.namespace), Some(&b.pod), Some("binding")),
+                    code: e.code().as_u16(),
+                    reason: e.reason().to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Records a core/v1 Event about `object` (best effort: a failure is only logged).

@@ -3,9 +3,10 @@
 //! One task owns the scheduling state (the nodes with what is bound to them, the queue of
 //! pods to place, the pods that fit nowhere), fed by the pod and node caches' changes. A pod
 //! is "assumed" on its node the moment it is picked, so the next pick already sees it, and
-//! the bind runs concurrently. A pod that fits nowhere gets `PodScheduled=False` and an event,
-//! and waits until a node or a pod changes, then for its back-off (1 s doubling to 10 s), so
-//! it is never retried in a tight loop.
+//! the bind runs concurrently: the pods picked in one turn are bound in a few batches, each
+//! one store read and one group commit, with `pods/binding`'s result per pod. A pod that fits
+//! nowhere gets `PodScheduled=False` and an event, and waits until a node or a pod changes,
+//! then for its back-off (1 s doubling to 10 s), so it is never retried in a tight loop.
 
 pub mod filter;
 pub mod info;
@@ -20,11 +21,15 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use self::info::{NodeInfo, PodInfo};
+use crate::cluster::api::binding::Binding;
 use crate::cluster::controllers::cache::{Cache, Change};
 use crate::cluster::controllers::client::{CallError, LocalApi, path, resource};
 
 /// Binds in flight at most at once.
 const BIND_CONCURRENCY: usize = 256;
+/// Pods bound together in one call: large enough to share a read and a commit, small enough
+/// that several batches overlap (one being read while another waits for its fsync).
+const BIND_BATCH: usize = 64;
 /// Pods placed per turn before looking at new changes again.
 const BATCH: usize = 512;
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -231,13 +236,12 @@ impl Scheduler {
         self.wake_unschedulable();
     }
 
-    fn schedule_one(&mut self, key: String) {
+    /// Picks a node for the pod and assumes it there; returns the binding to make, if any.
+    fn schedule_one(&mut self, key: String) -> Option<(String, Binding)> {
         self.queued.remove(&key);
-        let Some(pod) = self.pods.get(&key) else {
-            return;
-        };
+        let pod = self.pods.get(&key)?;
         if !wants(&pod) || self.placed.contains_key(&key) {
-            return;
+            return None;
         }
         let info = PodInfo::from_json(key.clone(), &pod);
         self.start = self.start.wrapping_add(1);
@@ -252,13 +256,13 @@ impl Scheduler {
                 self.unschedulable.remove(&key);
                 self.place(&key, &node, info);
                 self.in_flight += 1;
-                let api = self.api.clone();
-                let tx = self.binds.clone();
-                tokio::spawn(async move {
-                    let (ns, name) = crate::cluster::controllers::cache::split_key(&key);
-                    let result = api.bind(ns.unwrap_or("default"), name, &node).await;
-                    let _ = tx.send(BindResult { key, node, result });
-                });
+                let (ns, name) = crate::cluster::controllers::cache::split_key(&key);
+                let binding = Binding {
+                    namespace: ns.unwrap_or("default").to_string(),
+                    pod: name.to_string(),
+                    node,
+                };
+                Some((key, binding))
             }
             Err(fit) => {
                 let message = fit.message();
@@ -277,8 +281,27 @@ impl Scheduler {
                         report_unschedulable(&api, &pod, &message).await;
                     });
                 }
+                None
             }
         }
+    }
+
+    /// Binds the pods (keyed as in the cache) in the background; each result comes back
+    /// through `binds`.
+    fn spawn_binds(&self, pods: Vec<(String, Binding)>) {
+        let api = self.api.clone();
+        let tx = self.binds.clone();
+        tokio::spawn(async move {
+            let (keys, bindings): (Vec<String>, Vec<Binding>) = pods.into_iter().unzip();
+            let results = api.bind_many(&bindings).await;
+            for ((key, b), result) in keys.into_iter().zip(bindings).zip(results) {
+                let _ = tx.send(BindResult {
+                    key,
+                    node: b.node,
+                    result,
+                });
+            }
+        });
     }
 
     fn on_bind(&mut self, done: BindResult) {
@@ -402,12 +425,19 @@ pub async fn run(api: LocalApi, pods: Arc<Cache>, nodes: Arc<Cache>) {
         }
         s.move_due();
         let mut placed = 0;
+        let mut bindings = Vec::new();
         while s.in_flight < BIND_CONCURRENCY && placed < BATCH {
             let Some(key) = s.active.pop_front() else {
                 break;
             };
-            s.schedule_one(key);
+            bindings.extend(s.schedule_one(key));
             placed += 1;
+            if bindings.len() == BIND_BATCH {
+                s.spawn_binds(std::mem::take(&mut bindings));
+            }
+        }
+        if !bindings.is_empty() {
+            s.spawn_binds(bindings);
         }
         if placed > 0 {
             tokio::task::yield_now().await;

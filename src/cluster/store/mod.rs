@@ -241,6 +241,16 @@ pub trait Store: Send + Sync + 'static {
     /// The key's current value, or `None`.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 
+    /// The current values of `keys`, in the same order. A backend may read them in one go
+    /// (the scheduler reads the pods it binds this way); by default, one [`Store::get`] each.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
+
     /// Keys starting with `prefix` (`""` for all), in key order, at one revision.
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult, StoreError>;
 

@@ -180,6 +180,18 @@ impl Store for SqliteStore {
         self.shared.read(move |conn| read::latest(conn, &key)).await
     }
 
+    /// One blocking read and one read transaction for all the keys, instead of a trip to the
+    /// blocking pool (and, when many run at once, a fresh connection) per key.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        let keys = keys.to_vec();
+        self.shared
+            .read(move |conn| {
+                let tx = conn.transaction().map_err(sqlite_err("starting a read"))?;
+                keys.iter().map(|key| read::latest(&tx, key)).collect()
+            })
+            .await
+    }
+
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult, StoreError> {
         let prefix = prefix.to_owned();
         self.shared
