@@ -130,15 +130,8 @@ pub fn run(args: ApplyArgs) -> u8 {
         Ok(objects) => objects,
         Err(refused) => return refused_code(refused),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return super::EXIT_ERROR;
-        }
+    let Some(runtime) = super::client_runtime() else {
+        return super::EXIT_ERROR;
     };
     runtime.block_on(async {
         let connection = match args.client.connect().await {

@@ -289,15 +289,8 @@ where
     F: FnOnce(crate::client::Connection, String) -> Fut,
     Fut: std::future::Future<Output = u8>,
 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::client_runtime() else {
+        return EXIT_ERROR;
     };
     runtime.block_on(async {
         let connection = match args.client.connect().await {

@@ -171,15 +171,8 @@ async fn execute(args: ExecArgs) -> Result<u8, String> {
 }
 
 pub fn run(args: ExecArgs) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::client_runtime() else {
+        return EXIT_ERROR;
     };
     let result = runtime.block_on(execute(args));
     // A read of our stdin may still be blocked; do not wait for it.

@@ -95,15 +95,8 @@ async fn stream(args: LogsArgs) -> Result<(), String> {
 }
 
 pub fn run(args: LogsArgs) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::client_runtime() else {
+        return EXIT_ERROR;
     };
     match runtime.block_on(stream(args)) {
         Ok(()) => 0,

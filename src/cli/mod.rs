@@ -33,6 +33,21 @@ pub const EXIT_INVALID: u8 = 1;
 /// Exit code for usage and I/O errors.
 pub const EXIT_ERROR: u8 = 2;
 
+/// The single-threaded async runtime a client command runs on; None (the reason printed) if
+/// it cannot start.
+fn client_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",

@@ -167,15 +167,8 @@ async fn drain(args: DrainArgs) -> Result<(), NodeError> {
 }
 
 fn block_on(f: impl std::future::Future<Output = Result<(), NodeError>>) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::client_runtime() else {
+        return EXIT_ERROR;
     };
     match runtime.block_on(f) {
         Ok(()) => 0,

@@ -87,15 +87,8 @@ pub fn run<F>(command: F) -> u8
 where
     F: std::future::Future<Output = Result<u8, CliError>>,
 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return super::EXIT_ERROR;
-        }
+    let Some(runtime) = super::client_runtime() else {
+        return super::EXIT_ERROR;
     };
     match runtime.block_on(command) {
         Ok(code) => code,

@@ -305,15 +305,8 @@ async fn merge(t: TargetArgs, patch: serde_json::Value, done: &str) -> Result<()
 }
 
 pub fn run(cmd: RolloutCommand) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::client_runtime() else {
+        return EXIT_ERROR;
     };
     let result = runtime.block_on(async {
         match cmd {
