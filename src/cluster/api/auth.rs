@@ -30,6 +30,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Refuses anyone but the admin (endpoints that carry Secret values, or the whole server's
+/// metrics): `Forbidden`, naming `verb` on `resource`.
+pub fn admin_only(
+    caller: Option<&Identity>,
+    verb: &str,
+    resource: &str,
+    group: &str,
+    namespace: Option<String>,
+) -> Result<(), ApiError> {
+    if caller == Some(&Identity::Admin) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        user: Identity::Agent.user().into(),
+        verb: verb.into(),
+        resource: resource.into(),
+        group: group.into(),
+        namespace,
+    })
+}
+
 /// The caller's identity from `Authorization: Bearer <token>`.
 pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let token = headers

@@ -31,7 +31,7 @@ use self::plan::{
     BatchError, Desired, Plan, Snapshot, annotation, comma_list, desired, plan,
     resource_of_group_kind,
 };
-use super::auth::Identity;
+use super::auth::{Identity, admin_only};
 use super::resources::by_kind;
 use super::status::ApiError;
 use super::write;
@@ -51,15 +51,15 @@ pub(super) async fn apply_set(
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    if request.extensions().get::<Identity>() != Some(&Identity::Admin) {
-        return ApiError::Forbidden {
-            user: Identity::Agent.user().into(),
-            verb: "create".into(),
-            resource: "applysets".into(),
-            group: "berth.dev".into(),
-            namespace: Some(namespace),
-        }
-        .into_response();
+    let caller = request.extensions().get::<Identity>();
+    if let Err(e) = admin_only(
+        caller,
+        "create",
+        "applysets",
+        "berth.dev",
+        Some(namespace.clone()),
+    ) {
+        return e.into_response();
     }
     let limit = state
         .config

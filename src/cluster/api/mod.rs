@@ -345,16 +345,15 @@ async fn authenticate_and_observe(
             }
         }
         if request.uri().path() == "/metrics"
-            && request.extensions().get::<Identity>() != Some(&Identity::Admin)
+            && let Err(e) = auth::admin_only(
+                request.extensions().get::<Identity>(),
+                "get",
+                "/metrics",
+                "",
+                None,
+            )
         {
-            return ApiError::Forbidden {
-                user: Identity::Agent.user().into(),
-                verb: "get".into(),
-                resource: "/metrics".into(),
-                group: String::new(),
-                namespace: None,
-            }
-            .into_response();
+            return e.into_response();
         }
     }
     let method = request.method().clone();

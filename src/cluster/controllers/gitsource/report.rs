@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{FIELD_MANAGER, source_dry_run};
 use crate::apply::batch::ObjectResult;
-use crate::cluster::api::auth::Identity;
+use crate::cluster::api::auth::{Identity, admin_only};
 use crate::cluster::api::status::ApiError;
 use crate::cluster::api::{BatchRefusal, SharedState};
 use crate::cluster::controllers::client::{LocalApi, path, resource};
@@ -77,15 +77,15 @@ pub async fn drift(
     request: Request,
 ) -> Response {
     // It carries live objects, Secrets included, as a dry-run apply does: admins only.
-    if request.extensions().get::<Identity>() != Some(&Identity::Admin) {
-        return ApiError::Forbidden {
-            user: Identity::Agent.user().into(),
-            verb: "get".into(),
-            resource: "gitsources/drift".into(),
-            group: "berth.dev".into(),
-            namespace: Some(namespace),
-        }
-        .into_response();
+    let caller = request.extensions().get::<Identity>();
+    if let Err(e) = admin_only(
+        caller,
+        "get",
+        "gitsources/drift",
+        "berth.dev",
+        Some(namespace.clone()),
+    ) {
+        return e.into_response();
     }
     match source_drift(&state, &namespace, &name).await {
         Ok(drift) => (
