@@ -14,6 +14,8 @@
 //! beyond [`CAPACITY`], after which a repeat simply starts a new Event.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -189,6 +191,63 @@ impl Correlator {
                     self.similar.remove(&k);
                 }
             }
+        }
+    }
+}
+
+/// Where events are written: the API server, through whichever client the caller has.
+pub trait EventSink {
+    type Error: Display;
+    /// Creates the Event; its name as the server gave it.
+    fn create(
+        &self,
+        event: Value,
+    ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
+    /// Merge-patches the Event `name`; `Ok(false)` when it is gone.
+    fn patch(
+        &self,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+}
+
+/// Writes `event` (a core/v1 Event with `count` 1) through `sink`: a new Event, or the count
+/// of the one it repeats. The lock is not held while writing.
+pub async fn send<S: EventSink + Sync>(
+    correlator: &Mutex<Correlator>,
+    sink: &S,
+    event: Value,
+) -> Result<(), S::Error> {
+    let lock = || correlator.lock().expect("the event correlator");
+    let record = lock().record(event, Instant::now());
+    let (key, result) = match record {
+        Record::Create { key, event } => (key, sink.create(event).await),
+        Record::Patch {
+            key,
+            name,
+            patch,
+            event,
+        } => match sink.patch(&name, &patch).await {
+            Ok(true) => (key, Ok(Some(name))),
+            // Expired or deleted meanwhile: start a new one.
+            Ok(false) => {
+                lock().forget(&key);
+                (key, sink.create(event).await)
+            }
+            Err(e) => (key, Err(e)),
+        },
+    };
+    let mut correlator = lock();
+    match result {
+        Ok(name) => {
+            if let Some(name) = name {
+                correlator.created(&key, &name);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            correlator.forget(&key);
+            Err(e)
         }
     }
 }

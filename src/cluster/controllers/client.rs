@@ -8,7 +8,6 @@
 //! an HTTPS request (a TLS record, a connection from a pool, hyper on both sides).
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -19,7 +18,7 @@ use tower::ServiceExt;
 use crate::cluster::api::binding::{Binding, bind_pods};
 use crate::cluster::api::resources::{Resource, by_kind};
 use crate::cluster::api::{SharedState, router};
-use crate::cluster::events::{Correlator, Record};
+use crate::cluster::events::{self, Correlator, EventSink};
 
 /// A request the API refused, or could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -271,52 +270,44 @@ impl LocalApi {
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
             "reportingComponent": self.manager,
         });
-        let events = resource("v1", "Event");
-        let record = self
-            .events
-            .lock()
-            .expect("the event correlator")
-            .record(event, Instant::now());
-        let (key, result) = match record {
-            Record::Create { key, event } => {
-                let created = self
-                    .create(&path(events, Some(namespace), None, None), &event)
-                    .await;
-                (key, created)
-            }
-            Record::Patch {
-                key,
-                name,
-                patch,
-                event,
-            } => {
-                let at = path(events, Some(namespace), Some(&name), None);
-                match self.merge_patch(&at, &patch).await {
-                    Err(e) if e.is_not_found() => {
-                        self.events
-                            .lock()
-                            .expect("the event correlator")
-                            .forget(&key);
-                        let created = self
-                            .create(&path(events, Some(namespace), None, None), &event)
-                            .await;
-                        (key, created)
-                    }
-                    other => (key, other),
-                }
-            }
+        let sink = LocalEvents {
+            api: self,
+            namespace,
         };
-        let mut correlator = self.events.lock().expect("the event correlator");
-        match result {
-            Ok(written) => {
-                if let Some(name) = written.pointer("/metadata/name").and_then(Value::as_str) {
-                    correlator.created(&key, name);
-                }
-            }
-            Err(e) => {
-                correlator.forget(&key);
-                tracing::debug!(error = %e, reason, "cannot record an event");
-            }
+        if let Err(e) = events::send(&self.events, &sink, event).await {
+            tracing::debug!(error = %e, reason, "cannot record an event");
+        }
+    }
+}
+
+/// Events written through the in-process API.
+struct LocalEvents<'a> {
+    api: &'a LocalApi,
+    namespace: &'a str,
+}
+
+impl EventSink for LocalEvents<'_> {
+    type Error = CallError;
+
+    async fn create(&self, event: Value) -> Result<Option<String>, CallError> {
+        let events = resource("v1", "Event");
+        let written = self
+            .api
+            .create(&path(events, Some(self.namespace), None, None), &event)
+            .await?;
+        Ok(written
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    async fn patch(&self, name: &str, patch: &Value) -> Result<bool, CallError> {
+        let events = resource("v1", "Event");
+        let at = path(events, Some(self.namespace), Some(name), None);
+        match self.api.merge_patch(&at, patch).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! A repeated event (a back-off, a failing probe) patches the count of the first instead of
 //! adding an object ([`crate::cluster::events`]).
 
-use std::time::Instant;
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
@@ -15,11 +15,31 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::cluster::events::{Correlator, Record};
+use crate::cluster::events::{self, Correlator, EventSink};
 
-async fn create(api: &Api<Event>, event: Value) -> Result<Event, kube::Error> {
-    let event: Event = serde_json::from_value(event).expect("a well-formed Event");
-    api.create(&PostParams::default(), &event).await
+/// Events written through the agent's API client, in one namespace.
+struct AgentEvents(Api<Event>);
+
+impl EventSink for AgentEvents {
+    type Error = kube::Error;
+
+    async fn create(&self, event: Value) -> Result<Option<String>, kube::Error> {
+        let event: Event = serde_json::from_value(event).expect("a well-formed Event");
+        let written = self.0.create(&PostParams::default(), &event).await?;
+        Ok(written.metadata.name)
+    }
+
+    async fn patch(&self, name: &str, patch: &Value) -> Result<bool, kube::Error> {
+        match self
+            .0
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The component name events carry in `source` and `reportingComponent`.
@@ -64,40 +84,13 @@ impl EventRecorder {
     ) -> (EventRecorder, impl Future<Output = ()> + use<>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let poster = async move {
-            let mut correlator = Correlator::new();
+            let correlator = Mutex::new(Correlator::new());
             while let Some(event) = rx.recv().await {
                 let ns = event.metadata.namespace.clone().unwrap_or_default();
-                let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+                let sink = AgentEvents(Api::namespaced(client.clone(), &ns));
                 let value = serde_json::to_value(&event).expect("an Event serialises");
-                let (key, result) = match correlator.record(value, Instant::now()) {
-                    Record::Create { key, event } => (key, create(&api, event).await),
-                    Record::Patch {
-                        key,
-                        name,
-                        patch,
-                        event,
-                    } => match api
-                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        // Expired or deleted meanwhile: start a new one.
-                        Err(kube::Error::Api(e)) if e.code == 404 => {
-                            correlator.forget(&key);
-                            (key, create(&api, event).await)
-                        }
-                        other => (key, other),
-                    },
-                };
-                match result {
-                    Ok(written) => {
-                        if let Some(name) = written.metadata.name.as_deref() {
-                            correlator.created(&key, name);
-                        }
-                    }
-                    Err(e) => {
-                        correlator.forget(&key);
-                        tracing::warn!(reason = ?event.reason, error = %e, "cannot record an event");
-                    }
+                if let Err(e) = events::send(&correlator, &sink, value).await {
+                    tracing::warn!(reason = ?event.reason, error = %e, "cannot record an event");
                 }
             }
         };
