@@ -80,8 +80,7 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
         "--filter",
         "label=berth.dev/role=sandbox",
     ]);
-    let impostor = docker(&[
-        "run",
+    let impostor = docker_run_for_the_agent(&[
         "-d",
         "--network",
         &format!("container:{sandbox}"),
@@ -145,8 +144,7 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
     assert_ne!(hash, "0000000000000000");
 
     // A berth container of a pod that does not exist on this node: removed.
-    let ghost = docker(&[
-        "run",
+    let ghost = docker_run_for_the_agent(&[
         "-d",
         "--label",
         &format!("berth.dev/test={}", scope.id),

@@ -247,6 +247,26 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `docker run -d` of a container the agent is expected to repair or remove: the agent may see it
+/// created and remove it before `docker run` gets to start it, which is the behaviour under test,
+/// not a failure. Returns the new container's id.
+pub fn docker_run_for_the_agent(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let removed_first =
+        stderr.contains("marked for removal") || stderr.contains("No such container");
+    assert!(
+        !id.is_empty() && (out.status.success() || removed_first),
+        "docker run {args:?}: {out:?}"
+    );
+    id
+}
+
 /// Ids of the containers of pod `uid`, all states, newest first.
 pub fn pod_container_ids(uid: &str, container: Option<&str>) -> Vec<String> {
     let mut args = vec![
