@@ -61,6 +61,42 @@ enum State {
     Backoff,
 }
 
+/// Changes a slow subscriber may fall behind by before it is told it lagged (and resyncs from
+/// the cache). Every slot is allocated up front, so this is memory held per cache.
+const CHANGES_CAPACITY: usize = 4096;
+
+/// What the cache keeps of a stored object: all of it but `metadata.managedFields`, which no
+/// controller reads (server-side apply works on the stored object) and which is often the
+/// larger half of a pod. client-go's informers drop it for the same reason.
+fn cached(mut object: Value) -> Arc<Value> {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.shift_remove("managedFields");
+    }
+    compact(&mut object);
+    Arc::new(object)
+}
+
+/// Gives every map and list of `value` exactly the room it uses. Decoding grows them by
+/// doubling, and a cache holds its objects for the server's lifetime: with 10,000 pods the
+/// unused capacity is tens of MiB.
+fn compact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let mut exact = serde_json::Map::with_capacity(map.len());
+            for (key, mut item) in std::mem::take(map) {
+                compact(&mut item);
+                exact.insert(key, item);
+            }
+            *map = exact;
+        }
+        Value::Array(items) => {
+            items.iter_mut().for_each(compact);
+            items.shrink_to_fit();
+        }
+        _ => {}
+    }
+}
+
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -71,7 +107,7 @@ impl Cache {
             objects: RwLock::new(BTreeMap::new()),
             revision: watch::Sender::new(0),
             synced: watch::Sender::new(false),
-            changes: broadcast::channel(65_536).0,
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
         })
     }
 
@@ -161,7 +197,7 @@ impl Cache {
                         for stored in page.items {
                             match stored.decode() {
                                 Ok(item) => {
-                                    fresh.insert(key_of(&item), Arc::new(item));
+                                    fresh.insert(key_of(&item), cached(item));
                                 }
                                 Err(e) => undecodable = Some(e),
                             }
@@ -215,7 +251,7 @@ impl Cache {
                             let rev = event.revision();
                             match event.kind {
                                 EventKind::Put => match storage.decode(r, &event.kv) {
-                                    Ok(v) => self.apply(key, Some(Arc::new(v))),
+                                    Ok(v) => self.apply(key, Some(cached(v))),
                                     Err(e) => {
                                         tracing::warn!(key = %key, error = %e, "cache: undecodable object")
                                     }
@@ -243,5 +279,23 @@ impl Cache {
                 }
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cached_objects_leave_out_managed_fields_and_keep_the_rest() {
+        let stored = json!({"metadata": {"name": "a", "labels": {"app": "web"},
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n1"}});
+        let kept = cached(stored);
+        assert_eq!(
+            *kept,
+            json!({"metadata": {"name": "a", "labels": {"app": "web"}}, "spec": {"nodeName": "n1"}})
+        );
     }
 }
