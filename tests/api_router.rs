@@ -255,6 +255,54 @@ async fn lists_filter_by_labels_and_fields_and_page_consistently() {
 }
 
 #[tokio::test]
+async fn a_list_longer_than_the_server_reads_at_once_arrives_whole_in_order() {
+    // A list with no `limit` is sent in chunks of a few hundred objects as they are read; a
+    // client must not see the seams.
+    let api = Api::new().await;
+    let n = 1_203;
+    let posts = (0..n).map(|i| {
+        let mut c = cm(&format!("c{i:04}"), json!({"i": i.to_string()}));
+        if i % 3 == 0 {
+            c["metadata"]["labels"] = json!({"every": "third"});
+        }
+        let api = &api;
+        async move { api.call("POST", CMS, Some(&c)).await.0 }
+    });
+    for code in futures::future::join_all(posts).await {
+        assert_eq!(code, 201);
+    }
+    let (_, newest) = api.call("POST", CMS, Some(&cm("z-last", json!({})))).await;
+
+    let (code, all) = api.call("GET", CMS, None).await;
+    assert_eq!(code, 200);
+    let items = all["items"].as_array().unwrap();
+    let mut want: Vec<String> = (0..n).map(|i| format!("c{i:04}")).collect();
+    want.push("z-last".into());
+    let got: Vec<&str> = items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(items[7]["data"]["i"], "7");
+    assert_eq!(
+        all["metadata"]["resourceVersion"], newest["metadata"]["resourceVersion"],
+        "the list is read at the newest revision"
+    );
+
+    let (_, thirds) = api
+        .call("GET", &format!("{CMS}?labelSelector=every%3Dthird"), None)
+        .await;
+    let got: Vec<&str> = thirds["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..n).step_by(3).map(|i| format!("c{i:04}")).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
 async fn watch_streams_added_modified_deleted_and_bookmarks() {
     let api = Api::new().await;
     let (_, list) = api.call("GET", CMS, None).await;
