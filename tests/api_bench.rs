@@ -54,6 +54,11 @@ async fn api_benchmark() {
         n as f64 / secs
     );
 
+    println!(
+        "server RSS with 10,000 objects: {:.0} MiB",
+        rss_mib(server.pid())
+    );
+
     // 2. 10,000 pods, then list them all 30 times.
     futures::stream::iter(0..n)
         .map(|i| {
@@ -68,6 +73,10 @@ async fn api_benchmark() {
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
+    println!(
+        "server RSS with 20,000 objects, before any list: {:.0} MiB",
+        rss_mib(server.pid())
+    );
     let mut lat = Vec::new();
     for _ in 0..30 {
         let t = Instant::now();
@@ -90,7 +99,7 @@ async fn api_benchmark() {
         pct(&lat, 0.99)
     );
     println!(
-        "server RSS with 20,000 objects: {:.0} MiB",
+        "server RSS with 20,000 objects, after the lists: {:.0} MiB",
         rss_mib(server.pid())
     );
 
