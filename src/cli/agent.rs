@@ -175,8 +175,9 @@ pub fn run(args: AgentArgs) -> u8 {
         }
     };
     init_logging(log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the agent mostly waits on Docker and the API server (a 50-pod start costs it
+    // well under a CPU second), and each extra thread adds a stack and its own allocator heap.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -238,17 +238,22 @@ pub async fn run(
         let (objects_tx, objects_rx) = mpsc::unbounded_channel();
         let (pods_tx, pods_rx) = mpsc::unbounded_channel();
         let config = watcher::Config::default();
+        // managedFields are the server's bookkeeping, never read here, and over a third of a
+        // running pod's JSON: the caches keep objects without them.
         let cms = watcher(Api::<ConfigMap>::all(client.clone()), config.clone())
             .default_backoff()
+            .modify(|cm| cm.managed_fields_mut().clear())
             .reflect(cm_writer);
         forward(&mut tasks, "ConfigMap", cms, objects_tx.clone());
         let secrets = watcher(Api::<Secret>::all(client.clone()), config.clone())
             .default_backoff()
+            .modify(|secret| secret.managed_fields_mut().clear())
             .reflect(secret_writer);
         forward(&mut tasks, "Secret", secrets, objects_tx);
         let bound = config.fields(&format!("spec.nodeName={node_name}"));
         let pods = watcher(Api::<Pod>::all(client.clone()), bound)
             .default_backoff()
+            .modify(|pod| pod.managed_fields_mut().clear())
             .reflect(pod_writer);
         forward(&mut tasks, "Pod", pods, pods_tx);
         // Nothing is judged orphaned, and no pod planned, before the caches hold the truth.

@@ -157,7 +157,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         let mut error_backoff = Duration::from_millis(500);
         loop {
             let current = input.borrow_and_update().clone();
-            let next = match self.pass(&current).await {
+            // Boxed: a pass's future (engine and API calls nested deep) lives only while it
+            // runs, instead of sizing every idle worker's task.
+            let next = match Box::pin(self.pass(&current)).await {
                 Ok(next) => {
                     error_backoff = Duration::from_millis(500);
                     next
