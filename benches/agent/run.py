@@ -245,6 +245,10 @@ def main():
             vols = sh("docker", "volume", "ls", "-q", "--filter", f"label={LABEL}={label}", check=False).split()
             if vols:
                 sh("docker", "volume", "rm", "-f", *vols, check=False)
+            # The agent's pod network carries the labels it was started with.
+            nets = sh("docker", "network", "ls", "-q", "--filter", f"label={LABEL}={label}", check=False).split()
+            if nets:
+                sh("docker", "network", "rm", *nets, check=False)
         shutil.rmtree(data, ignore_errors=True)
 
 
