@@ -23,6 +23,16 @@ fn deployment(name: &str, image: &str) -> Value {
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
+/// The names of a list's items, in order.
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[tokio::test]
 async fn discovery_serves_what_kubectl_needs() {
     let api = Api::new().await;
@@ -202,14 +212,6 @@ async fn lists_filter_by_labels_and_fields_and_page_consistently() {
     )
     .await;
 
-    let names = |v: &Value| -> Vec<String> {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
-            .collect()
-    };
     let (_, v) = api
         .call("GET", &format!("{CMS}?labelSelector=tier%3Deven"), None)
         .await;
@@ -275,15 +277,10 @@ async fn a_list_longer_than_the_server_reads_at_once_arrives_whole_in_order() {
 
     let (code, all) = api.call("GET", CMS, None).await;
     assert_eq!(code, 200);
-    let items = all["items"].as_array().unwrap();
     let mut want: Vec<String> = (0..n).map(|i| format!("c{i:04}")).collect();
     want.push("z-last".into());
-    let got: Vec<&str> = items
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, want);
-    assert_eq!(items[7]["data"]["i"], "7");
+    assert_eq!(names(&all), want);
+    assert_eq!(all["items"][7]["data"]["i"], "7");
     assert_eq!(
         all["metadata"]["resourceVersion"], newest["metadata"]["resourceVersion"],
         "the list is read at the newest revision"
@@ -292,14 +289,8 @@ async fn a_list_longer_than_the_server_reads_at_once_arrives_whole_in_order() {
     let (_, thirds) = api
         .call("GET", &format!("{CMS}?labelSelector=every%3Dthird"), None)
         .await;
-    let got: Vec<&str> = thirds["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap())
-        .collect();
     let want: Vec<String> = (0..n).step_by(3).map(|i| format!("c{i:04}")).collect();
-    assert_eq!(got, want);
+    assert_eq!(names(&thirds), want);
 }
 
 #[tokio::test]

@@ -177,15 +177,8 @@ pub fn run(args: AgentArgs) -> u8 {
     init_logging(log_format);
     // One thread: the agent mostly waits on Docker and the API server (a 50-pod start costs it
     // well under a CPU second), and each extra thread adds a stack and its own allocator heap.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::single_thread_runtime() else {
+        return EXIT_ERROR;
     };
     let shutdown = crate::daemons::server::shutdown_signal();
     match runtime.block_on(daemon::run(options, shutdown)) {

@@ -130,7 +130,7 @@ pub fn run(args: ApplyArgs) -> u8 {
         Ok(objects) => objects,
         Err(refused) => return refused_code(refused),
     };
-    let Some(runtime) = super::client_runtime() else {
+    let Some(runtime) = super::single_thread_runtime() else {
         return super::EXIT_ERROR;
     };
     runtime.block_on(async {

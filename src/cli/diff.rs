@@ -289,7 +289,7 @@ where
     F: FnOnce(crate::client::Connection, String) -> Fut,
     Fut: std::future::Future<Output = u8>,
 {
-    let Some(runtime) = super::client_runtime() else {
+    let Some(runtime) = super::single_thread_runtime() else {
         return EXIT_ERROR;
     };
     runtime.block_on(async {

@@ -171,7 +171,7 @@ async fn execute(args: ExecArgs) -> Result<u8, String> {
 }
 
 pub fn run(args: ExecArgs) -> u8 {
-    let Some(runtime) = super::client_runtime() else {
+    let Some(runtime) = super::single_thread_runtime() else {
         return EXIT_ERROR;
     };
     let result = runtime.block_on(execute(args));

@@ -95,7 +95,7 @@ async fn stream(args: LogsArgs) -> Result<(), String> {
 }
 
 pub fn run(args: LogsArgs) -> u8 {
-    let Some(runtime) = super::client_runtime() else {
+    let Some(runtime) = super::single_thread_runtime() else {
         return EXIT_ERROR;
     };
     match runtime.block_on(stream(args)) {

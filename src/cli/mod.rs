@@ -33,9 +33,9 @@ pub const EXIT_INVALID: u8 = 1;
 /// Exit code for usage and I/O errors.
 pub const EXIT_ERROR: u8 = 2;
 
-/// The single-threaded async runtime a client command runs on; None (the reason printed) if
-/// it cannot start.
-fn client_runtime() -> Option<tokio::runtime::Runtime> {
+/// The single-threaded async runtime the client commands and the agent run on; None (the
+/// reason printed) if it cannot start.
+fn single_thread_runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,33 +110,8 @@ enum Command {
     Gitsource(gitsource::GitSourceCommand),
 }
 
-/// `berth agent` alone. The agent is a long-running daemon whose memory is counted: parsing
-/// only its own flags leaves the other commands' argument code and help text unread, so their
-/// pages never become part of its RSS. Its help must read as under [`Cli`] (a test checks).
-#[derive(Debug, Parser)]
-#[command(
-    name = "berth",
-    version,
-    about = "A declarative, GitOps-style container orchestrator that speaks the Kubernetes API",
-    propagate_version = true
-)]
-struct AgentCli {
-    #[command(subcommand)]
-    command: AgentCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum AgentCommand {
-    /// Run the node agent: register this node and run the pods bound to it on Docker
-    Agent(Box<agent::AgentArgs>),
-}
-
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "agent") {
-        let AgentCommand::Agent(args) = AgentCli::parse().command;
-        return ExitCode::from(agent::run(*args));
-    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate(args) => validate::run(args),
@@ -162,36 +137,4 @@ pub fn main() -> ExitCode {
         Command::Gitsource(cmd) => gitsource::run(cmd),
     };
     ExitCode::from(code)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    fn agent_help(mut root: clap::Command) -> String {
-        root.build();
-        root.find_subcommand_mut("agent")
-            .expect("an agent subcommand")
-            .render_long_help()
-            .to_string()
-    }
-
-    #[test]
-    fn berth_agent_parses_and_helps_as_under_the_full_command_line() {
-        assert_eq!(agent_help(AgentCli::command()), agent_help(Cli::command()));
-        let argv = [
-            "berth",
-            "agent",
-            "--server",
-            "https://x:1",
-            "--node-name",
-            "n1",
-        ];
-        let AgentCommand::Agent(alone) = AgentCli::try_parse_from(argv).unwrap().command;
-        let Command::Agent(full) = Cli::try_parse_from(argv).unwrap().command else {
-            panic!("not parsed as the agent");
-        };
-        assert_eq!(format!("{alone:?}"), format!("{full:?}"));
-    }
 }

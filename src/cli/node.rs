@@ -167,7 +167,7 @@ async fn drain(args: DrainArgs) -> Result<(), NodeError> {
 }
 
 fn block_on(f: impl std::future::Future<Output = Result<(), NodeError>>) -> u8 {
-    let Some(runtime) = super::client_runtime() else {
+    let Some(runtime) = super::single_thread_runtime() else {
         return EXIT_ERROR;
     };
     match runtime.block_on(f) {

@@ -87,7 +87,7 @@ pub fn run<F>(command: F) -> u8
 where
     F: std::future::Future<Output = Result<u8, CliError>>,
 {
-    let Some(runtime) = super::client_runtime() else {
+    let Some(runtime) = super::single_thread_runtime() else {
         return super::EXIT_ERROR;
     };
     match runtime.block_on(command) {

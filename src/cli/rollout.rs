@@ -305,7 +305,7 @@ async fn merge(t: TargetArgs, patch: serde_json::Value, done: &str) -> Result<()
 }
 
 pub fn run(cmd: RolloutCommand) -> u8 {
-    let Some(runtime) = super::client_runtime() else {
+    let Some(runtime) = super::single_thread_runtime() else {
         return EXIT_ERROR;
     };
     let result = runtime.block_on(async {

@@ -3,7 +3,7 @@
 //! later pages are consistent with the first; once compacted they get 410 Expired.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -218,12 +218,7 @@ async fn streamed(state: SharedState, t: Target, params: Params) -> Result<Respo
         },
     );
     let body = futures::stream::once(async move { Ok(Bytes::from(first)) }).chain(rest);
-    let mut resp = Response::new(Body::from_stream(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
+    Ok(raw_json_response(StatusCode::OK, Body::from_stream(body)))
 }
 
 /// `{"kind":…,"apiVersion":…,"metadata":{…},"items":[` — a list up to its first item.

@@ -184,8 +184,8 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 }
 
 /// A response whose body is already JSON.
-fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
-    let mut resp = (code, body).into_response();
+fn raw_json_response(code: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut resp = (code, body.into()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
