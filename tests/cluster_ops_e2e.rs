@@ -128,11 +128,8 @@ async fn a_pod_too_big_for_every_node_waits_until_a_node_that_fits_joins() {
     })
     .await;
     assert_eq!(message, "0/2 nodes are available: 2 Insufficient memory.");
-    let (_, event) = pod_events(&client, "big")
-        .await
-        .into_iter()
-        .find(|(reason, _)| reason == "FailedScheduling")
-        .expect("a FailedScheduling event");
+    // The event is written after the condition: wait for it rather than read once.
+    let event = wait_event(&client, "big", "FailedScheduling", &message).await;
     assert_eq!(event, message);
     // Still pending a while later: retried with back-off, never placed on a node too small.
     tokio::time::sleep(Duration::from_secs(3)).await;
