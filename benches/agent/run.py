@@ -5,8 +5,13 @@ Starts a real `berth server` and `berth agent`, then per trial:
   * berth:  create N single-container pods bound to the agent's node (parallel POSTs) and
             time from the first create to the last pod seen Running through a watch;
   * docker: N parallel `docker run -d` of the same image and command, timed until all
-            returned (each has started its container).
-Reports the medians and their ratio, then the agent's RSS with --rss-pods pods running.
+            returned (each has started its container);
+  * engine floor: N parallel pods made straight through the Engine API, without berth:
+            a sandbox of berth's image with a network namespace of its own (network
+            `none`), then the app container joining it, timed until all started. This is
+            the engine's own work for a pod, the least any agent that gives each pod a
+            sandbox can take (berth adds plugging the sandbox into the pod network).
+Reports the medians and their ratios, then the agent's RSS with --rss-pods pods running.
 
 Usage: benches/agent/run.py [--pods 50] [--trials 3] [--rss-pods 100]   (--trials 0: RSS only)
        BERTH_BIN=target/release/berth (default: release if built, else debug)
@@ -14,9 +19,11 @@ Needs Docker and /bin/busybox (Debian busybox-static) for the offline test image
 """
 
 import argparse
+import http.client
 import json
 import os
 import shutil
+import socket
 import ssl
 import statistics
 import subprocess
@@ -28,6 +35,7 @@ import urllib.request
 import uuid
 
 IMAGE = "berth-test/busybox:1.36"
+SANDBOX_IMAGE = "berth.dev/sandbox:1"
 DOCKERFILE = (
     "FROM scratch\nCOPY busybox /bin/busybox\n"
     'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
@@ -158,6 +166,57 @@ def docker_trial(n, tag):
     return elapsed
 
 
+class EngineConnection(http.client.HTTPConnection):
+    """HTTP to the Docker Engine API over its unix socket."""
+
+    def __init__(self, path="/var/run/docker.sock"):
+        super().__init__("localhost", timeout=120)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.socket_path)
+
+
+def engine(method, path, body=None):
+    conn = EngineConnection()
+    try:
+        data = json.dumps(body) if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        if resp.status >= 300:
+            sys.exit(f"engine {method} {path}: {resp.status} {payload.decode(errors='replace')}")
+        return json.loads(payload) if payload else None
+    finally:
+        conn.close()
+
+
+def engine_pod(tag):
+    """The engine's part of a pod: a sandbox owning a network namespace, then the app in it."""
+    labels = {LABEL: tag}
+    sandbox = engine("POST", "/containers/create", {
+        "Image": SANDBOX_IMAGE, "Labels": labels,
+        "HostConfig": {"NetworkMode": "none", "Init": True, "ReadonlyRootfs": True},
+    })["Id"]
+    engine("POST", f"/containers/{sandbox}/start")
+    app = engine("POST", "/containers/create", {
+        "Image": IMAGE, "Cmd": ["sleep", "3600"], "Labels": labels,
+        "HostConfig": {"NetworkMode": f"container:{sandbox}"},
+    })["Id"]
+    engine("POST", f"/containers/{app}/start")
+
+
+def floor_trial(n, tag):
+    start = time.time()
+    parallel(lambda i: engine_pod(tag), range(n), width=n)
+    elapsed = time.time() - start
+    ids = sh("docker", "ps", "-aq", "--filter", f"label={LABEL}={tag}").split()
+    if ids:
+        sh("docker", "rm", "-f", *ids)
+    return elapsed
+
+
 def wait_no_containers(tag, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -207,17 +266,21 @@ def main():
         delete_pods(api, names)
         wait_no_containers(tag)
 
-        berth_times, docker_times = [], []
+        berth_times, docker_times, floor_times = [], [], []
         for trial in range(args.trials):
             elapsed, names = berth_trial(api, node, args.pods, trial)
             berth_times.append(elapsed)
             delete_pods(api, names)
             wait_no_containers(tag)
             docker_times.append(docker_trial(args.pods, f"{tag}-docker"))
-            print(f"trial {trial}: berth {elapsed:.2f} s, docker run {docker_times[-1]:.2f} s", flush=True)
+            floor_times.append(floor_trial(args.pods, f"{tag}-floor"))
+            print(f"trial {trial}: berth {elapsed:.2f} s, docker run {docker_times[-1]:.2f} s, "
+                  f"engine floor {floor_times[-1]:.2f} s", flush=True)
         if berth_times:
-            b, d = statistics.median(berth_times), statistics.median(docker_times)
+            b, d, f = (statistics.median(t) for t in (berth_times, docker_times, floor_times))
             print(f"{args.pods} pods: berth median {b:.2f} s, docker run -d median {d:.2f} s, ratio {b / d:.2f}")
+            print(f"engine floor (sandbox + app through the Engine API, no berth) median {f:.2f} s: "
+                  f"floor/docker run {f / d:.2f}, berth/floor {b / f:.2f}")
 
         _, names = berth_trial(api, node, args.rss_pods, "rss")
         time.sleep(5)
@@ -238,7 +301,7 @@ def main():
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        for label in (tag, f"{tag}-docker"):
+        for label in (tag, f"{tag}-docker", f"{tag}-floor"):
             ids = sh("docker", "ps", "-aq", "--filter", f"label={LABEL}={label}", check=False).split()
             if ids:
                 sh("docker", "rm", "-f", *ids, check=False)
