@@ -1,5 +1,5 @@
 //! End to end, resilience: drift repaired (stopped, removed, replaced, orphaned
-//! containers), an agent restart that adopts running containers, and Docker going away and
+//! containers, a sandbox's lost network interface), an agent restart that adopts running containers, and Docker going away and
 //! coming back. The real `berth server` and `berth agent` binaries on the real engine.
 
 mod support_cluster;
@@ -183,6 +183,80 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
         gone.is_empty() || !gone.contains(&ghost[..12]),
         "orphan still there: {gone}"
     );
+
+    // The pod's network, plugged in by the agent: eth0 holds the pod's address, /etc/hosts
+    // names the pod, and the node's bridge answers.
+    let before = wait_pod(&client, "steady", MINUTE, "Running", all_ready).await;
+    let ip = before
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("status.podIP");
+    let app = container_id(&before, "app");
+    let addr = docker(&["exec", &app, "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("inet {ip}/")), "{addr}");
+    let hosts = docker(&["exec", &app, "cat", "/etc/hosts"]);
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with(&ip) && l.trim_end().ends_with("steady")),
+        "{hosts}"
+    );
+    let route = docker(&["exec", &app, "ip", "route", "show", "default"]);
+    let gateway = route.split_whitespace().nth(2).expect("a default route");
+    docker(&["exec", &app, "ping", "-c", "1", "-W", "5", gateway]);
+
+    // The node's end of the sandbox's veth deleted behind berth's back: the sandbox and its
+    // containers are made again, and the pod keeps its address.
+    let sandbox = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=berth.dev/pod-uid={uid}"),
+        "--filter",
+        "label=berth.dev/role=sandbox",
+    ]);
+    let veth = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"berth.dev/veth\"}}",
+        &sandbox,
+    ]);
+    assert!(
+        veth.starts_with("bp"),
+        "the sandbox was plugged in by the agent: {veth:?}"
+    );
+    let deleted = std::process::Command::new("ip")
+        .args(["link", "del", &veth])
+        .output()
+        .expect("ip");
+    assert!(deleted.status.success(), "{deleted:?}");
+    let message = wait_event(
+        &client,
+        "steady",
+        "DriftDetected",
+        "lost its network interface",
+    )
+    .await;
+    assert!(message.contains(&veth), "{message}");
+    wait_event(
+        &client,
+        "steady",
+        "DriftRepaired",
+        "recreated the pod sandbox",
+    )
+    .await;
+    let after = wait_pod(&client, "steady", MINUTE, "a new sandbox", |p| {
+        all_ready(p) && container_id(p, "app") != app
+    })
+    .await;
+    assert_eq!(
+        after.status.as_ref().and_then(|s| s.pod_ip.as_deref()),
+        Some(ip.as_str()),
+        "the pod keeps its address"
+    );
+    let app = container_id(&after, "app");
+    docker(&["exec", &app, "ping", "-c", "1", "-W", "5", gateway]);
 
     let metrics = agent.metrics().await;
     for kind in ["stopped", "removed", "changed", "orphan"] {

@@ -1,10 +1,11 @@
 //! What every pod worker of one agent shares: the runtime, the API client, the event
-//! recorder, the drift counters, the ConfigMap/Secret cache, and which container stops were
-//! the agent's own (so a `docker stop` by someone else is recognised as drift).
+//! recorder, the drift counters, the ConfigMap/Secret cache, the pod address pool, and which
+//! container stops were the agent's own (so a `docker stop` by someone else is recognised as drift).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use super::attach::PodAddresses;
 use super::backoff::BackoffConfig;
 use super::env::ObjectResolver;
 use super::events::EventRecorder;
@@ -36,6 +37,8 @@ pub struct AgentContext<R> {
     /// The pod addresses this node's Service rules send traffic to, when it runs them:
     /// a pod being deleted waits until its address leaves this set.
     pub service_targets: Option<tokio::sync::watch::Receiver<BTreeSet<std::net::Ipv4Addr>>>,
+    /// The pod network's address pool, when this node has a pod network.
+    pub addresses: Option<PodAddresses>,
     own_stops: Mutex<HashSet<String>>,
     external_stops: Mutex<HashMap<String, String>>,
 }
@@ -67,6 +70,7 @@ impl<R> AgentContext<R> {
             metrics,
             objects,
             service_targets: None,
+            addresses: None,
             own_stops: Mutex::default(),
             external_stops: Mutex::default(),
         }

@@ -16,13 +16,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::attach::PodAddresses;
 use super::backoff::BackoffConfig;
 use super::context::AgentContext;
 use super::events::EventRecorder;
+use super::labels;
 use super::metrics::{self, DriftMetrics};
 use super::node::{self, Readiness};
 use super::objects::ClusterObjects;
 use super::podspec::AgentPolicy;
+use super::runtime::ContainerRuntime;
 use super::serve;
 use super::services;
 use super::sync::{PodSync, SyncTiming};
@@ -292,6 +295,11 @@ pub async fn run(
             objects,
         );
         ctx.service_targets = service_targets;
+        if let Some(net) = &ctx.policy.pod_network {
+            let pool = PodAddresses::new(net.cidr);
+            seed_addresses(&ctx.runtime, &node_name, &pool).await;
+            ctx.addresses = Some(pool);
+        }
         let ctx = Arc::new(ctx);
         let sync = PodSync::new(ctx, pod_reader, readiness_tx, options.timing);
         tracing::info!(node = %node_name, "agent running");
@@ -309,4 +317,26 @@ pub async fn run(
     // Dropping the tasks stops them; the pods' containers keep running for the next agent.
     tasks.shutdown().await;
     result
+}
+
+/// Records the addresses this node's sandboxes hold, before any new pod is given one.
+async fn seed_addresses(runtime: &DockerRuntime, node: &str, pool: &PodAddresses) {
+    let sandboxes = runtime
+        .list_containers(&[
+            (labels::NODE, node),
+            (labels::CONTAINER_NAME, labels::SANDBOX_CONTAINER),
+        ])
+        .await;
+    match sandboxes {
+        Ok(sandboxes) => {
+            for c in sandboxes {
+                let held = c.ip_address.as_deref().and_then(|ip| ip.parse().ok());
+                if let (Some(uid), Some(ip)) = (c.labels.get(labels::POD_UID), held) {
+                    pool.claim(uid, ip);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e,
+            "cannot list this node's sandboxes: a new pod may be given an address a running one holds"),
+    }
 }

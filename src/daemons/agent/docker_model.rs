@@ -4,9 +4,11 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryStateEnum, HostConfig, Mount, MountTmpfsOptions, MountType, PortBinding,
+    ContainerSummaryStateEnum, EndpointIpamConfig, EndpointSettings, HostConfig, Mount,
+    MountTmpfsOptions, MountType, NetworkingConfig, PortBinding,
 };
 
+use super::labels;
 use super::runtime::{ContainerInfo, ContainerSpec, ContainerState, MountSource, NetworkMode};
 
 /// Splits `repo[:tag]` (a `host:port/` prefix is not a tag); digests stay in the name.
@@ -85,7 +87,24 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         dns: spec.dns.as_ref().map(|d| d.servers.clone()),
         dns_search: spec.dns.as_ref().map(|d| d.search.clone()),
         dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
+        extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
         ..Default::default()
+    };
+    // A fixed address on a user-defined network (the pod's, from the agent's pool).
+    let networking_config = match (&spec.network, &spec.ipv4_address) {
+        (NetworkMode::Network(name), Some(ip)) => Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                name.clone(),
+                EndpointSettings {
+                    ipam_config: Some(EndpointIpamConfig {
+                        ipv4_address: Some(ip.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        _ => None,
     };
     // A container that joins another's network namespace may not set ports or a hostname.
     let owns_network = !matches!(spec.network, NetworkMode::Container(_));
@@ -100,6 +119,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         exposed_ports: (owns_network && !exposed.is_empty()).then_some(exposed),
         labels: Some(spec.labels.clone().into_iter().collect()),
         host_config: Some(host_config),
+        networking_config,
         ..Default::default()
     }
 }
@@ -117,6 +137,8 @@ pub(super) fn from_summary(summary: ContainerSummary) -> ContainerInfo {
         },
         other => ContainerState::Other(format!("{other:?}").to_lowercase()),
     };
+    let labels: std::collections::BTreeMap<String, String> =
+        summary.labels.unwrap_or_default().into_iter().collect();
     ContainerInfo {
         id: summary.id.unwrap_or_default(),
         name: summary
@@ -127,11 +149,12 @@ pub(super) fn from_summary(summary: ContainerSummary) -> ContainerInfo {
             .to_string(),
         image: summary.image.unwrap_or_default(),
         image_id: summary.image_id,
-        labels: summary.labels.unwrap_or_default().into_iter().collect(),
+        ip_address: labels.get(labels::POD_IP).cloned(),
+        labels,
         state,
         started_at: None,
         finished_at: None,
-        ip_address: None,
+        pid: None,
     }
 }
 
@@ -159,11 +182,20 @@ pub(super) fn from_inspect(inspect: ContainerInspectResponse) -> ContainerInfo {
         other => ContainerState::Other(format!("{other:?}").to_lowercase()),
     };
     let config = inspect.config.unwrap_or_default();
-    let ip_address = inspect
-        .network_settings
-        .and_then(|n| n.networks)
-        .and_then(|nets| nets.into_values().find_map(|e| e.ip_address))
-        .filter(|ip| !ip.is_empty());
+    let labels: std::collections::BTreeMap<String, String> =
+        config.labels.unwrap_or_default().into_iter().collect();
+    // A sandbox the agent plugged in itself has no engine network; its label has the address.
+    let ip_address = labels.get(labels::POD_IP).cloned().or_else(|| {
+        inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|nets| nets.into_values().find_map(|e| e.ip_address))
+            .filter(|ip| !ip.is_empty())
+    });
+    let pid = state
+        .pid
+        .filter(|p| *p > 0)
+        .and_then(|p| u32::try_from(p).ok());
     let real_time = |t: Option<String>| t.filter(|t| !t.starts_with("0001-"));
     ContainerInfo {
         id: inspect.id.unwrap_or_default(),
@@ -174,11 +206,12 @@ pub(super) fn from_inspect(inspect: ContainerInspectResponse) -> ContainerInfo {
             .to_string(),
         image: config.image.unwrap_or_default(),
         image_id: inspect.image,
-        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        labels,
         state: status,
         started_at: real_time(state.started_at),
         finished_at: real_time(state.finished_at),
         ip_address,
+        pid,
     }
 }
 

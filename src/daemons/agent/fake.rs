@@ -200,5 +200,6 @@ fn info(spec: &ContainerSpec, state: &ContainerState) -> ContainerInfo {
         started_at: None,
         finished_at: None,
         ip_address: Some("10.0.0.2".to_string()),
+        pid: None,
     }
 }

@@ -23,6 +23,10 @@ pub const NODE: &str = "berth.dev/node";
 pub const SPEC_HASH: &str = "berth.dev/spec-hash";
 /// How many times the agent has (re)created this container.
 pub const ATTEMPT: &str = "berth.dev/attempt";
+/// On a sandbox: the pod's address in the node's pod network.
+pub const POD_IP: &str = "berth.dev/pod-ip";
+/// On a sandbox the agent plugged into the pod network: the node's end of its veth pair.
+pub const VETH: &str = "berth.dev/veth";
 /// On volumes: `pod` when the volume dies with the pod, `claim` when it outlives it.
 pub const VOLUME_SCOPE: &str = "berth.dev/volume-scope";
 

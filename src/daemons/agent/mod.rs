@@ -23,8 +23,9 @@
 //! - [`status`]: pod status, computed purely; [`events`]: Kubernetes Events.
 //! - [`context`], [`objects`], [`metrics`]: shared state, the ConfigMap/Secret cache, `/metrics`.
 //! - [`services`]: the Service data plane: the pod network ([`podnet`]), nftables rules
-//!   ([`proxy`]) and the cluster DNS server ([`dns`]).
+//!   ([`proxy`]) and the cluster DNS server ([`dns`]); [`attach`] plugs sandboxes into it.
 
+pub mod attach;
 pub mod backoff;
 pub mod context;
 pub mod daemon;

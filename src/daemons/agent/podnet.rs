@@ -59,6 +59,15 @@ impl Cidr {
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.network() + 1)
     }
+
+    /// The first and last addresses pods may hold: after the gateway, before broadcast.
+    pub fn pod_range(&self) -> (Ipv4Addr, Ipv4Addr) {
+        let broadcast = self.network() | !self.mask();
+        (
+            Ipv4Addr::from(self.network() + 2),
+            Ipv4Addr::from(broadcast - 1),
+        )
+    }
 }
 
 impl std::fmt::Display for Cidr {

@@ -32,8 +32,12 @@ pub struct AgentPolicy {
 /// Where this node's pods live on the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodNetworkSettings {
-    /// The engine network sandboxes attach to.
+    /// The engine network sandboxes that publish host ports attach to.
     pub docker_network: String,
+    /// The node's pod CIDR.
+    pub cidr: super::podnet::Cidr,
+    /// The bridge the agent plugs the other sandboxes into (see [`super::attach`]).
+    pub bridge: String,
     /// The cluster DNS server pods with `dnsPolicy: ClusterFirst` use.
     pub dns_server: String,
     /// The cluster's DNS domain (`cluster.local`).
@@ -170,12 +174,26 @@ pub struct PodPlan {
     pub files: Vec<VolumeFiles>,
     /// The sandbox container.
     pub sandbox: ContainerSpec,
+    /// Whether the agent plugs the sandbox into the pod network itself (its namespace has
+    /// no engine networking): every sandbox on a pod network except those that publish
+    /// host ports, which Docker attaches so it can publish them.
+    pub plugged: bool,
     /// Init containers, run to completion in order.
     pub init_containers: Vec<ContainerPlan>,
     /// App containers.
     pub containers: Vec<ContainerPlan>,
     /// `terminationGracePeriodSeconds` (default 30 s).
     pub grace: Duration,
+}
+
+impl PodPlan {
+    /// Points the pod's containers at the sandbox that runs: a recreated sandbox is a new
+    /// attempt under a new name, and the plan names the first.
+    pub fn join_sandbox(&mut self, sandbox_id: &str) {
+        for c in self.init_containers.iter_mut().chain(&mut self.containers) {
+            c.spec.network = NetworkMode::Container(sandbox_id.to_string());
+        }
+    }
 }
 
 /// The engine name of a pod's container: `berth_<container>_<pod>_<namespace>_<uid>_<attempt>`,
@@ -281,6 +299,8 @@ pub fn plan_pod(
         plan_containers(spec.init_containers.as_deref().unwrap_or(&[]), Role::Init)?;
     let containers = plan_containers(&spec.containers, Role::App)?;
 
+    let plugged =
+        policy.pod_network.is_some() && ports.iter().all(|p: &PortSpec| p.host_port.is_none());
     let mut sandbox_labels = base_labels.clone();
     sandbox_labels.insert(
         labels::CONTAINER_NAME.into(),
@@ -298,6 +318,7 @@ pub fn plan_pod(
         user: None,
         hostname: Some(spec.hostname.clone().unwrap_or_else(|| id.name.clone())),
         network: match &policy.pod_network {
+            Some(_) if plugged => NetworkMode::None,
             Some(net) => NetworkMode::Network(net.docker_network.clone()),
             None => NetworkMode::Bridge,
         },
@@ -305,6 +326,8 @@ pub fn plan_pod(
         ports,
         memory_bytes: None,
         nano_cpus: None,
+        ipv4_address: None,
+        extra_hosts: Vec::new(),
         read_only_root: true,
         privileged: false,
         init: true,
@@ -321,6 +344,7 @@ pub fn plan_pod(
         volumes,
         files,
         sandbox,
+        plugged,
         init_containers,
         containers,
         grace: Duration::from_secs(grace as u64),
@@ -522,6 +546,8 @@ fn container_plan(
         ports: container_ports(c)?,
         memory_bytes: limit("memory", quantity::memory_bytes)?,
         nano_cpus: limit("cpu", quantity::nano_cpus)?,
+        ipv4_address: None,
+        extra_hosts: Vec::new(),
         read_only_root: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
         privileged: sc.and_then(|s| s.privileged) == Some(true),
         init: false,

@@ -218,3 +218,40 @@ fn resolved_environment_values_do_not_change_the_spec_hash() {
     };
     assert_eq!(with("one"), with("two"));
 }
+
+#[test]
+fn on_a_pod_network_the_agent_plugs_sandboxes_in_unless_they_publish_host_ports() {
+    let policy = AgentPolicy {
+        pod_network: Some(PodNetworkSettings {
+            docker_network: "berth-n1".into(),
+            cidr: crate::daemons::agent::podnet::Cidr::parse("10.244.1.0/24").unwrap(),
+            bridge: "berth0123abcd".into(),
+            dns_server: "10.244.1.1".into(),
+            cluster_domain: "cluster.local".into(),
+        }),
+        ..AgentPolicy::default()
+    };
+    let plain = pod(serde_json::json!({"containers": [{
+        "name": "app", "image": "busybox:1.36", "ports": [{"containerPort": 80}]
+    }]}));
+    let plugged = plan(&plain, &policy).unwrap();
+    assert!(plugged.plugged);
+    assert_eq!(plugged.sandbox.network, NetworkMode::None);
+
+    let published = pod(serde_json::json!({"containers": [{
+        "name": "app", "image": "busybox:1.36", "ports": [{"containerPort": 80, "hostPort": 8080}]
+    }]}));
+    let engine = plan(&published, &policy).unwrap();
+    assert!(
+        !engine.plugged,
+        "Docker publishes host ports, so it attaches the sandbox"
+    );
+    assert_eq!(
+        engine.sandbox.network,
+        NetworkMode::Network("berth-n1".into())
+    );
+
+    let without = plan(&plain, &AgentPolicy::default()).unwrap();
+    assert!(!without.plugged, "no pod network: Docker's default bridge");
+    assert_eq!(without.sandbox.network, NetworkMode::Bridge);
+}

@@ -145,6 +145,13 @@ pub struct ContainerSpec {
     pub dns: Option<DnsSettings>,
     /// Ports: exposed, and published when `host_port` is set.
     pub ports: Vec<PortSpec>,
+    /// A fixed address on the [`NetworkMode::Network`] it joins (the pod's, from the
+    /// agent's pool); `None` lets the engine choose. Set after the spec hash is taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
+    /// Extra `/etc/hosts` lines as `name:address`, for the network namespace owner.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
     /// Memory limit in bytes.
     pub memory_bytes: Option<i64>,
     /// CPU limit in billionths of a CPU.
@@ -195,8 +202,11 @@ pub struct ContainerInfo {
     pub started_at: Option<String>,
     /// RFC 3339 finish time, when it ever finished (only from inspect).
     pub finished_at: Option<String>,
-    /// Its address on the bridge network, for a sandbox (only from inspect).
+    /// The pod's address, for a sandbox: its `berth.dev/pod-ip` label, else its address on
+    /// the engine network (only from inspect).
     pub ip_address: Option<String>,
+    /// The host process id of its main process while it runs (only from inspect).
+    pub pid: Option<u32>,
 }
 
 /// A container lifecycle change the engine reported.

@@ -136,6 +136,8 @@ pub async fn start(
     Some(ServicePlane {
         settings: PodNetworkSettings {
             docker_network: network.docker_name,
+            cidr: network.cidr,
+            bridge: network.bridge,
             dns_server: network.gateway.to_string(),
             cluster_domain: dns::CLUSTER_DOMAIN.to_string(),
         },

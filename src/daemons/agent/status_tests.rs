@@ -13,6 +13,7 @@ fn info(id: &str, state: ContainerState) -> ContainerInfo {
         started_at: Some("2026-11-22T03:00:00.123456789Z".into()),
         finished_at: Some("2026-11-22T03:00:05.5Z".into()),
         ip_address: None,
+        pid: None,
     }
 }
 

@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::attach;
 use super::context::AgentContext;
 use super::events::{EventType, PodRef};
 use super::labels;
@@ -210,7 +211,7 @@ impl<R: ContainerRuntime + 'static> PodSync<R> {
             current
                 .entry(uid_of(c).to_string())
                 .or_default()
-                .push((c.id.clone(), format!("{:?}", c.state)));
+                .push((c.id.clone(), fingerprint(c)));
         }
         for list in current.values_mut() {
             list.sort();
@@ -256,6 +257,15 @@ impl<R: ContainerRuntime + 'static> PodSync<R> {
                 });
             }
         }
+    }
+}
+
+/// What the relist compares between two lists of one container: its state, and for a
+/// plugged-in sandbox whether it still has its network interface (no engine event tells).
+fn fingerprint(c: &ContainerInfo) -> String {
+    match attach::lost_interface(c) {
+        Some(veth) => format!("{:?} without {veth}", c.state),
+        None => format!("{:?}", c.state),
     }
 }
 
@@ -306,6 +316,9 @@ async fn remove_orphans<R: ContainerRuntime>(
     };
     match pod::remove_pod(&ctx.runtime, &identity, Duration::from_secs(2)).await {
         Ok(()) => {
+            if let Some(pool) = &ctx.addresses {
+                pool.release(uid);
+            }
             ctx.metrics.repaired(DriftKind::Orphan);
             ctx.events.pod(
                 &pref,

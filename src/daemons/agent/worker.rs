@@ -46,6 +46,8 @@ pub enum SyncError {
     Runtime(#[from] RuntimeError),
     #[error("volume {volume:?} could not be filled: {message}")]
     Mount { volume: String, message: String },
+    #[error("the pod sandbox could not be made: {message}")]
+    Sandbox { message: String },
     #[error("pod {pod}: the API server refused the {what}")]
     Api {
         pod: String,
@@ -278,7 +280,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         if let Some(sandbox) = sandbox {
             self.write_files(&pref, &plan, &sandbox.id).await?;
         }
-        let plan = match plan_pod(
+        let mut plan = match plan_pod(
             pod,
             &self.pod_context(pod_ip.clone()),
             &*self.ctx.objects,
@@ -287,6 +289,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             Ok(plan) => plan,
             Err(e) => return self.config_error(pod, &pref, e.to_string()).await,
         };
+        if let Some(sandbox) = sandbox {
+            plan.join_sandbox(&sandbox.id);
+        }
         self.last_config_error = None;
 
         let mut wake: Option<Duration> = None;
@@ -526,6 +531,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             name: pref.name.clone(),
         };
         pod::remove_pod(&self.ctx.runtime, &identity, Duration::from_secs(grace)).await?;
+        if let Some(pool) = &self.ctx.addresses {
+            pool.release(&pref.uid);
+        }
         if gone {
             return Ok(());
         }

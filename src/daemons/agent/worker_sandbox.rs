@@ -1,8 +1,12 @@
 //! A pod worker's sandbox: kept running (a sandbox stopped, removed or changed behind
 //! berth's back takes the pod's containers with it and everything is recreated, as in
-//! Kubernetes), and the configMap/secret volume files written through it.
+//! Kubernetes), plugged into the pod network, and the configMap/secret volume files written
+//! through it.
+
+use std::net::Ipv4Addr;
 
 use super::{PodWorker, SyncError, attempt, describe_state, label, latest_two};
+use crate::daemons::agent::attach::{self, Attachment};
 use crate::daemons::agent::events::{EventType, PodRef};
 use crate::daemons::agent::labels::{self, Role};
 use crate::daemons::agent::metrics::DriftKind;
@@ -27,6 +31,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             .get(labels::SPEC_HASH)
             .cloned()
             .unwrap_or_default();
+        let lost = current.and_then(attach::lost_interface);
         let drift = match current {
             Some(c) if label(c, labels::SPEC_HASH) != expected => Some((
                 DriftKind::Changed,
@@ -35,7 +40,21 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     label(c, labels::SPEC_HASH)
                 ),
             )),
-            Some(c) if c.state == ContainerState::Running => return Ok(None),
+            Some(_) if lost.is_some() => Some((
+                DriftKind::Changed,
+                format!(
+                    "the pod sandbox lost its network interface (the node's end, {}, is gone)",
+                    lost.unwrap_or_default()
+                ),
+            )),
+            Some(c) if c.state == ContainerState::Running => {
+                // After a restart the agent learns the addresses its sandboxes hold.
+                let held = c.ip_address.as_deref().and_then(|ip| ip.parse().ok());
+                if let (Some(pool), Some(ip)) = (&self.ctx.addresses, held) {
+                    pool.claim(&pref.uid, ip);
+                }
+                return Ok(None);
+            }
             Some(c) => Some((
                 DriftKind::Stopped,
                 format!(
@@ -69,9 +88,34 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         );
         spec.labels
             .insert(labels::ATTEMPT.into(), next_attempt.to_string());
+        let address = match &self.ctx.addresses {
+            Some(pool) => Some(
+                pool.assign(&pref.uid)
+                    .map_err(|e| self.sandbox_failed(pref, e.to_string()))?,
+            ),
+            None => None,
+        };
+        if let Some(ip) = address {
+            spec.labels.insert(labels::POD_IP.into(), ip.to_string());
+            if plan.plugged {
+                spec.labels.insert(
+                    labels::VETH.into(),
+                    attach::host_interface(&pref.uid, next_attempt),
+                );
+                // Docker writes the pod's own name into /etc/hosts only for its networks.
+                if let Some(host) = &spec.hostname {
+                    spec.extra_hosts.push(format!("{host}:{ip}"));
+                }
+            } else {
+                spec.ipv4_address = Some(ip.to_string());
+            }
+        }
         self.ctx.runtime.ensure_sandbox_image().await?;
         let id = self.ctx.runtime.create_container(&spec).await?;
         self.ctx.runtime.start_container(&id).await?;
+        if let (true, Some(ip)) = (plan.plugged, address) {
+            self.plug(pref, &id, ip, next_attempt).await?;
+        }
         // The pod's containers went with the old sandbox; they come back as new attempts.
         self.known
             .retain(|name, _| name == labels::SANDBOX_CONTAINER);
@@ -84,6 +128,55 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             );
         }
         Ok(Some(id))
+    }
+
+    /// Plugs a new sandbox into the pod network; a sandbox that cannot be plugged in is
+    /// removed, and the next pass makes a new one.
+    async fn plug(
+        &mut self,
+        pref: &PodRef,
+        id: &str,
+        ip: Ipv4Addr,
+        attempt: u32,
+    ) -> Result<(), SyncError> {
+        let Some(net) = &self.ctx.policy.pod_network else {
+            return Ok(());
+        };
+        let at = Attachment {
+            bridge: net.bridge.clone(),
+            cidr: net.cidr,
+            ip,
+            host_interface: attach::host_interface(&pref.uid, attempt),
+        };
+        let pid = self
+            .ctx
+            .runtime
+            .inspect_container(id)
+            .await?
+            .and_then(|c| c.pid);
+        let plugged = match pid {
+            Some(pid) => attach::plug(pid, &at).await.map_err(|e| e.to_string()),
+            None => Err("the sandbox is not running".to_string()),
+        };
+        if let Err(message) = plugged {
+            self.ctx.stopping(id);
+            self.removed_ids.insert(id.to_string());
+            self.ctx.runtime.remove_container(id).await?;
+            return Err(self.sandbox_failed(pref, message));
+        }
+        Ok(())
+    }
+
+    /// Reports a sandbox that could not be made, as the kubelet does.
+    fn sandbox_failed(&self, pref: &PodRef, message: String) -> SyncError {
+        self.ctx.events.pod(
+            pref,
+            EventType::Warning,
+            "FailedCreatePodSandBox",
+            None,
+            format!("Failed to create pod sandbox: {message}"),
+        );
+        SyncError::Sandbox { message }
     }
 
     /// Writes the configMap and secret volume files when they changed or the sandbox is new.

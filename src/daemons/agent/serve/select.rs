@@ -127,6 +127,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             ip_address: None,
+            pid: None,
         }
     }
 
