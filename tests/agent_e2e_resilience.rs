@@ -185,7 +185,7 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
     );
 
     // The pod's network, plugged in by the agent: eth0 holds the pod's address, /etc/hosts
-    // names the pod, and the node's bridge answers.
+    // names the pod, the node's bridge answers and is the pod's name server.
     let before = wait_pod(&client, "steady", MINUTE, "Running", all_ready).await;
     let ip = before
         .status
@@ -205,6 +205,13 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
     let route = docker(&["exec", &app, "ip", "route", "show", "default"]);
     let gateway = route.split_whitespace().nth(2).expect("a default route");
     docker(&["exec", &app, "ping", "-c", "1", "-W", "5", gateway]);
+    let resolv = docker(&["exec", &app, "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains(&format!("nameserver {gateway}\n"))
+            && resolv.contains("search default.svc.cluster.local ")
+            && resolv.contains("options ndots:5"),
+        "the cluster DNS on the bridge comes first: {resolv}"
+    );
 
     // The node's end of the sandbox's veth deleted behind berth's back: the sandbox and its
     // containers are made again, and the pod keeps its address.

@@ -7,10 +7,11 @@ Starts a real `berth server` and `berth agent`, then per trial:
   * docker: N parallel `docker run -d` of the same image and command, timed until all
             returned (each has started its container);
   * engine floor: N parallel pods made straight through the Engine API, without berth:
-            a sandbox of berth's image with a network namespace of its own (network
-            `none`), then the app container joining it, timed until all started. This is
-            the engine's own work for a pod, the least any agent that gives each pod a
-            sandbox can take (berth adds plugging the sandbox into the pod network).
+            a sandbox of berth's image with a network namespace the engine leaves alone
+            (`NetworkDisabled`, as berth makes it), then the app container joining it,
+            timed until all started. This is the engine's own work for a pod, the least
+            any agent that gives each pod a sandbox can take (berth adds plugging the
+            sandbox into the pod network and writing its hosts and resolv.conf).
 Reports the medians and their ratios, then the agent's RSS with --rss-pods pods running.
 
 Usage: benches/agent/run.py [--pods 50] [--trials 3] [--rss-pods 100]   (--trials 0: RSS only)
@@ -196,7 +197,7 @@ def engine_pod(tag):
     """The engine's part of a pod: a sandbox owning a network namespace, then the app in it."""
     labels = {LABEL: tag}
     sandbox = engine("POST", "/containers/create", {
-        "Image": SANDBOX_IMAGE, "Labels": labels,
+        "Image": SANDBOX_IMAGE, "Labels": labels, "NetworkDisabled": True,
         "HostConfig": {"NetworkMode": "none", "Init": True, "ReadonlyRootfs": True},
     })["Id"]
     engine("POST", f"/containers/{sandbox}/start")

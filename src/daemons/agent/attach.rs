@@ -3,14 +3,16 @@
 //! agent adds a veth pair (one end `eth0` in the pod, the other on the node's bridge), the
 //! pod's address and its default route.
 //!
-//! Docker's own attachment to a user-defined network costs the engine about a fifth of a
-//! pod's start (see BENCHMARKS.md); this path costs two short `ip` runs. Pods that publish a
-//! `hostPort` still attach through Docker, which publishes the port, with a static address
-//! from the same pool so the two kinds never collide.
+//! The engine leaves such a sandbox's namespace entirely alone (Docker's `NetworkDisabled`),
+//! which saves it the network sandbox it would otherwise make for every pod, the larger part
+//! of a pod's start (see BENCHMARKS.md). So the agent also writes the pod's `/etc/hosts` and
+//! `/etc/resolv.conf`, as the kubelet writes `/etc/hosts`, and every container of the pod
+//! mounts them. Pods that publish a `hostPort` still attach through Docker, which publishes
+//! the port, with a static address from the same pool so the two kinds never collide.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 
@@ -19,7 +21,7 @@ use tokio::process::Command;
 
 use super::labels;
 use super::podnet::Cidr;
-use super::runtime::{ContainerInfo, ContainerState};
+use super::runtime::{ContainerInfo, ContainerState, DnsSettings, MountSource, MountSpec};
 
 /// The pool of pod addresses of this node's pod CIDR: one per pod, kept for the pod's
 /// life (a recreated sandbox gets its pod's address again), handed out round-robin so a
@@ -140,6 +142,92 @@ pub fn lost_interface(c: &ContainerInfo) -> Option<&str> {
     (c.state == ContainerState::Running && !interface_exists(name)).then_some(name.as_str())
 }
 
+/// The directory of one pod's `hosts` and `resolv.conf` under the agent's `base`.
+pub fn pod_files_dir(base: &Path, pod_uid: &str) -> PathBuf {
+    base.join(pod_uid)
+}
+
+/// The pod's `/etc/hosts`, with the lines the kubelet writes.
+pub fn hosts_file(hostname: &str, ip: Ipv4Addr) -> String {
+    format!(
+        "# Kubernetes-managed hosts file (written by the berth agent).\n\
+         127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\n\
+         fe00::0\tip6-mcastprefix\n\
+         fe00::1\tip6-allnodes\n\
+         fe00::2\tip6-allrouters\n\
+         {ip}\t{hostname}\n"
+    )
+}
+
+/// The pod's `/etc/resolv.conf`: its DNS settings (from `dnsPolicy` and `dnsConfig`), else
+/// the node's `resolv.conf` without loopback name servers, which the pod cannot reach.
+pub fn resolv_conf(dns: Option<&DnsSettings>, node_resolv_conf: &str) -> String {
+    let Some(dns) = dns else {
+        return node_resolv_conf
+            .lines()
+            .filter(|l| {
+                let server = l.strip_prefix("nameserver").map(str::trim);
+                !server.is_some_and(|s| s.starts_with("127.") || s == "::1")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+    };
+    let mut out = String::new();
+    for server in &dns.servers {
+        out.push_str(&format!("nameserver {server}\n"));
+    }
+    if !dns.search.is_empty() {
+        out.push_str(&format!("search {}\n", dns.search.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        out.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    out
+}
+
+/// Writes a pod's `hosts` and `resolv.conf` into `dir` (in place, so containers that
+/// already mount them see the same files).
+pub fn write_pod_files(
+    dir: &Path,
+    hostname: &str,
+    ip: Ipv4Addr,
+    dns: Option<&DnsSettings>,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let node = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(dir.join("hosts"), hosts_file(hostname, ip))?;
+    std::fs::write(dir.join("resolv.conf"), resolv_conf(dns, &node))
+}
+
+/// Whether a pod's files are (still) there.
+pub fn pod_files_exist(dir: &Path) -> bool {
+    dir.join("hosts").exists() && dir.join("resolv.conf").exists()
+}
+
+/// The mounts of a pod's files, for every container of the pod.
+pub fn pod_file_mounts(dir: &Path) -> Vec<MountSpec> {
+    ["hosts", "resolv.conf"]
+        .into_iter()
+        .map(|name| MountSpec {
+            source: MountSource::Bind(dir.join(name)),
+            target: format!("/etc/{name}"),
+            read_only: false,
+        })
+        .collect()
+}
+
+/// Removes a pod's files once its containers are gone; missing files are not an error.
+pub fn remove_pod_files(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot remove a pod's hosts and resolv.conf");
+        }
+        _ => {}
+    }
+}
+
 /// What went wrong plugging a sandbox in.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot plug the pod sandbox into the pod network: `{command}` failed: {message}")]
@@ -245,6 +333,43 @@ mod tests {
         );
         p.release("old");
         assert_eq!(p.assign("e").unwrap(), Ipv4Addr::new(10, 9, 0, 2));
+    }
+
+    #[test]
+    fn pod_files_name_the_pod_and_its_resolvers() {
+        let hosts = hosts_file("web-0", Ipv4Addr::new(10, 244, 1, 7));
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"), "{hosts}");
+        assert!(hosts.ends_with("10.244.1.7\tweb-0\n"), "{hosts}");
+
+        let dns = DnsSettings {
+            servers: vec!["10.244.1.1".into()],
+            search: vec!["shop.svc.cluster.local".into(), "svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            resolv_conf(Some(&dns), "nameserver 1.1.1.1\n"),
+            "nameserver 10.244.1.1\nsearch shop.svc.cluster.local svc.cluster.local\noptions ndots:5\n"
+        );
+        let node = "# local\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch example.com\n";
+        assert_eq!(
+            resolv_conf(None, node),
+            "# local\nnameserver 192.0.2.53\nsearch example.com\n",
+            "the node's loopback resolver is out of the pod's reach"
+        );
+    }
+
+    #[test]
+    fn pod_files_are_written_mounted_and_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = pod_files_dir(base.path(), "u-1");
+        write_pod_files(&dir, "web", Ipv4Addr::new(10, 0, 0, 9), None).unwrap();
+        assert!(pod_files_exist(&dir));
+        let mounts = pod_file_mounts(&dir);
+        assert_eq!(mounts[0].target, "/etc/hosts");
+        assert_eq!(mounts[1].source, MountSource::Bind(dir.join("resolv.conf")));
+        remove_pod_files(&dir);
+        assert!(!dir.exists());
+        remove_pod_files(&dir);
     }
 
     #[test]

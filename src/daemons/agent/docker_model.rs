@@ -72,7 +72,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let network_mode = match &spec.network {
         NetworkMode::Bridge => "bridge".to_string(),
         NetworkMode::Container(target) => format!("container:{target}"),
-        NetworkMode::None => "none".to_string(),
+        NetworkMode::None | NetworkMode::Unmanaged => "none".to_string(),
         NetworkMode::Network(name) => name.clone(),
     };
     let host_config = HostConfig {
@@ -87,7 +87,6 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         dns: spec.dns.as_ref().map(|d| d.servers.clone()),
         dns_search: spec.dns.as_ref().map(|d| d.search.clone()),
         dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
-        extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
         ..Default::default()
     };
     // A fixed address on a user-defined network (the pod's, from the agent's pool).
@@ -120,6 +119,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         labels: Some(spec.labels.clone().into_iter().collect()),
         host_config: Some(host_config),
         networking_config,
+        network_disabled: (spec.network == NetworkMode::Unmanaged).then_some(true),
         ..Default::default()
     }
 }

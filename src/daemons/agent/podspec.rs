@@ -38,6 +38,8 @@ pub struct PodNetworkSettings {
     pub cidr: super::podnet::Cidr,
     /// The bridge the agent plugs the other sandboxes into (see [`super::attach`]).
     pub bridge: String,
+    /// Where the agent writes its plugged-in pods' `hosts` and `resolv.conf`.
+    pub files_dir: PathBuf,
     /// The cluster DNS server pods with `dnsPolicy: ClusterFirst` use.
     pub dns_server: String,
     /// The cluster's DNS domain (`cluster.local`).
@@ -187,11 +189,13 @@ pub struct PodPlan {
 }
 
 impl PodPlan {
-    /// Points the pod's containers at the sandbox that runs: a recreated sandbox is a new
-    /// attempt under a new name, and the plan names the first.
-    pub fn join_sandbox(&mut self, sandbox_id: &str) {
+    /// Points the pod's containers at the sandbox that runs (a recreated sandbox is a new
+    /// attempt under a new name, and the plan names the first), with `files` mounted: the
+    /// pod's `hosts` and `resolv.conf` when the agent writes them.
+    pub fn join_sandbox(&mut self, sandbox_id: &str, files: &[MountSpec]) {
         for c in self.init_containers.iter_mut().chain(&mut self.containers) {
             c.spec.network = NetworkMode::Container(sandbox_id.to_string());
+            c.spec.mounts.extend_from_slice(files);
         }
     }
 }
@@ -318,7 +322,7 @@ pub fn plan_pod(
         user: None,
         hostname: Some(spec.hostname.clone().unwrap_or_else(|| id.name.clone())),
         network: match &policy.pod_network {
-            Some(_) if plugged => NetworkMode::None,
+            Some(_) if plugged => NetworkMode::Unmanaged,
             Some(net) => NetworkMode::Network(net.docker_network.clone()),
             None => NetworkMode::Bridge,
         },
@@ -327,7 +331,6 @@ pub fn plan_pod(
         memory_bytes: None,
         nano_cpus: None,
         ipv4_address: None,
-        extra_hosts: Vec::new(),
         read_only_root: true,
         privileged: false,
         init: true,
@@ -547,7 +550,6 @@ fn container_plan(
         memory_bytes: limit("memory", quantity::memory_bytes)?,
         nano_cpus: limit("cpu", quantity::nano_cpus)?,
         ipv4_address: None,
-        extra_hosts: Vec::new(),
         read_only_root: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
         privileged: sc.and_then(|s| s.privileged) == Some(true),
         init: false,

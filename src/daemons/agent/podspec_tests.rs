@@ -226,6 +226,7 @@ fn on_a_pod_network_the_agent_plugs_sandboxes_in_unless_they_publish_host_ports(
             docker_network: "berth-n1".into(),
             cidr: crate::daemons::agent::podnet::Cidr::parse("10.244.1.0/24").unwrap(),
             bridge: "berth0123abcd".into(),
+            files_dir: "/run/berth/berth0123abcd".into(),
             dns_server: "10.244.1.1".into(),
             cluster_domain: "cluster.local".into(),
         }),
@@ -236,7 +237,7 @@ fn on_a_pod_network_the_agent_plugs_sandboxes_in_unless_they_publish_host_ports(
     }]}));
     let plugged = plan(&plain, &policy).unwrap();
     assert!(plugged.plugged);
-    assert_eq!(plugged.sandbox.network, NetworkMode::None);
+    assert_eq!(plugged.sandbox.network, NetworkMode::Unmanaged);
 
     let published = pod(serde_json::json!({"containers": [{
         "name": "app", "image": "busybox:1.36", "ports": [{"containerPort": 80, "hostPort": 8080}]

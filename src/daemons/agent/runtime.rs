@@ -54,6 +54,10 @@ pub enum NetworkMode {
     Container(String),
     /// No network at all.
     None,
+    /// A network namespace of its own that the engine leaves entirely alone (Docker's
+    /// `NetworkDisabled`: no network sandbox of its own, no `resolv.conf` or `hosts` files);
+    /// the agent plugs it into the pod network and writes those files itself.
+    Unmanaged,
     /// A user-defined engine network by name: the node's pod network.
     Network(String),
 }
@@ -149,9 +153,6 @@ pub struct ContainerSpec {
     /// agent's pool); `None` lets the engine choose. Set after the spec hash is taken.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv4_address: Option<String>,
-    /// Extra `/etc/hosts` lines as `name:address`, for the network namespace owner.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub extra_hosts: Vec<String>,
     /// Memory limit in bytes.
     pub memory_bytes: Option<i64>,
     /// CPU limit in billionths of a CPU.

@@ -319,6 +319,9 @@ async fn remove_orphans<R: ContainerRuntime>(
             if let Some(pool) = &ctx.addresses {
                 pool.release(uid);
             }
+            if let Some(net) = &ctx.policy.pod_network {
+                attach::remove_pod_files(&attach::pod_files_dir(&net.files_dir, uid));
+            }
             ctx.metrics.repaired(DriftKind::Orphan);
             ctx.events.pod(
                 &pref,

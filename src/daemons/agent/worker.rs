@@ -14,6 +14,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::attach;
 use super::backoff::{RestartPolicy, RestartTracker};
 use super::context::AgentContext;
 use super::events::{EventType, PodRef};
@@ -290,7 +291,11 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             Err(e) => return self.config_error(pod, &pref, e.to_string()).await,
         };
         if let Some(sandbox) = sandbox {
-            plan.join_sandbox(&sandbox.id);
+            let files = match (plan.plugged, self.pod_files_dir(&pref.uid)) {
+                (true, Some(dir)) => attach::pod_file_mounts(&dir),
+                _ => Vec::new(),
+            };
+            plan.join_sandbox(&sandbox.id, &files);
         }
         self.last_config_error = None;
 
@@ -533,6 +538,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         pod::remove_pod(&self.ctx.runtime, &identity, Duration::from_secs(grace)).await?;
         if let Some(pool) = &self.ctx.addresses {
             pool.release(&pref.uid);
+        }
+        if let Some(dir) = self.pod_files_dir(&pref.uid) {
+            attach::remove_pod_files(&dir);
         }
         if gone {
             return Ok(());

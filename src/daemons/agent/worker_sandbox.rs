@@ -52,6 +52,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 let held = c.ip_address.as_deref().and_then(|ip| ip.parse().ok());
                 if let (Some(pool), Some(ip)) = (&self.ctx.addresses, held) {
                     pool.claim(&pref.uid, ip);
+                    if plan.plugged {
+                        self.restore_pod_files(pref, plan, ip);
+                    }
                 }
                 return Ok(None);
             }
@@ -102,9 +105,18 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     labels::VETH.into(),
                     attach::host_interface(&pref.uid, next_attempt),
                 );
-                // Docker writes the pod's own name into /etc/hosts only for its networks.
-                if let Some(host) = &spec.hostname {
-                    spec.extra_hosts.push(format!("{host}:{ip}"));
+                if let Some(dir) = self.pod_files_dir(&pref.uid) {
+                    let hostname = spec.hostname.as_deref().unwrap_or(&pref.name);
+                    attach::write_pod_files(&dir, hostname, ip, plan.sandbox.dns.as_ref())
+                        .map_err(|e| {
+                            self.sandbox_failed(
+                                pref,
+                                format!(
+                                    "cannot write its hosts and resolv.conf in {}: {e}",
+                                    dir.display()
+                                ),
+                            )
+                        })?;
                 }
             } else {
                 spec.ipv4_address = Some(ip.to_string());
@@ -165,6 +177,26 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             return Err(self.sandbox_failed(pref, message));
         }
         Ok(())
+    }
+
+    /// The directory of the pod's `hosts` and `resolv.conf`, when it has a pod network.
+    pub(super) fn pod_files_dir(&self, pod_uid: &str) -> Option<std::path::PathBuf> {
+        let net = self.ctx.policy.pod_network.as_ref()?;
+        Some(attach::pod_files_dir(&net.files_dir, pod_uid))
+    }
+
+    /// Writes the pod's files again when they went missing under a running sandbox.
+    fn restore_pod_files(&self, pref: &PodRef, plan: &PodPlan, ip: Ipv4Addr) {
+        let Some(dir) = self.pod_files_dir(&pref.uid) else {
+            return;
+        };
+        if attach::pod_files_exist(&dir) {
+            return;
+        }
+        let hostname = plan.sandbox.hostname.as_deref().unwrap_or(&pref.name);
+        if let Err(e) = attach::write_pod_files(&dir, hostname, ip, plan.sandbox.dns.as_ref()) {
+            tracing::warn!(error = %e, pod = %pref.name, "cannot write the pod's hosts and resolv.conf");
+        }
     }
 
     /// Reports a sandbox that could not be made, as the kubelet does.
