@@ -292,6 +292,8 @@ def main():
             time.sleep(1)
         print(f"agent RSS with {args.rss_pods} running pods: median {statistics.median(rss) / 1024:.1f} MiB "
               f"(RssAnon {statistics.median(anon) / 1024:.1f} MiB)")
+        if os.environ.get("BENCH_SMAPS"):
+            os.system(f"cat /proc/{agent.pid}/smaps | awk '/^[0-9a-f]+-/{{name=$6}} /^Rss:/{{r[name]+=$2}} END{{for(n in r) if (r[n]>300) print r[n], n}}' | sort -rn")
         delete_pods(api, names)
         wait_no_containers(tag)
     finally:

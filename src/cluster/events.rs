@@ -170,6 +170,15 @@ impl Correlator {
         self.seen.remove(key);
     }
 
+    /// Forgets every key about the object with `uid`, which is gone for good (a deleted
+    /// pod): nothing will repeat its events, so remembering them only holds memory.
+    pub fn forget_object(&mut self, uid: &str) {
+        // The uid is the sixth field of every key (see `similar_key`).
+        let about = |key: &String| key.split('\u{1f}').nth(5) == Some(uid);
+        self.seen.retain(|k, _| !about(k));
+        self.similar.retain(|k, _| !about(k));
+    }
+
     /// Drops the least recently used keys beyond [`CAPACITY`].
     fn evict(&mut self) {
         fn oldest<T>(map: &HashMap<String, T>, used: impl Fn(&T) -> u64) -> Option<String> {
@@ -293,6 +302,30 @@ mod tests {
         ));
         assert!(matches!(
             c.record(event("Unhealthy", "back-off 10s", "t4"), now),
+            Record::Create { .. }
+        ));
+    }
+
+    #[test]
+    fn a_gone_object_is_forgotten_and_others_are_kept() {
+        let mut c = Correlator::new();
+        let now = Instant::now();
+        let mut other = event("Pulled", "m", "t1");
+        other["involvedObject"]["uid"] = json!("u2");
+        for e in [
+            event("Pulled", "m", "t1"),
+            event("Started", "s", "t1"),
+            other.clone(),
+        ] {
+            if let Record::Create { key, .. } = c.record(e, now) {
+                c.created(&key, "named");
+            }
+        }
+        c.forget_object("u1");
+        assert_eq!((c.seen.len(), c.similar.len()), (1, 1));
+        assert!(matches!(c.record(other, now), Record::Patch { .. }));
+        assert!(matches!(
+            c.record(event("Pulled", "m", "t2"), now),
             Record::Create { .. }
         ));
     }

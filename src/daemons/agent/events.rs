@@ -72,8 +72,17 @@ impl EventType {
 /// Sends events to the API server in the background.
 #[derive(Debug, Clone)]
 pub struct EventRecorder {
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::UnboundedSender<Note>,
     node: String,
+}
+
+/// What the background poster is told.
+#[derive(Debug)]
+enum Note {
+    /// Post this event.
+    Event(Box<Event>),
+    /// The pod with this uid is gone: forget its events.
+    Gone(String),
 }
 
 impl EventRecorder {
@@ -82,10 +91,20 @@ impl EventRecorder {
         client: kube::Client,
         node: &str,
     ) -> (EventRecorder, impl Future<Output = ()> + use<>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Note>();
         let poster = async move {
             let correlator = Mutex::new(Correlator::new());
-            while let Some(event) = rx.recv().await {
+            while let Some(note) = rx.recv().await {
+                let event = match note {
+                    Note::Event(event) => event,
+                    Note::Gone(uid) => {
+                        correlator
+                            .lock()
+                            .expect("the event correlator")
+                            .forget_object(&uid);
+                        continue;
+                    }
+                };
                 let ns = event.metadata.namespace.clone().unwrap_or_default();
                 let sink = AgentEvents(Api::namespaced(client.clone(), &ns));
                 let value = serde_json::to_value(&event).expect("an Event serialises");
@@ -112,7 +131,12 @@ impl EventRecorder {
     ) {
         tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), reason, %message, "event");
         let event = pod_event(pod, &self.node, kind, reason, container, &message);
-        let _ = self.tx.send(event);
+        let _ = self.tx.send(Note::Event(Box::new(event)));
+    }
+
+    /// The pod is gone from this node for good: its events will not repeat.
+    pub fn forget_pod(&self, uid: &str) {
+        let _ = self.tx.send(Note::Gone(uid.to_string()));
     }
 }
 

@@ -335,6 +335,7 @@ async fn remove_orphans<R: ContainerRuntime>(
                     pref.name
                 ),
             );
+            ctx.events.forget_pod(uid);
         }
         Err(e) => tracing::warn!(error = %e, pod = %pref.name, "cannot remove orphaned containers"),
     }

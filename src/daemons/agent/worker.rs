@@ -542,6 +542,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         if let Some(dir) = self.pod_files_dir(&pref.uid) {
             attach::remove_pod_files(&dir);
         }
+        self.ctx.events.forget_pod(&pref.uid);
         if gone {
             return Ok(());
         }
