@@ -315,6 +315,12 @@ fn init_schema(conn: &Connection, path: &Path) -> Result<Revision, StoreError> {
          COMMIT;",
     )
     .map_err(sqlite_err("creating the schema"))?;
+    check_schema(conn, path)
+}
+
+/// Checks that the file is a store of this schema version, without writing; returns the
+/// current revision.
+pub(crate) fn check_schema(conn: &Connection, path: &Path) -> Result<Revision, StoreError> {
     let version = read::meta(conn, "schema").ok();
     if version != Some(SCHEMA_VERSION) {
         return Err(StoreError::Schema {

@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use super::{DB_FILE_NAME, init_schema, read::meta, sqlite_err};
+use super::{DB_FILE_NAME, check_schema, read::meta, sqlite_err};
 use crate::cluster::store::{Revision, StoreError};
 
 fn io_err(during: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -43,7 +43,9 @@ pub fn save_snapshot(src: &Path, dest: &Path) -> Result<Revision, StoreError> {
     source
         .busy_timeout(std::time::Duration::from_secs(10))
         .map_err(open_err(src))?;
-    init_schema(&source, src)?; // refuses a file that is not a store
+    // Refuses a file that is not a store. Only reads: a write lock would have to wait for a
+    // gap between the live server's commits, and under a steady load it may not get one.
+    check_schema(&source, src)?;
     let partial = dest.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
     let mut target = Connection::open(&partial).map_err(open_err(&partial))?;
@@ -122,4 +124,35 @@ pub fn restore_snapshot(snapshot: &Path, data_dir: &Path) -> Result<Revision, St
     drop(restored);
     std::fs::rename(&partial, &dest).map_err(io_err("restoring a snapshot", &dest))?;
     Ok(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes (text TEXT);")
+            .unwrap();
+        let dest = dir.path().join("snap.db");
+        let err = save_snapshot(&other, &dest).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Schema { found: None, .. }),
+            "{err}"
+        );
+        assert!(!dest.exists());
+        let tables: Vec<String> = Connection::open(&other)
+            .unwrap()
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(tables, ["notes"], "save only reads the source");
+    }
 }
