@@ -606,3 +606,115 @@ async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
     })
     .await;
 }
+
+/// Whether `ip` lies in `cidr` (`a.b.c.d/n`).
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (net, prefix) = cidr.split_once('/').expect("a CIDR");
+    let mask = u32::MAX << (32 - prefix.parse::<u32>().expect("a prefix length"));
+    let num = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().expect("an IPv4 address"));
+    num(ip) & mask == num(net) & mask
+}
+
+#[tokio::test]
+async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_other() {
+    runtime().await;
+    let scope = TestScope::new("e2e-net");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-net", &scope, &[]);
+    let client = admin(&server).await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = free.local_addr().unwrap().port();
+    drop(free);
+    let web = |text: &str, ports: serde_json::Value| {
+        json!({"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+            "command": sh(&format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www")),
+            "ports": ports}]})
+    };
+    // The agent plugs this one in itself; Docker attaches the other to publish its host port.
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "plugged"}, "spec": web("from-plugged", json!([{"containerPort": 8080}]))}),
+    )
+    .await;
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "published"},
+               "spec": web("from-published", json!([{"containerPort": 8080, "hostPort": host_port}]))}),
+    )
+    .await;
+    let plugged = wait_pod(&client, "plugged", MINUTE, "Running", all_ready).await;
+    let published = wait_pod(&client, "published", MINUTE, "Running", all_ready).await;
+    let ip = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("status.podIP")
+    };
+    let (plugged_ip, published_ip) = (ip(&plugged), ip(&published));
+    assert_ne!(plugged_ip, published_ip);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cidr = nodes
+        .get("node-net")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.pod_cidr)
+        .expect("the node's podCIDR");
+    for address in [&plugged_ip, &published_ip] {
+        assert!(in_cidr(address, &cidr), "{address} not in {cidr}");
+    }
+    // Docker holds the host-port pod's sandbox at the address the agent gave it.
+    let uid = published.metadata.uid.clone().unwrap();
+    let sandbox = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=berth.dev/pod-uid={uid}"),
+        "--filter",
+        "label=berth.dev/role=sandbox",
+    ]);
+    let on_network = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &sandbox,
+    ]);
+    assert_eq!(on_network, published_ip);
+
+    // Each pod reaches the other over the pod network, and the host port answers.
+    // (busybox's nc: its wget crashes in the static test image.)
+    let fetch = |from: &Pod, address: &str| {
+        docker(&[
+            "exec",
+            &container_id(from, "web"),
+            "sh",
+            "-c",
+            &format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {address} 8080"),
+        ])
+    };
+    let answer = fetch(&plugged, &published_ip);
+    assert!(answer.ends_with("from-published"), "{answer}");
+    let answer = fetch(&published, &plugged_ip);
+    assert!(answer.ends_with("from-plugged"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        use std::io::{Read, Write};
+        let answer = std::net::TcpStream::connect(("127.0.0.1", host_port)).and_then(|mut s| {
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        });
+        match answer {
+            Ok(body) if body.contains("from-published") => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the host port {host_port} does not answer: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

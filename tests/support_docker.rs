@@ -130,10 +130,25 @@ impl Drop for TestScope {
 }
 
 /// Removes what agents labelled with the scope made for their pod networks: the Docker
-/// networks, the nftables tables (their comment holds the label) and the `DOCKER-USER`
+/// networks, their pods' files under `/run/berth/`, the nftables tables (their comment holds the label) and the `DOCKER-USER`
 /// rules (likewise).
 fn remove_pod_networks(scope: &str, filter: &str) {
     for network in docker_ids(&["network", "ls", "-q", "--filter", filter]) {
+        // The agent keeps its pods' hosts and resolv.conf in a directory named after the bridge.
+        let bridge = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{index .Options \"com.docker.network.bridge.name\"}}",
+                &network,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if !bridge.is_empty() && !bridge.contains('/') {
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/run/berth").join(&bridge));
+        }
         let _ = Command::new("docker")
             .args(["network", "rm", &network])
             .output();
