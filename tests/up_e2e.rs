@@ -272,7 +272,31 @@ fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
     );
     assert!(running.iter().all(|c| c.ends_with(" true")), "{running:#?}");
 
-    // 6. --down removes every container and volume it created, and the data dir's state.
+    // 6. --down removes every container and volume it created, the pods' hosts and
+    // resolv.conf the agent wrote, and the data dir's state.
+    let pod_uids = docker_lines(&[
+        "ps",
+        "-a",
+        "--filter",
+        &scope.filter(),
+        "--filter",
+        "label=berth.dev/role=sandbox",
+        "--format",
+        "{{.Label \"berth.dev/pod-uid\"}}",
+    ]);
+    let pod_files = |uid: &str| {
+        std::fs::read_dir("/run/berth")
+            .map(|bridges| {
+                bridges
+                    .flatten()
+                    .any(|b| b.path().join(uid).join("hosts").exists())
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        !pod_uids.is_empty() && pod_uids.iter().all(|u| pod_files(u)),
+        "every running pod has its files: {pod_uids:?}"
+    );
     std::fs::remove_file(folder.join("40-bad.yaml")).unwrap();
     let down = run_to_end(up_command(
         &scope,
@@ -283,6 +307,8 @@ fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
     assert_eq!(containers(&scope), Vec::<String>::new(), "{}", text(&down));
     let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &scope.filter()]);
     assert!(volumes.is_empty(), "{volumes:?}");
+    let left: Vec<&String> = pod_uids.iter().filter(|u| pod_files(u)).collect();
+    assert!(left.is_empty(), "pod files left behind: {left:?}");
     assert!(
         !scope.data_dir.join("store.db").exists() && !scope.data_dir.join("tokens").exists(),
         "the data dir's state is gone"

@@ -142,6 +142,30 @@ pub fn lost_interface(c: &ContainerInfo) -> Option<&str> {
     (c.state == ContainerState::Running && !interface_exists(name)).then_some(name.as_str())
 }
 
+/// Where agents keep their plugged-in pods' `hosts` and `resolv.conf`, one directory per
+/// bridge (so per node) and pod; on tmpfs, gone after a reboot like the containers' state.
+pub const PODS_FILES: &str = "/run/berth";
+
+/// Removes the files of the pod with `pod_uid` whichever node's directory holds them (for
+/// `berth up --down`, which removes containers without their agent).
+pub fn remove_pod_files_of(pod_uid: &str) {
+    // A uid is one path component; anything else would name another directory.
+    if pod_uid.is_empty() || pod_uid.contains('/') || pod_uid.starts_with('.') {
+        return;
+    }
+    let Ok(bridges) = std::fs::read_dir(PODS_FILES) else {
+        return;
+    };
+    for bridge in bridges.flatten() {
+        let dir = pod_files_dir(&bridge.path(), pod_uid);
+        if dir.exists() {
+            remove_pod_files(&dir);
+            // The node's directory goes with its last pod (an error: pods are left).
+            let _ = std::fs::remove_dir(bridge.path());
+        }
+    }
+}
+
 /// The directory of one pod's `hosts` and `resolv.conf` under the agent's `base`.
 pub fn pod_files_dir(base: &Path, pod_uid: &str) -> PathBuf {
     base.join(pod_uid)

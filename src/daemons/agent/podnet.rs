@@ -197,6 +197,25 @@ pub async fn ensure(
     Ok(())
 }
 
+/// Removes the pod networks carrying the label `key=value` (`berth up --down`); their pods'
+/// containers must be gone first.
+pub async fn remove_networks(
+    docker: &Docker,
+    key: &str,
+    value: &str,
+) -> Result<(), bollard::errors::Error> {
+    let filters = HashMap::from([("label", vec![format!("{key}={value}")])]);
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    for network in docker.list_networks(Some(options)).await? {
+        if let Some(id) = network.id {
+            docker.remove_network(&id).await?;
+        }
+    }
+    Ok(())
+}
+
 fn run(program: &str, args: &[&str]) -> Result<String, PodNetError> {
     let command = format!("{program} {}", args.join(" "));
     let out = Command::new(program)

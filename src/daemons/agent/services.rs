@@ -44,10 +44,6 @@ async fn node_pod_cidr(client: &kube::Client, node: &str) -> Option<Cidr> {
     }
 }
 
-/// Where agents keep their plugged-in pods' `hosts` and `resolv.conf`, one directory per
-/// bridge (so per node) and pod; on tmpfs, gone after a reboot like the containers' state.
-const PODS_FILES: &str = "/run/berth";
-
 /// Sets up the pod network, rules and DNS; `None` (after logging why) when there is no pod
 /// CIDR or its network cannot be made, in which case pods use Docker's default bridge.
 pub async fn start(
@@ -141,7 +137,7 @@ pub async fn start(
         settings: PodNetworkSettings {
             docker_network: network.docker_name,
             cidr: network.cidr,
-            files_dir: std::path::Path::new(PODS_FILES).join(&network.bridge),
+            files_dir: std::path::Path::new(super::attach::PODS_FILES).join(&network.bridge),
             bridge: network.bridge,
             dns_server: network.gateway.to_string(),
             cluster_domain: dns::CLUSTER_DOMAIN.to_string(),

@@ -26,8 +26,10 @@ use crate::apply::batch::{BatchRequest, BatchResponse, FIELD_MANAGER, Outcome};
 use crate::apply::client::{BatchClientError, send};
 use crate::client::{ClientError, ClientOptions};
 use crate::cluster::api::resources::by_kind;
+use crate::daemons::agent::attach;
 use crate::daemons::agent::backoff::BackoffConfig;
 use crate::daemons::agent::daemon::{self, AgentError, AgentOptions};
+use crate::daemons::agent::labels as pod_labels;
 use crate::daemons::agent::podspec::AgentPolicy;
 use crate::daemons::agent::sync::SyncTiming;
 use crate::daemons::agent::{ContainerRuntime, DockerRuntime, RuntimeError};
@@ -318,7 +320,7 @@ pub async fn run(
     let _ = serving.await;
     if options.down {
         remove_state(&options.data_dir);
-        println!("removed every container and volume berth up created, and its state");
+        println!("removed every container, volume and network berth up created, and its state");
     } else if result.is_ok() {
         println!("control plane and agent stopped; the containers keep running");
     }
@@ -326,16 +328,27 @@ pub async fn run(
     result
 }
 
-/// Removes every container and volume labelled with this data dir's id.
+/// Removes every container, volume and pod network labelled with this data dir's id, and
+/// the pods' `hosts` and `resolv.conf` the agent wrote.
 async fn remove_everything(runtime: &DockerRuntime, id: &str) -> Result<(), RuntimeError> {
     let labels = [(UP_LABEL, id)];
     for container in runtime.list_containers(&labels).await? {
         runtime.remove_container(&container.id).await?;
+        let label = |key: &str| container.labels.get(key).map(String::as_str);
+        if label(pod_labels::CONTAINER_NAME) == Some(pod_labels::SANDBOX_CONTAINER) {
+            attach::remove_pod_files_of(label(pod_labels::POD_UID).unwrap_or_default());
+        }
     }
     for volume in runtime.list_volumes(&labels).await? {
         runtime.remove_volume(&volume).await?;
     }
-    Ok(())
+    crate::daemons::agent::podnet::remove_networks(runtime.client(), UP_LABEL, id)
+        .await
+        .map_err(|source| RuntimeError::Engine {
+            operation: "remove network",
+            target: id.to_string(),
+            source,
+        })
 }
 
 /// Removes the files bootstrap and the store keep in the data dir, then the dir if empty.
