@@ -300,15 +300,20 @@ async fn a_pod_too_big_for_every_node_waits_with_the_reason_until_a_big_node_joi
         cond["message"],
         "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 Insufficient memory."
     );
-    let events = c.get("/api/v1/namespaces/default/events").await;
-    assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["reason"] == "FailedScheduling"),
-        "{events}"
-    );
+    // The scheduler writes the condition first and the event after it.
+    c.wait_for(
+        "a FailedScheduling event",
+        Duration::from_secs(10),
+        || async move {
+            let events = c.get("/api/v1/namespaces/default/events").await;
+            events["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["reason"] == "FailedScheduling")
+        },
+    )
+    .await;
 
     // A plain pod that fits nowhere, then a big node joins.
     c.create(
