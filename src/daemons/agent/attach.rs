@@ -101,6 +101,15 @@ impl PodAddresses {
         pool.used.insert(ip);
     }
 
+    /// Records the address a sandbox holds (its `berth.dev/pod-ip`), under its pod's uid;
+    /// returns it.
+    pub fn claim_sandbox(&self, sandbox: &ContainerInfo) -> Option<Ipv4Addr> {
+        let uid = sandbox.labels.get(labels::POD_UID)?;
+        let ip = sandbox.ip_address.as_deref()?.parse().ok()?;
+        self.claim(uid, ip);
+        Some(ip)
+    }
+
     /// Frees the pod's address once its sandbox is gone.
     pub fn release(&self, pod_uid: &str) {
         let mut pool = self.state.lock().expect("address pool");

@@ -104,6 +104,24 @@ impl<R> AgentContext<R> {
         }
     }
 
+    /// The directory of a pod's `hosts` and `resolv.conf`, when this node has a pod network.
+    pub fn pod_files_dir(&self, pod_uid: &str) -> Option<std::path::PathBuf> {
+        let net = self.policy.pod_network.as_ref()?;
+        Some(super::attach::pod_files_dir(&net.files_dir, pod_uid))
+    }
+
+    /// Lets go of what a pod held besides its containers, once they are gone: its address,
+    /// its `hosts` and `resolv.conf`, and the events remembered for it.
+    pub fn pod_removed(&self, pod_uid: &str) {
+        if let Some(pool) = &self.addresses {
+            pool.release(pod_uid);
+        }
+        if let Some(dir) = self.pod_files_dir(pod_uid) {
+            super::attach::remove_pod_files(&dir);
+        }
+        self.events.forget_pod(pod_uid);
+    }
+
     /// Whether container `id` was stopped by someone else; the engine's action if so.
     pub fn stopped_externally(&self, id: &str) -> Option<String> {
         self.external_stops

@@ -329,11 +329,8 @@ async fn seed_addresses(runtime: &DockerRuntime, node: &str, pool: &PodAddresses
         .await;
     match sandboxes {
         Ok(sandboxes) => {
-            for c in sandboxes {
-                let held = c.ip_address.as_deref().and_then(|ip| ip.parse().ok());
-                if let (Some(uid), Some(ip)) = (c.labels.get(labels::POD_UID), held) {
-                    pool.claim(uid, ip);
-                }
+            for c in &sandboxes {
+                pool.claim_sandbox(c);
             }
         }
         Err(e) => tracing::warn!(error = %e,

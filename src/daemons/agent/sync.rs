@@ -316,12 +316,6 @@ async fn remove_orphans<R: ContainerRuntime>(
     };
     match pod::remove_pod(&ctx.runtime, &identity, Duration::from_secs(2)).await {
         Ok(()) => {
-            if let Some(pool) = &ctx.addresses {
-                pool.release(uid);
-            }
-            if let Some(net) = &ctx.policy.pod_network {
-                attach::remove_pod_files(&attach::pod_files_dir(&net.files_dir, uid));
-            }
             ctx.metrics.repaired(DriftKind::Orphan);
             ctx.events.pod(
                 &pref,
@@ -335,7 +329,7 @@ async fn remove_orphans<R: ContainerRuntime>(
                     pref.name
                 ),
             );
-            ctx.events.forget_pod(uid);
+            ctx.pod_removed(uid);
         }
         Err(e) => tracing::warn!(error = %e, pod = %pref.name, "cannot remove orphaned containers"),
     }

@@ -291,7 +291,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             Err(e) => return self.config_error(pod, &pref, e.to_string()).await,
         };
         if let Some(sandbox) = sandbox {
-            let files = match (plan.plugged, self.pod_files_dir(&pref.uid)) {
+            let files = match (plan.plugged, self.ctx.pod_files_dir(&pref.uid)) {
                 (true, Some(dir)) => attach::pod_file_mounts(&dir),
                 _ => Vec::new(),
             };
@@ -536,13 +536,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             name: pref.name.clone(),
         };
         pod::remove_pod(&self.ctx.runtime, &identity, Duration::from_secs(grace)).await?;
-        if let Some(pool) = &self.ctx.addresses {
-            pool.release(&pref.uid);
-        }
-        if let Some(dir) = self.pod_files_dir(&pref.uid) {
-            attach::remove_pod_files(&dir);
-        }
-        self.ctx.events.forget_pod(&pref.uid);
+        self.ctx.pod_removed(&pref.uid);
         if gone {
             return Ok(());
         }

@@ -49,12 +49,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             )),
             Some(c) if c.state == ContainerState::Running => {
                 // After a restart the agent learns the addresses its sandboxes hold.
-                let held = c.ip_address.as_deref().and_then(|ip| ip.parse().ok());
-                if let (Some(pool), Some(ip)) = (&self.ctx.addresses, held) {
-                    pool.claim(&pref.uid, ip);
-                    if plan.plugged {
-                        self.restore_pod_files(pref, plan, ip);
-                    }
+                let held = self.ctx.addresses.as_ref().and_then(|p| p.claim_sandbox(c));
+                if let (true, Some(ip)) = (plan.plugged, held) {
+                    self.restore_pod_files(pref, plan, ip);
                 }
                 return Ok(None);
             }
@@ -105,19 +102,8 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     labels::VETH.into(),
                     attach::host_interface(&pref.uid, next_attempt),
                 );
-                if let Some(dir) = self.pod_files_dir(&pref.uid) {
-                    let hostname = spec.hostname.as_deref().unwrap_or(&pref.name);
-                    attach::write_pod_files(&dir, hostname, ip, plan.sandbox.dns.as_ref())
-                        .map_err(|e| {
-                            self.sandbox_failed(
-                                pref,
-                                format!(
-                                    "cannot write its hosts and resolv.conf in {}: {e}",
-                                    dir.display()
-                                ),
-                            )
-                        })?;
-                }
+                self.write_pod_files(pref, plan, ip)
+                    .map_err(|e| self.sandbox_failed(pref, e))?;
             } else {
                 spec.ipv4_address = Some(ip.to_string());
             }
@@ -179,23 +165,31 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         Ok(())
     }
 
-    /// The directory of the pod's `hosts` and `resolv.conf`, when it has a pod network.
-    pub(super) fn pod_files_dir(&self, pod_uid: &str) -> Option<std::path::PathBuf> {
-        let net = self.ctx.policy.pod_network.as_ref()?;
-        Some(attach::pod_files_dir(&net.files_dir, pod_uid))
+    /// Writes the pod's `hosts` and `resolv.conf` (with its hostname and address).
+    fn write_pod_files(&self, pref: &PodRef, plan: &PodPlan, ip: Ipv4Addr) -> Result<(), String> {
+        let Some(dir) = self.ctx.pod_files_dir(&pref.uid) else {
+            return Ok(());
+        };
+        let hostname = plan.sandbox.hostname.as_deref().unwrap_or(&pref.name);
+        attach::write_pod_files(&dir, hostname, ip, plan.sandbox.dns.as_ref()).map_err(|e| {
+            format!(
+                "cannot write its hosts and resolv.conf in {}: {e}",
+                dir.display()
+            )
+        })
     }
 
     /// Writes the pod's files again when they went missing under a running sandbox.
     fn restore_pod_files(&self, pref: &PodRef, plan: &PodPlan, ip: Ipv4Addr) {
-        let Some(dir) = self.pod_files_dir(&pref.uid) else {
-            return;
-        };
-        if attach::pod_files_exist(&dir) {
+        let missing = self
+            .ctx
+            .pod_files_dir(&pref.uid)
+            .is_some_and(|dir| !attach::pod_files_exist(&dir));
+        if !missing {
             return;
         }
-        let hostname = plan.sandbox.hostname.as_deref().unwrap_or(&pref.name);
-        if let Err(e) = attach::write_pod_files(&dir, hostname, ip, plan.sandbox.dns.as_ref()) {
-            tracing::warn!(error = %e, pod = %pref.name, "cannot write the pod's hosts and resolv.conf");
+        if let Err(e) = self.write_pod_files(pref, plan, ip) {
+            tracing::warn!(error = %e, pod = %pref.name, "cannot write the pod's hosts and resolv.conf again");
         }
     }
 
