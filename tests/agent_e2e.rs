@@ -626,7 +626,9 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
     let host_port = free.local_addr().unwrap().port();
     drop(free);
     let web = |text: &str, ports: serde_json::Value| {
-        json!({"terminationGracePeriodSeconds": 1, "containers": [{
+        json!({"terminationGracePeriodSeconds": 1,
+            "hostAliases": [{"ip": "127.0.0.1", "hostnames": ["self.alias"]}],
+            "containers": [{
             "name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
             "command": sh(&format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www")),
             "ports": ports}]})
@@ -699,6 +701,11 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
     assert!(answer.ends_with("from-published"), "{answer}");
     let answer = fetch(&published, &plugged_ip);
     assert!(answer.ends_with("from-plugged"), "{answer}");
+    // Both resolve their hostAliases: the agent's hosts file and Docker's hold them.
+    let answer = fetch(&plugged, "self.alias");
+    assert!(answer.ends_with("from-plugged"), "{answer}");
+    let answer = fetch(&published, "self.alias");
+    assert!(answer.ends_with("from-published"), "{answer}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         use std::io::{Read, Write};

@@ -21,7 +21,9 @@ use tokio::process::Command;
 
 use super::labels;
 use super::podnet::Cidr;
-use super::runtime::{ContainerInfo, ContainerState, DnsSettings, MountSource, MountSpec};
+use super::runtime::{
+    ContainerInfo, ContainerState, DnsSettings, HostAlias, MountSource, MountSpec,
+};
 
 /// The pool of pod addresses of this node's pod CIDR: one per pod, kept for the pod's
 /// life (a recreated sandbox gets its pod's address again), handed out round-robin so a
@@ -180,9 +182,10 @@ pub fn pod_files_dir(base: &Path, pod_uid: &str) -> PathBuf {
     base.join(pod_uid)
 }
 
-/// The pod's `/etc/hosts`, with the lines the kubelet writes.
-pub fn hosts_file(hostname: &str, ip: Ipv4Addr) -> String {
-    format!(
+/// The pod's `/etc/hosts`, with the lines the kubelet writes: its own, then its
+/// `hostAliases`.
+pub fn hosts_file(hostname: &str, ip: Ipv4Addr, aliases: &[HostAlias]) -> String {
+    let mut out = format!(
         "# Kubernetes-managed hosts file (written by the berth agent).\n\
          127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -191,7 +194,15 @@ pub fn hosts_file(hostname: &str, ip: Ipv4Addr) -> String {
          fe00::1\tip6-allnodes\n\
          fe00::2\tip6-allrouters\n\
          {ip}\t{hostname}\n"
-    )
+    );
+    let aliases: Vec<_> = aliases.iter().filter(|a| !a.hostnames.is_empty()).collect();
+    if !aliases.is_empty() {
+        out.push_str("\n# Entries added by HostAliases.\n");
+        for alias in aliases {
+            out.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.join("\t")));
+        }
+    }
+    out
 }
 
 /// The pod's `/etc/resolv.conf`: its DNS settings (from `dnsPolicy` and `dnsConfig`), else
@@ -227,10 +238,11 @@ pub fn write_pod_files(
     hostname: &str,
     ip: Ipv4Addr,
     dns: Option<&DnsSettings>,
+    aliases: &[HostAlias],
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let node = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(dir.join("hosts"), hosts_file(hostname, ip))?;
+    std::fs::write(dir.join("hosts"), hosts_file(hostname, ip, aliases))?;
     std::fs::write(dir.join("resolv.conf"), resolv_conf(dns, &node))
 }
 
@@ -370,9 +382,26 @@ mod tests {
 
     #[test]
     fn pod_files_name_the_pod_and_its_resolvers() {
-        let hosts = hosts_file("web-0", Ipv4Addr::new(10, 244, 1, 7));
+        let hosts = hosts_file("web-0", Ipv4Addr::new(10, 244, 1, 7), &[]);
         assert!(hosts.contains("127.0.0.1\tlocalhost\n"), "{hosts}");
         assert!(hosts.ends_with("10.244.1.7\tweb-0\n"), "{hosts}");
+        let aliases = [
+            HostAlias {
+                ip: "192.0.2.10".into(),
+                hostnames: vec!["db.local".into(), "cache.local".into()],
+            },
+            HostAlias {
+                ip: "192.0.2.11".into(),
+                hostnames: Vec::new(),
+            },
+        ];
+        let hosts = hosts_file("web-0", Ipv4Addr::new(10, 244, 1, 7), &aliases);
+        assert!(
+            hosts.ends_with(
+                "10.244.1.7\tweb-0\n\n# Entries added by HostAliases.\n192.0.2.10\tdb.local\tcache.local\n"
+            ),
+            "{hosts}"
+        );
 
         let dns = DnsSettings {
             servers: vec!["10.244.1.1".into()],
@@ -395,7 +424,7 @@ mod tests {
     fn pod_files_are_written_mounted_and_removed() {
         let base = tempfile::tempdir().unwrap();
         let dir = pod_files_dir(base.path(), "u-1");
-        write_pod_files(&dir, "web", Ipv4Addr::new(10, 0, 0, 9), None).unwrap();
+        write_pod_files(&dir, "web", Ipv4Addr::new(10, 0, 0, 9), None, &[]).unwrap();
         assert!(pod_files_exist(&dir));
         let mounts = pod_file_mounts(&dir);
         assert_eq!(mounts[0].target, "/etc/hosts");

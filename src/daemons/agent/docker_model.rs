@@ -87,6 +87,15 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         dns: spec.dns.as_ref().map(|d| d.servers.clone()),
         dns_search: spec.dns.as_ref().map(|d| d.search.clone()),
         dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
+        // Docker writes these into the `/etc/hosts` it makes (a plugged-in sandbox's
+        // containers mount the agent's instead, which holds them too).
+        extra_hosts: Some(
+            spec.host_aliases
+                .iter()
+                .flat_map(|a| a.hostnames.iter().map(move |h| format!("{h}:{}", a.ip)))
+                .collect(),
+        )
+        .filter(|hosts: &Vec<String>| !hosts.is_empty()),
         ..Default::default()
     };
     // A fixed address on a user-defined network (the pod's, from the agent's pool).

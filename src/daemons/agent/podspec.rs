@@ -13,8 +13,8 @@ use super::labels::{self, Role};
 use super::projected::{self, ProjectionError, VolumeFiles};
 use super::quantity;
 use super::runtime::{
-    ContainerSpec, DnsSettings, MountSource, MountSpec, NetworkMode, PortSpec, PullPolicy,
-    VolumeSpec,
+    ContainerSpec, DnsSettings, HostAlias, MountSource, MountSpec, NetworkMode, PortSpec,
+    PullPolicy, VolumeSpec,
 };
 use super::sandbox::SANDBOX_IMAGE;
 
@@ -130,6 +130,9 @@ pub enum PodSpecError {
         resource: &'static str,
         value: String,
     },
+    /// A `hostAliases` entry the hosts file cannot hold.
+    #[error("hostAliases[{index}]: {problem}; give an IP address and DNS names such as foo.local")]
+    HostAlias { index: usize, problem: String },
     /// A port outside 1..=65535.
     #[error("container {container:?}: port {port} is out of range")]
     Port { container: String, port: i32 },
@@ -222,6 +225,40 @@ fn pod_labels(id: &PodIdentity, ctx: &PodContext) -> BTreeMap<String, String> {
         map.insert(k.to_string(), v.to_string());
     }
     map
+}
+
+/// The pod's `hostAliases`, checked as the API server checks them: each line of the hosts
+/// file they become holds an address and names, nothing else.
+fn host_aliases(spec: &PodSpec) -> Result<Vec<HostAlias>, PodSpecError> {
+    let aliases = spec.host_aliases.iter().flatten().enumerate();
+    aliases
+        .map(|(index, alias)| {
+            let bad = |problem: String| PodSpecError::HostAlias { index, problem };
+            if alias.ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(bad(format!("ip {:?} is not an IP address", alias.ip)));
+            }
+            let hostnames = alias.hostnames.clone().unwrap_or_default();
+            if let Some(name) = hostnames.iter().find(|h| !is_dns_subdomain(h)) {
+                return Err(bad(format!("hostname {name:?} is not a DNS subdomain")));
+            }
+            Ok(HostAlias {
+                ip: alias.ip.clone(),
+                hostnames,
+            })
+        })
+        .collect()
+}
+
+/// A lowercase RFC 1123 subdomain: dot-separated labels of letters, digits and inner `-`.
+fn is_dns_subdomain(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 fn identity(pod: &Pod) -> Result<(PodIdentity, &PodSpec), PodSpecError> {
@@ -327,6 +364,7 @@ pub fn plan_pod(
             None => NetworkMode::Bridge,
         },
         dns: pod_dns(spec, &id.namespace, policy.pod_network.as_ref()),
+        host_aliases: host_aliases(spec)?,
         ports,
         memory_bytes: None,
         nano_cpus: None,
@@ -546,6 +584,7 @@ fn container_plan(
         hostname: None,
         network: NetworkMode::None,
         dns: None,
+        host_aliases: Vec::new(),
         ports: container_ports(c)?,
         memory_bytes: limit("memory", quantity::memory_bytes)?,
         nano_cpus: limit("cpu", quantity::nano_cpus)?,

@@ -256,3 +256,58 @@ fn on_a_pod_network_the_agent_plugs_sandboxes_in_unless_they_publish_host_ports(
     assert!(!without.plugged, "no pod network: Docker's default bridge");
     assert_eq!(without.sandbox.network, NetworkMode::Bridge);
 }
+
+#[test]
+fn host_aliases_go_to_the_sandbox_and_bad_ones_are_refused_clearly() {
+    let with = |aliases: serde_json::Value| {
+        pod(serde_json::json!({"hostAliases": aliases,
+            "containers": [{"name": "app", "image": "busybox:1.36"}]}))
+    };
+    let policy = AgentPolicy::default();
+    let ok = plan(
+        &with(serde_json::json!([{"ip": "192.0.2.10", "hostnames": ["db.local", "cache"]}])),
+        &policy,
+    )
+    .unwrap();
+    assert_eq!(
+        ok.sandbox.host_aliases,
+        vec![HostAlias {
+            ip: "192.0.2.10".into(),
+            hostnames: vec!["db.local".into(), "cache".into()],
+        }]
+    );
+    assert!(ok.containers[0].spec.host_aliases.is_empty());
+    // Docker writes them into the hosts file of a sandbox it attaches to a network.
+    let body = crate::daemons::agent::docker_model::create_body(&ok.sandbox);
+    assert_eq!(
+        body.host_config.unwrap().extra_hosts,
+        Some(vec![
+            "db.local:192.0.2.10".into(),
+            "cache:192.0.2.10".into()
+        ])
+    );
+
+    // A hostname with a newline would add a line of its own to the pod's hosts file.
+    for (aliases, shown) in [
+        (
+            serde_json::json!([{"ip": "192.0.2.10", "hostnames": ["db"]}, {"ip": "db.local"}]),
+            "hostAliases[1]: ip \"db.local\"",
+        ),
+        (
+            serde_json::json!([{"ip": "192.0.2.10", "hostnames": ["db\n6.6.6.6 bank"]}]),
+            "hostAliases[0]: hostname \"db\\n6.6.6.6 bank\"",
+        ),
+    ] {
+        let err = plan(&with(aliases), &policy).unwrap_err().to_string();
+        assert!(err.starts_with(shown), "{err}");
+    }
+}
+
+#[test]
+fn a_pod_without_host_aliases_keeps_its_sandbox_hash() {
+    // Sandboxes made before hostAliases existed are not remade by an upgraded agent.
+    let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "busybox:1.36"}]}));
+    let sandbox = plan(&p, &AgentPolicy::default()).unwrap().sandbox;
+    let serialized = serde_json::to_value(&sandbox).unwrap();
+    assert!(serialized.get("host_aliases").is_none(), "{serialized}");
+}

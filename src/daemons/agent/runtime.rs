@@ -73,6 +73,15 @@ pub struct DnsSettings {
     pub options: Vec<String>,
 }
 
+/// One `hostAliases` entry: names the pod resolves to `ip` through its `/etc/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostAlias {
+    /// The address (checked to be one).
+    pub ip: String,
+    /// The names (checked to be DNS subdomains, so one line of the hosts file each).
+    pub hostnames: Vec<String>,
+}
+
 /// A port the container listens on, optionally published on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PortSpec {
@@ -147,6 +156,10 @@ pub struct ContainerSpec {
     /// before the field existed stay the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSettings>,
+    /// Extra `/etc/hosts` entries (`hostAliases`), for the network namespace owner. Left out
+    /// of the serialized form when empty, like `dns`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_aliases: Vec<HostAlias>,
     /// Ports: exposed, and published when `host_port` is set.
     pub ports: Vec<PortSpec>,
     /// A fixed address on the [`NetworkMode::Network`] it joins (the pod's, from the

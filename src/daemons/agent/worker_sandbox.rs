@@ -171,7 +171,8 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             return Ok(());
         };
         let hostname = plan.sandbox.hostname.as_deref().unwrap_or(&pref.name);
-        attach::write_pod_files(&dir, hostname, ip, plan.sandbox.dns.as_ref()).map_err(|e| {
+        let (dns, aliases) = (plan.sandbox.dns.as_ref(), &plan.sandbox.host_aliases);
+        attach::write_pod_files(&dir, hostname, ip, dns, aliases).map_err(|e| {
             format!(
                 "cannot write its hosts and resolv.conf in {}: {e}",
                 dir.display()
