@@ -725,3 +725,52 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_host_network_pod_serves_on_the_nodes_address_with_the_nodes_name() {
+    runtime().await;
+    let scope = TestScope::new("e2e-hostnet");
+    let server = Server::start();
+    let agent = Agent::start(&server, "node-hostnet", &scope, &[]);
+    let client = admin(&server).await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "exporter"}, "spec": {
+            "hostNetwork": true, "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "web", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                "command": sh(&format!("mkdir -p /www && hostname > /www/index.html && exec httpd -f -p {port} -h /www")),
+                "ports": [{"containerPort": port, "hostPort": port}],
+                "readinessProbe": {"httpGet": {"path": "/index.html", "port": port}, "periodSeconds": 1}}]}}),
+    )
+    .await;
+    let pod = wait_pod(&client, "exporter", MINUTE, "Running", all_ready).await;
+    let status = pod.status.clone().unwrap();
+    assert_eq!(
+        status.pod_ip, status.host_ip,
+        "a hostNetwork pod has the node's address"
+    );
+
+    // It listens in the node's namespace, under the machine's hostname.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the pod's port");
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        body.ends_with(&machine),
+        "{body:?} should end with {machine:?}"
+    );
+    let network = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NetworkMode}}",
+        &container_id(&pod, "web"),
+    ]);
+    assert!(network.starts_with("container:"), "{network}");
+}

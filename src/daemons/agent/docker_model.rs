@@ -74,7 +74,12 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         NetworkMode::Container(target) => format!("container:{target}"),
         NetworkMode::None | NetworkMode::Unmanaged => "none".to_string(),
         NetworkMode::Network(name) => name.clone(),
+        NetworkMode::Host => "host".to_string(),
     };
+    // In the node's namespace ports are the node's already; the engine would only warn.
+    if spec.network == NetworkMode::Host {
+        port_bindings.clear();
+    }
     let host_config = HostConfig {
         memory: spec.memory_bytes,
         nano_cpus: spec.nano_cpus,
@@ -114,8 +119,9 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         _ => None,
     };
-    // A container that joins another's network namespace may not set ports or a hostname.
-    let owns_network = !matches!(spec.network, NetworkMode::Container(_));
+    // A container that joins another's network namespace may not set ports or a hostname;
+    // one in the node's has the node's hostname.
+    let owns_network = !matches!(spec.network, NetworkMode::Container(_) | NetworkMode::Host);
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint: spec.entrypoint.clone(),

@@ -49,13 +49,17 @@ pub struct PodNetworkSettings {
 /// The pod's resolver settings from `dnsPolicy` and `dnsConfig`, as the kubelet builds them:
 /// `ClusterFirst` (the default) puts the cluster DNS first with the namespace's search path
 /// and `ndots:5`; `Default` keeps the node's; `None` uses only `dnsConfig`. `dnsConfig` adds
-/// to the first two.
+/// to the first two. A `hostNetwork` pod uses the cluster DNS only with
+/// `ClusterFirstWithHostNet`; its `ClusterFirst` acts as `Default`.
 pub fn pod_dns(
     spec: &PodSpec,
     namespace: &str,
     network: Option<&PodNetworkSettings>,
 ) -> Option<DnsSettings> {
-    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let policy = match spec.dns_policy.as_deref().unwrap_or("ClusterFirst") {
+        "ClusterFirst" if spec.host_network == Some(true) => "Default",
+        policy => policy,
+    };
     let mut dns = match (policy, network) {
         ("None", _) => DnsSettings::default(),
         ("ClusterFirst" | "ClusterFirstWithHostNet", Some(net)) => {
@@ -183,6 +187,9 @@ pub struct PodPlan {
     /// no engine networking): every sandbox on a pod network except those that publish
     /// host ports, which Docker attaches so it can publish them.
     pub plugged: bool,
+    /// Whether the pod runs in the node's network namespace (`hostNetwork`): it has the
+    /// node's address and no address of the pod network.
+    pub host_network: bool,
     /// Init containers, run to completion in order.
     pub init_containers: Vec<ContainerPlan>,
     /// App containers.
@@ -340,8 +347,10 @@ pub fn plan_pod(
         plan_containers(spec.init_containers.as_deref().unwrap_or(&[]), Role::Init)?;
     let containers = plan_containers(&spec.containers, Role::App)?;
 
-    let plugged =
-        policy.pod_network.is_some() && ports.iter().all(|p: &PortSpec| p.host_port.is_none());
+    let host_network = spec.host_network == Some(true);
+    let plugged = policy.pod_network.is_some()
+        && !host_network
+        && ports.iter().all(|p: &PortSpec| p.host_port.is_none());
     let mut sandbox_labels = base_labels.clone();
     sandbox_labels.insert(
         labels::CONTAINER_NAME.into(),
@@ -357,8 +366,10 @@ pub fn plan_pod(
         working_dir: None,
         env: Vec::new(),
         user: None,
-        hostname: Some(spec.hostname.clone().unwrap_or_else(|| id.name.clone())),
+        // A pod in the node's namespace has the node's hostname, as in Kubernetes.
+        hostname: (!host_network).then(|| spec.hostname.clone().unwrap_or_else(|| id.name.clone())),
         network: match &policy.pod_network {
+            _ if host_network => NetworkMode::Host,
             Some(_) if plugged => NetworkMode::Unmanaged,
             Some(net) => NetworkMode::Network(net.docker_network.clone()),
             None => NetworkMode::Bridge,
@@ -386,6 +397,7 @@ pub fn plan_pod(
         files,
         sandbox,
         plugged,
+        host_network,
         init_containers,
         containers,
         grace: Duration::from_secs(grace as u64),

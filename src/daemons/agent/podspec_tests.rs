@@ -311,3 +311,40 @@ fn a_pod_without_host_aliases_keeps_its_sandbox_hash() {
     let serialized = serde_json::to_value(&sandbox).unwrap();
     assert!(serialized.get("host_aliases").is_none(), "{serialized}");
 }
+
+#[test]
+fn host_network_pods_run_in_the_nodes_namespace_with_its_name_and_resolver() {
+    let policy = AgentPolicy {
+        pod_network: Some(PodNetworkSettings {
+            docker_network: "berth-n1".into(),
+            cidr: crate::daemons::agent::podnet::Cidr::parse("10.244.1.0/24").unwrap(),
+            bridge: "berth0123abcd".into(),
+            files_dir: "/run/berth/berth0123abcd".into(),
+            dns_server: "10.244.1.1".into(),
+            cluster_domain: "cluster.local".into(),
+        }),
+        ..AgentPolicy::default()
+    };
+    let host = |dns_policy: &str| {
+        pod(
+            serde_json::json!({"hostNetwork": true, "dnsPolicy": dns_policy,
+            "containers": [{"name": "app", "image": "busybox:1.36",
+                            "ports": [{"containerPort": 9100, "hostPort": 9100}]}]}),
+        )
+    };
+    let p = plan(&host("ClusterFirst"), &policy).unwrap();
+    assert!(p.host_network && !p.plugged);
+    assert_eq!(p.sandbox.network, NetworkMode::Host);
+    assert_eq!(p.sandbox.hostname, None, "the node's hostname");
+    assert_eq!(p.sandbox.dns, None, "ClusterFirst acts as Default");
+    let body = crate::daemons::agent::docker_model::create_body(&p.sandbox);
+    let host_config = body.host_config.unwrap();
+    assert_eq!(host_config.network_mode.as_deref(), Some("host"));
+    assert_eq!(host_config.port_bindings, None, "its ports are the node's");
+    assert_eq!(body.hostname, None);
+
+    let with_cluster_dns = plan(&host("ClusterFirstWithHostNet"), &policy).unwrap();
+    let dns = with_cluster_dns.sandbox.dns.unwrap();
+    assert_eq!(dns.servers, vec!["10.244.1.1".to_string()]);
+    assert_eq!(dns.search[0], "shop.svc.cluster.local");
+}

@@ -60,6 +60,8 @@ pub enum NetworkMode {
     Unmanaged,
     /// A user-defined engine network by name: the node's pod network.
     Network(String),
+    /// The node's own network namespace (`hostNetwork: true`).
+    Host,
 }
 
 /// A pod's resolver configuration (Docker's `Dns`, `DnsSearch` and `DnsOptions`).

@@ -277,7 +277,11 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             observed = self.observe_new_sandbox(&pref.uid, &sandbox).await?;
         }
         let (sandbox, _) = latest_two(&observed, labels::SANDBOX_CONTAINER, Role::Sandbox);
-        let pod_ip = sandbox.and_then(|s| s.ip_address.clone());
+        // A pod in the node's network namespace has the node's address.
+        let pod_ip = match plan.host_network {
+            true => sandbox.map(|_| self.ctx.host_ip.clone()),
+            false => sandbox.and_then(|s| s.ip_address.clone()),
+        };
         if let Some(sandbox) = sandbox {
             self.write_files(&pref, &plan, &sandbox.id).await?;
         }

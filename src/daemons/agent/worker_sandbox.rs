@@ -89,6 +89,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         spec.labels
             .insert(labels::ATTEMPT.into(), next_attempt.to_string());
         let address = match &self.ctx.addresses {
+            Some(_) if plan.host_network => None,
             Some(pool) => Some(
                 pool.assign(&pref.uid)
                     .map_err(|e| self.sandbox_failed(pref, e.to_string()))?,
