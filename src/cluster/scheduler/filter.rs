@@ -246,6 +246,23 @@ mod tests {
     }
 
     #[test]
+    fn a_host_network_pods_container_ports_are_host_ports() {
+        let exporter = |host_network: bool| {
+            PodInfo::from_json(
+                "monitoring/exporter".into(),
+                &serde_json::json!({"metadata": {"uid": "u"}, "spec": {
+                    "hostNetwork": host_network,
+                    "containers": [{"name": "c", "ports": [{"containerPort": 9100}]}]}}),
+            )
+        };
+        assert_eq!(exporter(true).host_ports, vec![(9100, "TCP".to_string())]);
+        assert!(exporter(false).host_ports.is_empty());
+        let mut n = node("a");
+        n.account(&exporter(true), 1);
+        assert_eq!(reasons(&exporter(true), &n), vec![PORTS]);
+    }
+
+    #[test]
     fn the_message_counts_reasons_most_common_first() {
         let mut e = FitError {
             nodes: 3,

@@ -165,10 +165,17 @@ impl PodInfo {
                     .collect()
             })
             .unwrap_or_default();
+        // A hostNetwork pod's container ports are the node's (Kubernetes defaults its
+        // hostPort to the containerPort).
+        let host_network = spec["hostNetwork"].as_bool() == Some(true);
         let mut host_ports = Vec::new();
         for c in spec["containers"].as_array().into_iter().flatten() {
             for p in c["ports"].as_array().into_iter().flatten() {
-                if let Some(hp) = p["hostPort"].as_i64().filter(|p| *p > 0) {
+                let declared = match host_network {
+                    true => p["hostPort"].as_i64().or(p["containerPort"].as_i64()),
+                    false => p["hostPort"].as_i64(),
+                };
+                if let Some(hp) = declared.filter(|p| *p > 0) {
                     let proto = p["protocol"].as_str().unwrap_or("TCP").to_string();
                     host_ports.push((hp, proto));
                 }
