@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-use std::process::Command;
 
 use bollard::Docker;
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
@@ -216,11 +215,12 @@ pub async fn remove_networks(
     Ok(())
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, PodNetError> {
+async fn run(program: &str, args: &[&str]) -> Result<String, PodNetError> {
     let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
+    let out = tokio::process::Command::new(program)
         .args(args)
         .output()
+        .await
         .map_err(|e| PodNetError::Command {
             command: command.clone(),
             message: format!("{e} (is {program} installed?)"),
@@ -246,7 +246,7 @@ pub fn rule_comment(node: &str, labels: &BTreeMap<String, String>) -> String {
 /// Lets traffic to and from the pod network through Docker's FORWARD chain, which drops
 /// traffic between Docker bridges and new connections into them (`DOCKER-USER` runs first).
 /// Idempotent.
-pub fn allow_forwarding(net: &PodNetwork, comment: &str) -> Result<(), PodNetError> {
+pub async fn allow_forwarding(net: &PodNetwork, comment: &str) -> Result<(), PodNetError> {
     let cidr = net.cidr.to_string();
     for direction in ["-d", "-s"] {
         let rule = [
@@ -261,12 +261,12 @@ pub fn allow_forwarding(net: &PodNetwork, comment: &str) -> Result<(), PodNetErr
         ];
         let mut check = vec!["-w", "-C", "DOCKER-USER"];
         check.extend_from_slice(&rule);
-        if run("iptables", &check).is_ok() {
+        if run("iptables", &check).await.is_ok() {
             continue;
         }
         let mut insert = vec!["-w", "-I", "DOCKER-USER"];
         insert.extend_from_slice(&rule);
-        run("iptables", &insert)?;
+        run("iptables", &insert).await?;
     }
     Ok(())
 }
@@ -306,18 +306,21 @@ pub fn peer_routes(nodes: &[Node], own: &str) -> Vec<(Cidr, Ipv4Addr)> {
 }
 
 /// Installs `ip route replace CIDR via IP` for peers on other hosts. A peer on this host
-/// needs no route: its bridge is directly connected.
-pub fn install_routes(routes: &[(Cidr, Ipv4Addr)]) {
+/// needs no route: its bridge is directly connected. Returns whether every route is in.
+pub async fn install_routes(routes: &[(Cidr, Ipv4Addr)]) -> bool {
+    let mut all = true;
     for (cidr, via) in routes {
         if is_local(*via) {
             continue;
         }
         let cidr = cidr.to_string();
         let via = via.to_string();
-        if let Err(e) = run("ip", &["route", "replace", &cidr, "via", &via]) {
+        if let Err(e) = run("ip", &["route", "replace", &cidr, "via", &via]).await {
             tracing::warn!(error = %e, "cannot route a peer node's pod CIDR");
+            all = false;
         }
     }
+    all
 }
 
 #[cfg(test)]

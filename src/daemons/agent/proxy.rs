@@ -380,6 +380,7 @@ pub async fn run(
 ) {
     let table = table_name(&network);
     let mut last = String::new();
+    let mut last_routes = Vec::new();
     let mut retry = Duration::from_millis(200);
     loop {
         tokio::time::sleep(debounce).await;
@@ -391,7 +392,12 @@ pub async fn run(
             .collect();
         pod_cidrs.sort();
         pod_cidrs.dedup();
-        super::podnet::install_routes(&super::podnet::peer_routes(&nodes, &node));
+        // Routes to the other nodes' pod CIDRs, again when the nodes change them (or the
+        // last try left one out).
+        let routes = super::podnet::peer_routes(&nodes, &node);
+        if routes != last_routes && super::podnet::install_routes(&routes).await {
+            last_routes = routes;
+        }
         let set = RuleSet {
             table: table.clone(),
             comment: comment.clone(),

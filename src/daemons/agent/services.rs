@@ -73,7 +73,7 @@ pub async fn start(
         return None;
     }
     let comment = podnet::rule_comment(node, extra_labels);
-    if let Err(e) = podnet::allow_forwarding(&network, &comment) {
+    if let Err(e) = podnet::allow_forwarding(&network, &comment).await {
         tracing::error!(error = %e, "cannot allow forwarding to the pod network; pods on other nodes will not reach this node's pods");
     }
     proxy::allow_localhost_node_ports();
