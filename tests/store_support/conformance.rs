@@ -210,6 +210,23 @@ pub async fn get_many(store: &dyn Store) {
     );
     assert_eq!(got[0].as_ref().unwrap().mod_revision, b);
     assert!(store.get_many(&[]).await.unwrap().is_empty());
+
+    // More keys than one etcd txn may hold (128 by default), each answered in its place.
+    let many: Vec<String> = (0..300).map(|i| format!("/many/{i:03}")).collect();
+    for chunk in many.chunks(50) {
+        let puts = chunk.iter().map(|k| Op::put(k, k.as_bytes().to_vec()));
+        store.txn(Txn::new().then(puts)).await.unwrap();
+    }
+    let mut asked = many.clone();
+    asked.reverse();
+    let got = store.get_many(&asked).await.unwrap();
+    assert_eq!(got.len(), 300);
+    for (key, kv) in asked.iter().zip(&got) {
+        assert_eq!(
+            kv.as_ref().map(|kv| kv.value.as_slice()),
+            Some(key.as_bytes())
+        );
+    }
 }
 
 pub async fn stale_revision_rejected(store: &dyn Store) {

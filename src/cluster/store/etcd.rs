@@ -17,6 +17,9 @@ use super::{
     StoreError, Txn, TxnResult, WatchStream, check_duplicate_keys, prefix_end,
 };
 
+/// The most operations etcd takes in one txn by default (its `--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
+
 /// A [`Store`] on etcd. Cheap to clone: clones share one gRPC channel.
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -122,6 +125,28 @@ impl Store for EtcdStore {
             .await
             .map_err(etcd_err("reading a key"))?;
         Ok(response.kvs().first().map(|kv| self.kv(kv)))
+    }
+
+    /// One round trip per [`MAX_TXN_OPS`] keys: their gets in one read-only txn.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_TXN_OPS) {
+            let gets = chunk
+                .iter()
+                .map(|key| TxnOp::get(self.full_key(key), None))
+                .collect::<Vec<_>>();
+            let response = self
+                .client
+                .kv_client()
+                .txn(etcd_client::Txn::new().and_then(gets))
+                .await
+                .map_err(etcd_err("reading keys"))?;
+            out.extend(response.op_responses().into_iter().map(|r| match r {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| self.kv(kv)),
+                _ => None,
+            }));
+        }
+        Ok(out)
     }
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult, StoreError> {
