@@ -36,10 +36,21 @@ pub const EXIT_ERROR: u8 = 2;
 /// The single-threaded async runtime the client commands and the agent run on; None (the
 /// reason printed) if it cannot start.
 fn single_thread_runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    start_runtime(tokio::runtime::Builder::new_current_thread())
+}
+
+/// A multi-threaded async runtime for the server and `berth up` (`workers` threads, or one
+/// per core); None (the reason printed) if it cannot start.
+fn multi_thread_runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    start_runtime(builder)
+}
+
+fn start_runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
         Ok(runtime) => Some(runtime),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -123,15 +123,8 @@ pub fn run(args: ServerArgs) -> u8 {
         return EXIT_ERROR;
     }
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::multi_thread_runtime(None) else {
+        return EXIT_ERROR;
     };
     match runtime.block_on(server::run(options, server::shutdown_signal())) {
         Ok(()) => 0,

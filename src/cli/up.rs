@@ -189,16 +189,8 @@ pub fn run(args: UpArgs) -> u8 {
         }
     };
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::multi_thread_runtime(Some(2)) else {
+        return EXIT_ERROR;
     };
     let loader: up::Loader = Arc::new(load);
     let shutdown = shutdown_signal();
