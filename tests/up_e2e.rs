@@ -10,9 +10,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+#[path = "support_git.rs"]
+mod support_git;
 #[path = "support_up.rs"]
 mod support_up;
 
+use support_git::git;
 use support_up::{UpScope, copy_dir, docker_lines, example_images, repo_root};
 
 /// The example's containers: three web pods (sandbox + web) and the report pod (sandbox,
@@ -366,21 +369,6 @@ fn not_ready_within_the_timeout_exits_1_naming_the_object_and_why() {
         containers(&scope),
         Vec::<String>::new(),
         "--down removed the sandbox"
-    );
-}
-
-/// `git` with a fixed identity, in `dir`.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git is needed (Debian: git)");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
