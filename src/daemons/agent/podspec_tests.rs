@@ -219,9 +219,9 @@ fn resolved_environment_values_do_not_change_the_spec_hash() {
     assert_eq!(with("one"), with("two"));
 }
 
-#[test]
-fn on_a_pod_network_the_agent_plugs_sandboxes_in_unless_they_publish_host_ports() {
-    let policy = AgentPolicy {
+/// An agent with the node's pod network 10.244.1.0/24.
+fn on_pod_network() -> AgentPolicy {
+    AgentPolicy {
         pod_network: Some(PodNetworkSettings {
             docker_network: "berth-n1".into(),
             cidr: crate::daemons::agent::podnet::Cidr::parse("10.244.1.0/24").unwrap(),
@@ -231,7 +231,12 @@ fn on_a_pod_network_the_agent_plugs_sandboxes_in_unless_they_publish_host_ports(
             cluster_domain: "cluster.local".into(),
         }),
         ..AgentPolicy::default()
-    };
+    }
+}
+
+#[test]
+fn on_a_pod_network_the_agent_plugs_sandboxes_in_unless_they_publish_host_ports() {
+    let policy = on_pod_network();
     let plain = pod(serde_json::json!({"containers": [{
         "name": "app", "image": "busybox:1.36", "ports": [{"containerPort": 80}]
     }]}));
@@ -314,17 +319,7 @@ fn a_pod_without_host_aliases_keeps_its_sandbox_hash() {
 
 #[test]
 fn host_network_pods_run_in_the_nodes_namespace_with_its_name_and_resolver() {
-    let policy = AgentPolicy {
-        pod_network: Some(PodNetworkSettings {
-            docker_network: "berth-n1".into(),
-            cidr: crate::daemons::agent::podnet::Cidr::parse("10.244.1.0/24").unwrap(),
-            bridge: "berth0123abcd".into(),
-            files_dir: "/run/berth/berth0123abcd".into(),
-            dns_server: "10.244.1.1".into(),
-            cluster_domain: "cluster.local".into(),
-        }),
-        ..AgentPolicy::default()
-    };
+    let policy = on_pod_network();
     let host = |dns_policy: &str| {
         pod(
             serde_json::json!({"hostNetwork": true, "dnsPolicy": dns_policy,
