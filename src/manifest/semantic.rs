@@ -376,6 +376,37 @@ fn port_number(report: &mut ObjectReport<'_>, value: &Value, path: &FieldPath, m
     }
 }
 
+/// `hostAliases`: each an IP address with DNS names, as the hosts file needs them.
+fn host_aliases(report: &mut ObjectReport<'_>, spec_value: &Value, spec: &FieldPath) {
+    let aliases = spec_value.get("hostAliases").and_then(Value::as_array);
+    for (i, alias) in aliases.into_iter().flatten().enumerate() {
+        let path = spec.child("hostAliases").index(i);
+        if let Some(ip) = alias.get("ip").and_then(Value::as_str)
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            report.error(
+                "ip",
+                &path.child("ip"),
+                format!("{ip:?} is not an IP address"),
+                Some("hostAliases map an address such as 10.1.2.3 to names".into()),
+            );
+        }
+        let hostnames = alias.get("hostnames").and_then(Value::as_array);
+        for (j, name) in hostnames.into_iter().flatten().enumerate() {
+            if let Some(name) = name.as_str()
+                && let Err(e) = names::dns1123_subdomain(name)
+            {
+                report.error(
+                    "name",
+                    &path.child("hostnames").index(j),
+                    format!("invalid hostname {name:?}: {e}"),
+                    None,
+                );
+            }
+        }
+    }
+}
+
 fn pod_spec(
     report: &mut ObjectReport<'_>,
     value: &Value,
@@ -407,6 +438,8 @@ fn pod_spec(
         &spec.child("dnsPolicy"),
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
+    host_aliases(report, spec_value, spec);
+    let host_network = spec_value.get("hostNetwork").and_then(Value::as_bool) == Some(true);
     let volumes: HashSet<&str> = spec_value
         .get("volumes")
         .and_then(Value::as_array)
@@ -499,6 +532,20 @@ fn pod_spec(
                 let ppath = cpath.child("ports").index(j);
                 port_number(report, value, &ppath.child("containerPort"), 1);
                 port_number(report, value, &ppath.child("hostPort"), 0);
+                let (container_port, host_port) = (
+                    p.get("containerPort").and_then(Value::as_i64),
+                    p.get("hostPort").and_then(Value::as_i64),
+                );
+                if let (true, Some(cp), Some(hp)) = (host_network, container_port, host_port)
+                    && cp != hp
+                {
+                    report.error(
+                        "port",
+                        &ppath.child("hostPort"),
+                        format!("hostPort {hp} differs from containerPort {cp} in a hostNetwork pod"),
+                        Some("a hostNetwork pod listens on the node's own ports: leave hostPort out or make it equal containerPort".into()),
+                    );
+                }
                 one_of(
                     report,
                     value,

@@ -779,6 +779,53 @@ spec:
     }
 
     #[test]
+    fn host_aliases_and_host_network_ports_are_checked_as_kubernetes_does() {
+        let pod = "apiVersion: v1
+kind: Pod
+metadata: {name: exporter}
+spec:
+  hostNetwork: true
+  hostAliases:
+  - {ip: 10.0.0.5, hostnames: [db.internal]}
+  - {ip: db.internal, hostnames: [Cache_1]}
+  containers:
+  - name: c
+    image: busybox:1.36
+    ports:
+    - {containerPort: 9100, hostPort: 9100}
+    - {containerPort: 9101, hostPort: 8080}
+    - {containerPort: 9102}
+";
+        let (verdicts, problems) = check(pod, ValidateOptions::default());
+        assert_eq!(verdicts, [Verdict::Invalid]);
+        let fields: Vec<_> = problems.iter().map(|p| p.field.clone().unwrap()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.hostAliases[1].ip",
+                "spec.hostAliases[1].hostnames[0]",
+                "spec.containers[0].ports[1].hostPort"
+            ],
+            "{problems:#?}"
+        );
+        assert!(
+            problems[2]
+                .message()
+                .contains("differs from containerPort 9101")
+        );
+        let fixed = pod
+            .replace(
+                "ip: db.internal, hostnames: [Cache_1]",
+                "ip: 10.0.0.6, hostnames: [cache-1]",
+            )
+            .replace("hostPort: 8080", "hostPort: 9101");
+        assert_eq!(
+            check(&fixed, ValidateOptions::default()).0,
+            [Verdict::Valid]
+        );
+    }
+
+    #[test]
     fn non_strict_allows_unknown_fields() {
         let (verdicts, _) = check(
             DEPLOY,

@@ -245,7 +245,8 @@ fn host_aliases(spec: &PodSpec) -> Result<Vec<HostAlias>, PodSpecError> {
                 return Err(bad(format!("ip {:?} is not an IP address", alias.ip)));
             }
             let hostnames = alias.hostnames.clone().unwrap_or_default();
-            if let Some(name) = hostnames.iter().find(|h| !is_dns_subdomain(h)) {
+            let invalid = |h: &&String| crate::manifest::names::dns1123_subdomain(h).is_err();
+            if let Some(name) = hostnames.iter().find(invalid) {
                 return Err(bad(format!("hostname {name:?} is not a DNS subdomain")));
             }
             Ok(HostAlias {
@@ -254,18 +255,6 @@ fn host_aliases(spec: &PodSpec) -> Result<Vec<HostAlias>, PodSpecError> {
             })
         })
         .collect()
-}
-
-/// A lowercase RFC 1123 subdomain: dot-separated labels of letters, digits and inner `-`.
-fn is_dns_subdomain(name: &str) -> bool {
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 fn identity(pod: &Pod) -> Result<(PodIdentity, &PodSpec), PodSpecError> {
