@@ -272,6 +272,28 @@ async fn crashing_containers_restart_with_back_off_by_policy() {
     assert_eq!(phase(&p), "Pending");
     wait_event(&client, "no-image", "Failed", "imagePullPolicy is Never").await;
 
+    // An image from a registry that cannot be reached: ErrImagePull, then ImagePullBackOff
+    // with its BackOff event while the agent waits to pull again.
+    let unreachable = "127.0.0.1:1/berth-test/absent:1";
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "no-registry"},
+               "spec": {"containers": [{"name": "app", "image": unreachable}]}}),
+    )
+    .await;
+    wait_pod(&client, "no-registry", MINUTE, "ErrImagePull", |p| {
+        waiting_reason(p, "app").as_deref() == Some("ErrImagePull")
+    })
+    .await;
+    let p = wait_pod(&client, "no-registry", MINUTE, "ImagePullBackOff", |p| {
+        waiting_reason(p, "app").as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+    assert_eq!(phase(&p), "Pending");
+    wait_event(&client, "no-registry", "BackOff", "Back-off pulling image").await;
+    wait_event(&client, "no-registry", "Failed", "127.0.0.1:1").await;
+
     wait_pod(&client, "once-ok", MINUTE, "Succeeded", |p| {
         phase(p) == "Succeeded"
     })

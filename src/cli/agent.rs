@@ -45,7 +45,8 @@ pub struct AgentArgs {
     /// Seconds Docker may be unreachable before the node turns NotReady
     #[arg(long, default_value = "30", value_parser = seconds)]
     docker_unhealthy_after: Duration,
-    /// Seconds before the first restart of a crashed container (doubling each crash)
+    /// Seconds before the first restart of a crashed container, or the next try of a
+    /// container that could not start, such as a failed pull (doubling each time)
     #[arg(long, default_value = "10", value_parser = seconds)]
     restart_backoff_initial: Duration,
     /// The longest restart back-off, in seconds

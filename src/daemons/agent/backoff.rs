@@ -50,6 +50,19 @@ pub struct BackoffConfig {
     pub reset_after: Duration,
 }
 
+impl BackoffConfig {
+    /// The wait after `failures` consecutive failures (crashes, or failed pulls): `initial`
+    /// doubling, at most `max`.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial
+            .checked_mul(factor)
+            .map_or(self.max, |d| d.min(self.max))
+    }
+}
+
 impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
@@ -105,13 +118,7 @@ impl RestartTracker {
 
     /// The delay after `crashes` consecutive crashes.
     fn delay(&self, crashes: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(crashes.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.config
-            .initial
-            .checked_mul(factor)
-            .map_or(self.config.max, |d| d.min(self.config.max))
+        self.config.delay(crashes)
     }
 
     /// Records that the container exited at `now`.
@@ -217,6 +224,14 @@ mod tests {
         never.exited(2, now);
         assert_eq!(never.decide(now), RestartDecision::StayTerminated);
         assert_eq!(RestartPolicy::from_pod(None), RestartPolicy::Always);
+    }
+
+    #[test]
+    fn failures_wait_from_initial_doubling_up_to_max() {
+        let config = BackoffConfig::default();
+        let waits: Vec<u64> = (1..=7).map(|n| config.delay(n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(config.delay(200), Duration::from_secs(300), "no overflow");
     }
 
     #[test]

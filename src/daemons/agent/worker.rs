@@ -73,6 +73,8 @@ pub struct PodWorker<R> {
     removed_ids: HashSet<String>,
     inspected: HashMap<String, ContainerInfo>,
     waiting: HashMap<String, (Waiting, Instant)>,
+    /// Consecutive failed starts (pulls, creates) of each container, for their back-off.
+    failed_starts: HashMap<String, u32>,
     last_status: Option<PodStatus>,
     last_config_error: Option<String>,
     start_time: Option<Time>,
@@ -144,6 +146,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             removed_ids: HashSet::new(),
             inspected: HashMap::new(),
             waiting: HashMap::new(),
+            failed_starts: HashMap::new(),
             last_status: None,
             last_config_error: None,
             start_time: None,

@@ -271,6 +271,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         match result {
             Ok(_) => {
                 self.waiting.remove(&c.name);
+                self.failed_starts.remove(&c.name);
                 if n >= 2 {
                     self.prune(&plan.identity.uid, &c.name, role, n).await?;
                 }
@@ -292,15 +293,27 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     Some(&c.name),
                     format!("Error: {e}"),
                 );
+                // Failed starts back off as crashes do (10 s doubling to 5 min by default).
+                let failures = self.failed_starts.entry(c.name.clone()).or_default();
+                *failures += 1;
+                let delay = self.ctx.backoff.delay(*failures);
+                if reason == "ImagePullBackOff" {
+                    self.ctx.events.pod(
+                        pref,
+                        EventType::Normal,
+                        "BackOff",
+                        Some(&c.name),
+                        format!("Back-off pulling image {:?}", spec.image),
+                    );
+                }
                 let waiting = Waiting {
                     reason: reason.into(),
                     message: Some(e.to_string()),
                 };
-                self.waiting
-                    .insert(c.name.clone(), (waiting, now + super::RETRY_START));
+                self.waiting.insert(c.name.clone(), (waiting, now + delay));
                 Ok(Step {
                     acted: true,
-                    wake: Some(super::RETRY_START),
+                    wake: Some(delay),
                 })
             }
         }
