@@ -294,6 +294,54 @@ async fn crashing_containers_restart_with_back_off_by_policy() {
     wait_event(&client, "no-registry", "BackOff", "Back-off pulling image").await;
     wait_event(&client, "no-registry", "Failed", "127.0.0.1:1").await;
 
+    // A command that is not in the image: the engine makes the container but cannot start
+    // it. RunContainerError with the engine's reason, and the half-made container goes.
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "no-command"},
+               "spec": {"containers": [{"name": "app", "image": TEST_IMAGE,
+                                        "imagePullPolicy": "Never", "command": ["/no/such/tool"]}]}}),
+    )
+    .await;
+    let p = wait_pod(&client, "no-command", MINUTE, "RunContainerError", |p| {
+        waiting_reason(p, "app").as_deref() == Some("RunContainerError")
+    })
+    .await;
+    let cs = &p
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let message = cs
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.as_deref().unwrap_or("").contains("/no/such/tool"),
+        "the engine's reason: {message:?}"
+    );
+    wait_event(&client, "no-command", "Failed", "/no/such/tool").await;
+    // Between tries nothing is left (a try lives for milliseconds; a kept container would
+    // be in every sample).
+    let uid = p.metadata.uid.clone().unwrap();
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        samples.push(pod_container_ids(&uid, Some("app")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        samples.iter().any(Vec::is_empty),
+        "a container that did not start is kept: {samples:?}"
+    );
+
     wait_pod(&client, "once-ok", MINUTE, "Succeeded", |p| {
         phase(p) == "Succeeded"
     })
@@ -788,11 +836,22 @@ async fn a_host_network_pod_serves_on_the_nodes_address_with_the_nodes_name() {
         body.ends_with(&machine),
         "{body:?} should end with {machine:?}"
     );
-    let network = docker(&[
-        "inspect",
-        "-f",
-        "{{.HostConfig.NetworkMode}}",
-        &container_id(&pod, "web"),
+    let uid = pod.metadata.uid.clone().unwrap();
+    let sandbox = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=berth.dev/pod-uid={uid}"),
+        "--filter",
+        "label=berth.dev/role=sandbox",
     ]);
-    assert!(network.starts_with("container:"), "{network}");
+    let mode = |id: &str| docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]);
+    assert_eq!(mode(&sandbox), "host");
+    assert_eq!(
+        mode(&container_id(&pod, "web")),
+        format!(
+            "container:{}",
+            docker(&["inspect", "-f", "{{.Id}}", &sandbox])
+        )
+    );
 }

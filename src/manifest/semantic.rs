@@ -534,7 +534,10 @@ fn pod_spec(
                 port_number(report, value, &ppath.child("hostPort"), 0);
                 let (container_port, host_port) = (
                     p.get("containerPort").and_then(Value::as_i64),
-                    p.get("hostPort").and_then(Value::as_i64),
+                    // 0 is "not set": Kubernetes fills in the containerPort.
+                    p.get("hostPort")
+                        .and_then(Value::as_i64)
+                        .filter(|hp| *hp != 0),
                 );
                 if let (true, Some(cp), Some(hp)) = (host_network, container_port, host_port)
                     && cp != hp

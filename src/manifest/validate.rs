@@ -795,6 +795,7 @@ spec:
     - {containerPort: 9100, hostPort: 9100}
     - {containerPort: 9101, hostPort: 8080}
     - {containerPort: 9102}
+    - {containerPort: 9103, hostPort: 0}
 ";
         let (verdicts, problems) = check(pod, ValidateOptions::default());
         assert_eq!(verdicts, [Verdict::Invalid]);

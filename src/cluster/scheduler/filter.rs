@@ -252,10 +252,14 @@ mod tests {
                 "monitoring/exporter".into(),
                 &serde_json::json!({"metadata": {"uid": "u"}, "spec": {
                     "hostNetwork": host_network,
-                    "containers": [{"name": "c", "ports": [{"containerPort": 9100}]}]}}),
+                    "containers": [{"name": "c", "ports": [
+                        {"containerPort": 9100}, {"containerPort": 9101, "hostPort": 0}]}]}}),
             )
         };
-        assert_eq!(exporter(true).host_ports, vec![(9100, "TCP".to_string())]);
+        assert_eq!(
+            exporter(true).host_ports,
+            vec![(9100, "TCP".to_string()), (9101, "TCP".to_string())]
+        );
         assert!(exporter(false).host_ports.is_empty());
         let mut n = node("a");
         n.account(&exporter(true), 1);

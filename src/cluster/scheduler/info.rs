@@ -171,9 +171,11 @@ impl PodInfo {
         let mut host_ports = Vec::new();
         for c in spec["containers"].as_array().into_iter().flatten() {
             for p in c["ports"].as_array().into_iter().flatten() {
+                // A hostPort of 0 is "not set".
+                let host_port = p["hostPort"].as_i64().filter(|hp| *hp != 0);
                 let declared = match host_network {
-                    true => p["hostPort"].as_i64().or(p["containerPort"].as_i64()),
-                    false => p["hostPort"].as_i64(),
+                    true => host_port.or(p["containerPort"].as_i64()),
+                    false => host_port,
                 };
                 if let Some(hp) = declared.filter(|p| *p > 0) {
                     let proto = p["protocol"].as_str().unwrap_or("TCP").to_string();

@@ -20,6 +20,10 @@ use super::{
 /// The most operations etcd takes in one txn by default (its `--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
 
+/// The largest answer `get_many` takes for one txn (etcd's own request limit is 1.5 MiB a
+/// value, so 128 values stay well under it).
+const GET_MANY_MAX_BYTES: usize = 256 << 20;
+
 /// A [`Store`] on etcd. Cheap to clone: clones share one gRPC channel.
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -135,16 +139,23 @@ impl Store for EtcdStore {
                 .iter()
                 .map(|key| TxnOp::get(self.full_key(key), None))
                 .collect::<Vec<_>>();
+            // 128 values may pass the client's 4 MiB default for one message.
             let response = self
                 .client
                 .kv_client()
+                .max_decoding_message_size(GET_MANY_MAX_BYTES)
                 .txn(etcd_client::Txn::new().and_then(gets))
                 .await
                 .map_err(etcd_err("reading keys"))?;
-            out.extend(response.op_responses().into_iter().map(|r| match r {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| self.kv(kv)),
-                _ => None,
-            }));
+            for result in response.op_responses() {
+                let TxnOpResponse::Get(get) = result else {
+                    return Err(StoreError::EtcdProtocol {
+                        during: "reading keys",
+                        message: "a txn of gets was answered with another operation".into(),
+                    });
+                };
+                out.push(get.kvs().first().map(|kv| self.kv(kv)));
+            }
         }
         Ok(out)
     }

@@ -353,6 +353,9 @@ pub fn allow_localhost_node_ports() {
     }
 }
 
+/// How often peer routes are put in again while the nodes keep reporting.
+const ROUTES_REFRESH: Duration = Duration::from_secs(30);
+
 /// The caches the proxy and the DNS server read.
 #[derive(Clone)]
 pub struct ServiceCaches {
@@ -381,6 +384,7 @@ pub async fn run(
     let table = table_name(&network);
     let mut last = String::new();
     let mut last_routes = Vec::new();
+    let mut routes_installed: Option<std::time::Instant> = None;
     let mut retry = Duration::from_millis(200);
     loop {
         tokio::time::sleep(debounce).await;
@@ -392,11 +396,14 @@ pub async fn run(
             .collect();
         pod_cidrs.sort();
         pod_cidrs.dedup();
-        // Routes to the other nodes' pod CIDRs, again when the nodes change them (or the
-        // last try left one out).
+        // Routes to the other nodes' pod CIDRs: again when the nodes change them, when the
+        // last try left one out, and at least every ROUTES_REFRESH while nodes report (the
+        // kernel drops routes with their interface).
         let routes = super::podnet::peer_routes(&nodes, &node);
-        if routes != last_routes && super::podnet::install_routes(&routes).await {
+        let stale = routes_installed.is_none_or(|at| at.elapsed() >= ROUTES_REFRESH);
+        if (routes != last_routes || stale) && super::podnet::install_routes(&routes).await {
             last_routes = routes;
+            routes_installed = Some(std::time::Instant::now());
         }
         let set = RuleSet {
             table: table.clone(),

@@ -280,6 +280,19 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// The error with its causes (`start container "x" failed: Docker responded with …`),
+    /// for events and waiting messages, where the user needs the engine's own words.
+    pub fn detail(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
     /// The Kubernetes waiting reason this error maps to in container status, if any.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
@@ -390,6 +403,26 @@ pub trait ContainerRuntime: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_engine_error_in_detail_carries_the_engines_words() {
+        let e = RuntimeError::Engine {
+            operation: "start container",
+            target: "berth_app_web".into(),
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code: 400,
+                message: "exec: \"/nope\": stat /nope: no such file or directory".into(),
+            },
+        };
+        assert_eq!(e.to_string(), "start container \"berth_app_web\" failed");
+        let detail = e.detail();
+        assert!(
+            detail.starts_with("start container \"berth_app_web\" failed: ")
+                && detail.ends_with("stat /nope: no such file or directory"),
+            "{detail}"
+        );
+        assert_eq!(e.reason(), Some("RunContainerError"));
+    }
 
     #[test]
     fn default_pull_policy_follows_the_tag() {

@@ -73,8 +73,9 @@ pub struct PodWorker<R> {
     removed_ids: HashSet<String>,
     inspected: HashMap<String, ContainerInfo>,
     waiting: HashMap<String, (Waiting, Instant)>,
-    /// Consecutive failed starts (pulls, creates) of each container, for their back-off.
-    failed_starts: HashMap<String, u32>,
+    /// Consecutive failed starts (pulls, creates) of each container, for their back-off,
+    /// with the spec hash they failed with: a changed spec is tried at once.
+    failed_starts: HashMap<String, (String, u32)>,
     last_status: Option<PodStatus>,
     last_config_error: Option<String>,
     start_time: Option<Time>,
@@ -576,6 +577,11 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         let Some(mut targets) = self.ctx.service_targets.clone() else {
             return;
         };
+        // A hostNetwork pod's address is the node's, which other pods' rules may keep
+        // naming; there is nothing of its own to wait for.
+        if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            return;
+        }
         let Some(ip) = pod
             .status
             .as_ref()

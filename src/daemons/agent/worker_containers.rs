@@ -214,6 +214,15 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         role: Role,
     ) -> Result<Step, SyncError> {
         let now = Instant::now();
+        // A fixed spec (say, a corrected image) does not wait out the old one's back-off.
+        if self
+            .failed_starts
+            .get(&c.name)
+            .is_some_and(|(hash, _)| *hash != c.spec_hash)
+        {
+            self.failed_starts.remove(&c.name);
+            self.waiting.remove(&c.name);
+        }
         if let Some((_, retry_at)) = self.waiting.get(&c.name) {
             if *retry_at > now {
                 return Ok(Step {
@@ -278,6 +287,17 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 Ok(Step::acted())
             }
             Err(e) => {
+                // A container made but not started (its command is missing, say) goes, so
+                // the next try comes through here again, after the back-off.
+                if let Ok(Some(made)) = rt.inspect_container(&spec.name).await
+                    && made.state == ContainerState::Created
+                {
+                    self.ctx.stopping(&made.id);
+                    self.removed_ids.insert(made.id.clone());
+                    if let Err(e) = rt.remove_container(&made.id).await {
+                        tracing::warn!(error = %e, container = %spec.name, "cannot remove a container that did not start");
+                    }
+                }
                 // A pull that failed before fails again as ImagePullBackOff, as in Kubernetes.
                 let pulled_before = self.waiting.get(&c.name).is_some_and(|(w, _)| {
                     matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
@@ -291,12 +311,20 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     EventType::Warning,
                     "Failed",
                     Some(&c.name),
-                    format!("Error: {e}"),
+                    format!("Error: {}", e.detail()),
                 );
-                // Failed starts back off as crashes do (10 s doubling to 5 min by default).
-                let failures = self.failed_starts.entry(c.name.clone()).or_default();
+                // Failed starts back off as crashes do (10 s doubling to 5 min by default);
+                // an image that may not be pulled is looked for again every 10 s, as the
+                // kubelet does on each sync, for one loaded into the engine by hand.
+                let (_, failures) = self
+                    .failed_starts
+                    .entry(c.name.clone())
+                    .or_insert_with(|| (c.spec_hash.clone(), 0));
                 *failures += 1;
-                let delay = self.ctx.backoff.delay(*failures);
+                let delay = match reason {
+                    "ErrImageNeverPull" => super::RETRY_START,
+                    _ => self.ctx.backoff.delay(*failures),
+                };
                 if reason == "ImagePullBackOff" {
                     self.ctx.events.pod(
                         pref,
@@ -308,7 +336,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 }
                 let waiting = Waiting {
                     reason: reason.into(),
-                    message: Some(e.to_string()),
+                    message: Some(e.detail()),
                 };
                 self.waiting.insert(c.name.clone(), (waiting, now + delay));
                 Ok(Step {
