@@ -298,6 +298,8 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                         tracing::warn!(error = %e, container = %spec.name, "cannot remove a container that did not start");
                     }
                 }
+                // The engine's words, without any environment value (some come from Secrets).
+                let detail = without_env_values(e.detail(), &spec.env);
                 // A pull that failed before fails again as ImagePullBackOff, as in Kubernetes.
                 let pulled_before = self.waiting.get(&c.name).is_some_and(|(w, _)| {
                     matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff")
@@ -311,7 +313,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     EventType::Warning,
                     "Failed",
                     Some(&c.name),
-                    format!("Error: {}", e.detail()),
+                    format!("Error: {detail}"),
                 );
                 // Failed starts back off as crashes do (10 s doubling to 5 min by default);
                 // an image that may not be pulled is looked for again every 10 s, as the
@@ -336,7 +338,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 }
                 let waiting = Waiting {
                     reason: reason.into(),
-                    message: Some(e.detail()),
+                    message: Some(detail),
                 };
                 self.waiting.insert(c.name.clone(), (waiting, now + delay));
                 Ok(Step {
@@ -387,4 +389,41 @@ fn is_name_conflict(e: &crate::daemons::agent::RuntimeError) -> bool {
             ..
         }
     )
+}
+
+/// `text` with every environment value of three or more characters masked: an engine's
+/// message may quote a container's configuration, and values may come from Secrets.
+fn without_env_values(mut text: String, env: &[(String, String)]) -> String {
+    let mut values: Vec<&str> = env
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .filter(|v| v.len() >= 3)
+        .collect();
+    // Longest first, so a value containing another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for value in values {
+        if text.contains(value) {
+            text = text.replace(value, "(an environment value)");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_env_values;
+
+    #[test]
+    fn engine_messages_lose_environment_values() {
+        let env = vec![
+            ("TOKEN".to_string(), "s3cr3t-token".to_string()),
+            ("PART".to_string(), "s3cr3t".to_string()),
+            ("N".to_string(), "1".to_string()),
+        ];
+        let text = "invalid environment variable: TOKEN=s3cr3t-token (1 of 1)".to_string();
+        assert_eq!(
+            without_env_values(text, &env),
+            "invalid environment variable: TOKEN=(an environment value) (1 of 1)"
+        );
+    }
 }
