@@ -692,9 +692,7 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
     let server = Server::start();
     let agent = Agent::start(&server, "node-net", &scope, &[]);
     let client = admin(&server).await;
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let host_port = free.local_addr().unwrap().port();
-    drop(free);
+    let host_port = support_docker::free_port();
     let web = |text: &str, ports: serde_json::Value| {
         json!({"terminationGracePeriodSeconds": 1,
             "hostAliases": [{"ip": "127.0.0.1", "hostnames": ["self.alias"]}],
@@ -740,14 +738,7 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
     }
     // Docker holds the host-port pod's sandbox at the address the agent gave it.
     let uid = published.metadata.uid.clone().unwrap();
-    let sandbox = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=berth.dev/pod-uid={uid}"),
-        "--filter",
-        "label=berth.dev/role=sandbox",
-    ]);
+    let sandbox = running_sandbox(&uid);
     let on_network = docker(&[
         "inspect",
         "-f",
@@ -778,14 +769,7 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
     assert!(answer.ends_with("from-published"), "{answer}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        use std::io::{Read, Write};
-        let answer = std::net::TcpStream::connect(("127.0.0.1", host_port)).and_then(|mut s| {
-            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
-            let mut body = String::new();
-            s.read_to_string(&mut body)?;
-            Ok(body)
-        });
-        match answer {
+        match http_get_local(host_port, "/index.html") {
             Ok(body) if body.contains("from-published") => break,
             other => assert!(
                 Instant::now() < deadline,
@@ -803,9 +787,7 @@ async fn a_host_network_pod_serves_on_the_nodes_address_with_the_nodes_name() {
     let server = Server::start();
     let agent = Agent::start(&server, "node-hostnet", &scope, &[]);
     let client = admin(&server).await;
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port();
-    drop(free);
+    let port = support_docker::free_port();
     create_pod(
         &client,
         &agent.node,
@@ -826,25 +808,14 @@ async fn a_host_network_pod_serves_on_the_nodes_address_with_the_nodes_name() {
     );
 
     // It listens in the node's namespace, under the machine's hostname.
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the pod's port");
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
+    let body = http_get_local(port, "/index.html").expect("the pod's port");
     let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert!(
         body.ends_with(&machine),
         "{body:?} should end with {machine:?}"
     );
     let uid = pod.metadata.uid.clone().unwrap();
-    let sandbox = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=berth.dev/pod-uid={uid}"),
-        "--filter",
-        "label=berth.dev/role=sandbox",
-    ]);
+    let sandbox = running_sandbox(&uid);
     let mode = |id: &str| docker(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", id]);
     assert_eq!(mode(&sandbox), "host");
     assert_eq!(

@@ -72,14 +72,7 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
     // Replaced behind berth's back by a container configured otherwise: recreated from the spec.
     let p = wait_pod(&client, "steady", MINUTE, "Running", all_ready).await;
     let third = container_id(&p, "app");
-    let sandbox = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=berth.dev/pod-uid={uid}"),
-        "--filter",
-        "label=berth.dev/role=sandbox",
-    ]);
+    let sandbox = running_sandbox(&uid);
     let impostor = docker_run_for_the_agent(&[
         "-d",
         "--network",
@@ -215,14 +208,7 @@ async fn drift_outside_berth_is_repaired_with_events_and_metrics() {
 
     // The node's end of the sandbox's veth deleted behind berth's back: the sandbox and its
     // containers are made again, and the pod keeps its address.
-    let sandbox = docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=berth.dev/pod-uid={uid}"),
-        "--filter",
-        "label=berth.dev/role=sandbox",
-    ]);
+    let sandbox = running_sandbox(&uid);
     let veth = docker(&[
         "inspect",
         "-f",

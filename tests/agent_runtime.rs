@@ -430,9 +430,7 @@ async fn engine_events_report_a_container_killed_behind_our_back() {
 async fn host_ports_are_published_on_the_sandbox() {
     let rt = runtime().await;
     let scope = TestScope::new("hostport");
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port();
-    drop(free);
+    let port = support_docker::free_port();
     let pod = scope.pod(
         "published",
         serde_json::json!({

@@ -285,6 +285,28 @@ pub fn pod_container_ids(uid: &str, container: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// The id of pod `uid`'s running sandbox.
+pub fn running_sandbox(uid: &str) -> String {
+    docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=berth.dev/pod-uid={uid}"),
+        "--filter",
+        "label=berth.dev/role=sandbox",
+    ])
+}
+
+/// The body of `GET path` (HTTP/1.0) from `127.0.0.1:port`, headers included.
+pub fn http_get_local(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
 /// The id of the running container `container` of the pod, from its status.
 pub fn container_id(pod: &Pod, container: &str) -> String {
     pod.status

@@ -26,6 +26,12 @@ const TEST_DOCKERFILE: &str = "FROM scratch\n\
     RUN [\"/bin/busybox\", \"mkdir\", \"-m\", \"1777\", \"/tmp\"]\n\
     CMD [\"/bin/sh\"]\n";
 
+/// A loopback TCP port free when asked (for host ports the test publishes).
+pub fn free_port() -> u16 {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    free.local_addr().unwrap().port()
+}
+
 /// Connects to the engine and builds the test image when it is missing.
 pub async fn runtime() -> DockerRuntime {
     let runtime = DockerRuntime::connect()
