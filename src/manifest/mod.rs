@@ -4,6 +4,7 @@
 //! API server and, later, apply and git sync all go through [`load`] and [`validate()`].
 
 pub mod check;
+pub mod defaults;
 pub mod diagnostic;
 pub mod gitsource;
 pub mod kinds;

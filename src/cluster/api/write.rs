@@ -5,10 +5,10 @@
 use serde_json::{Map, Value, json};
 
 use super::apply::{self, Writer};
-use super::defaults;
 use super::resources::Resource;
 use super::status::{ApiError, Cause};
 use crate::manifest::Severity;
+use crate::manifest::defaults::apply_server_defaults;
 use crate::manifest::validate::{ValidateOptions, Verdict, validate_value};
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, seconds, `Z`).
@@ -166,7 +166,7 @@ pub fn prepare_create(
     if r.has_spec {
         m.insert("generation".into(), json!(1));
     }
-    defaults::apply(r.api_version, r.kind, &mut v);
+    apply_server_defaults(&mut v);
     validate(r, &v, strict(field_validation))?;
     Ok(v)
 }
@@ -241,7 +241,7 @@ pub fn prepare_update(
             m.insert("managedFields".into(), mf.clone());
         }
     }
-    defaults::apply(r.api_version, r.kind, &mut new);
+    apply_server_defaults(&mut new);
     if !status_write && super::allocate::allocates(r) {
         super::allocate::keep_allocated(r.kind, old, &mut new);
     }
