@@ -103,6 +103,34 @@ impl Problem {
     }
 }
 
+/// Problems made safe to show where Secret values must not appear (CI logs, a GitSource's
+/// status): no source snippet for a Secret (it shows the values and their neighbours), and
+/// no reason or help for a Secret's `data` or `stringData` field (they may quote the value).
+pub fn hide_secret_values(problems: Vec<Problem>) -> Vec<Problem> {
+    problems
+        .into_iter()
+        .map(|mut p| {
+            let secret_object = p
+                .object
+                .as_deref()
+                .is_some_and(|o| o.starts_with("Secret "));
+            let secret_file = p.source.as_ref().is_some_and(|f| f.text.contains("Secret"));
+            if secret_object || secret_file {
+                p.source = None;
+            }
+            let secret_field = p
+                .field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("data") || f.starts_with("stringData"));
+            if secret_object && secret_field {
+                p.reason = "invalid value (not shown: it is Secret data)".into();
+                p.help = Some("run `berth validate` on your machine to see the value".into());
+            }
+            p
+        })
+        .collect()
+}
+
 /// Counts for the `--summary` line, as kubeconform prints it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -117,6 +145,23 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// `3 errors in 2 of 5 resources[ and 1 of 4 files]`, or `None` without errors.
+    pub fn error_line(&self, errors: usize) -> Option<String> {
+        if errors == 0 {
+            return None;
+        }
+        let mut line = format!(
+            "{errors} error{} in {} of {} resources",
+            if errors == 1 { "" } else { "s" },
+            self.invalid,
+            self.resources,
+        );
+        if self.errors > 0 {
+            line.push_str(&format!(" and {} of {} files", self.errors, self.files));
+        }
+        Some(line)
+    }
+
     pub fn line(&self) -> String {
         format!(
             "Summary: {} resource{} found in {} file{} - Valid: {}, Invalid: {}, Errors: {}, Skipped: {}",

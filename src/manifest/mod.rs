@@ -1,11 +1,14 @@
-//! Manifests: loading YAML and JSON with source spans, the object model, and validation.
+//! Manifests: loading YAML and JSON with source spans, the object model, validation, and the
+//! defaults a server fills in.
 //!
-//! This is the one way berth reads manifests: `berth validate` ([`check`]), `berth diff`, the
-//! API server and, later, apply and git sync all go through [`load`] and [`validate()`].
+//! This is the one way berth reads manifests: `berth validate`, `apply`, `diff`, `delete`,
+//! `berth up` and git sync load a set of files, folders, stdin or git trees ([`git`]) with
+//! [`load_set`]; the API server checks each decoded object with [`validate_value`] and fills
+//! in [`defaults`].
 
-pub mod check;
 pub mod defaults;
 pub mod diagnostic;
+pub mod git;
 pub mod gitsource;
 pub mod kinds;
 pub mod load;
@@ -13,6 +16,7 @@ pub mod names;
 pub mod report;
 pub mod schema;
 mod semantic;
+pub mod set;
 pub mod validate;
 pub mod yaml;
 
@@ -20,6 +24,7 @@ use std::sync::Arc;
 
 pub use diagnostic::{Problem, Severity};
 pub use load::{Input, LoadOptions, load_text};
+pub use set::{Loaded, SetOptions, SetReport, load_set};
 pub use validate::{ValidateOptions, validate, validate_value};
 pub use yaml::{Node, NodeValue, Span};
 

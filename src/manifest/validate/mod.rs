@@ -250,13 +250,33 @@ pub struct Checked {
 pub fn check_object(object: &Object, options: ValidateOptions) -> Checked {
     let (verdict, problems) = validate_object(object, options);
     Checked {
+        verdict,
+        problems,
+        ..check_report(object)
+    }
+}
+
+/// The part of a [`Checked`] that describes the object, with no verdict yet.
+fn check_report(object: &Object) -> Checked {
+    Checked {
         describe: object.describe(),
         location: object.location(),
         identity: identity(object),
-        verdict,
-        problems,
+        verdict: Verdict::Valid,
+        problems: Vec::new(),
         file: object.file.clone(),
         name_span: node_at(&object.node, &FieldPath::parse_keys(&["metadata", "name"])).span,
+    }
+}
+
+impl Checked {
+    /// What a report keeps of an object that is not validated (only parsed): no problems.
+    pub fn without_validation(object: &Object) -> Checked {
+        Checked {
+            problems: Vec::new(),
+            verdict: Verdict::Valid,
+            ..check_report(object)
+        }
     }
 }
 

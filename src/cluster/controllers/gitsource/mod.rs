@@ -46,9 +46,7 @@ use crate::apply::batch::{BatchRequest, BatchResponse, Outcome};
 use crate::cluster::api::hooks::SYNC_REQUESTED_ANNOTATION;
 use crate::cluster::api::{BatchRefusal, apply_in_process};
 use crate::manifest::gitsource::GitSource;
-use crate::manifest::load::load_bytes;
-use crate::manifest::validate::Verdict;
-use crate::manifest::{LoadOptions, Severity, ValidateOptions, validate};
+use crate::manifest::{SetOptions, Severity, ValidateOptions, load_set};
 
 /// The field manager git sync applies as.
 pub const FIELD_MANAGER: &str = "berth-gitsource";
@@ -151,69 +149,35 @@ enum Loaded {
     Invalid(Vec<String>),
 }
 
-/// Loads and validates the commit's manifests; marks each object with where it came from.
+/// Loads and validates the commit's manifests with the one loader; marks each object with
+/// where it came from. Secret data never reaches a status.
 fn load_commit(fetched: &Fetched, source_key: &str) -> Loaded {
-    let mut objects = Vec::new();
-    let mut problems = Vec::new();
-    for file in &fetched.files {
-        let (_, file_objects, file_problems) = load_bytes(
-            file.path.clone(),
-            file.bytes.clone(),
-            LoadOptions::default(),
+    let options = SetOptions::keep(ValidateOptions::default());
+    let (objects, report) = load_set(fetched.files.clone(), options);
+    if report.error_count() > 0 {
+        return Loaded::Invalid(
+            report
+                .problems_without_secret_values()
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .map(|p| format!("{}: {}", p.location(), p.message()))
+                .collect(),
         );
-        problems.extend(file_problems);
-        objects.extend(file_objects);
     }
-    let validated = validate(&objects, ValidateOptions::default());
-    problems.extend(validated.problems.into_iter().flatten());
-    let errors: Vec<String> = problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .map(|p| {
-            let secret = p
-                .object
-                .as_deref()
-                .is_some_and(|o| o.starts_with("Secret "));
-            let secret_field = p
-                .field
-                .as_deref()
-                .is_some_and(|f| f.starts_with("data") || f.starts_with("stringData"));
-            if secret && secret_field {
-                // The reason may quote the value: Secret data never reaches a status.
-                format!(
-                    "{}: {}: {}: invalid value (not shown: it is Secret data)",
-                    p.location(),
-                    p.object.as_deref().unwrap_or(""),
-                    p.field.as_deref().unwrap_or("")
-                )
-            } else {
-                format!("{}: {}", p.location(), p.message())
+    let annotate = |o: crate::manifest::Loaded| {
+        let mut value = o.value;
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(SOURCE_ANNOTATION.into(), json!(source_key));
+                a.insert(SOURCE_COMMIT_ANNOTATION.into(), json!(fetched.commit));
+                a.insert(SOURCE_PATH_ANNOTATION.into(), json!(o.path));
+                a.insert(SOURCE_LINE_ANNOTATION.into(), json!(o.line.to_string()));
             }
-        })
-        .collect();
-    if !errors.is_empty() {
-        return Loaded::Invalid(errors);
-    }
-    let out = objects
-        .into_iter()
-        .zip(validated.verdicts)
-        .filter(|(_, v)| *v != Verdict::Skipped)
-        .map(|(o, _)| {
-            let mut value = o.value;
-            let line = o.node.span.start.line.to_string();
-            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-                let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-                if let Some(a) = annotations.as_object_mut() {
-                    a.insert(SOURCE_ANNOTATION.into(), json!(source_key));
-                    a.insert(SOURCE_COMMIT_ANNOTATION.into(), json!(fetched.commit));
-                    a.insert(SOURCE_PATH_ANNOTATION.into(), json!(o.file.path));
-                    a.insert(SOURCE_LINE_ANNOTATION.into(), json!(line));
-                }
-            }
-            value
-        })
-        .collect();
-    Loaded::Valid(out)
+        }
+        value
+    };
+    Loaded::Valid(objects.into_iter().map(annotate).collect())
 }
 
 /// `Deployment default/web` of a batch result.
