@@ -1,6 +1,6 @@
 //! Where a problem is: field paths (`spec.template.spec.containers[0].image`), the YAML node
 //! they lead to, and [`ObjectReport`], which collects the problems of one object for the
-//! schema check ([`super::validate`]) and the semantic checks ([`super::semantic`]) alike.
+//! schema check and the semantic checks alike (both import this module, not each other).
 
 use std::fmt;
 use std::sync::Arc;
