@@ -476,6 +476,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secret_values_are_left_out_of_problems_about_secrets() {
+        let file = Arc::new(SourceFile {
+            path: "s.yaml".into(),
+            text: Arc::from("kind: Secret\ndata: {password: hunter2}\n"),
+        });
+        let problem = |object: &str, field: &str| Problem {
+            severity: Severity::Error,
+            path: file.path.clone(),
+            source: Some(file.clone()),
+            span: None,
+            object: Some(object.into()),
+            field: Some(field.into()),
+            reason: "not valid base64: hunter2".into(),
+            help: None,
+            rule: "format",
+        };
+        let hidden = hide_secret_values(vec![
+            problem("Secret default/s", "data.password"),
+            problem("Secret default/s", "metadata.name"),
+            problem("ConfigMap default/c", "data.x"),
+        ]);
+        assert!(hidden.iter().all(|p| p.source.is_none()));
+        assert!(!hidden[0].message().contains("hunter2"));
+        assert!(hidden[0].reason.contains("not shown"));
+        assert_eq!(hidden[1].reason, "not valid base64: hunter2");
+        assert_eq!(hidden[2].reason, "not valid base64: hunter2");
+    }
+
+    #[test]
     fn github_annotations_escape_their_properties() {
         let p = Problem {
             severity: Severity::Error,
