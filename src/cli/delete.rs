@@ -12,8 +12,7 @@ use super::request::{CliError, EXIT_FAILED, Session, namespace_or_default, with_
 use crate::client::ClientOptions;
 use crate::client::discovery::{ServedResource, ServedResources};
 use crate::manifest::diagnostic::render_human;
-use crate::manifest::load::{expand_inputs, load_bytes, read_input};
-use crate::manifest::{Input, LoadOptions, Severity};
+use crate::manifest::{Input, LoadOptions, SetOptions, load_set};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Cascade {
@@ -133,29 +132,24 @@ async fn delete(args: DeleteArgs) -> Result<u8, CliError> {
     Ok(if failures.is_empty() { 0 } else { EXIT_FAILED })
 }
 
-/// Loads the files with the manifest loader; on any error reports every problem and gives
+/// Loads the files with the manifest loader (parsed, not validated: a manifest a newer
+/// schema would refuse can still be deleted); on any error reports every problem and gives
 /// the exit code.
 fn read_manifests(paths: &[String]) -> Result<Vec<Value>, u8> {
     let inputs: Vec<Input> = paths.iter().map(|p| Input::parse(p)).collect();
-    let (files, mut problems) = expand_inputs(&inputs);
-    let mut objects = Vec::new();
-    for input in &files {
-        match read_input(input) {
-            Ok((name, bytes)) => {
-                let (_, file_objects, file_problems) =
-                    load_bytes(name, bytes, LoadOptions::default());
-                objects.extend(file_objects.into_iter().map(|o| o.value));
-                problems.extend(file_problems);
-            }
-            Err(e) => problems.push(e.problem()),
-        }
-    }
-    if problems.iter().any(|p| p.severity == Severity::Error) {
+    let options = SetOptions {
+        load: LoadOptions::default(),
+        validate: None,
+        keep_objects: true,
+    };
+    let (objects, report) = load_set(inputs, options);
+    if report.error_count() > 0 {
+        let problems: Vec<_> = report.problems().cloned().collect();
         eprintln!("error: nothing was deleted: the manifests cannot be read\n");
         eprint!("{}", render_human(&problems, false));
         return Err(super::EXIT_ERROR);
     }
-    Ok(objects)
+    Ok(objects.into_iter().map(|o| o.value).collect())
 }
 
 fn from_manifests(

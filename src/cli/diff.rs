@@ -13,13 +13,13 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
+use super::manifests::print_problems;
 use crate::diff::render::summary_line;
 use crate::diff::{ApplyPlan, Format, PlanOptions, RenderOptions, plan, render};
-use crate::manifest::diagnostic::render_human;
-use crate::manifest::load::load_bytes;
-use crate::manifest::{LoadOptions, Problem, Severity, ValidateOptions, validate};
+use crate::manifest::set::configure_workers;
+use crate::manifest::{Input, Problem, SetOptions, ValidateOptions, load_set};
 
-use git::{RepoFile, RepoManifests};
+use git::RepoManifests;
 
 /// No differences.
 const EXIT_SAME: u8 = 0;
@@ -91,10 +91,7 @@ pub struct DiffArgs {
 }
 
 pub fn run(args: DiffArgs) -> u8 {
-    // Validation walks deeply nested documents; give rayon's workers room, as validate does.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .stack_size(8 * 1024 * 1024)
-        .build_global();
+    configure_workers(None);
     if let Some(source) = &args.source {
         return source::run(&args, source);
     }
@@ -123,47 +120,12 @@ fn label(rev: &str) -> String {
     }
 }
 
-/// Problems about Secrets, made safe for CI logs: no source snippet (it shows the values and
-/// their neighbours), and no reason or help for a `data`/`stringData` field (they quote it).
-pub(super) fn without_secret_values(problems: Vec<Problem>) -> Vec<Problem> {
-    problems
-        .into_iter()
-        .map(|mut p| {
-            let secret_object = p
-                .object
-                .as_deref()
-                .is_some_and(|o| o.starts_with("Secret "));
-            let secret_file = p.source.as_ref().is_some_and(|f| f.text.contains("Secret"));
-            if secret_object || secret_file {
-                p.source = None;
-            }
-            let secret_field = p
-                .field
-                .as_deref()
-                .is_some_and(|f| f.starts_with("data") || f.starts_with("stringData"));
-            if secret_object && secret_field {
-                p.reason = "invalid value (not shown: it is Secret data)".into();
-                p.help = Some("run `berth validate` on your machine to see the value".into());
-            }
-            p
-        })
-        .collect()
-}
-
-/// Loads and validates one side. `Err` holds every problem when any is an error.
-fn load_side(files: Vec<RepoFile>, options: ValidateOptions) -> Result<Vec<Value>, Vec<Problem>> {
-    let mut objects = Vec::new();
-    let mut problems = Vec::new();
-    for file in files {
-        let (_, file_objects, file_problems) =
-            load_bytes(file.path, file.bytes, LoadOptions::default());
-        objects.extend(file_objects);
-        problems.extend(file_problems);
-    }
-    let validated = validate(&objects, options);
-    problems.extend(validated.problems.into_iter().flatten());
-    if problems.iter().any(|p| p.severity == Severity::Error) {
-        return Err(without_secret_values(problems));
+/// Loads and validates one side. `Err` holds every problem, Secret values left out, when any
+/// is an error.
+fn load_side(files: Vec<Input>, options: ValidateOptions) -> Result<Vec<Value>, Vec<Problem>> {
+    let (objects, report) = load_set(files, SetOptions::keep(options));
+    if report.error_count() > 0 {
+        return Err(report.problems_without_secret_values());
     }
     Ok(objects.into_iter().map(|o| o.value).collect())
 }
@@ -217,10 +179,8 @@ fn run_git(args: &DiffArgs, base: &str) -> u8 {
             Ok(objects) => loaded.push(objects),
             Err(problems) => {
                 invalid = true;
-                let color =
-                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
                 eprintln!("error: the manifests at {side_label} are invalid:\n");
-                eprint!("{}", render_human(&problems, color));
+                print_problems(&problems);
                 loaded.push(Vec::new());
             }
         }

@@ -4,11 +4,13 @@ use std::io::{IsTerminal, Write};
 
 use clap::{Args, ValueEnum};
 
-use crate::manifest::check::check_inputs;
-use crate::manifest::diagnostic::{self, Case, Summary};
+use crate::manifest::diagnostic::{self, Case};
+use crate::manifest::set::configure_workers;
 use crate::manifest::validate::Verdict;
 use crate::manifest::yaml::Limits;
-use crate::manifest::{Input, LoadOptions, Problem, Severity, ValidateOptions};
+use crate::manifest::{
+    Input, LoadOptions, Problem, SetOptions, Severity, ValidateOptions, load_set,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -49,26 +51,6 @@ pub struct ValidateArgs {
     jobs: Option<usize>,
 }
 
-/// `3 errors in 2 of 5 resources[ and 1 of 4 files]`, or `None` without errors.
-pub(super) fn error_line(errors: usize, summary: &Summary) -> Option<String> {
-    if errors == 0 {
-        return None;
-    }
-    let mut line = format!(
-        "{errors} error{} in {} of {} resources",
-        if errors == 1 { "" } else { "s" },
-        summary.invalid,
-        summary.resources,
-    );
-    if summary.errors > 0 {
-        line.push_str(&format!(
-            " and {} of {} files",
-            summary.errors, summary.files
-        ));
-    }
-    Some(line)
-}
-
 pub fn run(args: ValidateArgs) -> u8 {
     let inputs: Vec<Input> = args
         .paths
@@ -80,59 +62,38 @@ pub fn run(args: ValidateArgs) -> u8 {
         eprintln!("error: no manifests given\n\nUsage: berth validate PATH... (use - for stdin)");
         return super::EXIT_ERROR;
     }
-    if let Some(jobs) = args.jobs {
-        // Worker threads get room for deeply nested (but within limits) documents.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.max(1))
-            .stack_size(8 * 1024 * 1024)
-            .build_global();
-    } else {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .stack_size(8 * 1024 * 1024)
-            .build_global();
-    }
-    let options = ValidateOptions {
-        strict: !args.no_strict,
-        ignore_unknown_kinds: args.ignore_unknown_kinds,
-    };
-    let load_options = LoadOptions {
-        limits: Limits {
-            max_document_bytes: args.max_document_bytes,
-            ..Limits::default()
+    configure_workers(args.jobs);
+    let options = SetOptions {
+        load: LoadOptions {
+            limits: Limits {
+                max_document_bytes: args.max_document_bytes,
+                ..Limits::default()
+            },
         },
+        validate: Some(ValidateOptions {
+            strict: !args.no_strict,
+            ignore_unknown_kinds: args.ignore_unknown_kinds,
+        }),
+        keep_objects: false,
     };
-    let reports = check_inputs(&inputs, load_options, options);
-
-    let mut summary = Summary::default();
-    let mut io_error = false;
-    // Problems in input order: a file's own problems, then each object's.
-    let mut problems: Vec<Problem> = Vec::new();
+    let (_, report) = load_set(inputs, options);
+    let summary = report.summary();
+    let io_error = report.unreadable();
+    let problems: Vec<Problem> = report.problems().cloned().collect();
+    // One JUnit case per unreadable or unparsable file, and one per object.
     let mut cases: Vec<Case> = Vec::new();
-    for report in reports {
-        if report.file.is_some() {
-            summary.files += 1;
-        }
-        io_error |= report.file_problems.iter().any(|p| p.rule == "io");
-        if !report.file_problems.is_empty() {
-            summary.errors += 1;
+    for file in report.files {
+        if !file.file_problems.is_empty() {
             cases.push(Case {
-                file: report.path.clone(),
-                name: report.path.clone(),
-                problems: report.file_problems.clone(),
+                file: file.path.clone(),
+                name: file.path.clone(),
+                problems: file.file_problems,
                 skipped: false,
             });
-            problems.extend(report.file_problems);
         }
-        for object in report.objects {
-            summary.resources += 1;
-            match object.verdict {
-                Verdict::Valid => summary.valid += 1,
-                Verdict::Invalid => summary.invalid += 1,
-                Verdict::Skipped => summary.skipped += 1,
-            }
-            problems.extend(object.problems.iter().cloned());
+        for object in file.objects {
             cases.push(Case {
-                file: report.path.clone(),
+                file: file.path.clone(),
                 name: object.describe,
                 problems: object.problems,
                 skipped: object.verdict == Verdict::Skipped,
@@ -149,7 +110,7 @@ pub fn run(args: ValidateArgs) -> u8 {
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
                 .count();
-            if let Some(line) = error_line(errors, &summary) {
+            if let Some(line) = summary.error_line(errors) {
                 text.push_str(&line);
                 text.push('\n');
             }

@@ -5,7 +5,6 @@
 //! or between two git revisions) and `berth apply` call [`plan`] and then render or execute it.
 //! Secret values are masked in every rendering and in `Debug`; see [`mask`].
 
-pub mod defaults;
 pub mod mask;
 pub mod normalize;
 pub mod render;
@@ -440,7 +439,7 @@ mod tests {
             }
             if let Some(ns) = &namespace { manifest["metadata"]["namespace"] = json!(ns); }
             let mut live = manifest.clone();
-            defaults::apply_defaults(&mut live);
+            crate::manifest::defaults::apply_defaults(&mut live);
             live["metadata"]["namespace"] = json!(namespace.as_deref().unwrap_or("default"));
             live["metadata"]["uid"] = json!("u-1");
             live["metadata"]["resourceVersion"] = json!("7");

@@ -1,10 +1,11 @@
 //! Normalisation before comparing: what the server sets or defaults is removed from both
 //! sides, so an unchanged manifest compares equal to the object a Kubernetes server returns.
 
-use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::defaults::{self, Step, Stripped, apply_defaults, get, get_mut, group_kind};
+use crate::manifest::defaults::{
+    Step, Stripped, apply_defaults, get, get_mut, group_kind, strip_defaults,
+};
 
 /// Metadata fields only the server writes.
 pub const SERVER_SET_METADATA: &[&str] = &[
@@ -78,30 +79,6 @@ fn drop_server_set(object: &mut Value) {
     }
 }
 
-/// The server merges a Secret's write-only `stringData` into `data`, base64-encoded.
-fn merge_string_data(object: &mut Value) {
-    if group_kind(object) != ("", "Secret") {
-        return;
-    }
-    let Value::Object(root) = object else { return };
-    let Some(Value::Object(string_data)) = root.shift_remove("stringData") else {
-        return;
-    };
-    let data = root
-        .entry("data")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(data) = data {
-        for (key, value) in string_data {
-            let text = match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-            data.insert(key, Value::String(encoded));
-        }
-    }
-}
-
 /// Removes `metadata.namespace` when it is the namespace the object would get anyway.
 fn drop_default_namespace(object: &mut Value, default_namespace: &str) {
     if let Some(Value::Object(meta)) = object.get_mut("metadata")
@@ -117,7 +94,6 @@ fn prepare(object: &Value, default_namespace: &str) -> Value {
     let mut object = object.clone();
     drop_nulls(&mut object);
     drop_server_set(&mut object);
-    merge_string_data(&mut object);
     drop_default_namespace(&mut object, default_namespace);
     apply_defaults(&mut object);
     object
@@ -196,8 +172,8 @@ pub fn normalize_pair(
 ) -> (Option<Value>, Option<Value>) {
     let mut live = live.map(|v| prepare(v, default_namespace));
     let mut desired = desired.map(|v| prepare(v, default_namespace));
-    let live_stripped = live.as_mut().map(defaults::strip_defaults);
-    let desired_stripped = desired.as_mut().map(defaults::strip_defaults);
+    let live_stripped = live.as_mut().map(strip_defaults);
+    let desired_stripped = desired.as_mut().map(strip_defaults);
     if let (Some(l), Some(d)) = (live.as_mut(), desired.as_mut()) {
         let (l_before, d_before) = (l.clone(), d.clone());
         restore(l, live_stripped.as_deref().unwrap_or(&[]), &d_before);

@@ -103,6 +103,34 @@ impl Problem {
     }
 }
 
+/// Problems made safe to show where Secret values must not appear (CI logs, a GitSource's
+/// status): no source snippet for a Secret (it shows the values and their neighbours), and
+/// no reason or help for a Secret's `data` or `stringData` field (they may quote the value).
+pub fn hide_secret_values(problems: Vec<Problem>) -> Vec<Problem> {
+    problems
+        .into_iter()
+        .map(|mut p| {
+            let secret_object = p
+                .object
+                .as_deref()
+                .is_some_and(|o| o.starts_with("Secret "));
+            let secret_file = p.source.as_ref().is_some_and(|f| f.text.contains("Secret"));
+            if secret_object || secret_file {
+                p.source = None;
+            }
+            let secret_field = p
+                .field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("data") || f.starts_with("stringData"));
+            if secret_object && secret_field {
+                p.reason = "invalid value (not shown: it is Secret data)".into();
+                p.help = Some("run `berth validate` on your machine to see the value".into());
+            }
+            p
+        })
+        .collect()
+}
+
 /// Counts for the `--summary` line, as kubeconform prints it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -117,6 +145,23 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// `3 errors in 2 of 5 resources[ and 1 of 4 files]`, or `None` without errors.
+    pub fn error_line(&self, errors: usize) -> Option<String> {
+        if errors == 0 {
+            return None;
+        }
+        let mut line = format!(
+            "{errors} error{} in {} of {} resources",
+            if errors == 1 { "" } else { "s" },
+            self.invalid,
+            self.resources,
+        );
+        if self.errors > 0 {
+            line.push_str(&format!(" and {} of {} files", self.errors, self.files));
+        }
+        Some(line)
+    }
+
     pub fn line(&self) -> String {
         format!(
             "Summary: {} resource{} found in {} file{} - Valid: {}, Invalid: {}, Errors: {}, Skipped: {}",
@@ -429,6 +474,35 @@ pub fn render_github(problems: &[Problem]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_values_are_left_out_of_problems_about_secrets() {
+        let file = Arc::new(SourceFile {
+            path: "s.yaml".into(),
+            text: Arc::from("kind: Secret\ndata: {password: hunter2}\n"),
+        });
+        let problem = |object: &str, field: &str| Problem {
+            severity: Severity::Error,
+            path: file.path.clone(),
+            source: Some(file.clone()),
+            span: None,
+            object: Some(object.into()),
+            field: Some(field.into()),
+            reason: "not valid base64: hunter2".into(),
+            help: None,
+            rule: "format",
+        };
+        let hidden = hide_secret_values(vec![
+            problem("Secret default/s", "data.password"),
+            problem("Secret default/s", "metadata.name"),
+            problem("ConfigMap default/c", "data.x"),
+        ]);
+        assert!(hidden.iter().all(|p| p.source.is_none()));
+        assert!(!hidden[0].message().contains("hunter2"));
+        assert!(hidden[0].reason.contains("not shown"));
+        assert_eq!(hidden[1].reason, "not valid base64: hunter2");
+        assert_eq!(hidden[2].reason, "not valid base64: hunter2");
+    }
 
     #[test]
     fn github_annotations_escape_their_properties() {

@@ -1,4 +1,4 @@
-//! Reading manifests from files, directories and stdin into [`Object`]s.
+//! Reading manifests from files, directories, stdin and git blobs into [`Object`]s.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,12 @@ use super::{Object, SourceFile};
 pub enum Input {
     Path(PathBuf),
     Stdin,
+    /// A file already read (a git blob, a file of the working tree), named as the user
+    /// will see it.
+    File {
+        path: String,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Input {
@@ -31,21 +37,30 @@ pub struct LoadOptions {
     pub limits: Limits,
 }
 
-const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+/// The extensions of the files read from a folder (or a git tree).
+pub const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+
+/// Whether a file in a folder is read as manifests, by its name's extension.
+pub fn is_manifest_name(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+}
 
 /// Expands directories (recursively, sorted, hidden entries skipped) into the files to read.
 /// Files named explicitly are read whatever their extension.
-pub fn expand_inputs(inputs: &[Input]) -> (Vec<Input>, Vec<Problem>) {
+pub fn expand_inputs(inputs: Vec<Input>) -> (Vec<Input>, Vec<Problem>) {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for input in inputs {
         match input {
-            Input::Stdin => out.push(Input::Stdin),
-            Input::Path(path) => match std::fs::metadata(path) {
-                Ok(meta) if meta.is_dir() => walk(path, &mut out, &mut problems),
-                Ok(_) => out.push(Input::Path(path.clone())),
-                Err(e) => problems.push(Problem::io(&display(path), &e)),
+            Input::Path(path) => match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => walk(&path, &mut out, &mut problems),
+                Ok(_) => out.push(Input::Path(path)),
+                Err(e) => problems.push(Problem::io(&display(&path), &e)),
             },
+            other => out.push(other),
         }
     }
     (out, problems)
@@ -74,9 +89,9 @@ fn walk(dir: &Path, out: &mut Vec<Input>, problems: &mut Vec<Problem>) {
         if path.is_dir() {
             walk(&path, out, problems);
         } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_manifest_name)
         {
             out.push(Input::Path(path));
         }
@@ -106,19 +121,22 @@ impl ReadError {
 /// One file's text as loaded: the file, its objects, and what was wrong with it.
 pub type FileLoad = (Arc<SourceFile>, Vec<Object>, Vec<Problem>);
 
-/// Reads one input's bytes, named as the user will see it.
-pub fn read_input(input: &Input) -> Result<(String, Vec<u8>), ReadError> {
-    let (name, read) = match input {
-        Input::Stdin => {
-            let mut buf = Vec::new();
-            let read = std::io::stdin().read_to_end(&mut buf).map(|_| buf);
-            ("<stdin>".to_string(), read)
+impl Input {
+    /// The input's bytes, named as the user will see it.
+    pub fn read(self) -> Result<(String, Vec<u8>), ReadError> {
+        let (name, read) = match self {
+            Input::Stdin => {
+                let mut buf = Vec::new();
+                let read = std::io::stdin().read_to_end(&mut buf).map(|_| buf);
+                ("<stdin>".to_string(), read)
+            }
+            Input::Path(path) => (display(&path), std::fs::read(&path)),
+            Input::File { path, bytes } => (path, Ok(bytes)),
+        };
+        match read {
+            Ok(bytes) => Ok((name, bytes)),
+            Err(source) => Err(ReadError { path: name, source }),
         }
-        Input::Path(path) => (display(path), std::fs::read(path)),
-    };
-    match read {
-        Ok(bytes) => Ok((name, bytes)),
-        Err(source) => Err(ReadError { path: name, source }),
     }
 }
 
@@ -286,6 +304,12 @@ mod tests {
         let names: Vec<_> = objects.iter().map(|o| o.name().unwrap()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(objects[1].list_item, Some(1));
+    }
+
+    #[test]
+    fn only_manifest_extensions_are_picked() {
+        assert!(is_manifest_name("web.yaml") && is_manifest_name("x.json"));
+        assert!(!is_manifest_name("README.md") && !is_manifest_name("yaml"));
     }
 
     #[test]

@@ -1,16 +1,22 @@
-//! Manifests: loading YAML and JSON with source spans, the object model, and validation.
+//! Manifests: loading YAML and JSON with source spans, the object model, validation, and the
+//! defaults a server fills in.
 //!
-//! This is the one way berth reads manifests: `berth validate` ([`check`]), `berth diff`, the
-//! API server and, later, apply and git sync all go through [`load`] and [`validate()`].
+//! This is the one way berth reads manifests: `berth validate`, `apply`, `diff`, `delete`,
+//! `berth up` and git sync load a set of files, folders, stdin or git trees ([`git`]) with
+//! [`load_set`]; the API server checks each decoded object with [`validate_value`] and fills
+//! in [`defaults`].
 
-pub mod check;
+pub mod defaults;
 pub mod diagnostic;
+pub mod git;
 pub mod gitsource;
 pub mod kinds;
 pub mod load;
 pub mod names;
+pub mod report;
 pub mod schema;
 mod semantic;
+pub mod set;
 pub mod validate;
 pub mod yaml;
 
@@ -18,7 +24,8 @@ use std::sync::Arc;
 
 pub use diagnostic::{Problem, Severity};
 pub use load::{Input, LoadOptions, load_text};
-pub use validate::{ValidateOptions, validate};
+pub use set::{Loaded, SetOptions, SetReport, load_set};
+pub use validate::{ValidateOptions, validate, validate_value};
 pub use yaml::{Node, NodeValue, Span};
 
 /// One file (or stdin, or a git blob) that manifests were read from.
@@ -72,19 +79,7 @@ impl Object {
 
     /// `Deployment shop/web`: how problems name the object.
     pub fn describe(&self) -> String {
-        let kind = self.kind().unwrap_or("<no kind>");
-        let name = self
-            .name()
-            .or_else(|| {
-                self.value
-                    .pointer("/metadata/generateName")
-                    .and_then(serde_json::Value::as_str)
-            })
-            .unwrap_or("<no name>");
-        match self.namespace() {
-            Some(ns) => format!("{kind} {ns}/{name}"),
-            None => format!("{kind} {name}"),
-        }
+        describe(&self.value)
     }
 
     /// Where the object starts, as `file:line:col`.
@@ -93,5 +88,19 @@ impl Object {
             "{}:{}:{}",
             self.file.path, self.node.span.start.line, self.node.span.start.col
         )
+    }
+}
+
+/// `Deployment shop/web` (or `Namespace shop`): how problems and plans name an object;
+/// `<no kind>` and `<no name>` stand in for what it lacks, a `generateName` for its name.
+pub fn describe(object: &serde_json::Value) -> String {
+    let text = |pointer: &str| object.pointer(pointer).and_then(serde_json::Value::as_str);
+    let kind = text("/kind").unwrap_or("<no kind>");
+    let name = text("/metadata/name")
+        .or_else(|| text("/metadata/generateName"))
+        .unwrap_or("<no name>");
+    match text("/metadata/namespace") {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::kinds::KindInfo;
 use super::names;
-use super::validate::{FieldPath, ObjectReport};
+use super::report::{FieldPath, ObjectReport};
 
 type NameRule = fn(&str) -> Result<(), String>;
 
@@ -74,14 +74,7 @@ pub(crate) fn check(report: &mut ObjectReport<'_>, kind: &KindInfo, value: &Valu
 }
 
 fn at<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
-    let mut v = value;
-    for seg in &path.0 {
-        v = match seg {
-            super::validate::Segment::Key(k) => v.get(k)?,
-            super::validate::Segment::Index(i) => v.get(*i)?,
-        };
-    }
-    Some(v)
+    path.lookup(value)
 }
 
 fn check_metadata(report: &mut ObjectReport<'_>, kind: &KindInfo, value: &Value, root: &FieldPath) {

@@ -1,18 +1,14 @@
-//! Reading manifest files straight from git objects (no checkout) or from the working tree,
+//! The repository around the current directory, and the manifests of a folder in it at a
+//! revision (read from git objects by the manifest core's tree reader) or in the working tree,
 //! named by their path in the repository.
 
 use std::path::{Component, Path, PathBuf};
 
-use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+use git2::Repository;
 
 use crate::manifest::Input;
+use crate::manifest::git::{TreeError, read_tree};
 use crate::manifest::load::expand_inputs;
-
-/// The extensions the manifest loader picks from a folder (see `manifest::load`).
-const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
-
-/// A symbolic link's file mode in a git tree: its blob is a link target, not a manifest.
-const GIT_FILEMODE_LINK: i32 = 0o120000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitReadError {
@@ -45,13 +41,6 @@ pub enum GitReadError {
     OutsideRepository { path: PathBuf, workdir: PathBuf },
 }
 
-/// One manifest file: its path in the repository and its bytes.
-#[derive(Debug)]
-pub struct RepoFile {
-    pub path: String,
-    pub bytes: Vec<u8>,
-}
-
 /// The repository around the current directory and the folder (or file) in it to compare.
 pub struct RepoManifests {
     repo: Repository,
@@ -72,13 +61,6 @@ fn lexical(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-fn is_manifest_name(name: &str) -> bool {
-    Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
 }
 
 impl RepoManifests {
@@ -135,79 +117,29 @@ impl RepoManifests {
 
     /// The manifest files under the path at a revision, sorted by path. `None` when the path
     /// does not exist at that revision.
-    pub fn at_revision(&self, rev: &str) -> Result<Option<Vec<RepoFile>>, GitReadError> {
-        let tree_error = |source| GitReadError::Tree {
-            rev: rev.to_string(),
-            path: self.prefix().to_string(),
-            source,
-        };
-        let root = self.revparse(rev)?.peel_to_tree().map_err(tree_error)?;
-        let (tree, single) = if self.prefix.is_empty() {
-            (root, None)
-        } else {
-            let entry = match root.get_path(Path::new(&self.prefix)) {
-                Ok(entry) => entry,
-                Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
-                Err(e) => return Err(tree_error(e)),
-            };
-            match entry.kind() {
-                Some(ObjectType::Tree) => (
-                    entry
-                        .to_object(&self.repo)
-                        .and_then(|o| o.peel_to_tree())
-                        .map_err(tree_error)?,
-                    None,
-                ),
-                // A file named explicitly is read whatever its extension, as the loader does.
-                _ => (root, Some(entry.id())),
-            }
-        };
-        let mut found: Vec<(String, git2::Oid)> = Vec::new();
-        if let Some(id) = single {
-            found.push((self.prefix.clone(), id));
-        } else {
-            let base = if self.prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", self.prefix)
-            };
-            tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-                let name = entry.name().unwrap_or("");
-                if name.starts_with('.') {
-                    return TreeWalkResult::Skip;
-                }
-                if entry.kind() == Some(ObjectType::Blob)
-                    && entry.filemode() != GIT_FILEMODE_LINK
-                    && is_manifest_name(name)
-                {
-                    found.push((format!("{base}{dir}{name}"), entry.id()));
-                }
-                TreeWalkResult::Ok
-            })
-            .map_err(tree_error)?;
-        }
-        found.sort();
-        let mut files = Vec::with_capacity(found.len());
-        for (path, id) in found {
-            let blob = self
-                .repo
-                .find_blob(id)
-                .map_err(|source| GitReadError::Tree {
+    pub fn at_revision(&self, rev: &str) -> Result<Option<Vec<Input>>, GitReadError> {
+        let root = self
+            .revparse(rev)?
+            .peel_to_tree()
+            .map_err(|source| GitReadError::Tree {
+                rev: rev.to_string(),
+                path: self.prefix().to_string(),
+                source,
+            })?;
+        let found =
+            read_tree(&self.repo, root, &self.prefix).map_err(|TreeError { path, source }| {
+                GitReadError::Tree {
                     rev: rev.to_string(),
-                    path: path.clone(),
+                    path,
                     source,
-                })?;
-            files.push(RepoFile {
-                path,
-                bytes: blob.content().to_vec(),
-            });
-        }
-        Ok(Some(files))
+                }
+            })?;
+        Ok(found.into_files())
     }
 
     /// The manifest files under the path in the working tree, as the loader would pick them
     /// from the folder, less what `.gitignore` ignores. `None` when the path does not exist.
-    pub fn working_tree(&self) -> Result<Option<Vec<RepoFile>>, GitReadError> {
+    pub fn working_tree(&self) -> Result<Option<Vec<Input>>, GitReadError> {
         let Some(workdir) = self.repo.workdir() else {
             return Ok(None);
         };
@@ -215,7 +147,7 @@ impl RepoManifests {
         if !start.exists() {
             return Ok(None);
         }
-        let (inputs, problems) = expand_inputs(&[Input::Path(start)]);
+        let (inputs, problems) = expand_inputs(vec![Input::Path(start)]);
         if let Some(problem) = problems.first() {
             return Err(GitReadError::WorkingTree {
                 path: problem.path.clone(),
@@ -238,10 +170,15 @@ impl RepoManifests {
                 path: name.clone(),
                 source,
             })?;
-            files.push(RepoFile { path: name, bytes });
+            files.push((name, bytes));
         }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Some(files))
+        files.sort();
+        Ok(Some(
+            files
+                .into_iter()
+                .map(|(path, bytes)| Input::File { path, bytes })
+                .collect(),
+        ))
     }
 }
 
@@ -252,11 +189,5 @@ mod tests {
     #[test]
     fn lexical_paths_resolve_dots_without_the_file_system() {
         assert_eq!(lexical(Path::new("/r/./a/../b")), PathBuf::from("/r/b"));
-    }
-
-    #[test]
-    fn only_manifest_extensions_are_picked() {
-        assert!(is_manifest_name("web.yaml") && is_manifest_name("x.json"));
-        assert!(!is_manifest_name("README.md") && !is_manifest_name("yaml"));
     }
 }

@@ -12,7 +12,6 @@ pub mod auth;
 mod batch;
 pub mod binding;
 mod body;
-pub mod defaults;
 mod delete;
 pub mod discovery;
 pub mod encryption;

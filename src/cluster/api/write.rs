@@ -5,11 +5,11 @@
 use serde_json::{Map, Value, json};
 
 use super::apply::{self, Writer};
-use super::defaults;
 use super::resources::Resource;
 use super::status::{ApiError, Cause};
-use crate::manifest::validate::{ValidateOptions, Verdict, validate_object};
-use crate::manifest::{LoadOptions, Severity, load_text};
+use crate::manifest::Severity;
+use crate::manifest::defaults::apply_server_defaults;
+use crate::manifest::validate::{ValidateOptions, Verdict, validate_value};
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, seconds, `Z`).
 pub fn now() -> String {
@@ -79,56 +79,37 @@ pub fn check_identity(r: &Resource, ns: Option<&str>, v: &mut Value) -> Result<(
 
 /// Validates the object as `berth validate` would. All errors become causes of one 422.
 pub fn validate(r: &Resource, v: &Value, strict: bool) -> Result<(), ApiError> {
-    let text = serde_json::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (_, objects, problems) = load_text("request".into(), text, LoadOptions::default());
-    let mut causes: Vec<Cause> = problems
+    let options = ValidateOptions {
+        strict,
+        ignore_unknown_kinds: false,
+    };
+    let (verdict, problems) = validate_value(v, options);
+    if verdict == Verdict::Valid {
+        return Ok(());
+    }
+    let causes = problems
         .iter()
+        .filter(|p| p.severity == Severity::Error)
         .map(|p| Cause {
-            reason: "FieldValueInvalid".into(),
-            message: p.reason.clone(),
-            field: String::new(),
+            reason: match p.rule {
+                "required" | "missing-name" => "FieldValueRequired",
+                "unknown-field" => "FieldValueNotSupported",
+                _ => "FieldValueInvalid",
+            }
+            .into(),
+            message: match &p.help {
+                Some(h) => format!("{} ({h})", p.reason),
+                None => p.reason.clone(),
+            },
+            field: p.field.clone().unwrap_or_default(),
         })
         .collect();
-    for object in &objects {
-        let (verdict, problems) = validate_object(
-            object,
-            ValidateOptions {
-                strict,
-                ignore_unknown_kinds: false,
-            },
-        );
-        if verdict == Verdict::Valid {
-            continue;
-        }
-        causes.extend(
-            problems
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .map(|p| Cause {
-                    reason: match p.rule {
-                        "required" | "missing-name" => "FieldValueRequired",
-                        "unknown-field" => "FieldValueNotSupported",
-                        _ => "FieldValueInvalid",
-                    }
-                    .into(),
-                    message: match &p.help {
-                        Some(h) => format!("{} ({h})", p.reason),
-                        None => p.reason.clone(),
-                    },
-                    field: p.field.clone().unwrap_or_default(),
-                }),
-        );
-    }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid {
-            kind: r.kind.into(),
-            group: r.group.into(),
-            name: name_of(v).unwrap_or("").into(),
-            causes,
-        })
-    }
+    Err(ApiError::Invalid {
+        kind: r.kind.into(),
+        group: r.group.into(),
+        name: name_of(v).unwrap_or("").into(),
+        causes,
+    })
 }
 
 fn strict(field_validation: Option<&str>) -> bool {
@@ -185,7 +166,7 @@ pub fn prepare_create(
     if r.has_spec {
         m.insert("generation".into(), json!(1));
     }
-    defaults::apply(r.api_version, r.kind, &mut v);
+    apply_server_defaults(&mut v);
     validate(r, &v, strict(field_validation))?;
     Ok(v)
 }
@@ -260,7 +241,7 @@ pub fn prepare_update(
             m.insert("managedFields".into(), mf.clone());
         }
     }
-    defaults::apply(r.api_version, r.kind, &mut new);
+    apply_server_defaults(&mut new);
     if !status_write && super::allocate::allocates(r) {
         super::allocate::keep_allocated(r.kind, old, &mut new);
     }

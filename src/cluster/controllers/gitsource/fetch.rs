@@ -1,5 +1,6 @@
 //! Fetching a GitSource's repository with git2 and reading its manifest files at one commit
-//! straight from git objects: no working tree, so a half-written checkout is never read.
+//! straight from git objects, with the manifest core's tree reader: no working tree, so a
+//! half-written checkout is never read.
 //!
 //! Local paths and `file://` URLs are opened in place (nothing to fetch; the commit is read
 //! from the repository's own objects). Other URLs are fetched into a bare mirror under the
@@ -15,16 +16,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use git2::{
-    CertificateCheckStatus, Cred, CredentialType, FetchOptions, ObjectType, RemoteCallbacks,
-    Repository, TreeWalkMode, TreeWalkResult,
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository,
 };
 
 use self::ssh::HostKeyCheck;
-
-/// The extensions read as manifests, as `berth apply -f DIR` picks them.
-const MANIFEST_EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
-/// A symbolic link's file mode in a git tree: its blob is a link target, not a manifest.
-const GIT_FILEMODE_LINK: i32 = 0o120000;
+use crate::manifest::Input;
+use crate::manifest::git::{TreeError, TreeManifests, read_tree};
 
 /// Credentials from the Secret named by `spec.secretRef`. `Debug` shows no value.
 #[derive(Clone, Default)]
@@ -100,18 +97,12 @@ pub enum FetchError {
     },
 }
 
-/// One manifest file at the commit: its path in the repository and its bytes.
-#[derive(Debug)]
-pub struct RepoFile {
-    pub path: String,
-    pub bytes: Vec<u8>,
-}
-
 /// The manifests of one commit.
 #[derive(Debug)]
 pub struct Fetched {
     pub commit: String,
-    pub files: Vec<RepoFile>,
+    /// Each manifest file, named by its path in the repository.
+    pub files: Vec<Input>,
 }
 
 /// The local repository a URL names, if it is a path or a `file://` URL.
@@ -354,89 +345,38 @@ fn resolve(
     })
 }
 
-fn is_manifest_name(name: &str) -> bool {
-    Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
-}
-
-/// The manifest files under `folder` (hidden entries skipped), sorted by path.
+/// The manifest files under `folder` at `commit` (hidden entries skipped), sorted by path.
 fn read_manifests(
     repo: &Repository,
     commit: git2::Oid,
     folder: Option<&str>,
-) -> Result<Vec<RepoFile>, FetchError> {
+) -> Result<Vec<Input>, FetchError> {
     let commit_text = commit.to_string();
-    let read_error = |path: &str, source| FetchError::Read {
-        path: path.to_string(),
-        commit: commit_text.clone(),
-        source,
-    };
     let root = repo
         .find_commit(commit)
         .and_then(|c| c.tree())
-        .map_err(|e| read_error(".", e))?;
-    let prefix = folder
-        .unwrap_or("")
-        .trim_matches('/')
-        .trim_start_matches("./")
-        .to_string();
-    let tree = if prefix.is_empty() || prefix == "." {
-        root
-    } else {
-        let entry = match root.get_path(Path::new(&prefix)) {
-            Ok(e) => e,
-            Err(e) if e.code() == git2::ErrorCode::NotFound => {
-                return Err(FetchError::NoPath {
-                    path: prefix,
-                    commit: commit_text,
-                });
-            }
-            Err(e) => return Err(read_error(&prefix, e)),
-        };
-        if entry.kind() != Some(ObjectType::Tree) {
-            return Err(FetchError::NoPath {
-                path: prefix,
-                commit: commit_text,
-            });
-        }
-        entry
-            .to_object(repo)
-            .and_then(|o| o.peel_to_tree())
-            .map_err(|e| read_error(&prefix, e))?
-    };
-    let base = if prefix.is_empty() || prefix == "." {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
-    let mut found: Vec<(String, git2::Oid)> = Vec::new();
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let name = entry.name().unwrap_or("");
-        if name.starts_with('.') {
-            return TreeWalkResult::Skip;
-        }
-        if entry.kind() == Some(ObjectType::Blob)
-            && entry.filemode() != GIT_FILEMODE_LINK
-            && is_manifest_name(name)
-        {
-            found.push((format!("{base}{dir}{name}"), entry.id()));
-        }
-        TreeWalkResult::Ok
-    })
-    .map_err(|e| read_error(&prefix, e))?;
-    found.sort();
-    found
-        .into_iter()
-        .map(|(path, id)| {
-            let blob = repo.find_blob(id).map_err(|e| read_error(&path, e))?;
-            Ok(RepoFile {
-                path,
-                bytes: blob.content().to_vec(),
-            })
-        })
-        .collect()
+        .map_err(|source| FetchError::Read {
+            path: ".".into(),
+            commit: commit_text.clone(),
+            source,
+        })?;
+    let folder = folder.unwrap_or("");
+    match read_tree(repo, root, folder) {
+        Ok(TreeManifests::Folder(files)) => Ok(files),
+        // A source names a folder; a file or nothing there is the same mistake.
+        Ok(TreeManifests::Missing | TreeManifests::File(_)) => Err(FetchError::NoPath {
+            path: folder
+                .trim_matches('/')
+                .trim_start_matches("./")
+                .to_string(),
+            commit: commit_text,
+        }),
+        Err(TreeError { path, source }) => Err(FetchError::Read {
+            path,
+            commit: commit_text,
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]

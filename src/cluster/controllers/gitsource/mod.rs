@@ -1,8 +1,8 @@
 //! Git sync: keeps the manifests of each GitSource's repository applied.
 //!
-//! One reconcile of a source: fetch ([`fetch`]), load and validate every manifest at the
-//! commit with the validator of `berth validate` (any problem → nothing applied, `Stalled`
-//! names each `file:line`), then a dry run of the commit's batch through the same code as
+//! One reconcile of a source ([`reconcile`]): fetch ([`fetch`]), load and validate every
+//! manifest at the commit with the loader and validator of `berth validate` (any problem →
+//! nothing applied, `Stalled` names each `file:line`), then a dry run of the commit's batch through the same code as
 //! `berth apply` ([`apply_in_process`]): it shows what would change, which objects belong to
 //! someone else (never touched), and whether the prune guard holds the commit. A new commit,
 //! a sync request, or drift with `selfHeal` then applies the batch for real (one transaction,
@@ -21,6 +21,7 @@
 
 pub mod fetch;
 mod health;
+mod reconcile;
 pub mod report;
 mod state;
 
@@ -32,23 +33,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use self::fetch::{Credentials, FetchError, Fetched};
+use self::fetch::Credentials;
 pub use self::state::REPLICAS_MANAGED_BY_ANNOTATION;
-use self::state::{
-    Conditions, drift_of, drifted_fields, keep_autoscaled_replicas, status_patch, writers_of,
-};
+use self::state::{keep_autoscaled_replicas, status_patch};
 use super::Caches;
-use super::cache::{Cache, split_key};
+use super::cache::Cache;
 use super::client::{LocalApi, path, resource};
-use super::runtime::{Action, ReconcileError, Reconciler, WorkQueue};
-use crate::apply::applyset::{self, ParentRef};
-use crate::apply::batch::{BatchRequest, BatchResponse, Outcome};
-use crate::cluster::api::hooks::SYNC_REQUESTED_ANNOTATION;
+use super::runtime::{ReconcileError, WorkQueue};
+use crate::apply::batch::{BatchRequest, BatchResponse};
 use crate::cluster::api::{BatchRefusal, apply_in_process};
 use crate::manifest::gitsource::GitSource;
-use crate::manifest::load::load_bytes;
-use crate::manifest::validate::Verdict;
-use crate::manifest::{LoadOptions, Severity, ValidateOptions, validate};
 
 /// The field manager git sync applies as.
 pub const FIELD_MANAGER: &str = "berth-gitsource";
@@ -142,86 +136,6 @@ pub struct GitSyncController {
     mirrors: PathBuf,
     /// File-system watches of local repositories, by source key.
     watches: Mutex<HashMap<String, (PathBuf, notify::RecommendedWatcher)>>,
-}
-
-/// What loading and validating a commit found.
-enum Loaded {
-    Valid(Vec<Value>),
-    /// `file:line:col: message` for each error.
-    Invalid(Vec<String>),
-}
-
-/// Loads and validates the commit's manifests; marks each object with where it came from.
-fn load_commit(fetched: &Fetched, source_key: &str) -> Loaded {
-    let mut objects = Vec::new();
-    let mut problems = Vec::new();
-    for file in &fetched.files {
-        let (_, file_objects, file_problems) = load_bytes(
-            file.path.clone(),
-            file.bytes.clone(),
-            LoadOptions::default(),
-        );
-        problems.extend(file_problems);
-        objects.extend(file_objects);
-    }
-    let validated = validate(&objects, ValidateOptions::default());
-    problems.extend(validated.problems.into_iter().flatten());
-    let errors: Vec<String> = problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .map(|p| {
-            let secret = p
-                .object
-                .as_deref()
-                .is_some_and(|o| o.starts_with("Secret "));
-            let secret_field = p
-                .field
-                .as_deref()
-                .is_some_and(|f| f.starts_with("data") || f.starts_with("stringData"));
-            if secret && secret_field {
-                // The reason may quote the value: Secret data never reaches a status.
-                format!(
-                    "{}: {}: {}: invalid value (not shown: it is Secret data)",
-                    p.location(),
-                    p.object.as_deref().unwrap_or(""),
-                    p.field.as_deref().unwrap_or("")
-                )
-            } else {
-                format!("{}: {}", p.location(), p.message())
-            }
-        })
-        .collect();
-    if !errors.is_empty() {
-        return Loaded::Invalid(errors);
-    }
-    let out = objects
-        .into_iter()
-        .zip(validated.verdicts)
-        .filter(|(_, v)| *v != Verdict::Skipped)
-        .map(|(o, _)| {
-            let mut value = o.value;
-            let line = o.node.span.start.line.to_string();
-            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-                let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-                if let Some(a) = annotations.as_object_mut() {
-                    a.insert(SOURCE_ANNOTATION.into(), json!(source_key));
-                    a.insert(SOURCE_COMMIT_ANNOTATION.into(), json!(fetched.commit));
-                    a.insert(SOURCE_PATH_ANNOTATION.into(), json!(o.file.path));
-                    a.insert(SOURCE_LINE_ANNOTATION.into(), json!(line));
-                }
-            }
-            value
-        })
-        .collect();
-    Loaded::Valid(out)
-}
-
-/// `Deployment default/web` of a batch result.
-fn describe_result(kind: &str, namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
-    }
 }
 
 impl GitSyncController {
@@ -363,331 +277,6 @@ async fn source_dry_run(
         return Ok(dry);
     }
     source_batch(state, namespace, name, source, objects.to_vec(), true).await
-}
-
-#[async_trait::async_trait]
-impl Reconciler for GitSyncController {
-    fn name(&self) -> &'static str {
-        "gitsource"
-    }
-
-    async fn reconcile(&self, key: &str) -> Result<Action, ReconcileError> {
-        let Some(object) = self.sources.get(key) else {
-            self.unwatch(key);
-            report::forget(self.api.state(), key);
-            return Ok(Action::await_change());
-        };
-        if super::is_deleting(&object) {
-            self.unwatch(key);
-            report::forget(self.api.state(), key);
-            return Ok(Action::await_change());
-        }
-        let (namespace, name) = split_key(key);
-        let namespace = namespace.unwrap_or("default");
-        let source: GitSource = serde_json::from_value((*object).clone())
-            .map_err(|e| ReconcileError::Invalid(format!("GitSource {key}: {e}")))?;
-        let status = source.status.clone().unwrap_or_default();
-        let mut conditions = Conditions::new(&object, source.metadata.generation);
-        let interval = source
-            .spec
-            .interval
-            .as_deref()
-            .and_then(parse_interval)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_INTERVAL);
-        let base = |status: &crate::manifest::gitsource::GitSourceStatus| {
-            json!({
-                "observedGeneration": source.metadata.generation,
-                "lastAppliedCommit": status.last_applied_commit,
-                "lastAttemptedCommit": status.last_attempted_commit,
-                "inventory": status.inventory,
-                "health": status.health,
-                "lastHandledSyncRequest": status.last_handled_sync_request,
-                "drift": status.drift,
-            })
-        };
-        if source.spec.suspend {
-            self.unwatch(key);
-            conditions.set(
-                "Ready",
-                false,
-                "Suspended",
-                "sync is suspended (spec.suspend)",
-            );
-            let mut s = base(&status);
-            s["conditions"] = conditions.into_value();
-            self.write_status(&object, s).await?;
-            return Ok(Action::await_change());
-        }
-        match fetch::local_path(&source.spec.url) {
-            Some(p) => self.watch(key, &p),
-            None => self.unwatch(key),
-        }
-        let credentials = match &source.spec.secret_ref {
-            Some(r) => match self.credentials(namespace, &r.name).await {
-                Ok(c) => Some(c),
-                Err(ReconcileError::Invalid(message)) => {
-                    conditions.set("Ready", false, "SecretMissing", &message);
-                    conditions.set("Stalled", true, "SecretMissing", &message);
-                    let mut s = base(&status);
-                    s["conditions"] = conditions.into_value();
-                    self.write_status(&object, s).await?;
-                    return Err(ReconcileError::Invalid(message));
-                }
-                Err(e) => return Err(e),
-            },
-            None => None,
-        };
-        let (url, git_ref, folder) = (
-            source.spec.url.clone(),
-            source.spec.git_ref.clone(),
-            source.spec.path.clone(),
-        );
-        let mirror = self.mirrors.join(format!("{namespace}_{name}"));
-        let fetched = tokio::task::spawn_blocking(move || {
-            fetch::fetch(
-                &url,
-                git_ref.as_deref(),
-                folder.as_deref(),
-                credentials.as_ref(),
-                &mirror,
-            )
-        })
-        .await
-        .map_err(|e| ReconcileError::Invalid(format!("the fetch task failed: {e}")))?;
-        let fetched = match fetched {
-            Ok(f) => f,
-            Err(e) => {
-                let reason = match e {
-                    FetchError::NoPath { .. } | FetchError::Ref { .. } => "NotFound",
-                    FetchError::HostKey { .. } | FetchError::NoKnownHosts { .. } => {
-                        "HostKeyNotVerified"
-                    }
-                    _ => "FetchFailed",
-                };
-                let message = e.to_string();
-                conditions.set("Ready", false, reason, &message);
-                let mut s = base(&status);
-                s["conditions"] = conditions.into_value();
-                self.write_status(&object, s).await?;
-                return Err(ReconcileError::Invalid(message));
-            }
-        };
-        let commit = fetched.commit.clone();
-        let mut s = base(&status);
-        s["lastAttemptedCommit"] = json!(commit);
-        let mut objects = match load_commit(&fetched, key) {
-            Loaded::Valid(objects) => objects,
-            Loaded::Invalid(errors) => {
-                let message = format!(
-                    "commit {} not applied: {} problem{} in the manifests: {}",
-                    short(&commit),
-                    errors.len(),
-                    if errors.len() == 1 { "" } else { "s" },
-                    errors.join("; ")
-                );
-                conditions.set("Ready", false, "InvalidManifests", &message);
-                conditions.set("Stalled", true, "InvalidManifests", &message);
-                s["conditions"] = conditions.into_value();
-                self.write_status(&object, s).await?;
-                return Ok(Action::requeue(interval));
-            }
-        };
-        let sync_request = object["metadata"]["annotations"][SYNC_REQUESTED_ANNOTATION]
-            .as_str()
-            .map(str::to_string);
-        let requested = sync_request.is_some() && sync_request != status.last_handled_sync_request;
-        let new_commit = status.last_applied_commit.as_deref() != Some(commit.as_str());
-        let declared = objects.clone();
-        let dry =
-            match source_dry_run(self.api.state(), namespace, name, &source, &mut objects).await {
-                Ok(r) => r,
-                Err(refusal) => {
-                    return self
-                        .refused(&object, s, conditions, &commit, refusal, interval)
-                        .await;
-                }
-            };
-        let id = ParentRef::secret(&applyset_name(name), namespace).id();
-        let foreign: Vec<String> = dry
-            .results
-            .iter()
-            .filter_map(|r| {
-                let live = r.live.as_ref()?;
-                if applyset::is_member(live, &id) {
-                    return None;
-                }
-                let owner = live
-                    .pointer("/metadata/annotations")
-                    .and_then(|a| a.get(SOURCE_ANNOTATION))
-                    .and_then(Value::as_str)
-                    .map(|s| format!("GitSource {s}"))
-                    .unwrap_or_else(|| "applied by hand or by another tool".into());
-                Some(format!(
-                    "{} ({owner})",
-                    describe_result(&r.kind, r.namespace.as_deref(), &r.name)
-                ))
-            })
-            .collect();
-        if !foreign.is_empty() {
-            let message = format!(
-                "commit {} not applied: these objects exist and do not belong to this source, \
-                 so they are left alone: {}; delete them or remove them from the repository",
-                short(&commit),
-                foreign.join(", ")
-            );
-            conditions.set("Ready", false, "NotOwned", &message);
-            conditions.set("Stalled", true, "NotOwned", &message);
-            s["conditions"] = conditions.into_value();
-            self.write_status(&object, s).await?;
-            return Ok(Action::requeue(interval));
-        }
-        let drift = if new_commit {
-            Vec::new()
-        } else {
-            drift_of(&dry)
-        };
-        let heal = !drift.is_empty() && source.spec.self_heal;
-        let mut writers: Vec<String> = dry
-            .results
-            .iter()
-            .filter(|r| r.outcome == Outcome::Configured)
-            .filter_map(|r| {
-                Some(writers_of(
-                    r.live.as_ref()?,
-                    &drifted_fields(r),
-                    FIELD_MANAGER,
-                ))
-            })
-            .flatten()
-            .collect();
-        writers.sort();
-        writers.dedup();
-        let applied = if new_commit || requested || heal {
-            match source_batch(self.api.state(), namespace, name, &source, objects, false).await {
-                Ok(r) => r,
-                Err(refusal) => {
-                    return self
-                        .refused(&object, s, conditions, &commit, refusal, interval)
-                        .await;
-                }
-            }
-        } else {
-            dry
-        };
-        if heal {
-            let by = if writers.is_empty() {
-                String::new()
-            } else {
-                format!(" (overruled: {})", writers.join(", "))
-            };
-            let message = format!(
-                "reverted changes made outside git to {}{by}",
-                drift.join("; ")
-            );
-            tracing::info!(source = key, "self-heal: {message}");
-            self.api
-                .event(&object, "Warning", "SelfHealed", &message)
-                .await;
-        }
-        if new_commit {
-            tracing::info!(source = key, commit = %commit, objects = applied.results.len(), "applied a commit");
-        }
-        report::remember(self.api.state(), key, &commit, declared);
-        let inventory: Vec<Value> = applied
-            .results
-            .iter()
-            .filter(|r| r.outcome != Outcome::Pruned)
-            .map(|r| {
-                json!({"apiVersion": r.api_version, "kind": r.kind,
-                    "namespace": r.namespace, "name": r.name})
-            })
-            .collect();
-        let (health, health_message) = health::roll_up(&inventory, &self.caches);
-        s["lastAppliedCommit"] = json!(commit);
-        s["inventory"] = json!(inventory);
-        s["health"] = json!(health);
-        if requested {
-            s["lastHandledSyncRequest"] = json!(sync_request);
-        }
-        conditions.set("Stalled", false, "Applied", "");
-        if drift.is_empty() || heal {
-            s["drift"] = json!([]);
-            conditions.set(
-                "Synced",
-                true,
-                "Synced",
-                &format!("the cluster matches commit {}", short(&commit)),
-            );
-        } else {
-            s["drift"] = json!(drift);
-            conditions.set(
-                "Synced",
-                false,
-                "OutOfSync",
-                &format!(
-                    "changed outside git since commit {}: {}",
-                    short(&commit),
-                    drift.join("; ")
-                ),
-            );
-        }
-        match health {
-            "Degraded" => conditions.set("Ready", false, "Degraded", &health_message),
-            "Progressing" => conditions.set("Ready", false, "Progressing", &health_message),
-            _ => conditions.set(
-                "Ready",
-                true,
-                "Applied",
-                &format!("commit {} applied", short(&commit)),
-            ),
-        }
-        s["conditions"] = conditions.into_value();
-        self.write_status(&object, s).await?;
-        if health == "Progressing" {
-            return Ok(Action::requeue(PROGRESS_RECHECK.min(interval)));
-        }
-        Ok(Action::requeue(interval))
-    }
-}
-
-impl GitSyncController {
-    /// Records a batch refusal: the prune guard holding the commit, or invalid objects.
-    async fn refused(
-        &self,
-        object: &Value,
-        mut s: Value,
-        mut conditions: Conditions,
-        commit: &str,
-        refusal: BatchRefusal,
-        interval: Duration,
-    ) -> Result<Action, ReconcileError> {
-        let (reason, message) = match refusal {
-            BatchRefusal::MassDelete { message, would_go } => (
-                "MassDeleteHeld",
-                format!(
-                    "commit {} is held: it would {}: {}; set spec.allowMassDelete: true to let it \
-                     through, or push a commit that keeps more objects",
-                    short(commit),
-                    message
-                        .trim_start_matches("refusing to ")
-                        .split("; pass")
-                        .next()
-                        .unwrap_or(""),
-                    would_go.join(", ")
-                ),
-            ),
-            BatchRefusal::Refused { message, .. } => (
-                "ApplyFailed",
-                format!("commit {} not applied: {message}", short(commit)),
-            ),
-        };
-        conditions.set("Ready", false, reason, &message);
-        conditions.set("Stalled", true, reason, &message);
-        s["conditions"] = conditions.into_value();
-        self.write_status(object, s).await?;
-        Ok(Action::requeue(interval))
-    }
 }
 
 /// The first 7 characters of a commit id, as git shows it.

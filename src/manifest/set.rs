@@ -1,0 +1,292 @@
+//! Loading a set of manifests, the one way every command and git sync does it: files,
+//! folders, stdin or git blobs in; each file read, parsed and validated on a worker thread;
+//! out come the objects to use and a [`SetReport`] of every problem, in input order.
+//!
+//! `berth validate` keeps no objects, so memory stays proportional to one file per core, not
+//! to the whole input; `apply`, `diff`, `up` and git sync keep the valid ones; `delete` only
+//! parses.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+use super::SourceFile;
+use super::diagnostic::{Problem, Severity, Summary, hide_secret_values};
+use super::load::{Input, LoadOptions, expand_inputs, load_bytes};
+use super::validate::{Checked, ValidateOptions, Verdict, check_object, mark_duplicates};
+
+/// How to load a set.
+#[derive(Debug, Clone, Copy)]
+pub struct SetOptions {
+    pub load: LoadOptions,
+    /// `None`: parse only, check nothing (what `berth delete -f` needs).
+    pub validate: Option<ValidateOptions>,
+    /// Keep the objects (apply, diff, up, git sync), or only the report (validate).
+    pub keep_objects: bool,
+}
+
+impl SetOptions {
+    /// Load, validate with `validate`, keep the objects.
+    pub fn keep(validate: ValidateOptions) -> SetOptions {
+        SetOptions {
+            load: LoadOptions::default(),
+            validate: Some(validate),
+            keep_objects: true,
+        }
+    }
+}
+
+/// One object of the set, as read.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub value: Value,
+    /// What validation found; `Skipped` for an unknown kind under `ignore_unknown_kinds`,
+    /// which a server would refuse but an offline diff can still show.
+    pub verdict: Verdict,
+    /// The file it is in, as the user named it (or its path in the repository).
+    pub path: String,
+    /// The line of that file where it starts.
+    pub line: usize,
+}
+
+/// What was found in one file (or one unreadable path).
+#[derive(Debug)]
+pub struct FileReport {
+    /// The path as the user named it.
+    pub path: String,
+    /// `None` when the file could not be read.
+    pub file: Option<Arc<SourceFile>>,
+    /// Problems of the file itself: unreadable, not YAML, binary…
+    pub file_problems: Vec<Problem>,
+    /// Every object in the file, in order.
+    pub objects: Vec<Checked>,
+}
+
+/// Everything loading a set found, file by file in input order.
+#[derive(Debug, Default)]
+pub struct SetReport {
+    pub files: Vec<FileReport>,
+}
+
+impl SetReport {
+    /// Every problem in input order: each file's own problems, then its objects'.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.files.iter().flat_map(|f| {
+            f.file_problems
+                .iter()
+                .chain(f.objects.iter().flat_map(|o| o.problems.iter()))
+        })
+    }
+
+    /// [`problems`](Self::problems) with Secret values left out, for CI logs and statuses.
+    pub fn problems_without_secret_values(&self) -> Vec<Problem> {
+        hide_secret_values(self.problems().cloned().collect())
+    }
+
+    /// How many problems are errors.
+    pub fn error_count(&self) -> usize {
+        self.problems()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
+    }
+
+    /// Whether some input could not be read at all (as opposed to read and found wrong).
+    pub fn unreadable(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| f.file_problems.iter().any(|p| p.rule == "io"))
+    }
+
+    /// The counts of the `--summary` line.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for report in &self.files {
+            summary.files += usize::from(report.file.is_some());
+            summary.errors += usize::from(!report.file_problems.is_empty());
+            for object in &report.objects {
+                summary.resources += 1;
+                match object.verdict {
+                    Verdict::Valid => summary.valid += 1,
+                    Verdict::Invalid => summary.invalid += 1,
+                    Verdict::Skipped => summary.skipped += 1,
+                }
+            }
+        }
+        summary
+    }
+}
+
+/// One input loaded: its report and, if kept, its objects.
+fn load_file(input: Input, options: SetOptions) -> (FileReport, Vec<Loaded>) {
+    let (name, bytes) = match input.read() {
+        Ok(read) => read,
+        Err(error) => {
+            let report = FileReport {
+                path: error.path.clone(),
+                file: None,
+                file_problems: vec![error.problem()],
+                objects: Vec::new(),
+            };
+            return (report, Vec::new());
+        }
+    };
+    let (file, objects, file_problems) = load_bytes(name, bytes, options.load);
+    let checked: Vec<Checked> = objects
+        .par_iter()
+        .map(|o| match options.validate {
+            Some(validate) => check_object(o, validate),
+            None => Checked::without_validation(o),
+        })
+        .collect();
+    let kept = if options.keep_objects {
+        objects
+            .into_iter()
+            .zip(&checked)
+            .map(|(o, c)| Loaded {
+                path: o.file.path.clone(),
+                line: o.node.span.start.line,
+                value: o.value,
+                verdict: c.verdict,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let report = FileReport {
+        path: file.path.clone(),
+        file: Some(file),
+        file_problems,
+        objects: checked,
+    };
+    (report, kept)
+}
+
+/// Loads every input (folders expanded, in parallel, input order kept) and, unless told not
+/// to, validates every object and checks that none is defined twice. The objects are only fit
+/// to use when the report has no error; a server takes only those not skipped
+/// ([`Loaded::to_send`]).
+pub fn load_set(inputs: Vec<Input>, options: SetOptions) -> (Vec<Loaded>, SetReport) {
+    let (files, expand_problems) = expand_inputs(inputs);
+    let loaded: Vec<(FileReport, Vec<Loaded>)> = files
+        .into_par_iter()
+        .map(|input| load_file(input, options))
+        .collect();
+    let mut report = SetReport::default();
+    let mut objects = Vec::new();
+    for (file, file_objects) in loaded {
+        objects.extend(file_objects);
+        report.files.push(file);
+    }
+    report
+        .files
+        .extend(expand_problems.into_iter().map(|problem| FileReport {
+            path: problem.path.clone(),
+            file: None,
+            file_problems: vec![problem],
+            objects: Vec::new(),
+        }));
+    if options.validate.is_some() {
+        mark_duplicates(report.files.iter_mut().flat_map(|r| r.objects.iter_mut()));
+        // A duplicate is invalid: its object says so too.
+        let verdicts = report
+            .files
+            .iter()
+            .flat_map(|f| f.objects.iter().map(|c| c.verdict));
+        for (object, verdict) in objects.iter_mut().zip(verdicts) {
+            object.verdict = verdict;
+        }
+    }
+    (objects, report)
+}
+
+impl Loaded {
+    /// The objects to send to a server: a skipped one (an unknown kind, with
+    /// `ignore_unknown_kinds`) stays out.
+    pub fn to_send(objects: Vec<Loaded>) -> Vec<Value> {
+        objects
+            .into_iter()
+            .filter(|o| o.verdict != Verdict::Skipped)
+            .map(|o| o.value)
+            .collect()
+    }
+}
+
+/// Gives rayon's workers room for deeply nested (but within limits) documents, and `jobs`
+/// threads if set (default: one per core). Call once, before the first [`load_set`].
+pub fn configure_workers(jobs: Option<usize>) {
+    let mut pool = rayon::ThreadPoolBuilder::new().stack_size(8 * 1024 * 1024);
+    if let Some(jobs) = jobs {
+        pool = pool.num_threads(jobs.max(1));
+    }
+    // Already built (a second command in one process, or a test): keep it.
+    let _ = pool.build_global();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(path: &str, text: &str) -> Input {
+        Input::File {
+            path: path.into(),
+            bytes: text.as_bytes().to_vec(),
+        }
+    }
+
+    const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n";
+
+    #[test]
+    fn objects_keep_their_file_and_line_and_problems_their_order() {
+        let inputs = vec![
+            blob("a.yaml", &format!("# first\n---\n{CM}")),
+            blob(
+                "b.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\nbogus: 1\n",
+            ),
+            blob("c.yaml", CM),
+        ];
+        let (objects, report) = load_set(inputs, SetOptions::keep(ValidateOptions::default()));
+        let places: Vec<_> = objects.iter().map(|o| (o.path.as_str(), o.line)).collect();
+        assert_eq!(places, [("a.yaml", 3), ("b.yaml", 1), ("c.yaml", 1)]);
+        let rules: Vec<_> = report
+            .problems()
+            .map(|p| (p.path.as_str(), p.rule))
+            .collect();
+        assert_eq!(
+            rules,
+            [("b.yaml", "unknown-field"), ("c.yaml", "duplicate-object")]
+        );
+        assert_eq!(report.error_count(), 2);
+        let summary = report.summary();
+        assert_eq!(
+            (summary.files, summary.resources, summary.invalid),
+            (3, 3, 2)
+        );
+    }
+
+    #[test]
+    fn parse_only_checks_nothing_but_the_syntax() {
+        let inputs = vec![blob("a.yaml", &format!("{CM}bogus: 1\n---\n{CM}"))];
+        let options = SetOptions {
+            validate: None,
+            ..SetOptions::keep(ValidateOptions::default())
+        };
+        let (objects, report) = load_set(inputs, options);
+        assert_eq!(objects.len(), 2);
+        assert_eq!(report.error_count(), 0);
+        let (_, report) = load_set(vec![blob("a.yaml", "a: [")], options);
+        assert_eq!(report.error_count(), 1);
+        assert!(!report.unreadable());
+    }
+
+    #[test]
+    fn a_missing_path_is_unreadable() {
+        let (_, report) = load_set(
+            vec![Input::Path("/nonexistent/berth".into())],
+            SetOptions::keep(ValidateOptions::default()),
+        );
+        assert!(report.unreadable());
+        assert_eq!(report.summary().errors, 1);
+    }
+}
