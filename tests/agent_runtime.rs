@@ -6,9 +6,11 @@ mod support_docker;
 
 use std::time::{Duration, Instant};
 
-use berth::daemons::agent::labels;
-use berth::daemons::agent::pod::{PodError, pod_containers, remove_pod, start_pod, stop_pod};
+use berth::daemons::agent::runtime::labels;
 use berth::daemons::agent::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use berth::daemons::agent::worker::teardown::{
+    PodError, pod_containers, remove_pod, start_pod, stop_pod,
+};
 use futures_util::StreamExt;
 use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
 

@@ -6,9 +6,9 @@ mod support_docker;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use berth::daemons::agent::drift::{Drift, orphans, pod_drift};
-use berth::daemons::agent::pod::{pod_containers, start_pod};
+use berth::daemons::agent::pod::drift::{Drift, orphans, pod_drift};
 use berth::daemons::agent::runtime::ContainerState;
+use berth::daemons::agent::worker::teardown::{pod_containers, start_pod};
 use support_docker::{TEST_IMAGE, TestScope, runtime};
 
 fn docker(args: &[&str]) {

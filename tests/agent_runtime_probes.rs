@@ -4,8 +4,8 @@ mod support_docker;
 
 use std::time::Duration;
 
-use berth::daemons::agent::pod::start_pod;
-use berth::daemons::agent::probe::{ProbeOutcome, run_probe};
+use berth::daemons::agent::pod::probe::{ProbeOutcome, run_probe};
+use berth::daemons::agent::worker::teardown::start_pod;
 use k8s_openapi::api::core::v1::Probe;
 use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
 

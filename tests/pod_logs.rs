@@ -12,14 +12,14 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth::cluster::agent_endpoint::AgentEndpoint;
 use berth::cluster::api::agent_client;
 use berth::daemons::agent::DockerRuntime;
-use berth::daemons::agent::endpoint::AgentEndpoint;
-use berth::daemons::agent::labels;
-use berth::daemons::agent::pod::start_pod;
-use berth::daemons::agent::podspec::{PodPlan, container_name};
+use berth::daemons::agent::pod::podspec::{PodPlan, container_name};
 use berth::daemons::agent::runtime::ContainerRuntime;
+use berth::daemons::agent::runtime::labels;
 use berth::daemons::agent::serve::serve;
+use berth::daemons::agent::worker::teardown::start_pod;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use support_api::{Server, stderr, stdout};

@@ -9,6 +9,7 @@ pub mod gitsource;
 pub mod kinds;
 pub mod load;
 pub mod names;
+pub mod quantity;
 pub mod schema;
 mod semantic;
 pub mod validate;

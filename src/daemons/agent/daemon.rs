@@ -16,21 +16,22 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::attach::PodAddresses;
-use super::backoff::BackoffConfig;
-use super::context::AgentContext;
-use super::events::EventRecorder;
-use super::labels;
-use super::metrics::{self, DriftMetrics};
+use super::DockerRuntime;
+use super::caches::ClusterObjects;
+use super::net;
+use super::node::lease;
 use super::node::{self, Readiness};
-use super::objects::ClusterObjects;
-use super::podspec::AgentPolicy;
 use super::runtime::ContainerRuntime;
 use super::serve;
-use super::services;
-use super::sync::{PodSync, SyncTiming};
-use super::{DockerRuntime, lease};
 use crate::client::{ClientError, ClientOptions};
+use crate::daemons::agent::net::attach::PodAddresses;
+use crate::daemons::agent::pod::backoff::BackoffConfig;
+use crate::daemons::agent::pod::podspec::AgentPolicy;
+use crate::daemons::agent::runtime::labels;
+use crate::daemons::agent::worker::context::AgentContext;
+use crate::daemons::agent::worker::events::EventRecorder;
+use crate::daemons::agent::worker::metrics::{self, DriftMetrics};
+use crate::daemons::agent::worker::sync::{PodSync, SyncTiming};
 
 /// Everything `berth agent` is configured with, checked before anything starts.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub struct AgentOptions {
     /// Where the log and exec endpoint listens; the Node publishes its URL.
     pub listen: SocketAddr,
     /// The pod network's CIDR when given on the command line (else the Node's podCIDR).
-    pub pod_cidr: Option<super::podnet::Cidr>,
+    pub pod_cidr: Option<crate::daemons::agent::net::podnet::Cidr>,
 }
 
 /// Why the agent could not run.
@@ -269,7 +270,7 @@ pub async fn run(
             secrets: secret_reader,
         });
         let mut policy = options.policy.clone();
-        let services = services::start(
+        let services = net::start(
             &client,
             runtime.client(),
             &node_name,

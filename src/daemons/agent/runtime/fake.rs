@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::runtime::{
+use crate::daemons::agent::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, EventStream, ExecOutput,
     PullPolicy, RuntimeError, VolumeSpec,
 };

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::labels::{self, Role};
-use super::podspec::{PodIdentity, PodPlan};
-use super::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
+use crate::daemons::agent::pod::podspec::{PodIdentity, PodPlan};
+use crate::daemons::agent::runtime::labels::{self, Role};
+use crate::daemons::agent::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
+};
 
 /// Why a pod could not be started.
 #[derive(Debug, thiserror::Error)]

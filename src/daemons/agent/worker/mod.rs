@@ -14,16 +14,17 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::attach;
-use super::backoff::{RestartPolicy, RestartTracker};
-use super::context::AgentContext;
-use super::events::{EventType, PodRef};
-use super::labels::{self, Role};
-use super::metrics::DriftKind;
-use super::pod;
-use super::podspec::{ContainerPlan, PodContext, PodFields, PodIdentity, plan_pod};
 use super::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
-use super::status::{self, ContainerView, PodFacts, Waiting};
+use crate::daemons::agent::net::attach;
+use crate::daemons::agent::pod::backoff::{RestartPolicy, RestartTracker};
+use crate::daemons::agent::pod::podspec::{
+    ContainerPlan, PodContext, PodFields, PodIdentity, plan_pod,
+};
+use crate::daemons::agent::pod::status::{self, ContainerView, PodFacts, Waiting};
+use crate::daemons::agent::runtime::labels::{self, Role};
+use crate::daemons::agent::worker::context::AgentContext;
+use crate::daemons::agent::worker::events::{EventType, PodRef};
+use crate::daemons::agent::worker::metrics::DriftKind;
 
 /// What a worker is told: the newest pod object, or that it is gone from the API.
 #[derive(Debug, Clone)]
@@ -206,7 +207,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
 
     /// Lists the pod's containers, inspecting only those whose state changed.
     async fn observe(&mut self, uid: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let listed = pod::pod_containers(&self.ctx.runtime, uid).await?;
+        let listed = teardown::pod_containers(&self.ctx.runtime, uid).await?;
         let mut out = Vec::with_capacity(listed.len());
         let mut seen = HashSet::new();
         for summary in listed {
@@ -524,7 +525,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         if !gone {
             self.leave_services(pod, Duration::from_secs(grace)).await;
         }
-        let observed = pod::pod_containers(&self.ctx.runtime, &pref.uid).await?;
+        let observed = teardown::pod_containers(&self.ctx.runtime, &pref.uid).await?;
         for c in &observed {
             self.ctx.stopping(&c.id);
             let name = label(c, labels::CONTAINER_NAME);
@@ -543,7 +544,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             namespace: pref.namespace.clone(),
             name: pref.name.clone(),
         };
-        pod::remove_pod(&self.ctx.runtime, &identity, Duration::from_secs(grace)).await?;
+        teardown::remove_pod(&self.ctx.runtime, &identity, Duration::from_secs(grace)).await?;
         self.ctx.pod_removed(&pref.uid);
         if gone {
             return Ok(());
@@ -633,9 +634,11 @@ pub fn describe_state(state: &ContainerState) -> String {
     }
 }
 
-#[path = "worker_containers.rs"]
 mod containers;
-#[path = "worker_probes.rs"]
+pub mod context;
+pub mod events;
+pub mod metrics;
 mod probes;
-#[path = "worker_sandbox.rs"]
 mod sandbox;
+pub mod sync;
+pub mod teardown;

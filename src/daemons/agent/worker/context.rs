@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::attach::PodAddresses;
-use super::backoff::BackoffConfig;
-use super::env::ObjectResolver;
 use super::events::EventRecorder;
 use super::metrics::DriftMetrics;
-use super::podspec::AgentPolicy;
+use crate::daemons::agent::net::attach::PodAddresses;
+use crate::daemons::agent::pod::backoff::BackoffConfig;
+use crate::daemons::agent::pod::env::ObjectResolver;
+use crate::daemons::agent::pod::podspec::AgentPolicy;
 
 /// Shared by the sync loop and every pod worker.
 pub struct AgentContext<R> {
@@ -107,7 +107,10 @@ impl<R> AgentContext<R> {
     /// The directory of a pod's `hosts` and `resolv.conf`, when this node has a pod network.
     pub fn pod_files_dir(&self, pod_uid: &str) -> Option<std::path::PathBuf> {
         let net = self.policy.pod_network.as_ref()?;
-        Some(super::attach::pod_files_dir(&net.files_dir, pod_uid))
+        Some(crate::daemons::agent::net::attach::pod_files_dir(
+            &net.files_dir,
+            pod_uid,
+        ))
     }
 
     /// Lets go of what a pod held besides its containers, once they are gone: its address,
@@ -117,7 +120,7 @@ impl<R> AgentContext<R> {
             pool.release(pod_uid);
         }
         if let Some(dir) = self.pod_files_dir(pod_uid) {
-            super::attach::remove_pod_files(&dir);
+            crate::daemons::agent::net::attach::remove_pod_files(&dir);
         }
         self.events.forget_pod(pod_uid);
     }

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::backoff::RestartPolicy;
-use super::runtime::{ContainerInfo, ContainerState};
+use crate::daemons::agent::runtime::{ContainerInfo, ContainerState};
 
 /// A waiting reason the worker decided (CrashLoopBackOff, ErrImagePull…), overriding
 /// what the engine reports.

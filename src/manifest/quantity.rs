@@ -1,4 +1,5 @@
-//! Kubernetes resource quantities (`500m`, `1.5`, `64Mi`, `1G`, `129e6`) as Docker numbers.
+//! Kubernetes resource quantities (`500m`, `1.5`, `64Mi`, `1G`, `129e6`) as whole numbers of
+//! bytes or nano-CPUs: pure parsing, shared by the scheduler and the agent.
 
 /// Parses a quantity into its value scaled by `scale` (1 for bytes, 1e9 for nano-CPUs),
 /// rounding up as Kubernetes does. `None` when it is not a valid quantity.

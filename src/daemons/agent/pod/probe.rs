@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::runtime::ContainerRuntime;
+use crate::daemons::agent::runtime::ContainerRuntime;
 
 /// One probe attempt's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]

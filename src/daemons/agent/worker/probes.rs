@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 
+use super::events::{EventType, PodRef};
 use super::{PodWorker, SyncError, label, latest_two};
-use crate::daemons::agent::events::{EventType, PodRef};
-use crate::daemons::agent::labels::{self, Role};
-use crate::daemons::agent::probe::{ProbeOutcome, ProbeTracker, run_probe};
+use crate::daemons::agent::pod::probe::{ProbeOutcome, ProbeTracker, run_probe};
+use crate::daemons::agent::runtime::labels::{self, Role};
 use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
 
 /// One probe of one container instance.

@@ -91,7 +91,7 @@ pub struct PodNetwork {
 impl PodNetwork {
     /// The network for `node` and its pod CIDR (pure).
     pub fn plan(node: &str, cidr: Cidr) -> PodNetwork {
-        let digest = crate::daemons::agent::labels::spec_hash(&node);
+        let digest = crate::daemons::agent::runtime::labels::spec_hash(&node);
         PodNetwork {
             cidr,
             docker_name: format!("berth-{node}"),
@@ -157,7 +157,10 @@ pub async fn ensure(
     }
     let mut all_labels: HashMap<String, String> = labels.clone().into_iter().collect();
     all_labels.insert(NETWORK_LABEL.into(), node.to_string());
-    all_labels.insert(crate::daemons::agent::labels::MANAGED.into(), "true".into());
+    all_labels.insert(
+        crate::daemons::agent::runtime::labels::MANAGED.into(),
+        "true".into(),
+    );
     let request = NetworkCreateRequest {
         name: net.docker_name.clone(),
         driver: Some("bridge".into()),

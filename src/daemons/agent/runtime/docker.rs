@@ -19,11 +19,11 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::docker_model::{create_body, from_inspect, from_summary, split_reference};
-use super::runtime::{
+use super::sandbox;
+use crate::daemons::agent::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, ExecOutput, PullPolicy,
     RuntimeError, RuntimeEvent, VolumeSpec,
 };
-use super::sandbox;
 
 /// Docker through bollard.
 #[derive(Clone, Debug)]

@@ -5,13 +5,13 @@
 
 use std::net::Ipv4Addr;
 
+use super::events::{EventType, PodRef};
+use super::metrics::DriftKind;
 use super::{PodWorker, SyncError, attempt, describe_state, label, latest_two};
-use crate::daemons::agent::attach::{self, Attachment};
-use crate::daemons::agent::events::{EventType, PodRef};
-use crate::daemons::agent::labels::{self, Role};
-use crate::daemons::agent::metrics::DriftKind;
-use crate::daemons::agent::podspec::PodPlan;
-use crate::daemons::agent::projected;
+use crate::daemons::agent::net::attach::{self, Attachment};
+use crate::daemons::agent::pod::podspec::PodPlan;
+use crate::daemons::agent::pod::projected;
+use crate::daemons::agent::runtime::labels::{self, Role};
 use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
 
 impl<R: ContainerRuntime + 'static> PodWorker<R> {
@@ -81,7 +81,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             .or(self.known.get(labels::SANDBOX_CONTAINER).map(|(_, a)| *a))
             .map_or(0, |a| a + 1);
         let mut spec = plan.sandbox.clone();
-        spec.name = crate::daemons::agent::podspec::container_name(
+        spec.name = crate::daemons::agent::pod::podspec::container_name(
             &plan.identity,
             labels::SANDBOX_CONTAINER,
             next_attempt,

@@ -1,9 +1,9 @@
 //! Unit tests of the pod translation and of `start_pod` against the recording fake.
 
 use super::*;
-use crate::daemons::agent::env::StaticObjects;
-use crate::daemons::agent::fake::{Call, FakeRuntime};
-use crate::daemons::agent::pod::{PodError, start_pod};
+use crate::daemons::agent::pod::env::StaticObjects;
+use crate::daemons::agent::runtime::fake::{Call, FakeRuntime};
+use crate::daemons::agent::worker::teardown::{PodError, start_pod};
 
 fn pod(spec: serde_json::Value) -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -224,7 +224,7 @@ fn on_pod_network() -> AgentPolicy {
     AgentPolicy {
         pod_network: Some(PodNetworkSettings {
             docker_network: "berth-n1".into(),
-            cidr: crate::daemons::agent::podnet::Cidr::parse("10.244.1.0/24").unwrap(),
+            cidr: crate::daemons::agent::net::podnet::Cidr::parse("10.244.1.0/24").unwrap(),
             bridge: "berth0123abcd".into(),
             files_dir: "/run/berth/berth0123abcd".into(),
             dns_server: "10.244.1.1".into(),
@@ -283,7 +283,7 @@ fn host_aliases_go_to_the_sandbox_and_bad_ones_are_refused_clearly() {
     );
     assert!(ok.containers[0].spec.host_aliases.is_empty());
     // Docker writes them into the hosts file of a sandbox it attaches to a network.
-    let body = crate::daemons::agent::docker_model::create_body(&ok.sandbox);
+    let body = crate::daemons::agent::runtime::docker_model::create_body(&ok.sandbox);
     assert_eq!(
         body.host_config.unwrap().extra_hosts,
         Some(vec![
@@ -332,7 +332,7 @@ fn host_network_pods_run_in_the_nodes_namespace_with_its_name_and_resolver() {
     assert_eq!(p.sandbox.network, NetworkMode::Host);
     assert_eq!(p.sandbox.hostname, None, "the node's hostname");
     assert_eq!(p.sandbox.dns, None, "ClusterFirst acts as Default");
-    let body = crate::daemons::agent::docker_model::create_body(&p.sandbox);
+    let body = crate::daemons::agent::runtime::docker_model::create_body(&p.sandbox);
     let host_config = body.host_config.unwrap();
     assert_eq!(host_config.network_mode.as_deref(), Some("host"));
     assert_eq!(host_config.port_bindings, None, "its ports are the node's");

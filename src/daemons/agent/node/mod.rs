@@ -12,7 +12,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::endpoint::AgentEndpoint;
+use crate::cluster::agent_endpoint::AgentEndpoint;
+
+pub mod lease;
 
 /// What the Node says about the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +51,11 @@ impl Reserved {
             let bad = || format!("{value:?} is not a {key} quantity (e.g. cpu=500m, memory=1Gi)");
             match key.trim() {
                 "cpu" => {
-                    let nano = super::quantity::nano_cpus(value).ok_or_else(bad)?;
+                    let nano = crate::manifest::quantity::nano_cpus(value).ok_or_else(bad)?;
                     reserved.millicpu = (nano as u64).div_ceil(1_000_000);
                 }
                 "memory" => {
-                    let bytes = super::quantity::memory_bytes(value).ok_or_else(bad)?;
+                    let bytes = crate::manifest::quantity::memory_bytes(value).ok_or_else(bad)?;
                     reserved.memory_kib = (bytes as u64).div_ceil(1024);
                 }
                 other => {

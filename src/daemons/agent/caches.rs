@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::env::ObjectResolver;
+use crate::daemons::agent::pod::env::ObjectResolver;
 
 /// Reads the reflector stores.
 pub struct ClusterObjects {

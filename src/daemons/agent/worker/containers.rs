@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use super::events::{EventType, PodRef};
+use super::metrics::DriftKind;
 use super::{PodWorker, SyncError, attempt, describe_state, label, latest_two};
-use crate::daemons::agent::backoff::{RestartDecision, RestartPolicy, RestartTracker};
-use crate::daemons::agent::events::{EventType, PodRef};
-use crate::daemons::agent::labels::{self, Role};
-use crate::daemons::agent::metrics::DriftKind;
-use crate::daemons::agent::podspec::{ContainerPlan, PodPlan, container_name};
+use crate::daemons::agent::pod::backoff::{RestartDecision, RestartPolicy, RestartTracker};
+use crate::daemons::agent::pod::podspec::{ContainerPlan, PodPlan, container_name};
+use crate::daemons::agent::pod::status::Waiting;
+use crate::daemons::agent::runtime::labels::{self, Role};
 use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState, PullPolicy};
-use crate::daemons::agent::status::Waiting;
 
 /// What one container's step did.
 pub(super) struct Step {

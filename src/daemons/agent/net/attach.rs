@@ -19,9 +19,9 @@ use std::sync::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::labels;
 use super::podnet::Cidr;
-use super::runtime::{
+use crate::daemons::agent::runtime::labels;
+use crate::daemons::agent::runtime::{
     ContainerInfo, ContainerState, DnsSettings, HostAlias, MountSource, MountSpec,
 };
 
@@ -137,7 +137,7 @@ pub struct Attachment {
 /// The node's end of a sandbox's veth pair: unique per pod and sandbox attempt, within the
 /// kernel's 15-byte limit.
 pub fn host_interface(pod_uid: &str, attempt: u32) -> String {
-    let digest = super::labels::spec_hash(&(pod_uid, attempt));
+    let digest = crate::daemons::agent::runtime::labels::spec_hash(&(pod_uid, attempt));
     format!("bp{}", &digest[..13])
 }
 

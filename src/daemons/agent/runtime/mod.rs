@@ -1,7 +1,7 @@
 //! The `ContainerRuntime` trait and the engine-neutral description of containers and volumes.
 //!
-//! Pod logic speaks only these types, so it runs unchanged against Docker ([`super::docker`])
-//! and against the recording fake ([`super::fake`]) in unit tests.
+//! Pod logic speaks only these types, so it runs unchanged against Docker ([`crate::daemons::agent::runtime::docker`])
+//! and against the recording fake ([`crate::daemons::agent::runtime::fake`]) in unit tests.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,6 +11,15 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use serde::Serialize;
+
+pub mod docker;
+pub(crate) mod docker_model;
+pub mod fake;
+pub mod labels;
+pub mod sandbox;
+pub mod streams;
+
+pub use docker::DockerRuntime;
 
 /// Kubernetes' `imagePullPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,7 +189,7 @@ pub struct ContainerSpec {
     pub init: bool,
     /// Mounts.
     pub mounts: Vec<MountSpec>,
-    /// Labels (see [`super::labels`]).
+    /// Labels (see [`crate::daemons::agent::runtime::labels`]).
     pub labels: BTreeMap<String, String>,
 }
 

@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::labels::{self, Role};
 use super::podspec::PodPlan;
-use super::runtime::{ContainerInfo, ContainerState};
+use crate::daemons::agent::runtime::labels::{self, Role};
+use crate::daemons::agent::runtime::{ContainerInfo, ContainerState};
 
 /// One difference between desired and actual state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Wiring of the node's Service data plane: the pod network for the node's pod CIDR, the
-//! watch caches of Services, Endpoints and Nodes, the nftables rules ([`super::proxy`]) and
-//! the cluster DNS server ([`super::dns`]). Without a pod CIDR (none on the Node and no
+//! watch caches of Services, Endpoints and Nodes, the nftables rules ([`proxy`]) and
+//! the cluster DNS server ([`dns`]). Without a pod CIDR (none on the Node and no
 //! `--pod-cidr`) pods stay on Docker's default bridge and Services are not served.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,11 +14,16 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+pub mod attach;
+pub mod dns;
+pub mod podnet;
+pub mod proxy;
+
 use super::daemon::forward;
-use super::dns::{self, DnsServer, ServiceDirectory};
-use super::podnet::{self, Cidr, PodNetwork};
-use super::podspec::PodNetworkSettings;
-use super::proxy::{self, ServiceCaches};
+use crate::daemons::agent::pod::podspec::PodNetworkSettings;
+use dns::{DnsServer, ServiceDirectory};
+use podnet::{Cidr, PodNetwork};
+use proxy::ServiceCaches;
 
 /// How long a burst of Service and Endpoints changes may settle before the rules are rebuilt.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -137,7 +142,7 @@ pub async fn start(
         settings: PodNetworkSettings {
             docker_network: network.docker_name,
             cidr: network.cidr,
-            files_dir: std::path::Path::new(super::attach::PODS_FILES).join(&network.bridge),
+            files_dir: std::path::Path::new(attach::PODS_FILES).join(&network.bridge),
             bridge: network.bridge,
             dns_server: network.gateway.to_string(),
             cluster_domain: dns::CLUSTER_DOMAIN.to_string(),

@@ -278,7 +278,7 @@ done"#;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemons::agent::env::StaticObjects;
+    use crate::daemons::agent::pod::env::StaticObjects;
     use std::collections::BTreeMap;
 
     fn objects() -> StaticObjects {

@@ -9,14 +9,14 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
 
 pub use super::env::PodFields;
 use super::env::{EnvError, ObjectResolver, container_env, expand};
-use super::labels::{self, Role};
 use super::projected::{self, ProjectionError, VolumeFiles};
-use super::quantity;
-use super::runtime::{
+use crate::daemons::agent::runtime::labels::{self, Role};
+use crate::daemons::agent::runtime::sandbox::SANDBOX_IMAGE;
+use crate::daemons::agent::runtime::{
     ContainerSpec, DnsSettings, HostAlias, MountSource, MountSpec, NetworkMode, PortSpec,
     PullPolicy, VolumeSpec,
 };
-use super::sandbox::SANDBOX_IMAGE;
+use crate::manifest::quantity;
 
 /// What the node's operator allows pods to do.
 #[derive(Debug, Clone, Default)]
@@ -35,8 +35,8 @@ pub struct PodNetworkSettings {
     /// The engine network sandboxes that publish host ports attach to.
     pub docker_network: String,
     /// The node's pod CIDR.
-    pub cidr: super::podnet::Cidr,
-    /// The bridge the agent plugs the other sandboxes into (see [`super::attach`]).
+    pub cidr: crate::daemons::agent::net::podnet::Cidr,
+    /// The bridge the agent plugs the other sandboxes into (see [`crate::daemons::agent::net::attach`]).
     pub bridge: String,
     /// Where the agent writes its plugged-in pods' `hosts` and `resolv.conf`.
     pub files_dir: PathBuf,

@@ -9,7 +9,9 @@ use bollard::models::{
 };
 
 use super::labels;
-use super::runtime::{ContainerInfo, ContainerSpec, ContainerState, MountSource, NetworkMode};
+use crate::daemons::agent::runtime::{
+    ContainerInfo, ContainerSpec, ContainerState, MountSource, NetworkMode,
+};
 
 /// Splits `repo[:tag]` (a `host:port/` prefix is not a tag); digests stay in the name.
 pub(super) fn split_reference(image: &str) -> (&str, &str) {
@@ -22,7 +24,7 @@ pub(super) fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
-pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     let mut exposed = Vec::new();
     for port in &spec.ports {

@@ -13,16 +13,16 @@ use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::attach;
 use super::context::AgentContext;
 use super::events::{EventType, PodRef};
-use super::labels;
 use super::metrics::DriftKind;
-use super::node::Readiness;
-use super::pod;
-use super::podspec::PodIdentity;
-use super::runtime::{ContainerInfo, ContainerRuntime, EventStream};
-use super::worker::{PodInput, PodWorker};
+use super::teardown;
+use crate::daemons::agent::net::attach;
+use crate::daemons::agent::node::Readiness;
+use crate::daemons::agent::pod::podspec::PodIdentity;
+use crate::daemons::agent::runtime::labels;
+use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, EventStream};
+use crate::daemons::agent::worker::{PodInput, PodWorker};
 
 /// Timing of the loop.
 #[derive(Debug, Clone, Copy)]
@@ -271,7 +271,8 @@ fn fingerprint(c: &ContainerInfo) -> String {
 
 async fn next_event(
     stream: &mut Option<EventStream>,
-) -> Option<Result<super::runtime::RuntimeEvent, super::RuntimeError>> {
+) -> Option<Result<crate::daemons::agent::runtime::RuntimeEvent, crate::daemons::agent::RuntimeError>>
+{
     match stream {
         Some(s) => s.next().await,
         None => std::future::pending().await,
@@ -314,7 +315,7 @@ async fn remove_orphans<R: ContainerRuntime>(
         namespace: pref.namespace.clone(),
         name: pref.name.clone(),
     };
-    match pod::remove_pod(&ctx.runtime, &identity, Duration::from_secs(2)).await {
+    match teardown::remove_pod(&ctx.runtime, &identity, Duration::from_secs(2)).await {
         Ok(()) => {
             ctx.metrics.repaired(DriftKind::Orphan);
             ctx.events.pod(
