@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
@@ -17,12 +16,13 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::DockerRuntime;
-use super::caches::ClusterObjects;
 use super::net;
 use super::node::lease;
 use super::node::{self, Readiness};
 use super::runtime::ContainerRuntime;
 use super::serve;
+use super::watch::forward;
+use super::worker::objects::ClusterObjects;
 use crate::client::{ClientError, ClientOptions};
 use crate::daemons::agent::net::attach::PodAddresses;
 use crate::daemons::agent::pod::backoff::BackoffConfig;
@@ -107,26 +107,6 @@ async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
             }
         }
     }
-}
-
-/// Forwards one `()` per item of a watch stream, so the sync loop only learns "changed".
-pub(super) fn forward<S: futures_util::Stream + Send + 'static>(
-    tasks: &mut JoinSet<()>,
-    what: &'static str,
-    stream: S,
-    tx: mpsc::UnboundedSender<()>,
-) where
-    S::Item: Send,
-{
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while stream.next().await.is_some() {
-            if tx.send(()).is_err() {
-                return;
-            }
-        }
-        tracing::warn!("the {what} watch ended");
-    });
 }
 
 /// Runs the agent until `shutdown` resolves. `endpoint` is the log/exec endpoint to publish

@@ -1,12 +1,12 @@
 //! The node agent: turns the pods bound to this node into Docker containers.
 
-pub mod caches;
 pub mod daemon;
 pub mod net;
 pub mod node;
 pub mod pod;
 pub mod runtime;
 pub mod serve;
+pub mod watch;
 pub mod worker;
 
 pub use runtime::{ContainerRuntime, DockerRuntime, RuntimeError};

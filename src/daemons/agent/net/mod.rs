@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -19,14 +20,30 @@ pub mod dns;
 pub mod podnet;
 pub mod proxy;
 
-use super::daemon::forward;
-use crate::daemons::agent::pod::podspec::PodNetworkSettings;
+use super::watch::forward;
 use dns::{DnsServer, ServiceDirectory};
 use podnet::{Cidr, PodNetwork};
 use proxy::ServiceCaches;
 
 /// How long a burst of Service and Endpoints changes may settle before the rules are rebuilt.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Where this node's pods live on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetworkSettings {
+    /// The engine network sandboxes that publish host ports attach to.
+    pub docker_network: String,
+    /// The node's pod CIDR.
+    pub cidr: Cidr,
+    /// The bridge the agent plugs the other sandboxes into (see [`attach`]).
+    pub bridge: String,
+    /// Where the agent writes its plugged-in pods' `hosts` and `resolv.conf`.
+    pub files_dir: PathBuf,
+    /// The cluster DNS server pods with `dnsPolicy: ClusterFirst` use.
+    pub dns_server: String,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+}
 
 /// The data plane, once running.
 pub struct ServicePlane {

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume};
 pub use super::env::PodFields;
 use super::env::{EnvError, ObjectResolver, container_env, expand};
 use super::projected::{self, ProjectionError, VolumeFiles};
+use crate::daemons::agent::net::PodNetworkSettings;
 use crate::daemons::agent::runtime::labels::{self, Role};
 use crate::daemons::agent::runtime::sandbox::SANDBOX_IMAGE;
 use crate::daemons::agent::runtime::{
@@ -27,23 +28,6 @@ pub struct AgentPolicy {
     pub host_path_prefixes: Vec<PathBuf>,
     /// The node's pod network and cluster DNS; `None`: Docker's default bridge and resolvers.
     pub pod_network: Option<PodNetworkSettings>,
-}
-
-/// Where this node's pods live on the network.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodNetworkSettings {
-    /// The engine network sandboxes that publish host ports attach to.
-    pub docker_network: String,
-    /// The node's pod CIDR.
-    pub cidr: crate::daemons::agent::net::podnet::Cidr,
-    /// The bridge the agent plugs the other sandboxes into (see [`crate::daemons::agent::net::attach`]).
-    pub bridge: String,
-    /// Where the agent writes its plugged-in pods' `hosts` and `resolv.conf`.
-    pub files_dir: PathBuf,
-    /// The cluster DNS server pods with `dnsPolicy: ClusterFirst` use.
-    pub dns_server: String,
-    /// The cluster's DNS domain (`cluster.local`).
-    pub cluster_domain: String,
 }
 
 /// The pod's resolver settings from `dnsPolicy` and `dnsConfig`, as the kubelet builds them:

@@ -1,6 +1,7 @@
 //! Unit tests of the pod translation and of `start_pod` against the recording fake.
 
 use super::*;
+use crate::daemons::agent::net::PodNetworkSettings;
 use crate::daemons::agent::pod::env::StaticObjects;
 use crate::daemons::agent::runtime::fake::{Call, FakeRuntime};
 use crate::daemons::agent::worker::teardown::{PodError, start_pod};

@@ -638,6 +638,7 @@ mod containers;
 pub mod context;
 pub mod events;
 pub mod metrics;
+pub mod objects;
 mod probes;
 mod sandbox;
 pub mod sync;
