@@ -144,13 +144,7 @@ pub async fn run(
         let runtime = retry("connecting to Docker", DockerRuntime::connect, |_| false)
             .await
             .expect("retried until it succeeds");
-        let docker_version = runtime
-            .client()
-            .version()
-            .await
-            .ok()
-            .and_then(|v| v.version)
-            .unwrap_or_default();
+        let docker_version = runtime.engine_version().await;
         let mut facts = node::host_facts(
             &options.node_name,
             host_ip,
@@ -252,7 +246,7 @@ pub async fn run(
         let mut policy = options.policy.clone();
         let services = net::start(
             &client,
-            runtime.client(),
+            &runtime,
             &node_name,
             options.pod_cidr,
             &options.extra_labels,

@@ -342,13 +342,7 @@ async fn remove_everything(runtime: &DockerRuntime, id: &str) -> Result<(), Runt
     for volume in runtime.list_volumes(&labels).await? {
         runtime.remove_volume(&volume).await?;
     }
-    crate::daemons::agent::net::podnet::remove_networks(runtime.client(), UP_LABEL, id)
-        .await
-        .map_err(|source| RuntimeError::Engine {
-            operation: "remove network",
-            target: id.to_string(),
-            source,
-        })
+    runtime.remove_networks(UP_LABEL, id).await
 }
 
 /// Removes the files bootstrap and the store keep in the data dir, then the dir if empty.

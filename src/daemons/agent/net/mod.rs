@@ -8,7 +8,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bollard::Docker;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -20,6 +19,7 @@ pub mod dns;
 pub mod podnet;
 pub mod proxy;
 
+use super::runtime::DockerRuntime;
 use super::watch::forward;
 use dns::{DnsServer, ServiceDirectory};
 use podnet::{Cidr, PodNetwork};
@@ -70,7 +70,7 @@ async fn node_pod_cidr(client: &kube::Client, node: &str) -> Option<Cidr> {
 /// CIDR or its network cannot be made, in which case pods use Docker's default bridge.
 pub async fn start(
     client: &kube::Client,
-    docker: &Docker,
+    runtime: &DockerRuntime,
     node: &str,
     pod_cidr: Option<Cidr>,
     extra_labels: &BTreeMap<String, String>,
@@ -89,7 +89,7 @@ pub async fn start(
         },
     };
     let network = PodNetwork::plan(node, cidr);
-    if let Err(e) = podnet::ensure(docker, &network, extra_labels, node).await {
+    if let Err(e) = podnet::ensure(runtime, &network, extra_labels, node).await {
         tracing::error!(error = %anyhow::Error::from(e),
             "cannot create the pod network: pods use Docker's default bridge and Services are not served on this node");
         return None;

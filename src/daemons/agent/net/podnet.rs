@@ -6,9 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 
-use bollard::Docker;
-use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use k8s_openapi::api::core::v1::Node;
+
+use crate::daemons::agent::RuntimeError;
+use crate::daemons::agent::runtime::DockerRuntime;
+use crate::daemons::agent::runtime::docker_network::BridgeNetwork;
 
 /// The label that marks a Docker network as a berth agent's pod network; its value is the node.
 pub const NETWORK_LABEL: &str = "berth.dev/pod-network";
@@ -122,7 +124,7 @@ pub enum PodNetError {
         name: String,
         cidr: String,
         #[source]
-        source: bollard::errors::Error,
+        source: RuntimeError,
     },
     #[error("`{command}` failed: {message}")]
     Command { command: String, message: String },
@@ -130,30 +132,24 @@ pub enum PodNetError {
 
 /// Makes the Docker network exist with the planned subnet, gateway and bridge name.
 pub async fn ensure(
-    docker: &Docker,
+    runtime: &DockerRuntime,
     net: &PodNetwork,
     labels: &BTreeMap<String, String>,
     node: &str,
 ) -> Result<(), PodNetError> {
     let wanted = net.cidr.to_string();
-    if let Ok(found) = docker.inspect_network(&net.docker_name, None).await {
-        let subnet = found
-            .ipam
-            .and_then(|i| i.config)
-            .and_then(|c| c.into_iter().find_map(|c| c.subnet))
-            .unwrap_or_default();
-        if subnet == wanted {
+    if let Ok(Some(found)) = runtime.inspect_network(&net.docker_name).await {
+        if found.subnet == wanted {
             return Ok(());
         }
-        let empty = found.containers.as_ref().is_none_or(|c| c.is_empty());
-        if !empty {
+        if found.in_use {
             return Err(PodNetError::Mismatch {
                 name: net.docker_name.clone(),
-                found: subnet,
+                found: found.subnet,
                 wanted,
             });
         }
-        let _ = docker.remove_network(&net.docker_name).await;
+        let _ = runtime.remove_network(&net.docker_name).await;
     }
     let mut all_labels: HashMap<String, String> = labels.clone().into_iter().collect();
     all_labels.insert(NETWORK_LABEL.into(), node.to_string());
@@ -161,60 +157,24 @@ pub async fn ensure(
         crate::daemons::agent::runtime::labels::MANAGED.into(),
         "true".into(),
     );
-    let request = NetworkCreateRequest {
+    let request = BridgeNetwork {
         name: net.docker_name.clone(),
-        driver: Some("bridge".into()),
-        ipam: Some(Ipam {
-            driver: Some("default".into()),
-            config: Some(vec![IpamConfig {
-                subnet: Some(wanted.clone()),
-                gateway: Some(net.gateway.to_string()),
-                ..Default::default()
-            }]),
-            options: None,
-        }),
-        options: Some(HashMap::from([
-            (
-                "com.docker.network.bridge.name".to_string(),
-                net.bridge.clone(),
-            ),
-            // Pod-to-pod traffic keeps its source address; berth masquerades only what
-            // leaves the cluster's pod networks (see the agent's nftables table).
-            (
-                "com.docker.network.bridge.enable_ip_masquerade".to_string(),
-                "false".to_string(),
-            ),
-        ])),
-        labels: Some(all_labels),
-        ..Default::default()
+        subnet: wanted.clone(),
+        gateway: net.gateway.to_string(),
+        bridge: net.bridge.clone(),
+        // Pod-to-pod traffic keeps its source address; berth masquerades only what
+        // leaves the cluster's pod networks (see the agent's nftables table).
+        masquerade: false,
+        labels: all_labels,
     };
-    docker
-        .create_network(request)
+    runtime
+        .create_bridge_network(&request)
         .await
         .map_err(|source| PodNetError::Create {
             name: net.docker_name.clone(),
             cidr: wanted,
             source,
         })?;
-    Ok(())
-}
-
-/// Removes the pod networks carrying the label `key=value` (`berth up --down`); their pods'
-/// containers must be gone first.
-pub async fn remove_networks(
-    docker: &Docker,
-    key: &str,
-    value: &str,
-) -> Result<(), bollard::errors::Error> {
-    let filters = HashMap::from([("label", vec![format!("{key}={value}")])]);
-    let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    for network in docker.list_networks(Some(options)).await? {
-        if let Some(id) = network.id {
-            docker.remove_network(&id).await?;
-        }
-    }
     Ok(())
 }
 

@@ -37,7 +37,9 @@ pub struct DockerRuntime {
 /// Effectively no timeout, while staying far from `Instant` overflow.
 const PATIENT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-fn engine(
+/// How a failed engine call becomes a [`RuntimeError`]; with the matches below, the only
+/// place that reads bollard's errors.
+pub(super) fn engine(
     operation: &'static str,
     target: impl Into<String>,
 ) -> impl FnOnce(BollardError) -> RuntimeError {
@@ -45,7 +47,13 @@ fn engine(
     move |source| RuntimeError::Engine {
         operation,
         target,
-        source,
+        source: Box::new(source),
+    }
+}
+
+fn connect_failed(source: BollardError) -> RuntimeError {
+    RuntimeError::Connect {
+        source: Box::new(source),
     }
 }
 
@@ -54,6 +62,17 @@ fn is_not_found(error: &BollardError) -> bool {
         error,
         BollardError::DockerResponseServerError {
             status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Docker's 409, as it answers a create with a name in use.
+fn is_conflict(error: &BollardError) -> bool {
+    matches!(
+        error,
+        BollardError::DockerResponseServerError {
+            status_code: 409,
             ..
         }
     )
@@ -79,19 +98,22 @@ impl DockerRuntime {
     /// Connects to the engine named by `DOCKER_HOST`, or the local socket, and negotiates
     /// the API version.
     pub async fn connect() -> Result<Self, RuntimeError> {
-        let docker =
-            Docker::connect_with_defaults().map_err(|source| RuntimeError::Connect { source })?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|source| RuntimeError::Connect { source })?;
+        let docker = Docker::connect_with_defaults().map_err(connect_failed)?;
+        let docker = docker.negotiate_version().await.map_err(connect_failed)?;
         let patient = docker.clone().with_timeout(PATIENT_TIMEOUT);
         Ok(DockerRuntime { docker, patient })
     }
 
-    /// The underlying client, for calls the trait does not cover.
+    /// The underlying client, for the Docker-only calls of this module and tests that
+    /// inspect what Docker made.
     pub fn client(&self) -> &Docker {
         &self.docker
+    }
+
+    /// The engine's version, for the Node's `containerRuntimeVersion`; empty when unknown.
+    pub async fn engine_version(&self) -> String {
+        let version = self.docker.version().await.ok();
+        version.and_then(|v| v.version).unwrap_or_default()
     }
 
     /// Whether an image is present locally; returns its id.
@@ -257,18 +279,29 @@ impl ContainerRuntime for DockerRuntime {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
-        let created = self
+        match self
             .docker
             .create_container(Some(options), create_body(spec))
             .await
-            .map_err(engine("create container", &spec.name))?;
-        Ok(created.id)
+        {
+            Ok(created) => Ok(created.id),
+            Err(e) if is_conflict(&e) => Err(RuntimeError::NameConflict {
+                name: spec.name.clone(),
+            }),
+            Err(e) => Err(RuntimeError::Create {
+                name: spec.name.clone(),
+                source: Box::new(e),
+            }),
+        }
     }
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         match self.docker.start_container(id, None).await {
             Err(e) if is_not_found(&e) => Err(RuntimeError::NotFound { id: id.to_string() }),
-            Err(e) if !is_not_modified(&e) => Err(engine("start container", id)(e)),
+            Err(e) if !is_not_modified(&e) => Err(RuntimeError::Start {
+                id: id.to_string(),
+                source: Box::new(e),
+            }),
             _ => Ok(()),
         }
     }
@@ -347,11 +380,7 @@ impl ContainerRuntime for DockerRuntime {
         let stream = self
             .patient
             .events(Some(options))
-            .map_err(|source| RuntimeError::Engine {
-                operation: "watch events",
-                target: String::new(),
-                source,
-            })
+            .map_err(|e| engine("watch events", "")(e))
             .map_ok(|message| {
                 let actor = message.actor.unwrap_or_default();
                 RuntimeEvent {

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 pub mod docker;
 pub(crate) mod docker_model;
+pub mod docker_network;
 pub mod fake;
 pub mod labels;
 pub mod sandbox;
@@ -257,14 +258,19 @@ pub struct ExecOutput {
 /// A stream of runtime events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send>>;
 
-/// Everything that can go wrong talking to the engine.
+/// The engine's own error, kept as the cause of a [`RuntimeError`]: its words reach events
+/// and waiting messages through [`RuntimeError::detail`], and nothing above the runtime
+/// reads them to decide anything. Only an implementation (Docker's) makes one.
+pub type EngineError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything that can go wrong talking to the engine, by what the agent does about it.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// Connecting to, or negotiating with, the engine failed.
     #[error("cannot connect to the container engine")]
     Connect {
         #[source]
-        source: bollard::errors::Error,
+        source: EngineError,
     },
     /// Pulling an image failed (Kubernetes reason `ErrImagePull`).
     #[error("pulling image {image:?} failed: {message}")]
@@ -278,13 +284,31 @@ pub enum RuntimeError {
     /// No such container.
     #[error("container {id:?} not found")]
     NotFound { id: String },
+    /// A container of that name exists already (a leftover of an earlier attempt).
+    #[error("a container named {name:?} exists already")]
+    NameConflict { name: String },
+    /// The engine refused to create the container (`CreateContainerError`).
+    #[error("create container {name:?} failed")]
+    Create {
+        name: String,
+        #[source]
+        source: EngineError,
+    },
+    /// The engine could not start the container, say its command is missing
+    /// (`RunContainerError`).
+    #[error("start container {id:?} failed")]
+    Start {
+        id: String,
+        #[source]
+        source: EngineError,
+    },
     /// Any other engine call failed.
     #[error("{operation} {target:?} failed")]
     Engine {
         operation: &'static str,
         target: String,
         #[source]
-        source: bollard::errors::Error,
+        source: EngineError,
     },
 }
 
@@ -307,14 +331,10 @@ impl RuntimeError {
         match self {
             RuntimeError::ImagePull { .. } => Some("ErrImagePull"),
             RuntimeError::ImageNeverPull { .. } => Some("ErrImageNeverPull"),
-            RuntimeError::Engine {
-                operation: "create container",
-                ..
-            } => Some("CreateContainerError"),
-            RuntimeError::Engine {
-                operation: "start container",
-                ..
-            } => Some("RunContainerError"),
+            RuntimeError::Create { .. } | RuntimeError::NameConflict { .. } => {
+                Some("CreateContainerError")
+            }
+            RuntimeError::Start { .. } => Some("RunContainerError"),
             _ => None,
         }
     }
@@ -415,13 +435,9 @@ mod tests {
 
     #[test]
     fn an_engine_error_in_detail_carries_the_engines_words() {
-        let e = RuntimeError::Engine {
-            operation: "start container",
-            target: "berth_app_web".into(),
-            source: bollard::errors::Error::DockerResponseServerError {
-                status_code: 400,
-                message: "exec: \"/nope\": stat /nope: no such file or directory".into(),
-            },
+        let e = RuntimeError::Start {
+            id: "berth_app_web".into(),
+            source: "exec: \"/nope\": stat /nope: no such file or directory".into(),
         };
         assert_eq!(e.to_string(), "start container \"berth_app_web\" failed");
         let detail = e.detail();

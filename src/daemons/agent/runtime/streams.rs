@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
+use super::docker::engine;
 use crate::daemons::agent::DockerRuntime;
 use crate::daemons::agent::runtime::{ContainerRuntime, RuntimeError};
 
@@ -98,18 +99,6 @@ pub trait StreamingRuntime: ContainerRuntime + 'static {
 
 /// Effectively no timeout: a followed log or a shell lasts as long as the user wants.
 const PATIENT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
-
-fn engine(
-    operation: &'static str,
-    target: &str,
-) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
-    let target = target.to_string();
-    move |source| RuntimeError::Engine {
-        operation,
-        target,
-        source,
-    }
-}
 
 fn chunk(output: LogOutput) -> Option<OutputChunk> {
     match output {

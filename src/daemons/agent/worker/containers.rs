@@ -11,7 +11,9 @@ use crate::daemons::agent::pod::backoff::{RestartDecision, RestartPolicy, Restar
 use crate::daemons::agent::pod::podspec::{ContainerPlan, PodPlan, container_name};
 use crate::daemons::agent::pod::status::Waiting;
 use crate::daemons::agent::runtime::labels::{self, Role};
-use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState, PullPolicy};
+use crate::daemons::agent::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerState, PullPolicy, RuntimeError,
+};
 
 /// What one container's step did.
 pub(super) struct Step {
@@ -248,7 +250,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 .events
                 .pod(pref, EventType::Normal, "Pulled", Some(&c.name), pulled);
             let id = match rt.create_container(&spec).await {
-                Err(e) if is_name_conflict(&e) => {
+                Err(RuntimeError::NameConflict { .. }) => {
                     // A leftover of the same name (the agent died between create and
                     // start, or it was removed from view) is replaced.
                     if let Some(old) = rt.inspect_container(&spec.name).await? {
@@ -274,7 +276,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 Some(&c.name),
                 format!("Started container {}", c.name),
             );
-            Ok::<_, crate::daemons::agent::RuntimeError>(id)
+            Ok::<_, RuntimeError>(id)
         }
         .await;
         match result {
@@ -374,21 +376,6 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
         Ok(())
     }
-}
-
-/// Docker's 409 for a container name already in use.
-fn is_name_conflict(e: &crate::daemons::agent::RuntimeError) -> bool {
-    matches!(
-        e,
-        crate::daemons::agent::RuntimeError::Engine {
-            operation: "create container",
-            source: bollard::errors::Error::DockerResponseServerError {
-                status_code: 409,
-                ..
-            },
-            ..
-        }
-    )
 }
 
 /// `text` with every environment value of three or more characters masked: an engine's
