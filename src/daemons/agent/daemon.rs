@@ -189,8 +189,8 @@ pub async fn run(
         println!("node {node_name} registered");
 
         let metrics = Arc::new(DriftMetrics::default());
-        let (events, poster) = EventRecorder::new(client.clone(), &node_name);
-        tasks.spawn(poster);
+        let (events, queue) = EventRecorder::new(&node_name);
+        tasks.spawn(queue.post(client.clone()));
         let served = metrics.clone();
         tasks.spawn(async move {
             if let Err(e) = metrics::serve(metrics_listener, served, std::future::pending()).await {
@@ -259,16 +259,15 @@ pub async fn run(
         });
         let mut ctx = AgentContext::new(
             runtime,
-            client.clone(),
             node_name.clone(),
             host_ip.to_string(),
             policy,
             options.extra_labels.clone(),
-            options.backoff,
             events,
-            metrics,
             objects,
         );
+        ctx.backoff = options.backoff;
+        ctx.metrics = metrics;
         ctx.service_targets = service_targets;
         if let Some(net) = &ctx.policy.pod_network {
             let pool = PodAddresses::new(net.cidr);
@@ -276,7 +275,13 @@ pub async fn run(
             ctx.addresses = Some(pool);
         }
         let ctx = Arc::new(ctx);
-        let sync = PodSync::new(ctx, pod_reader, readiness_tx, options.timing);
+        let sync = PodSync::new(
+            ctx,
+            client.clone(),
+            pod_reader,
+            readiness_tx,
+            options.timing,
+        );
         tracing::info!(node = %node_name, "agent running");
         sync.run(
             UnboundedReceiverStream::new(pods_rx),

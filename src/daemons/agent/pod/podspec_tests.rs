@@ -1,10 +1,8 @@
-//! Unit tests of the pod translation and of `start_pod` against the recording fake.
+//! Unit tests of the pod translation.
 
 use super::*;
 use crate::daemons::agent::net::PodNetworkSettings;
 use crate::daemons::agent::pod::env::StaticObjects;
-use crate::daemons::agent::runtime::fake::{Call, FakeRuntime};
-use crate::daemons::agent::worker::teardown::{PodError, start_pod};
 
 fn pod(spec: serde_json::Value) -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -146,56 +144,6 @@ fn secret_volumes_are_tmpfs_mounted_read_only_and_kept_by_the_sandbox() {
     assert!(plan.containers[0].spec.mounts[0].read_only);
     assert_eq!(plan.sandbox.mounts[0].target, "/berth/volumes/s");
     assert_eq!(plan.files[0].volume, "s");
-}
-
-fn two_inits() -> Pod {
-    pod(serde_json::json!({
-        "initContainers": [
-            {"name": "first", "image": "busybox:1.36"},
-            {"name": "second", "image": "busybox:1.36"}],
-        "containers": [{"name": "app", "image": "busybox:1.36"}]}))
-}
-
-#[tokio::test]
-async fn init_containers_complete_in_order_before_apps() {
-    let plan = plan(&two_inits(), &AgentPolicy::default()).unwrap();
-    let fake = FakeRuntime::default();
-    start_pod(&fake, &plan).await.unwrap();
-    let order: Vec<Call> = fake
-        .calls()
-        .into_iter()
-        .filter(|c| matches!(c, Call::Start(_) | Call::Wait(_)))
-        .collect();
-    let n = |c: &str| container_name(&plan.identity, c, 0);
-    assert_eq!(
-        order,
-        vec![
-            Call::Start(n("POD")),
-            Call::Start(n("first")),
-            Call::Wait(n("first")),
-            Call::Start(n("second")),
-            Call::Wait(n("second")),
-            Call::Start(n("app")),
-        ]
-    );
-}
-
-#[tokio::test]
-async fn failed_init_container_stops_the_pod_start() {
-    let plan = plan(&two_inits(), &AgentPolicy::default()).unwrap();
-    let mut fake = FakeRuntime::default();
-    fake.exit_codes
-        .insert(container_name(&plan.identity, "first", 0), 3);
-    let err = start_pod(&fake, &plan).await.unwrap_err();
-    assert!(
-        matches!(err, PodError::InitFailed { exit_code: 3, ref container, .. } if container == "first")
-    );
-    assert!(
-        !fake
-            .calls()
-            .iter()
-            .any(|c| matches!(c, Call::Start(n) if n.contains("second")))
-    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! A recording, in-memory `ContainerRuntime` for unit tests of pod and sync logic only;
-//! everything that touches real containers is tested against the real engine.
+//! A recording, in-memory `ContainerRuntime` for unit tests of the pod worker only (it is
+//! built for tests alone); everything that touches real containers is tested against the
+//! real engine. Tests play the world around the agent through its methods: a container
+//! that exits, one removed or stopped behind berth's back, a leftover of the same name.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::daemons::agent::runtime::{
@@ -30,14 +32,15 @@ struct State {
     calls: Vec<Call>,
     containers: BTreeMap<String, (ContainerSpec, ContainerState)>,
     volumes: BTreeMap<String, VolumeSpec>,
+    /// Containers (by name) that exit with this code as soon as they start.
+    exit_on_start: BTreeMap<String, i64>,
 }
 
-/// The fake. Containers are keyed by name, which is also their id.
-#[derive(Debug, Default)]
+/// The fake. Containers are keyed by name, which is also their id. A clone shares its
+/// containers, volumes and calls: the same engine, as a restarted agent finds it.
+#[derive(Debug, Default, Clone)]
 pub struct FakeRuntime {
-    state: Mutex<State>,
-    /// Exit codes `wait_container` returns, by container name (default 0).
-    pub exit_codes: BTreeMap<String, i64>,
+    state: Arc<Mutex<State>>,
     /// Images that are "present"; others fail with `ErrImageNeverPull` under `Never`.
     pub images: HashSet<String>,
 }
@@ -46,6 +49,46 @@ impl FakeRuntime {
     /// The calls so far.
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().expect("fake state").calls.clone()
+    }
+
+    /// Forgets the calls so far.
+    pub fn clear_calls(&self) {
+        self.state.lock().expect("fake state").calls.clear();
+    }
+
+    /// Makes container `name` exit with `code` whenever it starts.
+    pub fn exit_on_start(&self, name: &str, code: i64) {
+        let mut state = self.state.lock().expect("fake state");
+        state.exit_on_start.insert(name.to_string(), code);
+    }
+
+    /// Container `id` exits by itself (or is stopped by someone else) with `code`.
+    pub fn exit(&self, id: &str, code: i64) {
+        let exited = ContainerState::Exited {
+            exit_code: code,
+            oom_killed: false,
+        };
+        self.set_state(id, exited).expect("a container of the fake");
+    }
+
+    /// Someone other than the agent removes container `id`.
+    pub fn remove_behind_back(&self, id: &str) {
+        let mut state = self.state.lock().expect("fake state");
+        state
+            .containers
+            .remove(id)
+            .expect("a container of the fake");
+    }
+
+    /// A container the agent did not make (this run) is there already.
+    pub fn insert(&self, spec: ContainerSpec, state: ContainerState) {
+        let mut fake = self.state.lock().expect("fake state");
+        fake.containers.insert(spec.name.clone(), (spec, state));
+    }
+
+    /// The containers there are now, by name: their spec and state.
+    pub fn containers(&self) -> BTreeMap<String, (ContainerSpec, ContainerState)> {
+        self.state.lock().expect("fake state").containers.clone()
     }
 
     fn record(&self, call: Call) -> std::sync::MutexGuard<'_, State> {
@@ -111,6 +154,11 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let mut state = self.record(Call::Create(spec.name.clone()));
+        if state.containers.contains_key(&spec.name) {
+            return Err(RuntimeError::NameConflict {
+                name: spec.name.clone(),
+            });
+        }
         state
             .containers
             .insert(spec.name.clone(), (spec.clone(), ContainerState::Created));
@@ -118,17 +166,28 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
-        drop(self.record(Call::Start(id.to_string())));
-        self.set_state(id, ContainerState::Running)
+        let state = self.record(Call::Start(id.to_string()));
+        let started = match state.exit_on_start.get(id) {
+            Some(&exit_code) => ContainerState::Exited {
+                exit_code,
+                oom_killed: false,
+            },
+            None => ContainerState::Running,
+        };
+        drop(state);
+        self.set_state(id, started)
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        drop(self.record(Call::Stop(id.to_string(), grace)));
-        let exited = ContainerState::Exited {
-            exit_code: 143,
-            oom_killed: false,
-        };
-        self.set_state(id, exited)
+        let mut state = self.record(Call::Stop(id.to_string(), grace));
+        // As the engine: stopping a container that does not run is not an error.
+        if let Some((_, current @ ContainerState::Running)) = state.containers.get_mut(id) {
+            *current = ContainerState::Exited {
+                exit_code: 143,
+                oom_killed: false,
+            };
+        }
+        Ok(())
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
@@ -138,15 +197,14 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError> {
-        drop(self.record(Call::Wait(id.to_string())));
-        let code = self.exit_codes.get(id).copied().unwrap_or(0);
-        self.set_state(
-            id,
-            ContainerState::Exited {
-                exit_code: code,
-                oom_killed: false,
-            },
-        )?;
+        let state = self.record(Call::Wait(id.to_string()));
+        let code = match state.containers.get(id) {
+            Some((_, ContainerState::Exited { exit_code, .. })) => *exit_code,
+            Some(_) => 0,
+            None => return Err(RuntimeError::NotFound { id: id.to_string() }),
+        };
+        drop(state);
+        self.exit(id, code);
         Ok(code)
     }
 

@@ -1,7 +1,9 @@
 //! The `ContainerRuntime` trait and the engine-neutral description of containers and volumes.
 //!
-//! Pod logic speaks only these types, so it runs unchanged against Docker ([`crate::daemons::agent::runtime::docker`])
-//! and against the recording fake ([`crate::daemons::agent::runtime::fake`]) in unit tests.
+//! Pod logic speaks only these types, so it runs unchanged against Docker ([`docker`], with
+//! [`streams`] for logs and exec and [`docker_network`] for the pod network) and against the
+//! recording fake (`fake`, built for unit tests only). Errors come out as [`RuntimeError`]
+//! cases; the engine's own error is only ever their opaque cause.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,6 +17,7 @@ use serde::Serialize;
 pub mod docker;
 pub(crate) mod docker_model;
 pub mod docker_network;
+#[cfg(test)]
 pub mod fake;
 pub mod labels;
 pub mod sandbox;
@@ -207,6 +210,23 @@ pub enum ContainerState {
     Exited { exit_code: i64, oom_killed: bool },
     /// Anything else the engine reports (removing, dead).
     Other(String),
+}
+
+/// The state as messages name it: `exited with code 1`, `OOM-killed, exit code 137`.
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerState::Exited {
+                exit_code,
+                oom_killed: true,
+            } => write!(f, "OOM-killed, exit code {exit_code}"),
+            ContainerState::Exited { exit_code, .. } => write!(f, "exited with code {exit_code}"),
+            ContainerState::Created => f.write_str("created, not started"),
+            ContainerState::Running => f.write_str("running"),
+            ContainerState::Restarting => f.write_str("restarting"),
+            ContainerState::Other(s) => f.write_str(s),
+        }
+    }
 }
 
 /// What the runtime knows about one container.

@@ -1,5 +1,4 @@
-//! What every pod worker of one agent shares: the runtime, the API client, the event
-//! recorder, the drift counters, the ConfigMap/Secret cache, the pod address pool, and which
+//! What every pod worker of one agent shares: the runtime, the event recorder, the drift counters, the ConfigMap/Secret cache, the pod address pool, and which
 //! container stops were the agent's own (so a `docker stop` by someone else is recognised as drift).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -16,8 +15,6 @@ use crate::daemons::agent::pod::podspec::AgentPolicy;
 pub struct AgentContext<R> {
     /// The container engine.
     pub runtime: R,
-    /// The API server.
-    pub client: kube::Client,
     /// This node's name.
     pub node: String,
     /// This node's address (`status.hostIP`).
@@ -44,30 +41,26 @@ pub struct AgentContext<R> {
 }
 
 impl<R> AgentContext<R> {
-    /// A context with no stops recorded yet.
-    #[allow(clippy::too_many_arguments)]
+    /// A context with no stops recorded yet, the default back-off, fresh counters, no
+    /// Service rules and no pod network.
     pub fn new(
         runtime: R,
-        client: kube::Client,
         node: String,
         host_ip: String,
         policy: AgentPolicy,
         extra_labels: BTreeMap<String, String>,
-        backoff: BackoffConfig,
         events: EventRecorder,
-        metrics: Arc<DriftMetrics>,
         objects: Arc<dyn ObjectResolver>,
     ) -> Self {
         AgentContext {
             runtime,
-            client,
             node,
             host_ip,
             policy,
             extra_labels,
-            backoff,
+            backoff: BackoffConfig::default(),
             events,
-            metrics,
+            metrics: Arc::default(),
             objects,
             service_targets: None,
             addresses: None,

@@ -85,39 +85,58 @@ enum Note {
     Gone(String),
 }
 
-impl EventRecorder {
-    /// A recorder posting as the agent of `node`, and the task that posts.
-    pub fn new(
-        client: kube::Client,
-        node: &str,
-    ) -> (EventRecorder, impl Future<Output = ()> + use<>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Note>();
-        let poster = async move {
-            let correlator = Mutex::new(Correlator::new());
-            while let Some(note) = rx.recv().await {
-                let event = match note {
-                    Note::Event(event) => event,
-                    Note::Gone(uid) => {
-                        correlator
-                            .lock()
-                            .expect("the event correlator")
-                            .forget_object(&uid);
-                        continue;
-                    }
-                };
-                let ns = event.metadata.namespace.clone().unwrap_or_default();
-                let sink = AgentEvents(Api::namespaced(client.clone(), &ns));
-                let value = serde_json::to_value(&event).expect("an Event serialises");
-                if let Err(e) = events::send(&correlator, &sink, value).await {
-                    tracing::warn!(reason = ?event.reason, error = %e, "cannot record an event");
+/// The events recorded and not posted yet, in order.
+#[derive(Debug)]
+pub struct EventQueue {
+    rx: mpsc::UnboundedReceiver<Note>,
+}
+
+impl EventQueue {
+    /// Posts the events as they come, until every recorder is dropped.
+    pub async fn post(mut self, client: kube::Client) {
+        let correlator = Mutex::new(Correlator::new());
+        while let Some(note) = self.rx.recv().await {
+            let event = match note {
+                Note::Event(event) => event,
+                Note::Gone(uid) => {
+                    correlator
+                        .lock()
+                        .expect("the event correlator")
+                        .forget_object(&uid);
+                    continue;
                 }
+            };
+            let ns = event.metadata.namespace.clone().unwrap_or_default();
+            let sink = AgentEvents(Api::namespaced(client.clone(), &ns));
+            let value = serde_json::to_value(&event).expect("an Event serialises");
+            if let Err(e) = events::send(&correlator, &sink, value).await {
+                tracing::warn!(reason = ?event.reason, error = %e, "cannot record an event");
             }
-        };
+        }
+    }
+
+    /// The events recorded since the last call, without posting them: what a test of the
+    /// pod worker, which runs with no API server, looks at.
+    pub fn take(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(note) = self.rx.try_recv() {
+            if let Note::Event(event) = note {
+                out.push(*event);
+            }
+        }
+        out
+    }
+}
+
+impl EventRecorder {
+    /// A recorder writing as the agent of `node`, and the queue its events go to.
+    pub fn new(node: &str) -> (EventRecorder, EventQueue) {
+        let (tx, rx) = mpsc::unbounded_channel::<Note>();
         let recorder = EventRecorder {
             tx,
             node: node.to_string(),
         };
-        (recorder, poster)
+        (recorder, EventQueue { rx })
     }
 
     /// Records an event about `pod`; `container` fills `involvedObject.fieldPath`.

@@ -8,36 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::routing::get;
 
-/// What kind of drift was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriftKind {
-    /// A container stopped or killed outside berth.
-    Stopped,
-    /// A container removed outside berth.
-    Removed,
-    /// A container whose configuration no longer matches its spec hash.
-    Changed,
-    /// A berth container whose pod no longer exists on this node.
-    Orphan,
-}
-
-impl DriftKind {
-    const ALL: [DriftKind; 4] = [
-        DriftKind::Stopped,
-        DriftKind::Removed,
-        DriftKind::Changed,
-        DriftKind::Orphan,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            DriftKind::Stopped => "stopped",
-            DriftKind::Removed => "removed",
-            DriftKind::Changed => "changed",
-            DriftKind::Orphan => "orphan",
-        }
-    }
-}
+use crate::daemons::agent::pod::drift::DriftKind;
 
 /// Drift counters.
 #[derive(Debug, Default)]

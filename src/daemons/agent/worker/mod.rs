@@ -2,6 +2,11 @@
 //! the pod's status when it changes, and on deletion stops the pod gracefully and lets the
 //! pod object go. Wake-ups coalesce: whatever happened meanwhile, the next pass looks at the
 //! whole pod and its containers afresh.
+//!
+//! A [`PodWorker::pass`] talks only to the container runtime and reports what it found (the
+//! pod's status, or that its containers are gone); [`PodWorker::run`] takes that to the API
+//! server ([`api`]). So the pass runs as it is in unit tests against the recording fake and
+//! in `tests/agent_runtime*.rs` against Docker, with no API server.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,28 +14,52 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use serde_json::json;
 use tokio::sync::watch;
 
-use super::runtime::{ContainerInfo, ContainerRuntime, ContainerState, RuntimeError};
 use crate::daemons::agent::net::attach;
 use crate::daemons::agent::pod::backoff::{RestartPolicy, RestartTracker};
-use crate::daemons::agent::pod::podspec::{
-    ContainerPlan, PodContext, PodFields, PodIdentity, plan_pod,
-};
+use crate::daemons::agent::pod::drift::{Drift, DriftKind, Seen, attempt, latest_two};
+use crate::daemons::agent::pod::podspec::{ContainerPlan, PodContext, PodFields, plan_pod};
 use crate::daemons::agent::pod::status::{self, ContainerView, PodFacts, Waiting};
 use crate::daemons::agent::runtime::labels::{self, Role};
-use crate::daemons::agent::worker::context::AgentContext;
-use crate::daemons::agent::worker::events::{EventType, PodRef};
-use crate::daemons::agent::worker::metrics::DriftKind;
+use crate::daemons::agent::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
+};
+use context::AgentContext;
+use events::{EventType, PodRef};
+
+mod api;
+mod containers;
+pub mod context;
+pub mod events;
+pub mod metrics;
+pub mod objects;
+mod probes;
+mod sandbox;
+mod start;
+pub mod sync;
+pub mod teardown;
+#[cfg(test)]
+mod tests;
 
 /// What a worker is told: the newest pod object, or that it is gone from the API.
 #[derive(Debug, Clone)]
 pub struct PodInput {
     pub pod: Arc<Pod>,
     pub gone: bool,
+}
+
+/// What a pass leaves to do on the API server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pass {
+    /// The pod's status as the pass found it (none when the pass only made the pod's
+    /// sandbox), and when to look again unless woken before (`None`: when woken).
+    Synced {
+        status: Option<Box<PodStatus>>,
+        wake: Option<Duration>,
+    },
+    /// The pod is being deleted and its containers and volumes are gone.
+    Removed,
 }
 
 /// When the worker wants to run again, besides being woken.
@@ -66,13 +95,13 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub struct PodWorker<R> {
     ctx: Arc<AgentContext<R>>,
     trackers: HashMap<String, RestartTracker>,
-    exits_seen: HashSet<String>,
     backoff_reported: HashSet<String>,
-    /// The newest container of each name last seen: (id, attempt); a vanished one is drift.
-    known: HashMap<String, (String, u32)>,
-    /// Containers the worker removed itself (not drift when they vanish).
-    removed_ids: HashSet<String>,
+    /// The pod's containers as last seen, and which the worker removed itself.
+    seen: Seen,
     inspected: HashMap<String, ContainerInfo>,
+    /// The pod's containers right after this worker made a new sandbox (the sandbox alone),
+    /// for the next pass instead of a listing.
+    fresh: Option<Vec<ContainerInfo>>,
     waiting: HashMap<String, (Waiting, Instant)>,
     /// Consecutive failed starts (pulls, creates) of each container, for their back-off,
     /// with the spec hash they failed with: a changed spec is tried at once.
@@ -103,29 +132,6 @@ fn pod_ref(pod: &Pod) -> PodRef {
     }
 }
 
-fn label<'a>(c: &'a ContainerInfo, key: &str) -> &'a str {
-    c.labels.get(key).map(String::as_str).unwrap_or("")
-}
-
-fn attempt(c: &ContainerInfo) -> u32 {
-    label(c, labels::ATTEMPT).parse().unwrap_or(0)
-}
-
-/// The newest and the previous container of `name` in `role`.
-fn latest_two<'a>(
-    observed: &'a [ContainerInfo],
-    name: &str,
-    role: Role,
-) -> (Option<&'a ContainerInfo>, Option<&'a ContainerInfo>) {
-    let mut mine: Vec<&ContainerInfo> = observed
-        .iter()
-        .filter(|c| label(c, labels::CONTAINER_NAME) == name)
-        .filter(|c| Role::parse(label(c, labels::ROLE)) == Some(role))
-        .collect();
-    mine.sort_by_key(|c| std::cmp::Reverse(attempt(c)));
-    (mine.first().copied(), mine.get(1).copied())
-}
-
 fn same_state(a: &ContainerState, b: &ContainerState) -> bool {
     match (a, b) {
         (
@@ -136,17 +142,23 @@ fn same_state(a: &ContainerState, b: &ContainerState) -> bool {
     }
 }
 
+fn min_wake(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
 impl<R: ContainerRuntime + 'static> PodWorker<R> {
     /// A worker for a pod; it adopts whatever containers of the pod already run.
     pub fn new(ctx: Arc<AgentContext<R>>) -> Self {
         PodWorker {
             ctx,
             trackers: HashMap::new(),
-            exits_seen: HashSet::new(),
             backoff_reported: HashSet::new(),
-            known: HashMap::new(),
-            removed_ids: HashSet::new(),
+            seen: Seen::default(),
             inspected: HashMap::new(),
+            fresh: None,
             waiting: HashMap::new(),
             failed_starts: HashMap::new(),
             last_status: None,
@@ -160,14 +172,15 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
     }
 
-    /// Runs passes until the pod is gone and cleaned up, or the sender is dropped.
-    pub async fn run(mut self, mut input: watch::Receiver<PodInput>) {
+    /// Runs passes, writing what they find through `client`, until the pod is gone and
+    /// cleaned up, or the sender is dropped.
+    pub async fn run(mut self, client: kube::Client, mut input: watch::Receiver<PodInput>) {
         let mut error_backoff = Duration::from_millis(500);
         loop {
             let current = input.borrow_and_update().clone();
             // Boxed: a pass's future (engine and API calls nested deep) lives only while it
             // runs, instead of sizing every idle worker's task.
-            let next = match Box::pin(self.pass(&current)).await {
+            let next = match Box::pin(self.step(&client, &current)).await {
                 Ok(next) => {
                     error_backoff = Duration::from_millis(500);
                     next
@@ -207,6 +220,12 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
 
     /// Lists the pod's containers, inspecting only those whose state changed.
     async fn observe(&mut self, uid: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        // Just after a new sandbox was made, the others having gone with the old one: its
+        // inspection instead of a list, which the engine answers more slowly the more
+        // containers it has, while many pods start.
+        if let Some(fresh) = self.fresh.take() {
+            return Ok(fresh);
+        }
         let listed = teardown::pod_containers(&self.ctx.runtime, uid).await?;
         let mut out = Vec::with_capacity(listed.len());
         let mut seen = HashSet::new();
@@ -230,28 +249,25 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         Ok(out)
     }
 
-    /// Just after a new sandbox was made, the others having gone with the old one: one
-    /// inspect instead of a list, which the engine answers more slowly the more containers
-    /// it has, while many pods start.
-    async fn observe_new_sandbox(
-        &mut self,
-        uid: &str,
-        id: &str,
-    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
-        let Some(info) = self.ctx.runtime.inspect_container(id).await? else {
-            return self.observe(uid).await;
-        };
-        self.inspected.clear();
-        self.inspected.insert(id.to_string(), info.clone());
-        Ok(vec![info])
+    /// The pod's address: the node's for a pod in the node's network namespace, else its
+    /// sandbox's, once the sandbox exists.
+    fn pod_ip(&self, pod: &Pod, observed: &[ContainerInfo]) -> Option<String> {
+        let (sandbox, _) = latest_two(observed, labels::SANDBOX_CONTAINER, Role::Sandbox);
+        match pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            true => sandbox.map(|_| self.ctx.host_ip.clone()),
+            false => sandbox.and_then(|s| s.ip_address.clone()),
+        }
     }
 
-    async fn pass(&mut self, input: &PodInput) -> Result<Next, SyncError> {
+    /// One look at the pod and its containers: plans the pod (once), makes the sandbox
+    /// run, writes the pod's files, creates, restarts and repairs containers, runs the
+    /// probes that are due, and computes the status. On deletion it removes everything.
+    pub async fn pass(&mut self, input: &PodInput) -> Result<Pass, SyncError> {
         let pod = &*input.pod;
         let pref = pod_ref(pod);
         if input.gone || pod.metadata.deletion_timestamp.is_some() {
             self.terminate(pod, &pref, input.gone).await?;
-            return Ok(Next::Done);
+            return Ok(Pass::Removed);
         }
         if self.last_status.is_none() {
             self.last_status = pod.status.clone();
@@ -262,14 +278,14 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
         let restart =
             RestartPolicy::from_pod(pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()));
-        let plan = match plan_pod(
-            pod,
-            &self.pod_context(None),
-            &*self.ctx.objects,
-            &self.ctx.policy,
-        ) {
+        let mut observed = self.observe(&pref.uid).await?;
+        // The address is known before planning unless the sandbox is yet to be made; then
+        // this pass makes it and the next, at once, plans the containers with its address.
+        let pod_ip = self.pod_ip(pod, &observed);
+        let context = self.pod_context(pod_ip.clone());
+        let mut plan = match plan_pod(pod, &context, &*self.ctx.objects, &self.ctx.policy) {
             Ok(plan) => plan,
-            Err(e) => return self.config_error(pod, &pref, e.to_string()).await,
+            Err(e) => return Ok(self.config_error(pod, &pref, e.to_string())),
         };
         if !self.volumes_ready {
             for volume in &plan.volumes {
@@ -277,35 +293,21 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             }
             self.volumes_ready = true;
         }
-        let mut observed = self.observe(&pref.uid).await?;
-        if let Some(sandbox) = self.ensure_sandbox(&pref, &plan, &observed).await? {
-            observed = self.observe_new_sandbox(&pref.uid, &sandbox).await?;
-        }
-        let (sandbox, _) = latest_two(&observed, labels::SANDBOX_CONTAINER, Role::Sandbox);
-        // A pod in the node's network namespace has the node's address.
-        let pod_ip = match plan.host_network {
-            true => sandbox.map(|_| self.ctx.host_ip.clone()),
-            false => sandbox.and_then(|s| s.ip_address.clone()),
+        let sandbox = match self.ensure_sandbox(&pref, &plan, &observed).await? {
+            Some(running) => running,
+            None => {
+                return Ok(Pass::Synced {
+                    status: None,
+                    wake: Some(Duration::ZERO),
+                });
+            }
         };
-        if let Some(sandbox) = sandbox {
-            self.write_files(&pref, &plan, &sandbox.id).await?;
-        }
-        let mut plan = match plan_pod(
-            pod,
-            &self.pod_context(pod_ip.clone()),
-            &*self.ctx.objects,
-            &self.ctx.policy,
-        ) {
-            Ok(plan) => plan,
-            Err(e) => return self.config_error(pod, &pref, e.to_string()).await,
+        self.write_files(&pref, &plan, &sandbox.id).await?;
+        let files = match (plan.plugged, self.ctx.pod_files_dir(&pref.uid)) {
+            (true, Some(dir)) => attach::pod_file_mounts(&dir),
+            _ => Vec::new(),
         };
-        if let Some(sandbox) = sandbox {
-            let files = match (plan.plugged, self.ctx.pod_files_dir(&pref.uid)) {
-                (true, Some(dir)) => attach::pod_file_mounts(&dir),
-                _ => Vec::new(),
-            };
-            plan.join_sandbox(&sandbox.id, &files);
-        }
+        plan.join_sandbox(&sandbox.id, &files);
         self.last_config_error = None;
 
         let mut wake: Option<Duration> = None;
@@ -358,7 +360,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 observed = self.observe(&pref.uid).await?;
             }
         }
-        self.remember(&observed);
+        self.seen.remember(&observed);
         let views = |list: &[ContainerPlan], role: Role| -> Vec<ContainerView> {
             list.iter()
                 .map(|c| self.view(pod, c, role, &observed))
@@ -375,9 +377,11 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             start_time: self.start_time.clone(),
             init_failed,
         };
-        let new_status = status::pod_status(&facts, self.last_status.as_ref());
-        self.write_status(&pref, new_status).await?;
-        Ok(wake.map_or(Next::Idle, Next::After))
+        let status = status::pod_status(&facts, self.last_status.as_ref());
+        Ok(Pass::Synced {
+            status: Some(Box::new(status)),
+            wake,
+        })
     }
 
     fn view(
@@ -413,49 +417,9 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
     }
 
-    fn remember(&mut self, observed: &[ContainerInfo]) {
-        for c in observed {
-            let name = label(c, labels::CONTAINER_NAME).to_string();
-            let n = attempt(c);
-            if self.known.get(&name).is_none_or(|(_, a)| *a <= n) {
-                self.known.insert(name, (c.id.clone(), n));
-            }
-        }
-    }
-
-    async fn write_status(&mut self, pref: &PodRef, new: PodStatus) -> Result<(), SyncError> {
-        if self.last_status.as_ref() == Some(&new) {
-            return Ok(());
-        }
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pref.namespace);
-        let body = json!({"status": new});
-        match api
-            .patch_status(&pref.name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => {}
-            // Deleted meanwhile: the watch brings the news.
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => {
-                return Err(SyncError::Api {
-                    pod: format!("{}/{}", pref.namespace, pref.name),
-                    what: "status update",
-                    source,
-                });
-            }
-        }
-        self.last_status = Some(new);
-        Ok(())
-    }
-
     /// The pod cannot be planned (a missing ConfigMap, a forbidden hostPath…): every
     /// container waits with `CreateContainerConfigError`, as in Kubernetes.
-    async fn config_error(
-        &mut self,
-        pod: &Pod,
-        pref: &PodRef,
-        message: String,
-    ) -> Result<Next, SyncError> {
+    fn config_error(&mut self, pod: &Pod, pref: &PodRef, message: String) -> Pass {
         if self.last_config_error.as_deref() != Some(&message) {
             self.ctx.events.pod(
                 pref,
@@ -488,21 +452,25 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         };
         let mut new_status = status::pod_status(&facts, self.last_status.as_ref());
         new_status.phase = Some("Pending".into());
-        self.write_status(pref, new_status).await?;
-        Ok(Next::After(RETRY_START))
+        Pass::Synced {
+            status: Some(Box::new(new_status)),
+            wake: Some(RETRY_START),
+        }
     }
 
-    fn detected(&self, pref: &PodRef, kind: DriftKind, container: Option<&str>, message: String) {
-        self.ctx.metrics.detected(kind);
+    /// Reports drift found (a `DriftDetected` event and its counter).
+    fn detected(&self, pref: &PodRef, drift: &Drift, container: Option<&str>) {
+        self.ctx.metrics.detected(drift.kind());
         self.ctx.events.pod(
             pref,
             EventType::Warning,
             "DriftDetected",
             container,
-            message,
+            drift.to_string(),
         );
     }
 
+    /// Reports drift repaired (a `DriftRepaired` event and its counter).
     fn repaired(&self, pref: &PodRef, kind: DriftKind, container: Option<&str>, message: String) {
         self.ctx.metrics.repaired(kind);
         self.ctx
@@ -510,136 +478,11 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             .pod(pref, EventType::Normal, "DriftRepaired", container, message);
     }
 
-    /// Stops the pod with its grace period, removes its containers and pod-scoped volumes,
-    /// then lets the pod object go.
-    async fn terminate(&mut self, pod: &Pod, pref: &PodRef, gone: bool) -> Result<(), SyncError> {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or(pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds))
-            .unwrap_or(30)
-            .max(0) as u64;
-        if !gone {
-            self.leave_services(pod, Duration::from_secs(grace)).await;
-        }
-        let observed = teardown::pod_containers(&self.ctx.runtime, &pref.uid).await?;
-        for c in &observed {
-            self.ctx.stopping(&c.id);
-            let name = label(c, labels::CONTAINER_NAME);
-            if c.state == ContainerState::Running && name != labels::SANDBOX_CONTAINER {
-                self.ctx.events.pod(
-                    pref,
-                    EventType::Normal,
-                    "Killing",
-                    Some(name),
-                    format!("Stopping container {name}"),
-                );
-            }
-        }
-        let identity = PodIdentity {
-            uid: pref.uid.clone(),
-            namespace: pref.namespace.clone(),
-            name: pref.name.clone(),
-        };
-        teardown::remove_pod(&self.ctx.runtime, &identity, Duration::from_secs(grace)).await?;
-        self.ctx.pod_removed(&pref.uid);
-        if gone {
-            return Ok(());
-        }
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pref.namespace);
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(pref.uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&pref.name, &params).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(source) => Err(SyncError::Api {
-                pod: format!("{}/{}", pref.namespace, pref.name),
-                what: "deletion",
-                source,
-            }),
-        }
+    /// The restart tracker of container `name`, made when first needed.
+    fn tracker(&mut self, name: &str, restart: RestartPolicy, now: Instant) -> &mut RestartTracker {
+        let backoff = self.ctx.backoff;
+        self.trackers
+            .entry(name.to_string())
+            .or_insert_with(|| RestartTracker::started(restart, backoff, now))
     }
 }
-
-impl<R: ContainerRuntime + 'static> PodWorker<R> {
-    /// Before SIGTERM, waits until this node's Service rules no longer send to the pod (the
-    /// Endpoints controller drops a pod being deleted at once), so no new connection reaches
-    /// a stopping pod. Bounded by the grace period and [`LEAVE_SERVICES_MAX`].
-    async fn leave_services(&self, pod: &Pod, grace: Duration) {
-        let Some(mut targets) = self.ctx.service_targets.clone() else {
-            return;
-        };
-        // A hostNetwork pod's address is the node's, which other pods' rules may keep
-        // naming; there is nothing of its own to wait for.
-        if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
-            return;
-        }
-        let Some(ip) = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
-        else {
-            return;
-        };
-        if !targets.borrow().contains(&ip) {
-            return;
-        }
-        let bound = grace.min(LEAVE_SERVICES_MAX);
-        let left = tokio::time::timeout(bound, async {
-            targets.wait_for(|t| !t.contains(&ip)).await.is_ok()
-        })
-        .await;
-        if left == Ok(true) {
-            // Other nodes apply the same Endpoints change at about the same moment.
-            tokio::time::sleep(PEER_SETTLE.min(grace)).await;
-        }
-    }
-}
-
-/// The longest a deleted pod waits to leave the Service rules before SIGTERM.
-const LEAVE_SERVICES_MAX: Duration = Duration::from_secs(5);
-
-/// Time given to other nodes to apply the Endpoints change this node has applied.
-const PEER_SETTLE: Duration = Duration::from_millis(250);
-
-fn min_wake(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
-    }
-}
-
-/// A container state for messages.
-pub fn describe_state(state: &ContainerState) -> String {
-    match state {
-        ContainerState::Exited {
-            exit_code,
-            oom_killed: true,
-        } => format!("OOM-killed, exit code {exit_code}"),
-        ContainerState::Exited { exit_code, .. } => format!("exited with code {exit_code}"),
-        ContainerState::Created => "created, not started".into(),
-        ContainerState::Running => "running".into(),
-        ContainerState::Restarting => "restarting".into(),
-        ContainerState::Other(s) => s.clone(),
-    }
-}
-
-mod containers;
-pub mod context;
-pub mod events;
-pub mod metrics;
-pub mod objects;
-mod probes;
-mod sandbox;
-pub mod sync;
-pub mod teardown;

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 
 use super::events::{EventType, PodRef};
-use super::{PodWorker, SyncError, label, latest_two};
+use super::{PodWorker, SyncError};
+use crate::daemons::agent::pod::drift::latest_two;
 use crate::daemons::agent::pod::probe::{ProbeOutcome, ProbeTracker, run_probe};
 use crate::daemons::agent::runtime::labels::{self, Role};
 use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
@@ -206,7 +207,11 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         }
         let exhausted = kind == ProbeKind::Startup && state.tracker.exhausted();
         if (kind == ProbeKind::Liveness && changed && !passing) || exhausted {
-            let name = label(running, labels::CONTAINER_NAME).to_string();
+            let name = running
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
             self.ctx.events.pod(
                 pref,
                 EventType::Normal,

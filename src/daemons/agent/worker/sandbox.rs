@@ -6,86 +6,47 @@
 use std::net::Ipv4Addr;
 
 use super::events::{EventType, PodRef};
-use super::metrics::DriftKind;
-use super::{PodWorker, SyncError, attempt, describe_state, label, latest_two};
+use super::{PodWorker, SyncError};
 use crate::daemons::agent::net::attach::{self, Attachment};
-use crate::daemons::agent::pod::podspec::PodPlan;
+use crate::daemons::agent::pod::drift::{self, SandboxStanding};
+use crate::daemons::agent::pod::podspec::{PodPlan, container_name};
 use crate::daemons::agent::pod::projected;
-use crate::daemons::agent::runtime::labels::{self, Role};
-use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
+use crate::daemons::agent::runtime::labels;
+use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime};
 
 impl<R: ContainerRuntime + 'static> PodWorker<R> {
-    /// Makes the sandbox run. A sandbox stopped, removed or changed behind berth's back
-    /// takes the pod's containers with it, as in Kubernetes; they are all recreated.
-    /// Returns the new sandbox's id when it made one: then it is the pod's only container.
+    /// Makes the sandbox run, and returns it when it ran already. A sandbox stopped,
+    /// removed or changed behind berth's back takes the pod's containers with it, as in
+    /// Kubernetes; they are all recreated. When it made a new sandbox (which is then the
+    /// pod's only container, and what the next pass observes) it returns `None`.
     pub(super) async fn ensure_sandbox(
         &mut self,
         pref: &PodRef,
         plan: &PodPlan,
         observed: &[ContainerInfo],
-    ) -> Result<Option<String>, SyncError> {
-        let (current, _) = latest_two(observed, labels::SANDBOX_CONTAINER, Role::Sandbox);
-        let expected = plan
-            .sandbox
-            .labels
-            .get(labels::SPEC_HASH)
-            .cloned()
-            .unwrap_or_default();
-        let lost = current.and_then(attach::lost_interface);
-        let drift = match current {
-            Some(c) if label(c, labels::SPEC_HASH) != expected => Some((
-                DriftKind::Changed,
-                format!(
-                    "the pod sandbox no longer matches its spec (spec hash {}, expected {expected})",
-                    label(c, labels::SPEC_HASH)
-                ),
-            )),
-            Some(_) if lost.is_some() => Some((
-                DriftKind::Changed,
-                format!(
-                    "the pod sandbox lost its network interface (the node's end, {}, is gone)",
-                    lost.unwrap_or_default()
-                ),
-            )),
-            Some(c) if c.state == ContainerState::Running => {
+    ) -> Result<Option<ContainerInfo>, SyncError> {
+        let lost = |c: &ContainerInfo| attach::lost_interface(c).map(str::to_string);
+        let (next_attempt, drift) = match drift::sandbox(plan, observed, &self.seen, lost) {
+            SandboxStanding::Running(c) => {
                 // After a restart the agent learns the addresses its sandboxes hold.
                 let held = self.ctx.addresses.as_ref().and_then(|p| p.claim_sandbox(c));
                 if let (true, Some(ip)) = (plan.plugged, held) {
                     self.restore_pod_files(pref, plan, ip);
                 }
-                return Ok(None);
+                return Ok(Some(c.clone()));
             }
-            Some(c) => Some((
-                DriftKind::Stopped,
-                format!(
-                    "the pod sandbox was stopped outside berth ({})",
-                    describe_state(&c.state)
-                ),
-            )),
-            None if self.known.contains_key(labels::SANDBOX_CONTAINER) => Some((
-                DriftKind::Removed,
-                "the pod sandbox was removed outside berth".to_string(),
-            )),
-            None => None,
+            SandboxStanding::Make { attempt, drift } => (attempt, drift),
         };
-        if let Some((kind, message)) = &drift {
-            self.detected(pref, *kind, None, message.clone());
+        if let Some(drift) = &drift {
+            self.detected(pref, drift, None);
         }
         for c in observed {
             self.ctx.stopping(&c.id);
-            self.removed_ids.insert(c.id.clone());
+            self.seen.removing(&c.id);
             self.ctx.runtime.remove_container(&c.id).await?;
         }
-        let next_attempt = current
-            .map(attempt)
-            .or(self.known.get(labels::SANDBOX_CONTAINER).map(|(_, a)| *a))
-            .map_or(0, |a| a + 1);
         let mut spec = plan.sandbox.clone();
-        spec.name = crate::daemons::agent::pod::podspec::container_name(
-            &plan.identity,
-            labels::SANDBOX_CONTAINER,
-            next_attempt,
-        );
+        spec.name = container_name(&plan.identity, labels::SANDBOX_CONTAINER, next_attempt);
         spec.labels
             .insert(labels::ATTEMPT.into(), next_attempt.to_string());
         let address = match &self.ctx.addresses {
@@ -116,17 +77,24 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             self.plug(pref, &id, ip, next_attempt).await?;
         }
         // The pod's containers went with the old sandbox; they come back as new attempts.
-        self.known
-            .retain(|name, _| name == labels::SANDBOX_CONTAINER);
-        if let Some((kind, message)) = drift {
+        self.seen.sandbox_replaced();
+        if let Some(drift) = drift {
             self.repaired(
                 pref,
-                kind,
+                drift.kind(),
                 None,
-                format!("recreated the pod sandbox and its containers after: {message}"),
+                format!("recreated the pod sandbox and its containers after: {drift}"),
             );
         }
-        Ok(Some(id))
+        self.fresh = match self.ctx.runtime.inspect_container(&id).await? {
+            Some(info) => {
+                self.inspected.clear();
+                self.inspected.insert(id, info.clone());
+                Some(vec![info])
+            }
+            None => None,
+        };
+        Ok(None)
     }
 
     /// Plugs a new sandbox into the pod network; a sandbox that cannot be plugged in is
@@ -159,7 +127,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         };
         if let Err(message) = plugged {
             self.ctx.stopping(id);
-            self.removed_ids.insert(id.to_string());
+            self.seen.removing(id);
             self.ctx.runtime.remove_container(id).await?;
             return Err(self.sandbox_failed(pref, message));
         }

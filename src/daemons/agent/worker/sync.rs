@@ -15,14 +15,14 @@ use tokio::task::JoinHandle;
 
 use super::context::AgentContext;
 use super::events::{EventType, PodRef};
-use super::metrics::DriftKind;
 use super::teardown;
+use super::{PodInput, PodWorker};
 use crate::daemons::agent::net::attach;
 use crate::daemons::agent::node::Readiness;
+use crate::daemons::agent::pod::drift::{self, DriftKind};
 use crate::daemons::agent::pod::podspec::PodIdentity;
 use crate::daemons::agent::runtime::labels;
 use crate::daemons::agent::runtime::{ContainerInfo, ContainerRuntime, EventStream};
-use crate::daemons::agent::worker::{PodInput, PodWorker};
 
 /// Timing of the loop.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +41,8 @@ struct WorkerHandle {
 /// The loop's state.
 pub struct PodSync<R> {
     ctx: Arc<AgentContext<R>>,
+    /// Where the workers write pod status and let deleted pods go.
+    client: kube::Client,
     pods: Store<Pod>,
     workers: HashMap<String, WorkerHandle>,
     fingerprints: HashMap<String, Vec<(String, String)>>,
@@ -60,12 +62,14 @@ fn uid_of(c: &ContainerInfo) -> &str {
 impl<R: ContainerRuntime + 'static> PodSync<R> {
     pub fn new(
         ctx: Arc<AgentContext<R>>,
+        client: kube::Client,
         pods: Store<Pod>,
         readiness: watch::Sender<Readiness>,
         timing: SyncTiming,
     ) -> Self {
         PodSync {
             ctx,
+            client,
             pods,
             workers: HashMap::new(),
             fingerprints: HashMap::new(),
@@ -123,7 +127,7 @@ impl<R: ContainerRuntime + 'static> PodSync<R> {
     fn spawn_worker(&mut self, uid: &str, pod: Arc<Pod>) {
         let (tx, rx) = watch::channel(PodInput { pod, gone: false });
         let worker = PodWorker::new(self.ctx.clone());
-        let task = tokio::spawn(worker.run(rx));
+        let task = tokio::spawn(worker.run(self.client.clone(), rx));
         self.workers
             .insert(uid.to_string(), WorkerHandle { tx, task });
     }
@@ -231,18 +235,10 @@ impl<R: ContainerRuntime + 'static> PodSync<R> {
             self.wake(uid);
         }
         self.fingerprints = current;
-        let orphans: Vec<&ContainerInfo> = listed
-            .iter()
-            .filter(|c| !self.workers.contains_key(uid_of(c)))
-            .collect();
-        let mut by_pod: HashMap<String, Vec<ContainerInfo>> = HashMap::new();
-        for c in orphans {
-            by_pod
-                .entry(uid_of(c).to_string())
-                .or_default()
-                .push(c.clone());
-        }
-        for (uid, containers) in by_pod {
+        let orphans = drift::orphans(&listed, |uid| self.workers.contains_key(uid));
+        for (uid, containers) in orphans {
+            let uid = uid.to_string();
+            let containers: Vec<ContainerInfo> = containers.into_iter().cloned().collect();
             if self
                 .cleaning
                 .lock()
@@ -271,8 +267,12 @@ fn fingerprint(c: &ContainerInfo) -> String {
 
 async fn next_event(
     stream: &mut Option<EventStream>,
-) -> Option<Result<crate::daemons::agent::runtime::RuntimeEvent, crate::daemons::agent::RuntimeError>>
-{
+) -> Option<
+    Result<
+        crate::daemons::agent::runtime::RuntimeEvent,
+        crate::daemons::agent::runtime::RuntimeError,
+    >,
+> {
     match stream {
         Some(s) => s.next().await,
         None => std::future::pending().await,

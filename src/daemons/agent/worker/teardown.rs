@@ -1,145 +1,19 @@
-//! Starting and stopping a whole pod through any [`ContainerRuntime`]: volumes, then the
-//! sandbox, then init containers one at a time to completion, then the app containers;
-//! stopping in reverse with the pod's grace period.
+//! Taking a pod down: its containers stopped in reverse with its grace period (apps in
+//! parallel, then the sandbox), then removed with its pod-scoped volumes. The pod worker
+//! does it when its pod is deleted, the sync loop for orphans.
 
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
 
-use crate::daemons::agent::pod::podspec::{PodIdentity, PodPlan};
+use super::events::{EventType, PodRef};
+use super::{PodWorker, SyncError};
+use crate::daemons::agent::pod::podspec::PodIdentity;
 use crate::daemons::agent::runtime::labels::{self, Role};
 use crate::daemons::agent::runtime::{
     ContainerInfo, ContainerRuntime, ContainerState, RuntimeError,
 };
-
-/// Why a pod could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum PodError {
-    /// A runtime call failed while working on one of the pod's containers.
-    #[error("pod {namespace}/{pod}: container {container:?}")]
-    Runtime {
-        namespace: String,
-        pod: String,
-        container: String,
-        #[source]
-        source: RuntimeError,
-    },
-    /// An init container exited non-zero; the app containers were not started.
-    #[error("pod {namespace}/{pod}: init container {container:?} exited with code {exit_code}")]
-    InitFailed {
-        namespace: String,
-        pod: String,
-        container: String,
-        exit_code: i64,
-    },
-}
-
-/// The ids of a started pod's containers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartedPod {
-    /// The sandbox's id.
-    pub sandbox_id: String,
-    /// The pod IP, from the sandbox.
-    pub pod_ip: Option<String>,
-    /// `(name, id)` of each init container, in order.
-    pub init_containers: Vec<(String, String)>,
-    /// `(name, id)` of each app container.
-    pub containers: Vec<(String, String)>,
-}
-
-/// Creates and starts everything in `plan`. On error, what was created stays for the caller
-/// to inspect or remove with [`remove_pod`].
-pub async fn start_pod<R: ContainerRuntime>(
-    runtime: &R,
-    plan: &PodPlan,
-) -> Result<StartedPod, PodError> {
-    let id = &plan.identity;
-    let fail = |container: &str| {
-        let container = container.to_string();
-        move |source| PodError::Runtime {
-            namespace: id.namespace.clone(),
-            pod: id.name.clone(),
-            container,
-            source,
-        }
-    };
-    for volume in &plan.volumes {
-        runtime
-            .ensure_volume(volume)
-            .await
-            .map_err(fail(&volume.name))?;
-    }
-    let sandbox = labels::SANDBOX_CONTAINER;
-    runtime
-        .ensure_sandbox_image()
-        .await
-        .map_err(fail(sandbox))?;
-    let sandbox_id = runtime
-        .create_container(&plan.sandbox)
-        .await
-        .map_err(fail(sandbox))?;
-    runtime
-        .start_container(&sandbox_id)
-        .await
-        .map_err(fail(sandbox))?;
-    let pod_ip = runtime
-        .inspect_container(&sandbox_id)
-        .await
-        .map_err(fail(sandbox))?
-        .and_then(|info| info.ip_address);
-
-    let mut init_containers = Vec::new();
-    for init in &plan.init_containers {
-        runtime
-            .ensure_image(&init.spec.image, init.pull_policy)
-            .await
-            .map_err(fail(&init.name))?;
-        let cid = runtime
-            .create_container(&init.spec)
-            .await
-            .map_err(fail(&init.name))?;
-        runtime
-            .start_container(&cid)
-            .await
-            .map_err(fail(&init.name))?;
-        let exit_code = runtime
-            .wait_container(&cid)
-            .await
-            .map_err(fail(&init.name))?;
-        init_containers.push((init.name.clone(), cid));
-        if exit_code != 0 {
-            return Err(PodError::InitFailed {
-                namespace: id.namespace.clone(),
-                pod: id.name.clone(),
-                container: init.name.clone(),
-                exit_code,
-            });
-        }
-    }
-
-    let mut containers = Vec::new();
-    for app in &plan.containers {
-        runtime
-            .ensure_image(&app.spec.image, app.pull_policy)
-            .await
-            .map_err(fail(&app.name))?;
-        let cid = runtime
-            .create_container(&app.spec)
-            .await
-            .map_err(fail(&app.name))?;
-        runtime
-            .start_container(&cid)
-            .await
-            .map_err(fail(&app.name))?;
-        containers.push((app.name.clone(), cid));
-    }
-    Ok(StartedPod {
-        sandbox_id,
-        pod_ip,
-        init_containers,
-        containers,
-    })
-}
 
 /// All containers of the pod with uid `uid`, found by label (adoption after a restart).
 pub async fn pod_containers<R: ContainerRuntime>(
@@ -190,3 +64,92 @@ pub async fn remove_pod<R: ContainerRuntime>(
     }
     Ok(())
 }
+
+impl<R: ContainerRuntime + 'static> PodWorker<R> {
+    /// Stops the pod with its grace period and removes its containers and pod-scoped
+    /// volumes; the pod object may go then.
+    pub(super) async fn terminate(
+        &mut self,
+        pod: &Pod,
+        pref: &PodRef,
+        gone: bool,
+    ) -> Result<(), SyncError> {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or(pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30)
+            .max(0) as u64;
+        if !gone {
+            self.leave_services(pod, Duration::from_secs(grace)).await;
+        }
+        let observed = pod_containers(&self.ctx.runtime, &pref.uid).await?;
+        for c in &observed {
+            self.ctx.stopping(&c.id);
+            let name = c
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .map_or("", String::as_str);
+            if c.state == ContainerState::Running && name != labels::SANDBOX_CONTAINER {
+                self.ctx.events.pod(
+                    pref,
+                    EventType::Normal,
+                    "Killing",
+                    Some(name),
+                    format!("Stopping container {name}"),
+                );
+            }
+        }
+        let identity = PodIdentity {
+            uid: pref.uid.clone(),
+            namespace: pref.namespace.clone(),
+            name: pref.name.clone(),
+        };
+        remove_pod(&self.ctx.runtime, &identity, Duration::from_secs(grace)).await?;
+        self.ctx.pod_removed(&pref.uid);
+        Ok(())
+    }
+
+    /// Before SIGTERM, waits until this node's Service rules no longer send to the pod (the
+    /// Endpoints controller drops a pod being deleted at once), so no new connection reaches
+    /// a stopping pod. Bounded by the grace period and [`LEAVE_SERVICES_MAX`].
+    async fn leave_services(&self, pod: &Pod, grace: Duration) {
+        let Some(mut targets) = self.ctx.service_targets.clone() else {
+            return;
+        };
+        // A hostNetwork pod's address is the node's, which other pods' rules may keep
+        // naming; there is nothing of its own to wait for.
+        if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            return;
+        }
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+        else {
+            return;
+        };
+        if !targets.borrow().contains(&ip) {
+            return;
+        }
+        let bound = grace.min(LEAVE_SERVICES_MAX);
+        let left = tokio::time::timeout(bound, async {
+            targets.wait_for(|t| !t.contains(&ip)).await.is_ok()
+        })
+        .await;
+        if left == Ok(true) {
+            // Other nodes apply the same Endpoints change at about the same moment.
+            tokio::time::sleep(PEER_SETTLE.min(grace)).await;
+        }
+    }
+}
+
+/// The longest a deleted pod waits to leave the Service rules before SIGTERM.
+const LEAVE_SERVICES_MAX: Duration = Duration::from_secs(5);
+
+/// Time given to other nodes to apply the Endpoints change this node has applied.
+const PEER_SETTLE: Duration = Duration::from_millis(250);
