@@ -75,6 +75,32 @@ fn one_app() -> PodInput {
         {"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}))
 }
 
+/// A pod of one app container, running; its events so far taken.
+struct Running {
+    fake: FakeRuntime,
+    ctx: Ctx,
+    events: EventQueue,
+    worker: PodWorker<FakeRuntime>,
+    pod: PodInput,
+}
+
+async fn running_app() -> Running {
+    let fake = FakeRuntime::default();
+    let pod = one_app();
+    let (ctx, mut events) = agent(&fake);
+    let mut worker = PodWorker::new(ctx.clone());
+    let status = settle(&mut worker, &pod).await;
+    assert!(running_id(&status).is_some(), "{status:?}");
+    events.take();
+    Running {
+        fake,
+        ctx,
+        events,
+        worker,
+        pod,
+    }
+}
+
 /// One pass that must find a status.
 async fn pass(
     worker: &mut PodWorker<FakeRuntime>,
@@ -255,12 +281,13 @@ async fn a_restarted_agent_adopts_the_running_containers_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_container_removed_behind_berths_back_comes_back_as_the_next_attempt() {
-    let fake = FakeRuntime::default();
-    let pod = one_app();
-    let (ctx, mut events) = agent(&fake);
-    let mut worker = PodWorker::new(ctx.clone());
-    settle(&mut worker, &pod).await;
-    events.take();
+    let Running {
+        fake,
+        ctx,
+        mut events,
+        mut worker,
+        pod,
+    } = running_app().await;
 
     fake.remove_behind_back(&named("app", 0));
     let (status, _) = pass(&mut worker, &pod).await;
@@ -293,12 +320,13 @@ async fn a_container_removed_behind_berths_back_comes_back_as_the_next_attempt()
 
 #[tokio::test]
 async fn a_container_stopped_behind_berths_back_restarts_at_once_without_back_off() {
-    let fake = FakeRuntime::default();
-    let pod = one_app();
-    let (ctx, mut events) = agent(&fake);
-    let mut worker = PodWorker::new(ctx.clone());
-    settle(&mut worker, &pod).await;
-    events.take();
+    let Running {
+        fake,
+        ctx,
+        mut events,
+        mut worker,
+        pod,
+    } = running_app().await;
 
     let app = named("app", 0);
     ctx.observe_engine_event(&app, "kill");
@@ -323,11 +351,12 @@ async fn a_container_stopped_behind_berths_back_restarts_at_once_without_back_of
 
 #[tokio::test]
 async fn a_changed_spec_replaces_the_container() {
-    let fake = FakeRuntime::default();
-    let (ctx, mut events) = agent(&fake);
-    let mut worker = PodWorker::new(ctx);
-    settle(&mut worker, &one_app()).await;
-    events.take();
+    let Running {
+        fake,
+        mut events,
+        mut worker,
+        ..
+    } = running_app().await;
     fake.clear_calls();
 
     let changed = input(serde_json::json!({"containers": [
@@ -363,12 +392,13 @@ async fn a_changed_spec_replaces_the_container() {
 
 #[tokio::test]
 async fn a_sandbox_removed_behind_berths_back_takes_the_pod_with_it() {
-    let fake = FakeRuntime::default();
-    let pod = one_app();
-    let (ctx, mut events) = agent(&fake);
-    let mut worker = PodWorker::new(ctx);
-    settle(&mut worker, &pod).await;
-    events.take();
+    let Running {
+        fake,
+        mut events,
+        mut worker,
+        pod,
+        ..
+    } = running_app().await;
 
     fake.remove_behind_back(&named("POD", 0));
     let status = settle(&mut worker, &pod).await;
@@ -393,12 +423,13 @@ async fn a_sandbox_removed_behind_berths_back_takes_the_pod_with_it() {
 
 #[tokio::test]
 async fn a_crashing_container_waits_out_a_doubling_back_off() {
-    let fake = FakeRuntime::default();
-    let pod = one_app();
-    let (ctx, mut events) = agent(&fake);
-    let mut worker = PodWorker::new(ctx);
-    settle(&mut worker, &pod).await;
-    events.take();
+    let Running {
+        fake,
+        mut events,
+        mut worker,
+        pod,
+        ..
+    } = running_app().await;
 
     // First crash: 300 ms of CrashLoopBackOff, one BackOff event, no new container.
     fake.exit(&named("app", 0), 1);
