@@ -1,5 +1,7 @@
-//! What every pod worker of one agent shares: the runtime, the event recorder, the drift counters, the ConfigMap/Secret cache, the pod address pool, and which
-//! container stops were the agent's own (so a `docker stop` by someone else is recognised as drift).
+//! What every pod worker of one agent shares: the runtime, the event recorder, the drift
+//! counters, the ConfigMap/Secret cache, the pod address pool, and which container stops were
+//! the agent's own (so a `docker stop` by someone else is recognised as drift). The API client
+//! is not here: a pod worker's pass talks only to the runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
