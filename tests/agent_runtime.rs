@@ -1,19 +1,40 @@
-//! The agent's container runtime against the real Docker engine: pods of several
-//! containers in one sandbox, init order, the container spec as Docker sees it, graceful
-//! stop, labels for adoption, pull policy, volumes and engine events.
+//! The agent's pod worker and container runtime against the real Docker engine: pods of
+//! several containers in one sandbox, init order, the container spec as Docker sees it,
+//! graceful stop, labels for adoption, pull policy, volumes and engine events. Pods start
+//! through the worker's passes, as the agent starts them.
 
 mod support_docker;
+mod support_worker;
 
 use std::time::{Duration, Instant};
 
-use berth::daemons::agent::labels;
-use berth::daemons::agent::pod::{PodError, pod_containers, remove_pod, start_pod, stop_pod};
-use berth::daemons::agent::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use berth::daemons::agent::DockerRuntime;
+use berth::daemons::agent::runtime::labels;
+use berth::daemons::agent::runtime::{ContainerRuntime, ContainerState, PullPolicy};
+use berth::daemons::agent::worker::teardown::{pod_containers, remove_pod, stop_pod};
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
+use support_worker::{PodAgent, container_id, waiting_reason};
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts `pod` through the agent's pod worker; returns its status and the ids of the
+/// containers named in `names`, in that order.
+async fn start(
+    rt: &DockerRuntime,
+    scope: &TestScope,
+    pod: &Pod,
+    names: &[&str],
+) -> (PodStatus, Vec<String>) {
+    let status = PodAgent::new(rt, &scope.context(), pod).start().await;
+    let ids = names
+        .iter()
+        .map(|n| container_id(&status, n).unwrap_or_else(|| panic!("{n} started: {status:?}")))
+        .collect();
+    (status, ids)
 }
 
 #[tokio::test]
@@ -35,9 +56,9 @@ async fn app_and_helper_share_localhost_and_an_empty_dir() {
         }),
     );
     let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
-    assert!(started.pod_ip.is_some(), "the sandbox has the pod IP");
-    let app = &started.containers[1].1;
+    let (status, ids) = start(&rt, &scope, &pod, &["app"]).await;
+    assert!(status.pod_ip.is_some(), "the sandbox has the pod IP");
+    let app = &ids[0];
 
     // The app reaches the helper over localhost and reads the file it wrote itself.
     let fetch = args(&["wget", "-qO-", "http://localhost:8080/index.html"]);
@@ -89,16 +110,15 @@ async fn init_containers_run_in_order_before_app_containers() {
             ]
         }),
     );
-    let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
-    let app = &started.containers[0].1;
+    let (_, ids) = start(&rt, &scope, &pod, &["app", "first", "second"]).await;
+    let app = &ids[0];
     let log = eventually(Duration::from_secs(10), || async {
         let out = rt.exec(app, &args(&["cat", "/work/log"])).await.ok()?;
         out.output.contains("app").then_some(out.output)
     })
     .await;
     assert_eq!(log.as_deref(), Some("first\nsecond\napp\n"));
-    for (_, id) in &started.init_containers {
+    for id in &ids[1..] {
         let info = rt.inspect_container(id).await.unwrap().unwrap();
         assert!(matches!(
             info.state,
@@ -114,6 +134,7 @@ async fn a_failing_init_container_keeps_app_containers_from_starting() {
     let pod = scope.pod(
         "broken",
         serde_json::json!({
+            "restartPolicy": "Never",
             "initContainers": [{"name": "migrate", "image": TEST_IMAGE,
                                 "imagePullPolicy": "Never", "command": sh("exit 3")}],
             "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
@@ -121,11 +142,11 @@ async fn a_failing_init_container_keeps_app_containers_from_starting() {
         }),
     );
     let plan = scope.plan(&pod);
-    let err = start_pod(&rt, &plan).await.unwrap_err();
-    assert!(
-        matches!(err, PodError::InitFailed { exit_code: 3, ref container, .. } if container == "migrate"),
-        "{err}"
-    );
+    let status = PodAgent::new(&rt, &scope.context(), &pod).start().await;
+    assert_eq!(status.phase.as_deref(), Some("Failed"), "{status:?}");
+    let init = &status.init_container_statuses.as_ref().unwrap()[0];
+    let state = init.state.as_ref().unwrap().terminated.as_ref();
+    assert_eq!(state.map(|t| t.exit_code), Some(3), "{init:?}");
     let containers = pod_containers(&rt, &plan.identity.uid).await.unwrap();
     assert!(
         !containers
@@ -153,9 +174,8 @@ async fn env_command_args_and_working_dir_reach_the_container() {
             }]
         }),
     );
-    let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
-    let app = &started.containers[0].1;
+    let (_, ids) = start(&rt, &scope, &pod, &["app"]).await;
+    let app = &ids[0];
     let out = eventually(Duration::from_secs(10), || async {
         let out = rt.exec(app, &args(&["cat", "/tmp/out"])).await.ok()?;
         (out.exit_code == 0).then_some(out.output)
@@ -186,9 +206,8 @@ async fn limits_and_security_context_show_in_docker_inspect() {
             }]
         }),
     );
-    let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
-    let app = &started.containers[0].1;
+    let (_, ids) = start(&rt, &scope, &pod, &["app"]).await;
+    let app = &ids[0];
     let inspect = rt.client().inspect_container(app, None).await.unwrap();
     let host = inspect.host_config.unwrap();
     assert_eq!(host.memory, Some(64 * 1024 * 1024));
@@ -225,8 +244,8 @@ async fn stop_sends_sigterm_and_kills_after_the_grace_period() {
         }),
     );
     let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
-    let (polite, stubborn) = (&started.containers[0].1, &started.containers[1].1);
+    let (_, ids) = start(&rt, &scope, &pod, &["polite", "stubborn"]).await;
+    let (polite, stubborn) = (&ids[0], &ids[1]);
 
     let t0 = Instant::now();
     rt.stop_container(polite, Duration::from_secs(20))
@@ -261,11 +280,11 @@ async fn stop_sends_sigterm_and_kills_after_the_grace_period() {
     stop_pod(&rt, &plan.identity.uid, Duration::ZERO)
         .await
         .unwrap();
-    let sandbox = rt
-        .inspect_container(&started.sandbox_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let found = pod_containers(&rt, &plan.identity.uid).await.unwrap();
+    let sandbox = found
+        .iter()
+        .find(|c| c.labels.get(labels::ROLE).map(String::as_str) == Some("sandbox"))
+        .expect("the sandbox stays until the pod is removed");
     assert!(matches!(sandbox.state, ContainerState::Exited { .. }));
 }
 
@@ -281,25 +300,22 @@ async fn labels_carry_the_spec_hash_and_listing_finds_the_pod_for_adoption() {
         }),
     );
     let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
+    let (_, ids) = start(&rt, &scope, &pod, &["app"]).await;
 
     let found = pod_containers(&rt, &plan.identity.uid).await.unwrap();
-    let mut ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
-    ids.sort();
-    let mut expected = vec![
-        started.sandbox_id.as_str(),
-        started.containers[0].1.as_str(),
-    ];
-    expected.sort();
     assert_eq!(
-        ids, expected,
+        found.len(),
+        2,
         "listing by pod uid finds the sandbox and the app"
     );
+    let role = |c: &&berth::daemons::agent::runtime::ContainerInfo| {
+        c.labels.get(labels::ROLE).cloned().unwrap_or_default()
+    };
+    let mut roles: Vec<String> = found.iter().map(|c| role(&c)).collect();
+    roles.sort();
+    assert_eq!(roles, ["app", "sandbox"]);
 
-    let app = found
-        .iter()
-        .find(|c| c.id == started.containers[0].1)
-        .unwrap();
+    let app = found.iter().find(|c| c.id == ids[0]).unwrap();
     assert!(matches!(app.state, ContainerState::Running));
     let label = |k: &str| app.labels.get(k).map(String::as_str);
     assert_eq!(
@@ -330,19 +346,15 @@ async fn pull_policy_never_reports_err_image_never_pull() {
                             "imagePullPolicy": "Never"}]
         }),
     );
-    let plan = scope.plan(&pod);
-    let err = start_pod(&rt, &plan).await.unwrap_err();
-    let PodError::Runtime { source, .. } = err else {
-        panic!("expected a runtime error, got {err}");
-    };
-    assert!(matches!(source, RuntimeError::ImageNeverPull { .. }));
-    assert_eq!(source.reason(), Some("ErrImageNeverPull"));
+    let status = PodAgent::new(&rt, &scope.context(), &pod).start().await;
+    assert_eq!(
+        waiting_reason(&status, "app").as_deref(),
+        Some("ErrImageNeverPull"),
+        "{status:?}"
+    );
     // Present images are used as they are.
     let id = rt
-        .ensure_image(
-            TEST_IMAGE,
-            berth::daemons::agent::runtime::PullPolicy::IfNotPresent,
-        )
+        .ensure_image(TEST_IMAGE, PullPolicy::IfNotPresent)
         .await
         .unwrap();
     assert!(id.starts_with("sha256:"));
@@ -362,9 +374,10 @@ async fn claim_volumes_outlive_the_pod_and_memory_empty_dirs_are_tmpfs() {
                         "volumeMounts": [{"name": "data", "mountPath": "/data"},
                                          {"name": "fast", "mountPath": "/fast"}]}]
     });
-    let first = scope.plan(&scope.pod("one", spec.clone()));
-    let started = start_pod(&rt, &first).await.expect("pod starts");
-    let app = &started.containers[0].1;
+    let one = scope.pod("one", spec.clone());
+    let first = scope.plan(&one);
+    let (_, ids) = start(&rt, &scope, &one, &["app"]).await;
+    let app = &ids[0];
     let mounts = rt.exec(app, &args(&["cat", "/proc/mounts"])).await.unwrap();
     assert!(
         mounts.output.lines().any(|l| l.starts_with("tmpfs /fast ")),
@@ -376,9 +389,9 @@ async fn claim_volumes_outlive_the_pod_and_memory_empty_dirs_are_tmpfs() {
         .unwrap();
 
     // A new pod on the same claim sees what the first one wrote.
-    let second = scope.plan(&scope.pod("two", spec));
-    let started = start_pod(&rt, &second).await.expect("pod starts");
-    let app = &started.containers[0].1;
+    let two = scope.pod("two", spec);
+    let (_, ids) = start(&rt, &scope, &two, &["app"]).await;
+    let app = &ids[0];
     let data = eventually(Duration::from_secs(10), || async {
         let out = rt.exec(app, &args(&["cat", "/data/file"])).await.ok()?;
         (out.output.lines().count() == 2).then_some(out.output)
@@ -399,8 +412,8 @@ async fn engine_events_report_a_container_killed_behind_our_back() {
         }),
     );
     let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
-    let app = started.containers[0].1.clone();
+    let (_, ids) = start(&rt, &scope, &pod, &["app"]).await;
+    let app = ids[0].clone();
     let mut events = rt.events(&[(labels::POD_UID, plan.identity.uid.as_str())]);
     // No pause: the stream starts at the `events` call even though it is polled later.
     let status = std::process::Command::new("docker")
@@ -439,8 +452,7 @@ async fn host_ports_are_published_on_the_sandbox() {
                 "ports": [{"containerPort": 8080, "hostPort": port}]}]
         }),
     );
-    let plan = scope.plan(&pod);
-    start_pod(&rt, &plan).await.expect("pod starts");
+    start(&rt, &scope, &pod, &["web"]).await;
     let body = eventually(Duration::from_secs(10), || async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))

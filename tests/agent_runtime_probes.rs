@@ -1,13 +1,14 @@
 //! Probes (exec, httpGet, tcpSocket) against a real container on the real Docker engine.
 
 mod support_docker;
+mod support_worker;
 
 use std::time::Duration;
 
-use berth::daemons::agent::pod::start_pod;
-use berth::daemons::agent::probe::{ProbeOutcome, run_probe};
+use berth::daemons::agent::pod::probe::{ProbeOutcome, run_probe};
 use k8s_openapi::api::core::v1::Probe;
 use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
+use support_worker::{PodAgent, container_id};
 
 fn probe(json: serde_json::Value) -> Probe {
     serde_json::from_value(json).expect("a valid probe")
@@ -25,10 +26,9 @@ async fn exec_http_and_tcp_probes_pass_and_fail_like_the_kubelet() {
                 "ports": [{"name": "http", "containerPort": 8080}]}]
         }),
     );
-    let plan = scope.plan(&pod);
-    let started = start_pod(&rt, &plan).await.expect("pod starts");
-    let web = started.containers[0].1.clone();
-    let ip = started.pod_ip.clone().expect("the sandbox has an IP");
+    let status = PodAgent::new(&rt, &scope.context(), &pod).start().await;
+    let web = container_id(&status, "web").expect("the container runs");
+    let ip = status.pod_ip.clone().expect("the sandbox has an IP");
     let ports = vec![("http".to_string(), 8080u16)];
     let check = |p: Probe| {
         let (rt, web, ip, ports) = (&rt, &web, &ip, &ports);

@@ -1,29 +1,30 @@
 //! Pod logs and exec end to end: a real `berth server`, pod containers on the real Docker
-//! engine started with the agent's pod code, and the agent's log/exec endpoint in this test
+//! engine started by the agent's pod worker, and the agent's log/exec endpoint in this test
 //! process; `kubectl logs`, `kubectl exec`, `berth logs` and `berth exec` go through the
 //! server's proxy to that endpoint. Also: the errors a user sees when something is missing,
 //! and that a wrong certificate fingerprint or a wrong token is refused.
 
 mod support_api;
 mod support_docker;
+mod support_worker;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth::cluster::agent_endpoint::AgentEndpoint;
 use berth::cluster::api::agent_client;
 use berth::daemons::agent::DockerRuntime;
-use berth::daemons::agent::endpoint::AgentEndpoint;
-use berth::daemons::agent::labels;
-use berth::daemons::agent::pod::start_pod;
-use berth::daemons::agent::podspec::{PodPlan, container_name};
+use berth::daemons::agent::pod::podspec::container_name;
 use berth::daemons::agent::runtime::ContainerRuntime;
+use berth::daemons::agent::runtime::labels;
 use berth::daemons::agent::serve::serve;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use support_api::{Server, stderr, stdout};
 use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
+use support_worker::{PodAgent, container_id};
 
 /// Runs blocking work (kubectl, the berth CLI) without stalling the endpoint's tasks.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -94,26 +95,29 @@ impl Cluster {
             "metadata": {"name": name, "annotations": annotations}}));
     }
 
-    /// Creates the pod in the API (bound to `node`), then plans it with the uid the server
+    /// Creates the pod in the API (bound to `node`); returns it with the uid the server
     /// gave it.
-    fn pod(&self, name: &str, node: Option<&str>, containers: Value) -> PodPlan {
+    fn pod(&self, name: &str, node: Option<&str>, containers: Value) -> Pod {
         let mut spec = json!({"containers": containers, "terminationGracePeriodSeconds": 0});
         if let Some(node) = node {
             spec["nodeName"] = node.into();
         }
         let created = self.create(&json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"}, "spec": spec}));
-        let pod: Pod = serde_json::from_value(created).expect("a pod");
-        self.scope.plan(&pod)
+        serde_json::from_value(created).expect("a pod")
     }
 
-    /// Creates and starts the pod's containers on Docker; returns the app containers' ids.
+    /// Creates the pod and starts its containers on Docker with the agent's pod worker;
+    /// returns the app containers' ids.
     async fn run(&self, name: &str, containers: Value) -> Vec<String> {
-        let plan = self.pod(name, Some("test-node"), containers);
-        let started = start_pod(self.runtime.as_ref(), &plan)
-            .await
-            .expect("pod starts");
-        started.containers.into_iter().map(|(_, id)| id).collect()
+        let pod = self.pod(name, Some("test-node"), containers);
+        let status = PodAgent::new(&self.runtime, &self.scope.context(), &pod)
+            .start()
+            .await;
+        let names = pod.spec.iter().flat_map(|s| &s.containers);
+        names
+            .map(|c| container_id(&status, &c.name).expect("the container started"))
+            .collect()
     }
 
     fn berth(&self, args: &[&str], input: Option<&str>) -> Output {
@@ -319,7 +323,7 @@ async fn kubectl_and_berth_exec_with_output_stdin_and_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn previous_reads_the_dead_container_and_errors_name_what_is_missing() {
     let cluster = Cluster::start("previous").await;
-    let plan = cluster.pod(
+    let pod = cluster.pod(
         "duo",
         Some("test-node"),
         json!([
@@ -329,10 +333,12 @@ async fn previous_reads_the_dead_container_and_errors_name_what_is_missing() {
              "command": ["sleep", "3600"]}
         ]),
     );
-    let started = start_pod(cluster.runtime.as_ref(), &plan)
-        .await
-        .expect("pod starts");
-    wait_for_log(&cluster.runtime, &started.containers[0].1, "first-run").await;
+    let status = PodAgent::new(&cluster.runtime, &cluster.scope.context(), &pod)
+        .start()
+        .await;
+    let first = container_id(&status, "app").expect("the app ran");
+    wait_for_log(&cluster.runtime, &first, "first-run").await;
+    let plan = cluster.scope.plan(&pod);
     // The restart the agent would make: attempt 1 of the same container, the dead one kept.
     let mut restarted = plan.containers[0].spec.clone();
     restarted.name = container_name(&plan.identity, "app", 1);

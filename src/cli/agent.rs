@@ -11,11 +11,11 @@ use clap::Args;
 use super::EXIT_ERROR;
 use super::server::{LogFormat, init_logging};
 use crate::client::ClientOptions;
-use crate::daemons::agent::backoff::BackoffConfig;
 use crate::daemons::agent::daemon::{self, AgentOptions};
 use crate::daemons::agent::node::Reserved;
-use crate::daemons::agent::podspec::AgentPolicy;
-use crate::daemons::agent::sync::SyncTiming;
+use crate::daemons::agent::pod::backoff::BackoffConfig;
+use crate::daemons::agent::pod::podspec::AgentPolicy;
+use crate::daemons::agent::worker::sync::SyncTiming;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -120,7 +120,7 @@ fn options(args: AgentArgs) -> Result<AgentOptions, String> {
     let pod_cidr = args
         .pod_cidr
         .as_deref()
-        .map(crate::daemons::agent::podnet::Cidr::parse)
+        .map(crate::daemons::agent::net::podnet::Cidr::parse)
         .transpose()
         .map_err(|e| format!("--pod-cidr {e}"))?;
     let node_name = args.node_name.unwrap_or_else(hostname);

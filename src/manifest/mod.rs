@@ -13,6 +13,7 @@ pub mod gitsource;
 pub mod kinds;
 pub mod load;
 pub mod names;
+pub mod quantity;
 pub mod report;
 pub mod schema;
 mod semantic;

@@ -13,7 +13,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 
-use crate::daemons::agent::endpoint::AgentEndpoint;
+use crate::cluster::agent_endpoint::AgentEndpoint;
 
 /// How long connecting and the TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -17,7 +17,7 @@ use super::auth::Identity;
 use super::resources::{self, Subresource};
 use super::status::ApiError;
 use super::{SharedState, Target};
-use crate::daemons::agent::endpoint::{AgentEndpoint, CERT_SHA256_ANNOTATION, ENDPOINT_ANNOTATION};
+use crate::cluster::agent_endpoint::{AgentEndpoint, CERT_SHA256_ANNOTATION, ENDPOINT_ANNOTATION};
 
 /// What can go wrong between the server and the agent: each is a 503 whose message says
 /// which node and what to check.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 
 use crate::cluster::controllers::labels::Requirement;
-use crate::daemons::agent::quantity::parse_scaled;
+use crate::manifest::quantity::parse_scaled;
 
 /// CPU in millicores and memory in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

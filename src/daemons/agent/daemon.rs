@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
@@ -16,21 +15,23 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::attach::PodAddresses;
-use super::backoff::BackoffConfig;
-use super::context::AgentContext;
-use super::events::EventRecorder;
-use super::labels;
-use super::metrics::{self, DriftMetrics};
+use super::DockerRuntime;
+use super::net;
+use super::node::lease;
 use super::node::{self, Readiness};
-use super::objects::ClusterObjects;
-use super::podspec::AgentPolicy;
 use super::runtime::ContainerRuntime;
 use super::serve;
-use super::services;
-use super::sync::{PodSync, SyncTiming};
-use super::{DockerRuntime, lease};
+use super::watch::forward;
+use super::worker::objects::ClusterObjects;
 use crate::client::{ClientError, ClientOptions};
+use crate::daemons::agent::net::attach::PodAddresses;
+use crate::daemons::agent::pod::backoff::BackoffConfig;
+use crate::daemons::agent::pod::podspec::AgentPolicy;
+use crate::daemons::agent::runtime::labels;
+use crate::daemons::agent::worker::context::AgentContext;
+use crate::daemons::agent::worker::events::EventRecorder;
+use crate::daemons::agent::worker::metrics::{self, DriftMetrics};
+use crate::daemons::agent::worker::sync::{PodSync, SyncTiming};
 
 /// Everything `berth agent` is configured with, checked before anything starts.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub struct AgentOptions {
     /// Where the log and exec endpoint listens; the Node publishes its URL.
     pub listen: SocketAddr,
     /// The pod network's CIDR when given on the command line (else the Node's podCIDR).
-    pub pod_cidr: Option<super::podnet::Cidr>,
+    pub pod_cidr: Option<crate::daemons::agent::net::podnet::Cidr>,
 }
 
 /// Why the agent could not run.
@@ -108,26 +109,6 @@ async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
     }
 }
 
-/// Forwards one `()` per item of a watch stream, so the sync loop only learns "changed".
-pub(super) fn forward<S: futures_util::Stream + Send + 'static>(
-    tasks: &mut JoinSet<()>,
-    what: &'static str,
-    stream: S,
-    tx: mpsc::UnboundedSender<()>,
-) where
-    S::Item: Send,
-{
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while stream.next().await.is_some() {
-            if tx.send(()).is_err() {
-                return;
-            }
-        }
-        tracing::warn!("the {what} watch ended");
-    });
-}
-
 /// Runs the agent until `shutdown` resolves. `endpoint` is the log/exec endpoint to publish
 /// on the Node, if this agent serves one.
 pub async fn run(
@@ -163,13 +144,7 @@ pub async fn run(
         let runtime = retry("connecting to Docker", DockerRuntime::connect, |_| false)
             .await
             .expect("retried until it succeeds");
-        let docker_version = runtime
-            .client()
-            .version()
-            .await
-            .ok()
-            .and_then(|v| v.version)
-            .unwrap_or_default();
+        let docker_version = runtime.engine_version().await;
         let mut facts = node::host_facts(
             &options.node_name,
             host_ip,
@@ -214,8 +189,8 @@ pub async fn run(
         println!("node {node_name} registered");
 
         let metrics = Arc::new(DriftMetrics::default());
-        let (events, poster) = EventRecorder::new(client.clone(), &node_name);
-        tasks.spawn(poster);
+        let (events, queue) = EventRecorder::new(&node_name);
+        tasks.spawn(queue.post(client.clone()));
         let served = metrics.clone();
         tasks.spawn(async move {
             if let Err(e) = metrics::serve(metrics_listener, served, std::future::pending()).await {
@@ -269,9 +244,9 @@ pub async fn run(
             secrets: secret_reader,
         });
         let mut policy = options.policy.clone();
-        let services = services::start(
+        let services = net::start(
             &client,
-            runtime.client(),
+            &runtime,
             &node_name,
             options.pod_cidr,
             &options.extra_labels,
@@ -284,16 +259,15 @@ pub async fn run(
         });
         let mut ctx = AgentContext::new(
             runtime,
-            client.clone(),
             node_name.clone(),
             host_ip.to_string(),
             policy,
             options.extra_labels.clone(),
-            options.backoff,
             events,
-            metrics,
             objects,
         );
+        ctx.backoff = options.backoff;
+        ctx.metrics = metrics;
         ctx.service_targets = service_targets;
         if let Some(net) = &ctx.policy.pod_network {
             let pool = PodAddresses::new(net.cidr);
@@ -301,7 +275,13 @@ pub async fn run(
             ctx.addresses = Some(pool);
         }
         let ctx = Arc::new(ctx);
-        let sync = PodSync::new(ctx, pod_reader, readiness_tx, options.timing);
+        let sync = PodSync::new(
+            ctx,
+            client.clone(),
+            pod_reader,
+            readiness_tx,
+            options.timing,
+        );
         tracing::info!(node = %node_name, "agent running");
         sync.run(
             UnboundedReceiverStream::new(pods_rx),

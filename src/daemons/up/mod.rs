@@ -26,12 +26,12 @@ use crate::apply::batch::{BatchRequest, BatchResponse, FIELD_MANAGER, Outcome};
 use crate::apply::client::{BatchClientError, send};
 use crate::client::{ClientError, ClientOptions};
 use crate::cluster::api::resources::by_kind;
-use crate::daemons::agent::attach;
-use crate::daemons::agent::backoff::BackoffConfig;
 use crate::daemons::agent::daemon::{self, AgentError, AgentOptions};
-use crate::daemons::agent::labels as pod_labels;
-use crate::daemons::agent::podspec::AgentPolicy;
-use crate::daemons::agent::sync::SyncTiming;
+use crate::daemons::agent::net::attach;
+use crate::daemons::agent::pod::backoff::BackoffConfig;
+use crate::daemons::agent::pod::podspec::AgentPolicy;
+use crate::daemons::agent::runtime::labels as pod_labels;
+use crate::daemons::agent::worker::sync::SyncTiming;
 use crate::daemons::agent::{ContainerRuntime, DockerRuntime, RuntimeError};
 use crate::daemons::server::{self, ServerError, ServerOptions};
 use ready::{ObjectState, object_state};
@@ -342,13 +342,7 @@ async fn remove_everything(runtime: &DockerRuntime, id: &str) -> Result<(), Runt
     for volume in runtime.list_volumes(&labels).await? {
         runtime.remove_volume(&volume).await?;
     }
-    crate::daemons::agent::podnet::remove_networks(runtime.client(), UP_LABEL, id)
-        .await
-        .map_err(|source| RuntimeError::Engine {
-            operation: "remove network",
-            target: id.to_string(),
-            source,
-        })
+    runtime.remove_networks(UP_LABEL, id).await
 }
 
 /// Removes the files bootstrap and the store keep in the data dir, then the dir if empty.

@@ -23,8 +23,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::select::{self, ContainerRef};
-use super::streams::{ExecOptions, ExecSession, OutputChunk, StreamingRuntime};
 use crate::cluster::api::status::ApiError;
+use crate::daemons::agent::runtime::streams::{
+    ExecOptions, ExecSession, OutputChunk, StreamingRuntime,
+};
 
 /// The subprotocols served, preferred first.
 pub const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];

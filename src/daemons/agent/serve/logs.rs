@@ -10,9 +10,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use super::select::{self, ContainerRef};
-use super::streams::{LogOptions, LogStream, StreamingRuntime};
 use crate::cluster::api::status::ApiError;
 use crate::daemons::agent::runtime::RuntimeError;
+use crate::daemons::agent::runtime::streams::{LogOptions, LogStream, StreamingRuntime};
 
 /// The log request's query, parsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -15,7 +15,6 @@
 pub mod exec;
 pub mod logs;
 pub mod select;
-pub mod streams;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -32,10 +31,10 @@ use hyper_util::service::TowerToHyperService;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use super::endpoint::AgentEndpoint;
+use crate::cluster::agent_endpoint::AgentEndpoint;
 use crate::cluster::api::status::ApiError;
 
-pub use streams::StreamingRuntime;
+use crate::daemons::agent::runtime::streams::StreamingRuntime;
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Which engine container a log or exec request means: the pod's current container of that
 //! name, or with `previous` the most recent one before it, told apart by berth's labels.
 
-use crate::daemons::agent::labels;
+use crate::daemons::agent::runtime::labels;
 use crate::daemons::agent::runtime::{ContainerInfo, ContainerState};
 
 /// The pod and container a request names.
