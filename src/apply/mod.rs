@@ -7,4 +7,6 @@
 
 pub mod applyset;
 pub mod batch;
+pub mod cause;
 pub mod client;
+pub mod ssa;

@@ -15,8 +15,8 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::apply::ssa::Writer;
 use crate::cluster::api::allocate::{self, Network};
-use crate::cluster::api::apply::Writer;
 use crate::cluster::api::encryption::{EncryptionError, KeyRing};
 use crate::cluster::api::resources::by_kind;
 use crate::cluster::api::storage::{Storage, Written};

@@ -3,7 +3,7 @@
 //!
 //! `{ns}/{name}` names the set's parent Secret (KEP-3659). The server reads the live objects,
 //! computes each object's server-side-apply result with the same code as a single
-//! `PATCH application/apply-patch+yaml` ([`super::apply::server_side_apply`], then
+//! `PATCH application/apply-patch+yaml` ([`crate::apply::ssa::server_side_apply`], then
 //! [`super::write`]'s create/update preparation: server-set fields, defaults, validation),
 //! marks every object a member of the set, works out the prune set (members of the set, found
 //! through the parent's `contains-group-kinds`, that the request no longer holds), runs the

@@ -7,7 +7,6 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::apply::{self, Writer};
 use super::auth::{self, Identity};
 use super::body::{self, Params};
 use super::patch::{self, PatchType};
@@ -16,6 +15,7 @@ use super::status::{self, ApiError};
 use super::storage::Written;
 use super::write::{self, now};
 use super::{SharedState, Target, json_response, list, watch};
+use crate::apply::ssa::{self, Writer};
 
 pub(super) type Outcome = Result<Response, ApiError>;
 
@@ -396,12 +396,13 @@ async fn patch_object(
                     time: &time,
                     subresource: t.sub.map(Subresource::name),
                 };
-                view = apply::server_side_apply(Some(&view), &body, &writer, params.force)
-                    .map_err(|causes| ApiError::ApplyConflict {
+                view = ssa::server_side_apply(Some(&view), &body, &writer, params.force).map_err(
+                    |causes| ApiError::ApplyConflict {
                         resource: r.qualified(),
                         name: name(&t).into(),
                         causes,
-                    })?;
+                    },
+                )?;
                 Some("apply")
             }
         };
@@ -439,7 +440,7 @@ async fn apply_create(state: &SharedState, t: &Target, params: &Params, body: Va
         ));
     }
     let merged =
-        apply::server_side_apply(None, &applied, &writer, params.force).map_err(|causes| {
+        ssa::server_side_apply(None, &applied, &writer, params.force).map_err(|causes| {
             ApiError::ApplyConflict {
                 resource: r.qualified(),
                 name: name(t).into(),

@@ -1,13 +1,13 @@
 //! The Kubernetes-compatible REST API over the store (axum): discovery, CRUD with the
 //! server-set fields and defaults, list and watch with selectors, patches and server-side
-//! apply, `metav1.Status` errors, bearer-token auth, health and metrics.
+//! apply (whose merge is [`crate::apply::ssa`]), `metav1.Status` errors, bearer-token auth,
+//! health and metrics.
 //!
 //! [`router`] is the whole server as a function of its state, testable with
 //! `tower::ServiceExt::oneshot`; `crate::daemons::server` binds it to a TLS port.
 
 pub mod agent_client;
 pub mod allocate;
-pub mod apply;
 pub mod auth;
 mod batch;
 pub mod binding;
@@ -16,7 +16,6 @@ pub mod defaults;
 mod delete;
 pub mod discovery;
 pub mod encryption;
-pub mod fields;
 mod handlers;
 pub mod hooks;
 mod list;
@@ -423,7 +422,7 @@ pub fn write_now() -> String {
 pub fn prepare_builtin(
     r: &Resource,
     object: Value,
-    writer: &apply::Writer<'_>,
+    writer: &crate::apply::ssa::Writer<'_>,
 ) -> Result<Value, ApiError> {
     write::prepare_create(r, None, object, writer, None, true)
 }

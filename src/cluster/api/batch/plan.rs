@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::super::allocate::{self, Network, Taken};
-use super::super::apply::{Writer, server_side_apply};
 use super::super::json_response;
 use super::super::resources::{RESOURCES, Resource, by_kind};
 use super::super::status::{ApiError, Cause};
 use super::super::write::{self, now};
 use crate::apply::applyset::{self, ParentRef};
 use crate::apply::batch::{BatchRequest, FIELD_MANAGER, ObjectResult, Outcome};
+use crate::apply::ssa::{Writer, server_side_apply};
 
 /// Why a batch was not applied.
 #[derive(Debug)]
