@@ -33,7 +33,7 @@ pub mod tls;
 mod watch;
 mod write;
 
-pub use batch::{BatchRefusal, apply_in_process};
+pub use batch::apply_in_process;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

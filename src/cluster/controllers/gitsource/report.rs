@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{FIELD_MANAGER, source_dry_run};
+use crate::apply::batch::BatchRefusal;
 use crate::apply::batch::ObjectResult;
+use crate::cluster::api::SharedState;
 use crate::cluster::api::auth::{Identity, admin_only};
 use crate::cluster::api::status::ApiError;
-use crate::cluster::api::{BatchRefusal, SharedState};
 use crate::cluster::controllers::client::{LocalApi, path, resource};
 use crate::manifest::gitsource::GitSource;
 
