@@ -60,14 +60,6 @@ const KNOWN_VIOLATIONS: &[(Known, &str)] = &[
         "this branch: the scheduler started by daemons/server.rs, taints below it",
     ),
     (
-        Known::Cycle(&[
-            "cluster::api::binding",
-            "cluster::api::delete",
-            "cluster::api::handlers",
-        ]),
-        "this branch: the verb dispatch out of handlers.rs",
-    ),
-    (
         Known::Up("cluster", "daemons"),
         "agent helper (issue 16): agent::endpoint and agent::quantity move below cluster",
     ),

@@ -15,6 +15,7 @@ mod body;
 pub mod defaults;
 mod delete;
 pub mod discovery;
+mod dispatch;
 pub mod encryption;
 mod handlers;
 pub mod hooks;
@@ -307,7 +308,7 @@ async fn resource(
         Some(Subresource::Log | Subresource::Exec) => {
             proxy::dispatch(state, target, identity, request).await
         }
-        _ => handlers::dispatch(state, target, identity, request).await,
+        _ => dispatch::dispatch(state, target, identity, request).await,
     };
     let mut response = match result {
         Ok(r) => r,
