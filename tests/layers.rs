@@ -52,10 +52,6 @@ enum Known {
 /// covered by an old entry (a cycle that gains a module is a different cycle).
 const KNOWN_VIOLATIONS: &[(Known, &str)] = &[
     (
-        Known::Up("cluster::api", "cluster::controllers"),
-        "this branch: git sync's drift route and Declared, the webhook's in-process client",
-    ),
-    (
         Known::Cycle(&["cluster::controllers", "cluster::scheduler"]),
         "this branch: the scheduler started by daemons/server.rs, taints below it",
     ),

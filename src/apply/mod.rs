@@ -12,11 +12,13 @@
 //!   server's `PATCH application/apply-patch+yaml` alike; [`cause`]: a field-level cause of
 //!   a refusal.
 //! - [`applyset`]: the ApplySet bookkeeping of KEP-3659 (parent object, member label,
-//!   mass-delete guard); [`batch`]: the wire format of the batch endpoint.
+//!   mass-delete guard); [`batch`]: the wire format of the batch endpoint; [`drift`]: that
+//!   of a GitSource's drift (a dry-run batch).
 
 pub mod applyset;
 pub mod batch;
 pub mod cause;
 pub mod client;
+pub mod drift;
 pub mod plan;
 pub mod ssa;

@@ -21,7 +21,7 @@ use crate::cluster::api::encryption::{EncryptionError, KeyRing};
 use crate::cluster::api::resources::by_kind;
 use crate::cluster::api::storage::{Storage, Written};
 use crate::cluster::api::tls::{self, BootstrapError, DataDir};
-use crate::cluster::api::{ApiConfig, ApiState, SharedState, router, status::ApiError};
+use crate::cluster::api::{ApiConfig, ApiState, SharedState, router_with, status::ApiError};
 use crate::cluster::store::StoreError;
 use crate::cluster::store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -380,7 +380,8 @@ impl StartedServer {
             git_sync,
             ..
         } = self;
-        serve(listener, state, tls_config, shutdown).await;
+        let app = router_with(state.clone(), git_sync.routes());
+        serve(listener, app, state, tls_config, shutdown).await;
         drop(git_sync);
         drop(control_plane);
     }
@@ -420,11 +421,11 @@ async fn git_shortcut(api: &crate::cluster::controllers::client::LocalApi, git: 
 
 async fn serve(
     listener: TcpListener,
+    app: axum::Router,
     state: SharedState,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let app = router(state.clone());
     let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -89,11 +89,6 @@ pub struct ApiState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Serializes ClusterIP, NodePort and pod CIDR allocations.
     pub allocations: allocate::Allocations,
-    /// What each GitSource's last applied commit declares, by `namespace/name`: kept by git
-    /// sync, read by the drift endpoint.
-    pub git_declared: std::sync::Mutex<
-        std::collections::HashMap<String, crate::cluster::controllers::gitsource::report::Declared>,
-    >,
 }
 
 impl ApiState {
@@ -105,7 +100,6 @@ impl ApiState {
             ready: AtomicBool::new(true),
             closing: tokio::sync::watch::Sender::new(false),
             allocations: allocate::Allocations::default(),
-            git_declared: Default::default(),
         })
     }
 }
@@ -378,6 +372,13 @@ async fn authenticate_and_observe(
 
 /// The whole API as a router.
 pub fn router(state: SharedState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `more` routes mounted beside its own, behind the same authentication,
+/// metrics and fallback: how the server adds the routes of the parts it runs above the API
+/// (git sync's drift, `crate::cluster::controllers::gitsource::report::routes`).
+pub fn router_with(state: SharedState, more: Router<SharedState>) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(healthz))
@@ -394,10 +395,6 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/hooks/git/{namespace}/{name}", post(hooks::git_push))
         .route(
-            "/apis/berth.dev/v1/namespaces/{namespace}/gitsources/{name}/drift",
-            get(crate::cluster::controllers::gitsource::report::drift),
-        )
-        .route(
             "/api/{*rest}",
             any(|s: State<SharedState>, r: Request| resource(s, "api", r)),
         )
@@ -405,6 +402,7 @@ pub fn router(state: SharedState) -> Router {
             "/apis/{*rest}",
             any(|s: State<SharedState>, r: Request| resource(s, "apis", r)),
         )
+        .merge(more)
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -103,6 +103,14 @@ pub fn parse_interval(text: &str) -> Option<Duration> {
 /// The running git sync; dropping it stops it.
 pub struct GitSync {
     _tasks: JoinSet<()>,
+    declared: report::DeclaredCommits,
+}
+
+impl GitSync {
+    /// Git sync's API routes (a source's drift), for `crate::cluster::api::router_with`.
+    pub fn routes(&self) -> axum::Router<crate::cluster::api::SharedState> {
+        report::routes(self.declared.clone())
+    }
 }
 
 /// Starts the git sync controller. `mirrors` holds the bare mirrors of remote repositories.
@@ -111,6 +119,7 @@ pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
     let sources = Cache::new(resource("berth.dev/v1", "GitSource"));
     tasks.spawn(sources.clone().run(api.state().storage.clone()));
     let queue = WorkQueue::new();
+    let declared = report::DeclaredCommits::default();
     super::feed(
         &mut tasks,
         &queue,
@@ -122,6 +131,7 @@ pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
         &mut tasks,
         GitSyncController {
             api,
+            declared: declared.clone(),
             caches,
             sources,
             queue: queue.clone(),
@@ -131,11 +141,16 @@ pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
         &queue,
         2,
     );
-    GitSync { _tasks: tasks }
+    GitSync {
+        _tasks: tasks,
+        declared,
+    }
 }
 
 pub struct GitSyncController {
     api: LocalApi,
+    /// What each source's last applied commit declares, for the drift endpoint.
+    declared: report::DeclaredCommits,
     caches: Caches,
     sources: Arc<Cache>,
     queue: Arc<WorkQueue>,
@@ -374,12 +389,12 @@ impl Reconciler for GitSyncController {
     async fn reconcile(&self, key: &str) -> Result<Action, ReconcileError> {
         let Some(object) = self.sources.get(key) else {
             self.unwatch(key);
-            report::forget(self.api.state(), key);
+            self.declared.forget(key);
             return Ok(Action::await_change());
         };
         if super::is_deleting(&object) {
             self.unwatch(key);
-            report::forget(self.api.state(), key);
+            self.declared.forget(key);
             return Ok(Action::await_change());
         }
         let (namespace, name) = split_key(key);
@@ -593,7 +608,7 @@ impl Reconciler for GitSyncController {
         if new_commit {
             tracing::info!(source = key, commit = %commit, objects = applied.results.len(), "applied a commit");
         }
-        report::remember(self.api.state(), key, &commit, declared);
+        self.declared.remember(key, &commit, declared);
         let inventory: Vec<Value> = applied
             .results
             .iter()
