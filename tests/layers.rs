@@ -52,10 +52,6 @@ enum Known {
 /// covered by an old entry (a cycle that gains a module is a different cycle).
 const KNOWN_VIOLATIONS: &[(Known, &str)] = &[
     (
-        Known::Cycle(&["cluster::controllers", "cluster::scheduler"]),
-        "this branch: the scheduler started by daemons/server.rs, taints below it",
-    ),
-    (
         Known::Up("cluster", "daemons"),
         "agent helper (issue 16): agent::endpoint and agent::quantity move below cluster",
     ),
