@@ -365,3 +365,45 @@ fn a_secret_that_is_not_a_berth_parent_is_not_taken_over() {
          choose another --applyset name"
     );
 }
+
+proptest::proptest! {
+    /// Whatever members a set has and whichever names a batch then declares, the prune plans
+    /// the deletion of exactly the members left out (or the guard names exactly them), and the
+    /// batch planned again over its own result writes nothing.
+    #[test]
+    fn a_prune_deletes_exactly_the_members_left_out_and_a_second_plan_writes_nothing(
+        members in proptest::collection::btree_set("[a-f]", 1..6),
+        declared in proptest::collection::btree_set("[a-f]", 0..6),
+        allow_mass_delete: bool,
+    ) {
+        let mut server = FakeServer::default();
+        let set = |names: &std::collections::BTreeSet<String>| BatchRequest {
+            objects: names.iter().map(|n| config_map(n, "yes")).collect(),
+            prune: true,
+            allow_mass_delete,
+            ..BatchRequest::default()
+        };
+        let live = committed(&run(&set(&members), shop_exists(), &mut server).unwrap(), shop_exists());
+        let gone: Vec<String> = members.difference(&declared).cloned().collect();
+        let batch = set(&declared);
+        match run(&batch, live.clone(), &mut server) {
+            Ok(plan) => {
+                let pruned: Vec<String> = plan
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == Outcome::Pruned)
+                    .map(|s| s.name.clone())
+                    .collect();
+                proptest::prop_assert_eq!(&pruned, &gone);
+                let again = run(&batch, committed(&plan, live), &mut server).unwrap();
+                proptest::prop_assert!(!again.writes(), "{:?}", outcomes(&again));
+            }
+            Err(PlanError::MassDelete { would_go, .. }) => {
+                proptest::prop_assert!(!allow_mass_delete);
+                let named: Vec<String> = gone.iter().map(|n| format!("configmap/{n}")).collect();
+                proptest::prop_assert_eq!(would_go, named);
+            }
+            Err(e) => proptest::prop_assert!(false, "{e:?}"),
+        }
+    }
+}
