@@ -67,11 +67,9 @@ async fn run_once() -> (Duration, f64) {
         .await;
 
     let start = Instant::now();
-    let plane = berth::cluster::controllers::start_scheduler(api.state.clone());
+    let (_scheduler, pods) = berth::cluster::scheduler::start_alone(api.state.clone());
     loop {
-        let bound = plane
-            .caches
-            .pods
+        let bound = pods
             .list(None)
             .iter()
             .filter(|p| p["spec"]["nodeName"].is_string())

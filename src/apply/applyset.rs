@@ -61,6 +61,32 @@ pub fn group_kind(api_version: &str, kind: &str) -> String {
     }
 }
 
+/// The `Kind.group`s a live parent lists in its group-kinds annotation.
+pub fn listed_group_kinds(parent: &Value) -> BTreeSet<String> {
+    comma_list(annotation(parent, GROUP_KINDS_ANNOTATION))
+}
+
+/// The namespaces other than its own a live parent lists.
+pub fn listed_namespaces(parent: &Value) -> BTreeSet<String> {
+    comma_list(annotation(parent, NAMESPACES_ANNOTATION))
+}
+
+fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+}
+
+fn comma_list(text: Option<&str>) -> BTreeSet<String> {
+    text.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The parent object of an ApplySet with these members (a Secret with no data).
 pub fn parent_object(parent: &ParentRef, members: &[Value], tooling_version: &str) -> Value {
     let group_kinds: BTreeSet<String> = members
@@ -186,6 +212,26 @@ mod tests {
         assert_eq!(ann[NAMESPACES_ANNOTATION], "edge");
         assert_eq!(ann[TOOLING_ANNOTATION], "berth/0.1.0");
         assert_eq!(p["metadata"]["labels"][ID_LABEL], parent.id());
+    }
+
+    #[test]
+    fn a_live_parent_lists_where_its_members_are() {
+        let parent = ParentRef::secret("app", "shop");
+        let members = [
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "shop"}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "edge"}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "back"}}),
+        ];
+        let p = parent_object(&parent, &members, "0.1.0");
+        assert_eq!(
+            listed_group_kinds(&p),
+            ["Deployment.apps".to_string(), "Service".to_string()].into()
+        );
+        assert_eq!(
+            listed_namespaces(&p),
+            ["back".to_string(), "edge".to_string()].into()
+        );
+        assert!(listed_namespaces(&json!({"metadata": {}})).is_empty());
     }
 
     #[test]

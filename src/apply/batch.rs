@@ -1,5 +1,7 @@
-//! The wire format of the atomic batch apply, shared by the API server (which executes it,
-//! `crate::cluster::api::batch`) and `berth apply` / `berth diff -f` (which send it).
+//! The wire format of the atomic batch apply, shared by the API server (which plans it with
+//! [`super::plan`] and commits it, `crate::cluster::api::batch`), `berth apply` /
+//! `berth diff -f` / `berth up` (which send it) and git sync (which runs it in process and
+//! gets a [`BatchRefusal`] back when nothing was applied).
 //!
 //! `POST /apis/berth.dev/v1/namespaces/{namespace}/applysets/{name}` with a [`BatchRequest`]
 //! applies every object of the set named by its parent Secret `{namespace}/{name}` in one
@@ -103,6 +105,21 @@ pub struct BatchResponse {
     pub parent: Outcome,
     /// The requested objects in request order, then the pruned ones.
     pub results: Vec<ObjectResult>,
+}
+
+/// Why a batch run in process (by git sync) was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchRefusal {
+    /// The prune guard held the batch: `message` says why, `would_go` names each object.
+    #[error("{message}")]
+    MassDelete {
+        message: String,
+        would_go: Vec<String>,
+    },
+    /// Invalid objects, conflicts or a store failure: `message` with every cause in it, and
+    /// the HTTP code the endpoint would have answered with.
+    #[error("{message}")]
+    Refused { code: u16, message: String },
 }
 
 #[cfg(test)]

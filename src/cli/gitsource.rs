@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::EXIT_ERROR;
 use crate::client::ClientOptions;
-use crate::cluster::api::hooks::SYNC_REQUESTED_ANNOTATION;
+use crate::manifest::gitsource::SYNC_REQUESTED_ANNOTATION;
 
 #[derive(Debug, Subcommand)]
 pub enum GitSourceCommand {

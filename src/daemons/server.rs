@@ -1,5 +1,6 @@
 //! `berth server`: bootstrap the data dir (certificates, tokens, encryption keys, kubeconfig),
-//! open the store, and serve the API over TLS (or plain HTTP on loopback with
+//! open the store, start the controllers, the scheduler and git sync, and serve the API (with
+//! git sync's routes mounted in it) over TLS (or plain HTTP on loopback with
 //! `--insecure-http`) until SIGINT or SIGTERM, then drain with a bounded grace period.
 
 use std::future::Future;
@@ -15,13 +16,13 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::apply::ssa::Writer;
 use crate::cluster::api::allocate::{self, Network};
-use crate::cluster::api::apply::Writer;
 use crate::cluster::api::encryption::{EncryptionError, KeyRing};
 use crate::cluster::api::resources::by_kind;
 use crate::cluster::api::storage::{Storage, Written};
 use crate::cluster::api::tls::{self, BootstrapError, DataDir};
-use crate::cluster::api::{ApiConfig, ApiState, SharedState, router, status::ApiError};
+use crate::cluster::api::{ApiConfig, ApiState, SharedState, router_with, status::ApiError};
 use crate::cluster::store::StoreError;
 use crate::cluster::store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -281,6 +282,7 @@ pub struct StartedServer {
     state: SharedState,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     control_plane: crate::cluster::controllers::ControlPlane,
+    scheduler: crate::cluster::scheduler::RunningScheduler,
     git_sync: crate::cluster::controllers::gitsource::GitSync,
 }
 
@@ -342,6 +344,11 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     };
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
     let control_plane = crate::cluster::controllers::start(state.clone(), options.control);
+    let scheduler = crate::cluster::scheduler::start(
+        state.clone(),
+        control_plane.caches.pods.clone(),
+        control_plane.caches.nodes.clone(),
+    );
     let git_api = || {
         crate::cluster::controllers::client::LocalApi::new(
             state.clone(),
@@ -365,23 +372,28 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         state,
         tls_config,
         control_plane,
+        scheduler,
         git_sync,
     })
 }
 
 impl StartedServer {
-    /// Answers requests until `shutdown` resolves, then drains and stops the controllers.
+    /// Answers requests until `shutdown` resolves, then drains and stops git sync, the
+    /// scheduler and the controllers.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let StartedServer {
             listener,
             state,
             tls_config,
             control_plane,
+            scheduler,
             git_sync,
             ..
         } = self;
-        serve(listener, state, tls_config, shutdown).await;
+        let app = router_with(state.clone(), git_sync.routes());
+        serve(listener, app, state, tls_config, shutdown).await;
         drop(git_sync);
+        drop(scheduler);
         drop(control_plane);
     }
 }
@@ -420,11 +432,11 @@ async fn git_shortcut(api: &crate::cluster::controllers::client::LocalApi, git: 
 
 async fn serve(
     listener: TcpListener,
+    app: axum::Router,
     state: SharedState,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let app = router(state.clone());
     let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -1,9 +1,12 @@
 //! The diff engine: desired objects against live ones, as a structured [`ApplyPlan`]
 //! (create / update / delete / unchanged), and its rendering for people and machines.
 //!
-//! Everything here is pure: values in, values and text out. `berth diff` (against a cluster
-//! or between two git revisions) and `berth apply` call [`plan`] and then render or execute it.
-//! Secret values are masked in every rendering and in `Debug`; see [`mask`].
+//! Everything here is pure: values in, values and text out. `berth diff` calls [`plan`] and
+//! renders it: between two git revisions, against a cluster (`-f`, where the pairs come from
+//! the API server's dry-run batch) and for a GitSource's drift (`--source`). Applying does
+//! not go through this plan: `berth apply`, `berth up` and git sync are planned by the apply
+//! planner, `crate::apply::plan`, on the server. Secret values are masked in every rendering
+//! and in `Debug`; see [`mask`].
 
 pub mod mask;
 pub mod normalize;

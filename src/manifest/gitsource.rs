@@ -4,6 +4,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The annotation that asks git sync to sync a source now, set to the time of the request by
+/// `berth gitsource sync` and by a forge's verified webhook call.
+pub const SYNC_REQUESTED_ANNOTATION: &str = "berth.dev/sync-requested-at";
+
 /// A watched git repository: the manifests under `path` at `ref` are the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::cluster::print_dry_run;
 use super::{DiffArgs, EXIT_ERROR, label, on_cluster};
-use crate::cluster::controllers::gitsource::report::{SourceDrift, drift_path};
+use crate::apply::drift::{self, SourceDrift};
 
 pub(super) fn run(args: &DiffArgs, name: &str) -> u8 {
     on_cluster(args, |connection, namespace| async move {
@@ -25,7 +25,7 @@ pub(super) fn run(args: &DiffArgs, name: &str) -> u8 {
 
 /// Asks the server for the source's drift; `Err` is the line to print.
 async fn fetch(client: &kube::Client, namespace: &str, name: &str) -> Result<SourceDrift, String> {
-    let request = http::Request::get(drift_path(namespace, name))
+    let request = http::Request::get(drift::path(namespace, name))
         .header(http::header::ACCEPT, "application/json")
         .body(kube::client::Body::empty())
         .expect("a valid request");

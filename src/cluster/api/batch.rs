@@ -1,17 +1,18 @@
 //! Atomic apply of a whole ApplySet: `POST /apis/berth.dev/v1/namespaces/{ns}/applysets/{name}`
-//! with a [`BatchRequest`] (wire format in [`crate::apply::batch`]).
+//! with a [`BatchRequest`] (wire format in [`crate::apply::batch`]). This is the executor of
+//! the apply planner ([`crate::apply::plan`]): decode, snapshot, plan, commit.
 //!
-//! `{ns}/{name}` names the set's parent Secret (KEP-3659). The server reads the live objects,
-//! computes each object's server-side-apply result with the same code as a single
-//! `PATCH application/apply-patch+yaml` ([`super::apply::server_side_apply`], then
-//! [`super::write`]'s create/update preparation: server-set fields, defaults, validation),
-//! marks every object a member of the set, works out the prune set (members of the set, found
-//! through the parent's `contains-group-kinds`, that the request no longer holds), runs the
-//! mass-delete guard, and writes every create, update, delete and the parent **in one store
-//! transaction**. Each object read gets a compare in that transaction (unchanged since read,
-//! or still absent), so a concurrent writer makes the transaction fail; the batch is then
-//! recomputed, a few times at most, and never half applied. Any invalid object, conflict or
-//! refusal aborts the whole batch with a `Status` that lists every cause. Watches see the
+//! `{ns}/{name}` names the set's parent Secret (KEP-3659). The server reads the live objects
+//! the set may hold (members are found through the parent's `contains-group-kinds`), and the
+//! planner works out each object's server-side-apply result, the prune set and its guard, and
+//! the parent's annotations. The planner admits each write through [`ServerAdmission`], the
+//! same create/update preparation as a single `PATCH application/apply-patch+yaml`
+//! ([`super::write`]: server-set fields, defaults, validation; [`super::allocate`]: addresses).
+//! Then every create, update, delete and the parent are written **in one store transaction**.
+//! Each object read gets a compare in that transaction (unchanged since read, or still
+//! absent), so a concurrent writer makes the transaction fail; the batch is then recomputed,
+//! a few times at most, and never half applied. Any invalid object, conflict or refusal
+//! aborts the whole batch with a `Status` that lists every cause. Watches see the
 //! transaction's puts and deletes as ordinary events at one revision.
 //!
 //! With `dryRun` nothing is written and each result carries the would-be and the live object,
@@ -19,25 +20,23 @@
 //! it; do that with an explicit delete). With the etcd backend, a set is limited by etcd's
 //! `--max-txn-ops` (128 by default): raise it for large sets.
 
-mod plan;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 
-use self::plan::{
-    BatchError, Desired, Plan, Snapshot, annotation, comma_list, desired, plan,
-    resource_of_group_kind,
-};
+use super::allocate::{self, Network, Taken};
 use super::auth::{Identity, admin_only};
-use super::resources::by_kind;
-use super::status::ApiError;
+use super::resources::{RESOURCES, Resource, by_kind};
+use super::status::{ApiError, Cause};
 use super::write;
 use super::{SharedState, json_response};
-use crate::apply::applyset::{self, ParentRef};
-use crate::apply::batch::{BatchRequest, BatchResponse, Outcome};
+use crate::apply::applyset::{self, MassDelete, ParentRef};
+use crate::apply::batch::{BatchRefusal, BatchRequest, BatchResponse, Outcome};
+use crate::apply::plan::{self, Admission, Desired, Kind, Plan, PlanError, Snapshot};
+use crate::apply::ssa::Writer;
 use crate::cluster::store::{Compare, Op, Txn};
 
 /// A batch body may be this many times larger than a single object's limit.
@@ -85,11 +84,113 @@ pub(super) async fn apply_set(
     }
 }
 
+/// The API server's side of the planner: its served resources, and each write admitted as
+/// a single create or update is (server-set fields, defaults, validation), with addresses
+/// assigned from `taken` when the batch holds Services or Nodes.
+struct ServerAdmission<'a> {
+    network: &'a Network,
+    taken: Option<Taken>,
+}
+
+fn resource(kind: Kind) -> &'static Resource {
+    by_kind(kind.api_version, kind.kind).expect("planned kinds are served")
+}
+
+impl ServerAdmission<'_> {
+    fn assign(&mut self, kind: Kind, old: Option<&Value>, new: &mut Value) -> Result<(), ApiError> {
+        match self.taken.as_mut() {
+            Some(taken) => allocate::assign(self.network, taken, kind.kind, old, new),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Admission for ServerAdmission<'_> {
+    type Error = ApiError;
+
+    fn kind(&self, api_version: &str, kind: &str) -> Option<Kind> {
+        by_kind(api_version, kind).map(|r| Kind {
+            api_version: r.api_version,
+            kind: r.kind,
+            namespaced: r.namespaced,
+        })
+    }
+
+    fn key(&self, kind: Kind, namespace: Option<&str>, name: &str) -> String {
+        resource(kind).key(namespace, name)
+    }
+
+    fn check_identity(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
+        write::check_identity(resource(kind), Some(namespace), object)
+    }
+
+    fn create(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        object: Value,
+        writer: &Writer<'_>,
+        record_update: bool,
+    ) -> Result<Value, ApiError> {
+        let mut new = write::prepare_create(
+            resource(kind),
+            namespace,
+            object,
+            writer,
+            None,
+            record_update,
+        )?;
+        self.assign(kind, None, &mut new)?;
+        Ok(new)
+    }
+
+    fn update(
+        &mut self,
+        kind: Kind,
+        live: &Value,
+        object: Value,
+        writer: Option<&Writer<'_>>,
+    ) -> Result<Option<Value>, ApiError> {
+        let mut new = write::prepare_update(resource(kind), live, object, false, writer, None)?;
+        if let Some(new) = new.as_mut() {
+            self.assign(kind, Some(live), new)?;
+        }
+        Ok(new)
+    }
+
+    fn causes(error: ApiError) -> Vec<Cause> {
+        match error {
+            ApiError::Invalid { causes, .. } | ApiError::ApplyConflict { causes, .. } => causes,
+            other => vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                message: other.to_string(),
+                field: String::new(),
+            }],
+        }
+    }
+}
+
+/// The served resource of a `Kind.group` (or `Kind`) as the group-kinds annotation lists it.
+fn resource_of_group_kind(group_kind: &str) -> Option<&'static Resource> {
+    let (kind, group) = group_kind.split_once('.').unwrap_or((group_kind, ""));
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.group == group)
+}
+
+/// Reads what the plan needs: the parent, every object of the kinds and namespaces the set
+/// holds or held (its parent's annotations say which), the Namespaces, and — for Services
+/// and Nodes — the addresses already taken.
 async fn read_snapshot(
     state: &SharedState,
     desired: &[Desired],
     parent: &ParentRef,
-) -> Result<Snapshot, ApiError> {
+) -> Result<(Snapshot, Option<Taken>), ApiError> {
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
     let parent_live = state
         .storage
@@ -97,14 +198,14 @@ async fn read_snapshot(
         .await?;
     let mut group_kinds: BTreeSet<String> = desired
         .iter()
-        .map(|d| applyset::group_kind(d.r.api_version, d.r.kind))
+        .map(|d| applyset::group_kind(d.kind.api_version, d.kind.kind))
         .collect();
     let mut namespaces: BTreeSet<String> =
         desired.iter().filter_map(|d| d.namespace.clone()).collect();
     namespaces.insert(parent.namespace.clone());
     if let Some((p, _)) = &parent_live {
-        group_kinds.extend(comma_list(annotation(p, applyset::GROUP_KINDS_ANNOTATION)));
-        namespaces.extend(comma_list(annotation(p, applyset::NAMESPACES_ANNOTATION)));
+        group_kinds.extend(applyset::listed_group_kinds(p));
+        namespaces.extend(applyset::listed_namespaces(p));
     }
     let mut lists: BTreeSet<(&'static str, &'static str, Option<String>)> = BTreeSet::new();
     let ns_resource = by_kind("v1", "Namespace").expect("namespaces are served");
@@ -137,18 +238,21 @@ async fn read_snapshot(
             namespaces.insert(name, (object, stored.mod_revision));
         }
     }
-    let taken = if desired.iter().any(|d| super::allocate::allocates(d.r)) {
+    let allocating = desired
+        .iter()
+        .any(|d| allocate::allocates(resource(d.kind)));
+    let taken = if allocating {
         let kinds = ["Service", "Node"];
-        Some(super::allocate::read_taken(&state.storage, &state.config.network, &kinds).await?)
+        Some(allocate::read_taken(&state.storage, &state.config.network, &kinds).await?)
     } else {
         None
     };
-    Ok(Snapshot {
+    let snapshot = Snapshot {
         objects,
         parent: parent_live,
         namespaces,
-        taken,
-    })
+    };
+    Ok((snapshot, taken))
 }
 
 /// The one transaction of a plan: a compare for every object read, then every write.
@@ -157,14 +261,17 @@ fn transaction(state: &SharedState, plan: &Plan) -> Result<Txn, ApiError> {
     let mut compares = Vec::new();
     let mut ops = Vec::new();
     for step in plan.steps.iter().chain(std::iter::once(&plan.parent)) {
-        let key = step.key();
+        let key = step.key.clone();
         compares.push(match &step.live {
             Some((_, rev)) => Compare::mod_revision(key.clone(), *rev),
             None => Compare::absent(key.clone()),
         });
         match (&step.outcome, &step.new) {
             (Outcome::Pruned, _) => ops.push(Op::delete(key)),
-            (_, Some(new)) => ops.push(Op::put(key, state.storage.encode(step.r, new)?)),
+            (_, Some(new)) => ops.push(Op::put(
+                key,
+                state.storage.encode(resource(step.kind), new)?,
+            )),
             (_, None) => {}
         }
     }
@@ -172,6 +279,77 @@ fn transaction(state: &SharedState, plan: &Plan) -> Result<Txn, ApiError> {
         compares.push(Compare::exists(ns_resource.key(None, ns)));
     }
     Ok(Txn::new().when(compares).then(ops))
+}
+
+/// Why a batch was not applied.
+#[derive(Debug)]
+enum BatchError {
+    Api(ApiError),
+    /// The prune guard refused; the objects that would have gone.
+    MassDelete {
+        refusal: MassDelete,
+        would_go: Vec<String>,
+    },
+}
+
+impl From<ApiError> for BatchError {
+    fn from(e: ApiError) -> Self {
+        BatchError::Api(e)
+    }
+}
+
+/// The planner's refusals as the API's errors: the `Status` codes and reasons clients see.
+impl From<PlanError<ApiError>> for BatchError {
+    fn from(e: PlanError<ApiError>) -> Self {
+        let message = e.to_string();
+        let api = match e {
+            PlanError::MassDelete { refusal, would_go } => {
+                return BatchError::MassDelete { refusal, would_go };
+            }
+            PlanError::Invalid { set, causes } => ApiError::Invalid {
+                kind: "ApplySet".into(),
+                group: "berth.dev".into(),
+                name: set,
+                causes,
+            },
+            PlanError::Conflicts { set, causes } => ApiError::ApplyConflict {
+                resource: "applysets.berth.dev".into(),
+                name: set,
+                causes,
+            },
+            PlanError::ForeignParent { name, .. } => ApiError::Conflict {
+                resource: "secrets".into(),
+                name,
+                detail: message,
+            },
+            PlanError::PrunesNamespace { .. } => ApiError::BadRequest(message),
+            PlanError::Parent(e) => e,
+        };
+        BatchError::Api(api)
+    }
+}
+
+impl IntoResponse for BatchError {
+    fn into_response(self) -> Response {
+        match self {
+            BatchError::Api(e) => e.into_response(),
+            BatchError::MassDelete { refusal, would_go } => {
+                let causes: Vec<Value> = would_go
+                    .iter()
+                    .map(|o| json!({"reason": "WouldBePruned", "message": o, "field": ""}))
+                    .collect();
+                json_response(
+                    StatusCode::CONFLICT,
+                    &json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "Conflict", "code": 409,
+                        "message": refusal.to_string(),
+                        "details": {"group": "berth.dev", "kind": "applysets", "causes": causes},
+                    }),
+                )
+            }
+        }
+    }
 }
 
 async fn run(
@@ -182,8 +360,6 @@ async fn run(
 ) -> Result<BatchResponse, BatchError> {
     let parent = ParentRef::secret(name, namespace);
     let id = parent.id();
-    let secrets = by_kind("v1", "Secret").expect("secrets are served");
-    let parent_key = secrets.key(Some(namespace), name);
     let mut last_error = None;
     // Services and Nodes get addresses: hold the allocation lock until the batch is stored.
     let allocating = batch.objects.iter().any(|o| {
@@ -199,16 +375,21 @@ async fn run(
         None
     };
     for _ in 0..ATTEMPTS {
-        let desired = desired(&batch.objects, namespace, &parent_key, &id).map_err(|causes| {
-            ApiError::Invalid {
-                kind: "ApplySet".into(),
-                group: "berth.dev".into(),
-                name: name.into(),
-                causes,
-            }
-        })?;
-        let snapshot = read_snapshot(state, &desired, &parent).await?;
-        let plan = plan(&batch, desired, snapshot, &parent, &state.config.network)?;
+        let mut admission = ServerAdmission {
+            network: &state.config.network,
+            taken: None,
+        };
+        let desired = plan::desired(&batch.objects, &parent, &admission)?;
+        let (snapshot, taken) = read_snapshot(state, &desired, &parent).await?;
+        admission.taken = taken;
+        let plan = plan::plan(
+            &batch,
+            desired,
+            snapshot,
+            &parent,
+            &mut admission,
+            &write::now(),
+        )?;
         let respond = |revision: i64, plan: &Plan| BatchResponse {
             applyset_id: id.clone(),
             dry_run: batch.dry_run,
@@ -216,12 +397,7 @@ async fn run(
             parent: plan.parent.outcome,
             results: plan.steps.iter().map(|s| s.result(batch.dry_run)).collect(),
         };
-        let writes = plan.parent.new.is_some()
-            || plan
-                .steps
-                .iter()
-                .any(|s| s.new.is_some() || s.outcome == Outcome::Pruned);
-        if batch.dry_run || !writes {
+        if batch.dry_run || !plan.writes() {
             let revision = state
                 .storage
                 .store
@@ -247,20 +423,6 @@ async fn run(
         });
     }
     Err(last_error.expect("at least one attempt").into())
-}
-
-/// Why an in-process batch ([`apply_in_process`]) was not applied.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BatchRefusal {
-    /// The prune guard held the batch: `message` says why, `would_go` names each object.
-    #[error("{message}")]
-    MassDelete {
-        message: String,
-        would_go: Vec<String>,
-    },
-    /// Invalid objects, conflicts or a store failure: `message` with every cause in it.
-    #[error("{message}")]
-    Refused { code: u16, message: String },
 }
 
 /// Applies a batch as `POST .../applysets/{name}` does, from inside the server (git sync):

@@ -8,13 +8,13 @@ use std::time::Instant;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::apply::{self, Writer};
 use super::body::{self, Params};
 use super::handlers::{Outcome, commit, load, manager, name};
 use super::resources::{Resource, by_kind};
 use super::status::ApiError;
 use super::write::now;
 use super::{SharedState, Target, json_response};
+use crate::apply::ssa::{self, Writer};
 
 /// One pod to place on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ fn bound(
     // scheduler binds thousands of pods a second through here.
     let mut new = old.clone();
     new["spec"]["nodeName"] = json!(node);
-    apply::record_update(Some(old), &mut new, writer);
+    ssa::record_update(Some(old), &mut new, writer);
     Ok(new)
 }
 

@@ -1,75 +1,22 @@
-//! The verbs on one object: get, create, update, patch (all four kinds), and the scale and
-//! binding subresources; deletes are in [`super::delete`]. Lists and watches are
-//! in [`super::list`] and [`super::watch`].
+//! The verbs on one object: get, create, update, patch (all four kinds), and the scale
+//! subresource, with the helpers the other verbs share ([`load`], [`commit`]). Deletes are in
+//! [`super::delete`], bindings in [`super::binding`], lists and watches in [`super::list`] and
+//! [`super::watch`]; [`super::dispatch`] routes a request to one of them.
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::apply::{self, Writer};
-use super::auth::{self, Identity};
 use super::body::{self, Params};
 use super::patch::{self, PatchType};
 use super::resources::{Resource, Subresource};
 use super::status::{self, ApiError};
 use super::storage::Written;
 use super::write::{self, now};
-use super::{SharedState, Target, json_response, list, watch};
+use super::{SharedState, Target, json_response};
+use crate::apply::ssa::{self, Writer};
 
 pub(super) type Outcome = Result<Response, ApiError>;
-
-/// Routes a resource request to its verb. Returns the verb for metrics.
-pub(crate) async fn dispatch(
-    state: SharedState,
-    t: Target,
-    identity: Identity,
-    request: Request,
-) -> (&'static str, Outcome) {
-    let params = match Params::parse(request.uri().query()) {
-        Ok(p) => p,
-        Err(e) => return ("unknown", Err(e)),
-    };
-    let method = request.method().clone();
-    let verb: &'static str = match (&method, t.name.is_some(), t.sub) {
-        (&Method::GET, false, _) if params.watch => "watch",
-        (&Method::GET, false, _) => "list",
-        (&Method::GET, true, _) => "get",
-        (&Method::POST, false, _) | (&Method::POST, true, Some(Subresource::Binding)) => "create",
-        (&Method::PUT, true, _) => "update",
-        (&Method::PATCH, true, _) => "patch",
-        (&Method::DELETE, true, None) => "delete",
-        (&Method::DELETE, false, None) => "deletecollection",
-        _ => return ("unknown", Err(ApiError::MethodNotAllowed)),
-    };
-    if let Err(e) = auth::authorize(identity, verb, t.resource, t.sub, t.namespace.as_deref()) {
-        return (verb, Err(e));
-    }
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers;
-    let outcome = match verb {
-        "watch" => watch::watch(state, t, params, super::table::wants_table(&headers)).await,
-        "list" => list::list(state, t, params, &headers).await,
-        "get" => get(state, t, &headers).await,
-        _ => {
-            let bytes = match body::read_limited(body, state.config.max_body_bytes).await {
-                Ok(b) => b,
-                Err(e) => return (verb, Err(e)),
-            };
-            match verb {
-                "create" if t.sub == Some(Subresource::Binding) => {
-                    super::binding::bind(state, t, params, &headers, &bytes).await
-                }
-                "create" => create(state, t, params, &headers, &bytes).await,
-                "update" => update(state, t, params, &headers, &bytes).await,
-                "patch" => patch_object(state, t, params, &headers, &bytes).await,
-                "delete" => super::delete::delete(state, t, params, &headers, &bytes).await,
-                _ => super::delete::delete_collection(state, t, params).await,
-            }
-        }
-    };
-    (verb, outcome)
-}
 
 /// The `fieldManager` of a write: the parameter, else the user agent's program name.
 pub(super) fn manager(params: &Params, headers: &HeaderMap) -> String {
@@ -133,7 +80,7 @@ fn render(t: &Target, object: &Value) -> Value {
     }
 }
 
-async fn get(state: SharedState, t: Target, headers: &HeaderMap) -> Outcome {
+pub(super) async fn get(state: SharedState, t: Target, headers: &HeaderMap) -> Outcome {
     let (object, _) = load(&state, &t).await?;
     if t.sub.is_none() && super::table::wants_table(headers) {
         return Ok(json_response(
@@ -168,7 +115,7 @@ async fn namespace_exists(
     }
 }
 
-async fn create(
+pub(super) async fn create(
     state: SharedState,
     t: Target,
     params: Params,
@@ -260,7 +207,7 @@ fn requested_version(v: &Value) -> Option<i64> {
         .map(|s| s.parse().unwrap_or(-1))
 }
 
-async fn update(
+pub(super) async fn update(
     state: SharedState,
     t: Target,
     params: Params,
@@ -332,7 +279,7 @@ async fn write_over(
     }
 }
 
-async fn patch_object(
+pub(super) async fn patch_object(
     state: SharedState,
     t: Target,
     params: Params,
@@ -396,12 +343,13 @@ async fn patch_object(
                     time: &time,
                     subresource: t.sub.map(Subresource::name),
                 };
-                view = apply::server_side_apply(Some(&view), &body, &writer, params.force)
-                    .map_err(|causes| ApiError::ApplyConflict {
+                view = ssa::server_side_apply(Some(&view), &body, &writer, params.force).map_err(
+                    |causes| ApiError::ApplyConflict {
                         resource: r.qualified(),
                         name: name(&t).into(),
                         causes,
-                    })?;
+                    },
+                )?;
                 Some("apply")
             }
         };
@@ -439,7 +387,7 @@ async fn apply_create(state: &SharedState, t: &Target, params: &Params, body: Va
         ));
     }
     let merged =
-        apply::server_side_apply(None, &applied, &writer, params.force).map_err(|causes| {
+        ssa::server_side_apply(None, &applied, &writer, params.force).map_err(|causes| {
             ApiError::ApplyConflict {
                 resource: r.qualified(),
                 name: name(t).into(),

@@ -4,8 +4,9 @@
 //! `spec.webhookSecretRef`: GitHub signs the body (`X-Hub-Signature-256: sha256=<hmac>`), GitLab
 //! sends the secret itself (`X-Gitlab-Token`). Anything else gets 401 and changes nothing.
 //!
-//! A verified call only stamps the source's `berth.dev/sync-requested-at` annotation; the
-//! sync controller notices and fetches, as `berth gitsource sync` would make it do.
+//! A verified call only stamps the source's `berth.dev/sync-requested-at` annotation, written
+//! through storage as a merge patch would be; the sync controller notices and fetches, as
+//! `berth gitsource sync` would make it do.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -16,14 +17,21 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::resources::by_kind;
+use super::patch::json_merge;
+use super::resources::{Resource, by_kind};
 use super::status::ApiError;
+use super::storage::Written;
+use super::write;
 use super::{SharedState, json_response};
+use crate::apply::ssa::Writer;
+use crate::manifest::gitsource::SYNC_REQUESTED_ANNOTATION;
 
 /// The key of the webhook Secret that holds the shared secret.
 pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
-/// The annotation that asks the sync controller for a sync now.
-pub const SYNC_REQUESTED_ANNOTATION: &str = "berth.dev/sync-requested-at";
+/// The field manager of the webhook's writes.
+const FIELD_MANAGER: &str = "berth-webhook";
+/// How often a sync request is tried again when the source changes under it.
+const ATTEMPTS: usize = 8;
 /// Larger push payloads are refused (GitHub caps them at 25 MB; pushes are far smaller).
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
@@ -114,15 +122,11 @@ pub(super) async fn git_push(
         );
         return unauthorized();
     }
-    let api = crate::cluster::controllers::client::LocalApi::new(state.clone(), "berth-webhook");
-    let path =
-        crate::cluster::controllers::client::path(sources, Some(&namespace), Some(&name), None);
     // Nanoseconds: two pushes within one second must still be two different requests, or
     // the second one would look handled already and wait for the next poll.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let patch = json!({"metadata": {"annotations": {SYNC_REQUESTED_ANNOTATION: now}}});
-    match api.merge_patch(&path, &patch).await {
-        Ok(_) => {
+    match request_sync(&state, sources, &namespace, &name, &now).await {
+        Ok(()) => {
             tracing::info!(namespace, name, "webhook call: sync requested");
             json_response(
                 StatusCode::ACCEPTED,
@@ -131,12 +135,50 @@ pub(super) async fn git_push(
                     "message": format!("sync of GitSource {namespace}/{name} requested")}),
             )
         }
-        Err(e) => json_response(
-            StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                "status": "Failure", "code": e.code, "message": e.message}),
-        ),
+        Err(e) => e.into_response(),
     }
+}
+
+/// Stamps the sync request on the source, written through storage as a merge patch by
+/// [`FIELD_MANAGER`] would be (server-set fields, `managedFields`, validation), and tried
+/// again if the source changes in between.
+async fn request_sync(
+    state: &SharedState,
+    sources: &Resource,
+    namespace: &str,
+    name: &str,
+    now: &str,
+) -> Result<(), ApiError> {
+    let patch = json!({"metadata": {"annotations": {SYNC_REQUESTED_ANNOTATION: now}}});
+    for _ in 0..ATTEMPTS {
+        let (old, rev) = state
+            .storage
+            .get(sources, Some(namespace), name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(sources, name))?;
+        let mut new = old.clone();
+        json_merge(&mut new, &patch);
+        let time = write::now();
+        let writer = Writer {
+            manager: FIELD_MANAGER,
+            api_version: sources.api_version,
+            time: &time,
+            subresource: None,
+        };
+        let Some(new) = write::prepare_update(sources, &old, new, false, Some(&writer), None)?
+        else {
+            return Ok(());
+        };
+        match state
+            .storage
+            .update(sources, Some(namespace), name, &new, rev)
+            .await?
+        {
+            Written::Ok(_) => return Ok(()),
+            Written::CompareFailed => continue,
+        }
+    }
+    Err(ApiError::stale(sources, name))
 }
 
 #[cfg(test)]

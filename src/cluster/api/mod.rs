@@ -1,21 +1,21 @@
 //! The Kubernetes-compatible REST API over the store (axum): discovery, CRUD with the
 //! server-set fields and defaults, list and watch with selectors, patches and server-side
-//! apply, `metav1.Status` errors, bearer-token auth, health and metrics.
+//! apply (whose merge is [`crate::apply::ssa`]), `metav1.Status` errors, bearer-token auth,
+//! health and metrics.
 //!
 //! [`router`] is the whole server as a function of its state, testable with
 //! `tower::ServiceExt::oneshot`; `crate::daemons::server` binds it to a TLS port.
 
 pub mod agent_client;
 pub mod allocate;
-pub mod apply;
 pub mod auth;
 mod batch;
 pub mod binding;
 mod body;
 mod delete;
 pub mod discovery;
+mod dispatch;
 pub mod encryption;
-pub mod fields;
 mod handlers;
 pub mod hooks;
 mod list;
@@ -33,7 +33,7 @@ pub mod tls;
 mod watch;
 mod write;
 
-pub use batch::{BatchRefusal, apply_in_process};
+pub use batch::apply_in_process;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,11 +88,6 @@ pub struct ApiState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Serializes ClusterIP, NodePort and pod CIDR allocations.
     pub allocations: allocate::Allocations,
-    /// What each GitSource's last applied commit declares, by `namespace/name`: kept by git
-    /// sync, read by the drift endpoint.
-    pub git_declared: std::sync::Mutex<
-        std::collections::HashMap<String, crate::cluster::controllers::gitsource::report::Declared>,
-    >,
 }
 
 impl ApiState {
@@ -104,7 +99,6 @@ impl ApiState {
             ready: AtomicBool::new(true),
             closing: tokio::sync::watch::Sender::new(false),
             allocations: allocate::Allocations::default(),
-            git_declared: Default::default(),
         })
     }
 }
@@ -307,7 +301,7 @@ async fn resource(
         Some(Subresource::Log | Subresource::Exec) => {
             proxy::dispatch(state, target, identity, request).await
         }
-        _ => handlers::dispatch(state, target, identity, request).await,
+        _ => dispatch::dispatch(state, target, identity, request).await,
     };
     let mut response = match result {
         Ok(r) => r,
@@ -377,6 +371,13 @@ async fn authenticate_and_observe(
 
 /// The whole API as a router.
 pub fn router(state: SharedState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `more` routes mounted beside its own, behind the same authentication,
+/// metrics and fallback: how the server adds the routes of the parts it runs above the API
+/// (git sync's drift, `crate::cluster::controllers::gitsource::report::routes`).
+pub fn router_with(state: SharedState, more: Router<SharedState>) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(healthz))
@@ -393,10 +394,6 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/hooks/git/{namespace}/{name}", post(hooks::git_push))
         .route(
-            "/apis/berth.dev/v1/namespaces/{namespace}/gitsources/{name}/drift",
-            get(crate::cluster::controllers::gitsource::report::drift),
-        )
-        .route(
             "/api/{*rest}",
             any(|s: State<SharedState>, r: Request| resource(s, "api", r)),
         )
@@ -404,6 +401,7 @@ pub fn router(state: SharedState) -> Router {
             "/apis/{*rest}",
             any(|s: State<SharedState>, r: Request| resource(s, "apis", r)),
         )
+        .merge(more)
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -422,7 +420,7 @@ pub fn write_now() -> String {
 pub fn prepare_builtin(
     r: &Resource,
     object: Value,
-    writer: &apply::Writer<'_>,
+    writer: &crate::apply::ssa::Writer<'_>,
 ) -> Result<Value, ApiError> {
     write::prepare_create(r, None, object, writer, None, true)
 }

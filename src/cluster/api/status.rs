@@ -6,17 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+pub use crate::apply::cause::Cause;
 use crate::cluster::store::StoreError;
-
-/// One field-level cause of a 422 or a server-side apply conflict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cause {
-    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldManagerConflict`, …
-    pub reason: String,
-    pub message: String,
-    /// `spec.replicas`.
-    pub field: String,
-}
 
 /// Why a request failed. Each variant maps to one Kubernetes reason.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::apply::{self, Writer};
 use super::resources::Resource;
 use super::status::{ApiError, Cause};
+use crate::apply::ssa::{self, Writer};
 use crate::manifest::Severity;
 use crate::manifest::defaults::apply_server_defaults;
 use crate::manifest::validate::{ValidateOptions, Verdict, validate_value};
@@ -158,7 +158,7 @@ pub fn prepare_create(
         if let Some(o) = v.pointer_mut("/metadata").and_then(Value::as_object_mut) {
             o.remove("managedFields");
         }
-        apply::record_update(None, &mut v, writer);
+        ssa::record_update(None, &mut v, writer);
     }
     let m = meta(&mut v);
     m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -253,7 +253,7 @@ pub fn prepare_update(
         meta(&mut new).insert("generation".into(), json!(generation + 1));
     }
     if let Some(w) = writer {
-        apply::record_update(Some(old), &mut new, w);
+        ssa::record_update(Some(old), &mut new, w);
     }
     if same_ignoring_times(old, &new) {
         return Ok(None);

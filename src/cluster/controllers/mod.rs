@@ -10,6 +10,10 @@
 //! - [`endpoints`]: the Endpoints of every Service with a selector.
 //! - [`loadbalancer`]: LoadBalancer Services get every Ready node as ingress.
 //! - [`gitsource`]: git sync, the manifests of each GitSource kept applied (started apart).
+//!
+//! [`labels`] and [`taints`] are how selectors, taints and tolerations match, for these
+//! controllers and the scheduler alike. The scheduler is started beside the controllers, over
+//! their caches, by the process that runs them (`crate::daemons::server`).
 
 pub mod cache;
 pub mod client;
@@ -24,6 +28,7 @@ pub mod nodes;
 pub mod replicaset;
 pub mod rollout;
 pub mod runtime;
+pub mod taints;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -108,13 +113,13 @@ impl Caches {
     }
 }
 
-/// The running scheduler and controllers; dropping it stops them.
+/// The running controllers; dropping it stops them.
 pub struct ControlPlane {
     _tasks: JoinSet<()>,
     pub caches: Caches,
 }
 
-/// Starts the scheduler and every controller over `state`.
+/// Starts every controller over `state`, with the caches they share.
 pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
     let caches = Caches::new();
     let mut tasks = JoinSet::new();
@@ -122,11 +127,6 @@ pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
         tasks.spawn(c.clone().run(state.storage.clone()));
     }
     let api = |manager| LocalApi::new(state.clone(), manager);
-    tasks.spawn(crate::cluster::scheduler::run(
-        api("berth-scheduler"),
-        caches.pods.clone(),
-        caches.nodes.clone(),
-    ));
     replicaset::start(&mut tasks, api("replicaset-controller"), &caches);
     deployment::start(&mut tasks, api("deployment-controller"), &caches);
     nodes::start(
@@ -139,24 +139,6 @@ pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
     namespace::start(&mut tasks, api("namespace-controller"), &caches);
     endpoints::start(&mut tasks, api("endpoint-controller"), &caches);
     loadbalancer::start(&mut tasks, api("service-lb-controller"), &caches);
-    ControlPlane {
-        _tasks: tasks,
-        caches,
-    }
-}
-
-/// Starts only the scheduler (and the caches it reads): for benchmarks.
-pub fn start_scheduler(state: SharedState) -> ControlPlane {
-    let caches = Caches::new();
-    let mut tasks = JoinSet::new();
-    for c in [&caches.pods, &caches.nodes] {
-        tasks.spawn(c.clone().run(state.storage.clone()));
-    }
-    tasks.spawn(crate::cluster::scheduler::run(
-        LocalApi::new(state, "berth-scheduler"),
-        caches.pods.clone(),
-        caches.nodes.clone(),
-    ));
     ControlPlane {
         _tasks: tasks,
         caches,

@@ -12,8 +12,8 @@ use tokio::task::JoinSet;
 use super::cache::Change;
 use super::client::{LocalApi, path, resource};
 use super::runtime::{Action, ReconcileError, Reconciler, WorkQueue};
+use super::taints::{Taint, taints_of, tolerations_of};
 use super::{Caches, ControlOptions, is_deleting, name_of, now_seconds, parse_time, uid_of};
-use crate::cluster::scheduler::info::{Taint, taints_of, tolerations_of};
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// Why the Ready condition is Unknown when this controller set it.

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::info::{NodeInfo, PodInfo, Taint, Toleration};
+use super::info::{NodeInfo, PodInfo};
+use crate::cluster::controllers::taints::{Taint, Toleration};
 
 pub const NOT_READY: &str = "node(s) were not ready";
 pub const UNSCHEDULABLE: &str = "node(s) were unschedulable";

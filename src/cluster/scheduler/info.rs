@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 
 use crate::cluster::controllers::labels::Requirement;
+use crate::cluster::controllers::taints::{Taint, Toleration, taints_of, tolerations_of};
 use crate::manifest::quantity::parse_scaled;
 
 /// CPU in millicores and memory in bytes.
@@ -18,78 +19,6 @@ pub struct Resources {
 /// What scoring assumes a container without requests uses (Kubernetes' non-zero defaults).
 const DEFAULT_MILLI_CPU: i64 = 100;
 const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
-
-/// A taint or a toleration's effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Taint {
-    pub key: String,
-    pub value: String,
-    pub effect: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Toleration {
-    pub key: String,
-    /// `Exists` or `Equal`.
-    pub operator: String,
-    pub value: String,
-    /// Empty: every effect.
-    pub effect: String,
-    pub seconds: Option<i64>,
-}
-
-impl Toleration {
-    pub fn from_json(v: &Value) -> Toleration {
-        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-        Toleration {
-            key: s("key"),
-            operator: if s("operator").is_empty() {
-                "Equal".into()
-            } else {
-                s("operator")
-            },
-            value: s("value"),
-            effect: s("effect"),
-            seconds: v["tolerationSeconds"].as_i64(),
-        }
-    }
-
-    pub fn tolerates(&self, taint: &Taint) -> bool {
-        if !self.effect.is_empty() && self.effect != taint.effect {
-            return false;
-        }
-        if self.key.is_empty() {
-            return self.operator == "Exists";
-        }
-        self.key == taint.key
-            && match self.operator.as_str() {
-                "Exists" => true,
-                _ => self.value == taint.value,
-            }
-    }
-}
-
-pub fn tolerations_of(pod: &Value) -> Vec<Toleration> {
-    pod.pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(Toleration::from_json).collect())
-        .unwrap_or_default()
-}
-
-pub fn taints_of(node: &Value) -> Vec<Taint> {
-    node.pointer("/spec/taints")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|t| Taint {
-                    key: t["key"].as_str().unwrap_or("").into(),
-                    value: t["value"].as_str().unwrap_or("").into(),
-                    effect: t["effect"].as_str().unwrap_or("").into(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// A host port a pod asks for.
 pub type HostPort = (i64, String);

@@ -7,6 +7,9 @@
 //! one store read and one group commit, with `pods/binding`'s result per pod. A pod that fits
 //! nowhere gets `PodScheduled=False` and an event, and waits until a node or a pod changes,
 //! then for its back-off (1 s doubling to 10 s), so it is never retried in a tight loop.
+//!
+//! The process that runs the control plane starts it beside the controllers
+//! (`crate::daemons::server`), over the controllers' pod and node caches ([`start`]).
 
 pub mod filter;
 pub mod info;
@@ -18,9 +21,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::info::{NodeInfo, PodInfo};
+use crate::cluster::api::SharedState;
 use crate::cluster::api::binding::Binding;
 use crate::cluster::controllers::cache::{Cache, Change};
 use crate::cluster::controllers::client::{CallError, LocalApi, path, resource};
@@ -372,8 +377,43 @@ async fn report_unschedulable(api: &LocalApi, pod: &Value, message: &str) {
     api.event(pod, "Warning", "FailedScheduling", message).await;
 }
 
+/// The field manager the scheduler binds as.
+const FIELD_MANAGER: &str = "berth-scheduler";
+
+/// The running scheduler; dropping it stops it.
+pub struct RunningScheduler {
+    _tasks: JoinSet<()>,
+}
+
+/// Starts the scheduler over `state`, reading pods and nodes from caches someone else keeps
+/// fed (the control plane's, `crate::cluster::controllers::Caches`).
+pub fn start(state: SharedState, pods: Arc<Cache>, nodes: Arc<Cache>) -> RunningScheduler {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(run(LocalApi::new(state, FIELD_MANAGER), pods, nodes));
+    RunningScheduler { _tasks: tasks }
+}
+
+/// Starts the scheduler with pod and node caches of its own and nothing else (for the
+/// scheduler's benchmark); returns the pod cache, to watch the bindings land.
+pub fn start_alone(state: SharedState) -> (RunningScheduler, Arc<Cache>) {
+    let (pods, nodes) = (
+        Cache::new(resource("v1", "Pod")),
+        Cache::new(resource("v1", "Node")),
+    );
+    let mut tasks = JoinSet::new();
+    for c in [&pods, &nodes] {
+        tasks.spawn(c.clone().run(state.storage.clone()));
+    }
+    tasks.spawn(run(
+        LocalApi::new(state, FIELD_MANAGER),
+        pods.clone(),
+        nodes,
+    ));
+    (RunningScheduler { _tasks: tasks }, pods)
+}
+
 /// Runs the scheduler until the task is dropped.
-pub async fn run(api: LocalApi, pods: Arc<Cache>, nodes: Arc<Cache>) {
+async fn run(api: LocalApi, pods: Arc<Cache>, nodes: Arc<Cache>) {
     let mut pod_rx = pods.subscribe();
     let mut node_rx = nodes.subscribe();
     pods.wait_synced().await;

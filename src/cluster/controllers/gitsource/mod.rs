@@ -40,8 +40,9 @@ use super::Caches;
 use super::cache::Cache;
 use super::client::{LocalApi, path, resource};
 use super::runtime::{ReconcileError, WorkQueue};
+use crate::apply::batch::BatchRefusal;
 use crate::apply::batch::{BatchRequest, BatchResponse};
-use crate::cluster::api::{BatchRefusal, apply_in_process};
+use crate::cluster::api::apply_in_process;
 use crate::manifest::gitsource::GitSource;
 
 /// The field manager git sync applies as.
@@ -97,6 +98,14 @@ pub fn parse_interval(text: &str) -> Option<Duration> {
 /// The running git sync; dropping it stops it.
 pub struct GitSync {
     _tasks: JoinSet<()>,
+    declared: report::DeclaredCommits,
+}
+
+impl GitSync {
+    /// Git sync's API routes (a source's drift), for `crate::cluster::api::router_with`.
+    pub fn routes(&self) -> axum::Router<crate::cluster::api::SharedState> {
+        report::routes(self.declared.clone())
+    }
 }
 
 /// Starts the git sync controller. `mirrors` holds the bare mirrors of remote repositories.
@@ -105,6 +114,7 @@ pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
     let sources = Cache::new(resource("berth.dev/v1", "GitSource"));
     tasks.spawn(sources.clone().run(api.state().storage.clone()));
     let queue = WorkQueue::new();
+    let declared = report::DeclaredCommits::default();
     super::feed(
         &mut tasks,
         &queue,
@@ -116,6 +126,7 @@ pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
         &mut tasks,
         GitSyncController {
             api,
+            declared: declared.clone(),
             caches,
             sources,
             queue: queue.clone(),
@@ -125,11 +136,16 @@ pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
         &queue,
         2,
     );
-    GitSync { _tasks: tasks }
+    GitSync {
+        _tasks: tasks,
+        declared,
+    }
 }
 
 pub struct GitSyncController {
     api: LocalApi,
+    /// What each source's last applied commit declares, for the drift endpoint.
+    declared: report::DeclaredCommits,
     caches: Caches,
     sources: Arc<Cache>,
     queue: Arc<WorkQueue>,

@@ -12,15 +12,14 @@ use super::state::{Conditions, drift_of, drifted_fields, writers_of};
 use super::{
     DEFAULT_INTERVAL, FIELD_MANAGER, GitSyncController, PROGRESS_RECHECK, SOURCE_ANNOTATION,
     SOURCE_COMMIT_ANNOTATION, SOURCE_LINE_ANNOTATION, SOURCE_PATH_ANNOTATION, applyset_name,
-    health, parse_interval, report, short, source_batch, source_dry_run,
+    health, parse_interval, short, source_batch, source_dry_run,
 };
 use crate::apply::applyset::{self, ParentRef};
+use crate::apply::batch::BatchRefusal;
 use crate::apply::batch::{BatchResponse, Outcome};
-use crate::cluster::api::BatchRefusal;
-use crate::cluster::api::hooks::SYNC_REQUESTED_ANNOTATION;
 use crate::cluster::controllers::cache::split_key;
 use crate::cluster::controllers::runtime::{Action, ReconcileError, Reconciler};
-use crate::manifest::gitsource::{GitSource, GitSourceStatus};
+use crate::manifest::gitsource::{GitSource, GitSourceStatus, SYNC_REQUESTED_ANNOTATION};
 use crate::manifest::{Input, Loaded, SetOptions, Severity, ValidateOptions, load_set};
 
 /// One reconcile's view of a source: the object as stored, its spec, and the status being
@@ -238,7 +237,7 @@ impl Reconciler for GitSyncController {
             Some(object) if !super::super::is_deleting(&object) => object,
             _ => {
                 self.unwatch(key);
-                report::forget(self.api.state(), key);
+                self.declared.forget(key);
                 return Ok(Action::await_change());
             }
         };
@@ -431,7 +430,7 @@ impl GitSyncController {
         if new_commit {
             tracing::info!(source = pass.key, commit = %commit, objects = applied.results.len(), "applied a commit");
         }
-        report::remember(state, pass.key, commit, declared);
+        self.declared.remember(pass.key, commit, declared);
         if requested {
             pass.status["lastHandledSyncRequest"] = json!(sync_request);
         }

@@ -1,25 +1,31 @@
 //! Drift, object by object: `GET /apis/berth.dev/v1/namespaces/{ns}/gitsources/{name}/drift`,
-//! what `berth diff --source NAME` renders.
+//! what `berth diff --source NAME` renders (wire format: [`crate::apply::drift`]).
 //!
-//! Git sync keeps the objects of each source's last applied commit in memory ([`remember`]);
-//! the endpoint dry-runs them exactly as the controller does when it looks for drift (same
-//! batch, same autoscaler rule) and answers with each object as it is live and as git would
-//! make it. The GitSource status only names the drifted fields; the values travel here, to an
-//! admin, and the client's renderer masks Secret data as `berth diff -f` does.
+//! Git sync keeps the objects of each source's last applied commit in memory
+//! ([`DeclaredCommits`]); the endpoint dry-runs them exactly as the controller does when it
+//! looks for drift (same batch, same autoscaler rule) and answers with each object as it is
+//! live and as git would make it. The GitSource status only names the drifted fields; the
+//! values travel here, to an admin, and the client's renderer masks Secret data as
+//! `berth diff -f` does. The route is git sync's: [`routes`] hands it to the server, which
+//! mounts it in the API router (`crate::cluster::api::router_with`) behind the same
+//! authentication as every other path.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use axum::routing::get;
 use serde_json::Value;
 
 use super::{FIELD_MANAGER, source_dry_run};
-use crate::apply::batch::ObjectResult;
+use crate::apply::batch::BatchRefusal;
+use crate::apply::drift::SourceDrift;
+use crate::cluster::api::SharedState;
 use crate::cluster::api::auth::{Identity, admin_only};
 use crate::cluster::api::status::ApiError;
-use crate::cluster::api::{BatchRefusal, SharedState};
 use crate::cluster::controllers::client::{LocalApi, path, resource};
 use crate::manifest::gitsource::GitSource;
 
@@ -30,49 +36,53 @@ pub struct Declared {
     pub objects: Arc<Vec<Value>>,
 }
 
-/// The endpoint's answer: the dry run of the last applied commit against the live objects.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceDrift {
-    /// The last applied commit, the git side of the comparison.
-    pub commit: String,
-    /// Each object with `live` and `object` (as git would make it); a pruned one has no
-    /// `object`, one deleted from the cluster no `live`.
-    pub results: Vec<ObjectResult>,
-}
+/// What each source's last applied commit declares, by `namespace/name`: kept by git sync,
+/// read by the drift endpoint. Clones share one map.
+#[derive(Debug, Clone, Default)]
+pub struct DeclaredCommits(Arc<Mutex<HashMap<String, Declared>>>);
 
-/// The path of a source's drift.
-pub fn drift_path(namespace: &str, name: &str) -> String {
-    format!("/apis/berth.dev/v1/namespaces/{namespace}/gitsources/{name}/drift")
-}
-
-/// Records what the source `key` (`namespace/name`) applied at `commit`.
-pub(super) fn remember(state: &SharedState, key: &str, commit: &str, objects: Vec<Value>) {
-    let mut declared = state.git_declared.lock().expect("declared lock");
-    if declared.get(key).is_some_and(|d| d.commit == commit) {
-        return;
+impl DeclaredCommits {
+    /// Records what the source `key` (`namespace/name`) applied at `commit`.
+    pub(super) fn remember(&self, key: &str, commit: &str, objects: Vec<Value>) {
+        let mut declared = self.0.lock().expect("declared lock");
+        if declared.get(key).is_some_and(|d| d.commit == commit) {
+            return;
+        }
+        declared.insert(
+            key.to_string(),
+            Declared {
+                commit: commit.to_string(),
+                objects: Arc::new(objects),
+            },
+        );
     }
-    declared.insert(
-        key.to_string(),
-        Declared {
-            commit: commit.to_string(),
-            objects: Arc::new(objects),
-        },
-    );
+
+    /// Drops what a deleted source declared.
+    pub(super) fn forget(&self, key: &str) {
+        self.0.lock().expect("declared lock").remove(key);
+    }
+
+    fn get(&self, key: &str) -> Option<Declared> {
+        self.0.lock().expect("declared lock").get(key).cloned()
+    }
 }
 
-/// Drops what a deleted source declared.
-pub(super) fn forget(state: &SharedState, key: &str) {
-    state
-        .git_declared
-        .lock()
-        .expect("declared lock")
-        .remove(key);
+/// The drift endpoint over what git sync remembers, for the API router.
+pub fn routes(declared: DeclaredCommits) -> Router<SharedState> {
+    Router::new().route(
+        "/apis/berth.dev/v1/namespaces/{namespace}/gitsources/{name}/drift",
+        get(
+            move |state: State<SharedState>, names: Path<(String, String)>, request: Request| {
+                drift(state, declared.clone(), names, request)
+            },
+        ),
+    )
 }
 
 /// The route handler.
-pub async fn drift(
+async fn drift(
     State(state): State<SharedState>,
+    declared: DeclaredCommits,
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
@@ -87,7 +97,7 @@ pub async fn drift(
     ) {
         return e.into_response();
     }
-    match source_drift(&state, &namespace, &name).await {
+    match source_drift(&state, &declared, &namespace, &name).await {
         Ok(drift) => (
             StatusCode::OK,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -108,6 +118,7 @@ fn not_ready(name: &str, detail: String) -> ApiError {
 
 async fn source_drift(
     state: &SharedState,
+    declared: &DeclaredCommits,
     namespace: &str,
     name: &str,
 ) -> Result<SourceDrift, ApiError> {
@@ -137,13 +148,7 @@ async fn source_drift(
         ));
     };
     let key = format!("{namespace}/{name}");
-    let declared = state
-        .git_declared
-        .lock()
-        .expect("declared lock")
-        .get(&key)
-        .cloned();
-    let declared = match declared {
+    let declared = match declared.get(&key) {
         Some(d) if d.commit == applied => d,
         _ => {
             // Held in memory only: after a restart, until git sync applies or re-reads the

@@ -2,12 +2,19 @@
 //! (reported as Kubernetes reports them, overridable with `force`), and removal of fields a
 //! manager stopped applying. Updates by other verbs move the fields they change to their
 //! manager, so a later apply that disagrees with them conflicts, as in Kubernetes.
+//!
+//! Pure: two JSON values and a [`Writer`] in, the merged object out. The API server uses it
+//! for `PATCH application/apply-patch+yaml` and for every write's `managedFields`; the apply
+//! planner ([`super::plan`]) for each object of a batch.
+
+pub mod fields;
+pub mod lists;
 
 use serde_json::{Map, Value, json};
 
-use super::fields::{self, FieldSet};
-use super::patch::{is_set_list, list_map_keys, list_map_value};
-use super::status::Cause;
+use self::fields::FieldSet;
+use self::lists::{is_set_list, list_map_keys, list_map_value};
+use super::cause::Cause;
 
 /// One `metadata.managedFields` entry.
 #[derive(Debug, Clone, PartialEq)]
