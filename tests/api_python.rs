@@ -2,12 +2,12 @@
 //! under `target/`) against a live `berth server`. Fails, not skips, when Python or the
 //! package cannot be had.
 
-mod support_api;
+pub mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use support_api::{Server, stderr, stdout};
+use support::api::{Server, stderr, stdout};
 
 /// `target/api-python-venv`, created with `kubernetes` installed on first use.
 fn venv_python() -> PathBuf {
