@@ -8,8 +8,8 @@
 //! Run: `cargo bench --features etcd --bench store` (needs the etcd binary, as the tests do).
 //! Both stores fsync before acknowledging: SQLite with `synchronous=FULL`, etcd by default.
 
-#[path = "../tests/store_support/etcd.rs"]
-mod etcd_harness;
+#[path = "../tests/support/mod.rs"]
+pub mod support;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -201,7 +201,7 @@ async fn run(rounds: usize) {
             .await
             .unwrap(),
     );
-    let cluster = tokio::task::spawn_blocking(etcd_harness::EtcdCluster::single)
+    let cluster = tokio::task::spawn_blocking(support::store::etcd::EtcdCluster::single)
         .await
         .unwrap();
     let client = etcd_client::Client::connect(cluster.endpoints(), None)

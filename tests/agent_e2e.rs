@@ -2,18 +2,19 @@
 //! Docker engine. Pods are created bound to the agent's node (what the scheduler's binding
 //! does) and everything is observed as a user would: through the API, kubectl and docker.
 
-mod support_cluster;
+pub mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use support_cluster::support_api::{Server, stdout};
-use support_cluster::support_docker::{self, TEST_IMAGE, TestScope, runtime, sh};
-use support_cluster::*;
+use support::api::{Server, stdout};
+use support::cluster::*;
+use support::docker::{TEST_IMAGE, TestScope, runtime, sh};
+use support::{accept, eventually};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -395,22 +396,15 @@ async fn deleting_a_pod_stops_it_gracefully_before_it_goes() {
         "{kubectl:?}"
     );
 
-    let gone = support_docker::eventually(Duration::from_secs(25), || {
-        let pods = pods.clone();
-        async move {
-            pods.get_opt("polite")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        }
-    })
+    eventually(
+        "the agent letting the pod object go after stopping it",
+        Duration::from_secs(25),
+        || {
+            let pods = pods.clone();
+            async move { matches!(pods.get_opt("polite").await, Ok(None)) }
+        },
+    )
     .await;
-    assert!(
-        gone.is_some(),
-        "the agent let the pod object go after stopping it"
-    );
     // SIGTERM ended it: well within the 30 s grace period, so no SIGKILL was needed.
     assert!(
         began.elapsed() < Duration::from_secs(15),
@@ -609,8 +603,7 @@ async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
             })
             .collect::<Vec<Event>>()
     };
-    let deadline = Instant::now() + MINUTE;
-    loop {
+    eventually("an Event's count to reach 3", MINUTE, || async {
         let found = failures().await;
         // (The first failures may say "connection refused" before httpd listens: another
         // message, another Event.)
@@ -622,15 +615,11 @@ async fn readiness_and_liveness_probes_decide_ready_and_restarts() {
             found.len(),
             "one Event per message: {found:?}"
         );
-        if found.iter().any(|e| e.count.unwrap_or(0) >= 3) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the count did not grow: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        accept(found, |found| {
+            found.iter().any(|e| e.count.unwrap_or(0) >= 3)
+        })
+    })
+    .await;
     let web = container_id(&running, "web");
     exec(&web, "echo ok > /www/ready");
     wait_pod(&client, "probed", MINUTE, "ready", ready).await;
@@ -692,7 +681,7 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
     let server = Server::start();
     let agent = Agent::start(&server, "node-net", &scope, &[]);
     let client = admin(&server).await;
-    let host_port = support_docker::free_port();
+    let host_port = support::docker::free_port();
     let web = |text: &str, ports: serde_json::Value| {
         json!({"terminationGracePeriodSeconds": 1,
             "hostAliases": [{"ip": "127.0.0.1", "hostnames": ["self.alias"]}],
@@ -767,17 +756,14 @@ async fn plugged_in_and_host_port_pods_share_the_nodes_addresses_and_reach_each_
     assert!(answer.ends_with("from-plugged"), "{answer}");
     let answer = fetch(&published, "self.alias");
     assert!(answer.ends_with("from-published"), "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("the host port {host_port} answering");
+    eventually(&what, Duration::from_secs(10), || async {
         match http_get_local(host_port, "/index.html") {
-            Ok(body) if body.contains("from-published") => break,
-            other => assert!(
-                Instant::now() < deadline,
-                "the host port {host_port} does not answer: {other:?}"
-            ),
+            Ok(body) if body.contains("from-published") => Ok(()),
+            other => Err(other),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -787,7 +773,7 @@ async fn a_host_network_pod_serves_on_the_nodes_address_with_the_nodes_name() {
     let server = Server::start();
     let agent = Agent::start(&server, "node-hostnet", &scope, &[]);
     let client = admin(&server).await;
-    let port = support_docker::free_port();
+    let port = support::docker::free_port();
     create_pod(
         &client,
         &agent.node,

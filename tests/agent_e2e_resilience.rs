@@ -2,16 +2,17 @@
 //! containers, a sandbox's lost network interface), an agent restart that adopts running containers, and Docker going away and
 //! coming back. The real `berth server` and `berth agent` binaries on the real engine.
 
-mod support_cluster;
+pub mod support;
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use serde_json::json;
-use support_cluster::support_api::Server;
-use support_cluster::support_docker::{self, TEST_IMAGE, TestScope, runtime};
-use support_cluster::*;
+use support::api::Server;
+use support::cluster::*;
+use support::docker::{TEST_IMAGE, TestScope, runtime};
+use support::eventually;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -414,12 +415,15 @@ async fn docker_going_away_turns_the_node_not_ready_and_pods_come_back() {
     // Docker goes away (and, as a daemon restart would, its containers stop).
     proxy.cut();
     docker(&["stop", "-t", "1", &before]);
-    let not_ready = support_docker::eventually(Duration::from_secs(30), || async {
-        let n = nodes.get("node-outage").await.ok()?;
-        (node_ready(&n).as_deref() == Some("False")).then_some(n)
-    })
-    .await
-    .expect("the node turns NotReady once Docker is gone for longer than the threshold");
+    let not_ready = eventually(
+        "the node NotReady once Docker is gone for longer than the threshold",
+        Duration::from_secs(30),
+        || async {
+            let n = nodes.get("node-outage").await.ok()?;
+            (node_ready(&n).as_deref() == Some("False")).then_some(n)
+        },
+    )
+    .await;
     let message = not_ready
         .status
         .unwrap()
@@ -434,12 +438,11 @@ async fn docker_going_away_turns_the_node_not_ready_and_pods_come_back() {
 
     // Docker comes back: the node is Ready again and the pod runs again.
     proxy.restore();
-    support_docker::eventually(Duration::from_secs(30), || async {
+    eventually("the node Ready again", Duration::from_secs(30), || async {
         let n = nodes.get("node-outage").await.ok()?;
         (node_ready(&n).as_deref() == Some("True")).then_some(())
     })
-    .await
-    .expect("the node is Ready again");
+    .await;
     wait_pod(&client, "survivor", MINUTE, "running again", |p| {
         all_ready(p) && container_id(p, "app") != before
     })

@@ -3,8 +3,7 @@
 //! graceful stop, labels for adoption, pull policy, volumes and engine events. Pods start
 //! through the worker's passes, as the agent starts them.
 
-mod support_docker;
-mod support_worker;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +13,9 @@ use berth::daemons::agent::runtime::{ContainerRuntime, ContainerState, PullPolic
 use berth::daemons::agent::worker::teardown::{pod_containers, remove_pod, stop_pod};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
-use support_worker::{PodAgent, container_id, waiting_reason};
+use support::docker::{TEST_IMAGE, TestScope, runtime, sh};
+use support::poll;
+use support::worker::{PodAgent, container_id, waiting_reason};
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -62,11 +62,12 @@ async fn app_and_helper_share_localhost_and_an_empty_dir() {
 
     // The app reaches the helper over localhost and reads the file it wrote itself.
     let fetch = args(&["wget", "-qO-", "http://localhost:8080/index.html"]);
-    let body = eventually(Duration::from_secs(10), || async {
+    let body = poll(Duration::from_secs(10), || async {
         let out = rt.exec(app, &fetch).await.ok()?;
         (out.exit_code == 0).then_some(out.output)
     })
-    .await;
+    .await
+    .ok();
     assert_eq!(body.as_deref().map(str::trim), Some("hello-from-app"));
 
     // Both containers see the pod's hostname from the sandbox.
@@ -112,11 +113,12 @@ async fn init_containers_run_in_order_before_app_containers() {
     );
     let (_, ids) = start(&rt, &scope, &pod, &["app", "first", "second"]).await;
     let app = &ids[0];
-    let log = eventually(Duration::from_secs(10), || async {
+    let log = poll(Duration::from_secs(10), || async {
         let out = rt.exec(app, &args(&["cat", "/work/log"])).await.ok()?;
         out.output.contains("app").then_some(out.output)
     })
-    .await;
+    .await
+    .ok();
     assert_eq!(log.as_deref(), Some("first\nsecond\napp\n"));
     for id in &ids[1..] {
         let info = rt.inspect_container(id).await.unwrap().unwrap();
@@ -176,11 +178,12 @@ async fn env_command_args_and_working_dir_reach_the_container() {
     );
     let (_, ids) = start(&rt, &scope, &pod, &["app"]).await;
     let app = &ids[0];
-    let out = eventually(Duration::from_secs(10), || async {
+    let out = poll(Duration::from_secs(10), || async {
         let out = rt.exec(app, &args(&["cat", "/tmp/out"])).await.ok()?;
         (out.exit_code == 0).then_some(out.output)
     })
-    .await;
+    .await
+    .ok();
     assert_eq!(out.as_deref(), Some("hello envy /tmp hello\n"));
 
     let inspect = rt.client().inspect_container(app, None).await.unwrap();
@@ -392,11 +395,12 @@ async fn claim_volumes_outlive_the_pod_and_memory_empty_dirs_are_tmpfs() {
     let two = scope.pod("two", spec);
     let (_, ids) = start(&rt, &scope, &two, &["app"]).await;
     let app = &ids[0];
-    let data = eventually(Duration::from_secs(10), || async {
+    let data = poll(Duration::from_secs(10), || async {
         let out = rt.exec(app, &args(&["cat", "/data/file"])).await.ok()?;
         (out.output.lines().count() == 2).then_some(out.output)
     })
-    .await;
+    .await
+    .ok();
     assert_eq!(data.as_deref(), Some("kept\nkept\n"));
 }
 
@@ -443,7 +447,7 @@ async fn engine_events_report_a_container_killed_behind_our_back() {
 async fn host_ports_are_published_on_the_sandbox() {
     let rt = runtime().await;
     let scope = TestScope::new("hostport");
-    let port = support_docker::free_port();
+    let port = support::docker::free_port();
     let pod = scope.pod(
         "published",
         serde_json::json!({
@@ -453,7 +457,7 @@ async fn host_ports_are_published_on_the_sandbox() {
         }),
     );
     start(&rt, &scope, &pod, &["web"]).await;
-    let body = eventually(Duration::from_secs(10), || async {
+    let body = poll(Duration::from_secs(10), || async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -466,6 +470,7 @@ async fn host_ports_are_published_on_the_sandbox() {
         stream.read_to_string(&mut response).await.ok()?;
         response.contains("published").then_some(response)
     })
-    .await;
+    .await
+    .ok();
     assert!(body.is_some(), "the host port reaches the pod's container");
 }

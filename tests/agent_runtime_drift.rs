@@ -3,8 +3,7 @@
 //! changed, stopped or removed outside berth are found and put back; the containers of a
 //! pod the node no longer runs are orphans.
 
-mod support_docker;
-mod support_worker;
+pub mod support;
 
 use std::process::Command;
 use std::time::Duration;
@@ -14,8 +13,8 @@ use berth::daemons::agent::runtime::ContainerRuntime;
 use berth::daemons::agent::runtime::labels;
 use berth::daemons::agent::worker::teardown::pod_containers;
 use futures_util::StreamExt;
-use support_docker::{TEST_IMAGE, TestScope, runtime};
-use support_worker::{PodAgent, container_id};
+use support::docker::{TEST_IMAGE, TestScope, runtime};
+use support::worker::{PodAgent, container_id};
 
 fn docker(args: &[&str]) {
     let out = Command::new("docker").args(args).output().unwrap();

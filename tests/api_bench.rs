@@ -3,14 +3,14 @@
 //! changes (p99 delivery latency), and the server's RSS with 10,000+ objects — against a live
 //! `berth server` over TLS, as clients see it.
 
-mod support_api;
+pub mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use support_api::Server;
+use support::api::Server;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

@@ -2,13 +2,13 @@
 //! loopback port, using the kubeconfig the server writes on first start. These tests fail,
 //! not skip, when kubectl is missing.
 
-mod support_api;
+pub mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support_api::{Server, stderr, stdout};
+use support::api::{Server, stderr, stdout};
 
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/api-app");
 

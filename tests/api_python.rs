@@ -2,22 +2,29 @@
 //! under `target/`) against a live `berth server`. Fails, not skips, when Python or the
 //! package cannot be had.
 
-mod support_api;
+pub mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use support_api::{Server, stderr, stdout};
+use support::api::{Server, stderr, stdout};
 
-/// `target/api-python-venv`, created with `kubernetes` installed on first use.
+/// The Python client release the test runs; bump deliberately (a new release may change what
+/// it sends, and a failure should name the change that caused it).
+const KUBERNETES: &str = "kubernetes==37.0.3";
+
+/// `target/api-python-venv`, created with [`KUBERNETES`] installed on first use, and made
+/// again when it holds another release.
 fn venv_python() -> PathBuf {
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     let venv = target.join("api-python-venv");
     let python = venv.join("bin/python");
     let ready = venv.join(".kubernetes-installed");
-    if ready.exists() {
+    if std::fs::read_to_string(&ready).is_ok_and(|installed| installed == KUBERNETES) {
         return python;
     }
+    // Half made by an interrupted run, or another release: start again.
+    let _ = std::fs::remove_dir_all(&venv);
     let made = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
@@ -29,7 +36,14 @@ fn venv_python() -> PathBuf {
         stderr(&made)
     );
     let pip = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "kubernetes>=31"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg(KUBERNETES)
         .output()
         .expect("run pip");
     assert!(
@@ -38,7 +52,7 @@ fn venv_python() -> PathBuf {
         stdout(&pip),
         stderr(&pip)
     );
-    std::fs::write(&ready, b"").expect("mark the venv ready");
+    std::fs::write(&ready, KUBERNETES).expect("mark the venv ready");
     python
 }
 

@@ -1,13 +1,13 @@
 //! The API through `tower::ServiceExt::oneshot` over a real SQLite store: what kubectl and
 //! client libraries rely on, checked without a socket.
 
-mod support_api;
+pub mod support;
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support_api::{AGENT, Api, events};
+use support::api::{AGENT, Api, events};
 
 fn cm(name: &str, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"app": name}}, "data": data})
@@ -158,7 +158,7 @@ async fn defaults_generation_generate_name_and_dry_run() {
         .send(
             "PATCH",
             &format!("{DEPLOYS}/web"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"metadata": {"labels": {"x": "y"}}}).to_string()),
         )
@@ -168,7 +168,7 @@ async fn defaults_generation_generate_name_and_dry_run() {
         .send(
             "PATCH",
             &format!("{DEPLOYS}/web"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"spec": {"replicas": 3}}).to_string()),
         )
@@ -312,7 +312,7 @@ async fn watch_streams_added_modified_deleted_and_bookmarks() {
     api.send(
         "PATCH",
         &format!("{CMS}/w"),
-        Some(support_api::ADMIN),
+        Some(support::api::ADMIN),
         "application/merge-patch+json",
         Some(json!({"data": {"a": "2"}}).to_string()),
     )
@@ -404,7 +404,7 @@ async fn patches_strategic_json_and_scale() {
         .send(
             "PATCH",
             &format!("{DEPLOYS}/web"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/strategic-merge-patch+json",
             Some(sm.to_string()),
         )
@@ -420,7 +420,7 @@ async fn patches_strategic_json_and_scale() {
         .send(
             "PATCH",
             &format!("{DEPLOYS}/web"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/json-patch+json",
             Some(jp.to_string()),
         )
@@ -436,7 +436,7 @@ async fn patches_strategic_json_and_scale() {
         .send(
             "PATCH",
             &format!("{DEPLOYS}/web/scale"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"spec": {"replicas": 7}}).to_string()),
         )
@@ -448,7 +448,7 @@ async fn patches_strategic_json_and_scale() {
         .send(
             "PATCH",
             &format!("{DEPLOYS}/web"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "text/plain",
             Some("{}".into()),
         )
@@ -466,7 +466,7 @@ async fn server_side_apply_owns_fields_reports_conflicts_and_is_idempotent() {
         .send(
             "PATCH",
             &url,
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             ct,
             Some(yaml.into()),
         )
@@ -477,7 +477,7 @@ async fn server_side_apply_owns_fields_reports_conflicts_and_is_idempotent() {
         .send(
             "PATCH",
             &url,
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             ct,
             Some(yaml.into()),
         )
@@ -492,7 +492,7 @@ async fn server_side_apply_owns_fields_reports_conflicts_and_is_idempotent() {
         .send(
             "PATCH",
             &format!("{DEPLOYS}/web?fieldManager=other"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"spec": {"replicas": 5}}).to_string()),
         )
@@ -502,7 +502,7 @@ async fn server_side_apply_owns_fields_reports_conflicts_and_is_idempotent() {
         .send(
             "PATCH",
             &url,
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             ct,
             Some(yaml.into()),
         )
@@ -520,7 +520,7 @@ async fn server_side_apply_owns_fields_reports_conflicts_and_is_idempotent() {
         .send(
             "PATCH",
             &format!("{url}&force=true"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             ct,
             Some(yaml.into()),
         )
@@ -678,7 +678,7 @@ async fn binding_many_pods_at_once_answers_each_as_its_own_binding() {
         .send(
             "GET",
             "/metrics",
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/json",
             None,
         )

@@ -2,7 +2,7 @@
 //! 403 for agents outside their rights), loopback-only plain HTTP, tokens kept out of logs,
 //! graceful shutdown on SIGTERM, and Secrets encrypted at rest with key rotation.
 
-mod support_api;
+pub mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -10,7 +10,8 @@ use std::time::Duration;
 use berth::cluster::store::Store;
 use berth::cluster::store::sqlite::{SqliteOptions, SqliteStore};
 use serde_json::json;
-use support_api::{Server, stderr};
+use support::api::{Server, stderr};
+use support::process::Process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_tokens_and_agent_rights() {
@@ -125,7 +126,8 @@ fn insecure_http_is_refused_off_loopback_with_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_never_show_tokens_and_sigterm_drains_open_watches() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
         .args([
             "server",
             "--insecure-http",
@@ -137,34 +139,13 @@ async fn json_logs_never_show_tokens_and_sigterm_drains_open_watches() {
         ])
         .arg(dir.path())
         .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let mut child = Kill(child);
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr_pipe), &mut s).unwrap();
-        s
+        .stderr(Stdio::piped());
+    let mut server = Process::spawn("berth server", &mut command);
+    let url = server.wait_line("its URL", Duration::from_secs(60), |line| {
+        line.strip_prefix("listening on ").map(str::to_string)
     });
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let url = loop {
-        let line = lines.next().expect("server printed its URL").unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.to_string();
-        }
-    };
     assert!(url.starts_with("http://127.0.0.1:"));
-    let token = support_api::read_trimmed(&dir.path().join("tokens/admin"));
+    let token = support::api::read_trimmed(&dir.path().join("tokens/admin"));
     let http = reqwest::Client::new();
     for _ in 0..3 {
         http.get(format!("{url}/api/v1/namespaces"))
@@ -188,24 +169,14 @@ async fn json_logs_never_show_tokens_and_sigterm_drains_open_watches() {
         .unwrap();
     assert_eq!(watch.status(), 200);
     let started = std::time::Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    server.signal("TERM");
     let body = tokio::time::timeout(Duration::from_secs(15), watch.text()).await;
     assert!(body.is_ok(), "the open watch ended on shutdown");
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "server did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server
+        .wait_exit(Duration::from_secs(15).saturating_sub(started.elapsed()))
+        .expect("the server exits within 15 s of SIGTERM");
     assert!(status.success(), "{status:?}");
-    let logs = log.join().unwrap();
+    let logs = server.stderr_lines().join("\n");
     assert!(!logs.is_empty());
     for line in logs.lines() {
         assert!(
@@ -218,7 +189,7 @@ async fn json_logs_never_show_tokens_and_sigterm_drains_open_watches() {
         "the admin token appears in the logs"
     );
     assert!(!logs.contains("not-the-token"));
-    let agent = support_api::read_trimmed(&dir.path().join("tokens/agent-join"));
+    let agent = support::api::read_trimmed(&dir.path().join("tokens/agent-join"));
     assert!(!logs.contains(&agent));
 }
 

@@ -2,13 +2,13 @@
 //! router over a real SQLite store: one transaction (one revision, watch events for each
 //! object), dry runs that store nothing, and refusals that leave everything as it was.
 
-mod support_api;
+pub mod support;
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support_api::{AGENT, Api, events};
+use support::api::{AGENT, Api, events};
 
 fn cm(name: &str, value: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": value}})

@@ -2,12 +2,11 @@
 //! with real kubectl: all-or-nothing applies, prune and its guard, server-side-apply ownership,
 //! ApplySet labels, Secret masking and `diff -f` exit codes.
 
-mod support_api;
-mod support_apply;
+pub mod support;
 
 use base64::Engine as _;
-use support_api::{Server, stderr, stdout};
-use support_apply::{Manifests, berth, berth_code, configmap, configmaps, deployment, kubectl_ok};
+use support::api::{Server, stderr, stdout};
+use support::apply::{Manifests, berth, berth_code, configmap, configmaps, deployment};
 
 #[test]
 fn first_apply_creates_reapply_is_unchanged_and_a_change_configures() {
@@ -31,16 +30,13 @@ fn first_apply_creates_reapply_is_unchanged_and_a_change_configures() {
         "configmap/settings unchanged\ndeployment.apps/web unchanged\n\
          0 created, 0 configured, 2 unchanged, 0 pruned\n"
     );
-    let rv_before = kubectl_ok(
-        &server,
-        &[
-            "get",
-            "cm",
-            "settings",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ],
-    );
+    let rv_before = server.kubectl_ok(&[
+        "get",
+        "cm",
+        "settings",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
     std::fs::write(m.file("cm.yaml"), configmap("settings", "two")).unwrap();
     let changed = berth_code(&server, &["apply", "-f", m.path()], 0);
     assert_eq!(
@@ -49,24 +45,18 @@ fn first_apply_creates_reapply_is_unchanged_and_a_change_configures() {
          0 created, 1 configured, 1 unchanged, 0 pruned\n"
     );
     assert_eq!(
-        kubectl_ok(
-            &server,
-            &["get", "cm", "settings", "-o", "jsonpath={.data.key}"]
-        ),
+        server.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data.key}"]),
         "two"
     );
     assert_ne!(
         rv_before,
-        kubectl_ok(
-            &server,
-            &[
-                "get",
-                "cm",
-                "settings",
-                "-o",
-                "jsonpath={.metadata.resourceVersion}"
-            ]
-        )
+        server.kubectl_ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}"
+        ])
     );
     // A dry run says what would happen and changes nothing.
     std::fs::write(m.file("cm.yaml"), configmap("settings", "three")).unwrap();
@@ -76,10 +66,7 @@ fn first_apply_creates_reapply_is_unchanged_and_a_change_configures() {
         "{dry}"
     );
     assert_eq!(
-        kubectl_ok(
-            &server,
-            &["get", "cm", "settings", "-o", "jsonpath={.data.key}"]
-        ),
+        server.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data.key}"]),
         "two"
     );
 }
@@ -95,11 +82,8 @@ fn members_carry_applyset_labels_kubectl_recognises() {
         ),
     ]);
     berth_code(&server, &["apply", "-f", m.path(), "--applyset", "shop"], 0);
-    let parent: serde_json::Value = serde_json::from_str(&kubectl_ok(
-        &server,
-        &["get", "secret", "shop", "-o", "json"],
-    ))
-    .unwrap();
+    let parent: serde_json::Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "secret", "shop", "-o", "json"])).unwrap();
     let id = parent["metadata"]["labels"]["applyset.kubernetes.io/id"]
         .as_str()
         .expect("the parent carries the ApplySet id");
@@ -116,17 +100,14 @@ fn members_carry_applyset_labels_kubectl_recognises() {
             .unwrap()
             .starts_with("berth/")
     );
-    let members = kubectl_ok(
-        &server,
-        &[
-            "get",
-            "cm,deploy",
-            "-l",
-            &format!("applyset.kubernetes.io/part-of={id}"),
-            "-o",
-            "name",
-        ],
-    );
+    let members = server.kubectl_ok(&[
+        "get",
+        "cm,deploy",
+        "-l",
+        &format!("applyset.kubernetes.io/part-of={id}"),
+        "-o",
+        "name",
+    ]);
     assert_eq!(members, "configmap/settings\ndeployment.apps/web\n");
 }
 
@@ -193,7 +174,7 @@ fn a_conflict_with_another_manager_changes_nothing_unless_forced() {
         ),
     ]);
     berth_code(&server, &["apply", "-f", m.path()], 0);
-    kubectl_ok(&server, &["scale", "deployment/web", "--replicas=5"]);
+    server.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
     // The manifest still says 2 replicas, which kubectl now owns at 5: a conflict, and the
     // ConfigMap change in the same batch is not applied either.
     std::fs::write(m.file("cm.yaml"), configmap("settings", "two")).unwrap();
@@ -204,17 +185,11 @@ fn a_conflict_with_another_manager_changes_nothing_unless_forced() {
     assert!(err.contains("conflict with \"kubectl"), "{err}");
     assert!(err.contains(".spec.replicas"), "{err}");
     assert_eq!(
-        kubectl_ok(
-            &server,
-            &["get", "cm", "settings", "-o", "jsonpath={.data.key}"]
-        ),
+        server.kubectl_ok(&["get", "cm", "settings", "-o", "jsonpath={.data.key}"]),
         "one"
     );
     assert_eq!(
-        kubectl_ok(
-            &server,
-            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]
-        ),
+        server.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
         "5"
     );
     let forced = berth_code(&server, &["apply", "--force-conflicts", "-f", m.path()], 0);
@@ -223,10 +198,7 @@ fn a_conflict_with_another_manager_changes_nothing_unless_forced() {
         "{forced}"
     );
     assert_eq!(
-        kubectl_ok(
-            &server,
-            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]
-        ),
+        server.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
         "2"
     );
 }
@@ -239,7 +211,7 @@ fn kubectl_scale_then_reapply_keeps_the_replicas() {
         &deployment("web", "berth-test/busybox:1.36", None),
     )]);
     berth_code(&server, &["apply", "-f", m.path()], 0);
-    kubectl_ok(&server, &["scale", "deployment/web", "--replicas=4"]);
+    server.kubectl_ok(&["scale", "deployment/web", "--replicas=4"]);
     let again = berth_code(&server, &["apply", "-f", m.path()], 0);
     assert!(again.contains("deployment.apps/web unchanged"), "{again}");
     std::fs::write(
@@ -253,23 +225,17 @@ fn kubectl_scale_then_reapply_keeps_the_replicas() {
         "{changed}"
     );
     assert_eq!(
-        kubectl_ok(
-            &server,
-            &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]
-        ),
+        server.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
         "4"
     );
     assert_eq!(
-        kubectl_ok(
-            &server,
-            &[
-                "get",
-                "deploy",
-                "web",
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].image}"
-            ]
-        ),
+        server.kubectl_ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
         "berth-test/busybox:1.37"
     );
 }
@@ -290,10 +256,7 @@ fn prune_deletes_exactly_the_members_that_left() {
     let m = Manifests::new(&files(&["a", "b", "c", "d"]));
     berth_code(&server, &["apply", "-f", m.path()], 0);
     // Not a member: made by kubectl, and by berth under another ApplySet.
-    kubectl_ok(
-        &server,
-        &["create", "configmap", "outsider", "--from-literal=k=v"],
-    );
+    server.kubectl_ok(&["create", "configmap", "outsider", "--from-literal=k=v"]);
     let other = Manifests::new(&[("x.yaml", &configmap("other-set", "x"))]);
     berth_code(
         &server,
@@ -342,7 +305,7 @@ fn the_prune_guard_refuses_mass_deletes_unless_allowed() {
     }
     assert_eq!(configmaps(&server, "default"), ["a", "b", "c", "d"]);
     assert_eq!(
-        kubectl_ok(&server, &["get", "cm", "a", "-o", "jsonpath={.data.key}"]),
+        server.kubectl_ok(&["get", "cm", "a", "-o", "jsonpath={.data.key}"]),
         "a"
     );
     // Every member would go.

@@ -2,29 +2,17 @@
 //! `berth server`: every case under `tests/golden/apply/` (see its README), compared byte for
 //! byte. `UPDATE_GOLDEN=1 cargo test --test apply_golden` rewrites them.
 
-mod support_api;
-mod support_apply;
+pub mod support;
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
-use support_api::{Server, stdout};
-use support_apply::berth;
+use support::api::{Server, stdout};
+use support::apply::berth;
+use support::golden::{self, Golden};
 
 /// Secret values used in the fixtures: none may appear in any output, plain or base64.
 const CANARIES: [&str; 2] = ["berth-canary-golden-hunter1", "berth-canary-golden-hunter2"];
-
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/apply");
-    let mut dirs: Vec<PathBuf> = fs::read_dir(root)
-        .expect("tests/golden/apply")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
 
 /// Runs `berth ARGS` and returns stdout, insisting on the exit code.
 fn run(server: &Server, args: &[&str], code: i32) -> String {
@@ -33,7 +21,7 @@ fn run(server: &Server, args: &[&str], code: i32) -> String {
         out.status.code(),
         Some(code),
         "berth {args:?}: {}",
-        support_api::stderr(&out)
+        support::api::stderr(&out)
     );
     stdout(&out)
 }
@@ -75,10 +63,9 @@ fn outputs(dir: &Path) -> Vec<(&'static str, String)> {
 
 #[test]
 fn golden_outputs_match_and_show_no_secret_value() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut mismatches = Vec::new();
-    for dir in cases() {
+    let mut golden = Golden::new();
+    for dir in golden::cases("apply") {
         for (file, actual) in outputs(&dir) {
             for canary in CANARIES {
                 assert!(
@@ -87,23 +74,8 @@ fn golden_outputs_match_and_show_no_secret_value() {
                     dir.display()
                 );
             }
-            let path = dir.join(file);
-            if update {
-                fs::write(&path, &actual).unwrap();
-                continue;
-            }
-            let expected = fs::read_to_string(&path).unwrap_or_default();
-            if expected != actual {
-                mismatches.push(format!(
-                    "{}:\n--- expected\n{expected}\n+++ actual\n{actual}",
-                    path.display()
-                ));
-            }
+            golden.check(&dir.join(file), &actual);
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "golden files differ (UPDATE_GOLDEN=1 to accept):\n{}",
-        mismatches.join("\n")
-    );
+    golden.finish();
 }

@@ -2,14 +2,14 @@
 //! pods` and `kubectl get pods` of the same 1,000 pods on the same live `berth server`, run
 //! alternately, each process timed from spawn to exit; medians and their ratio.
 
-mod support_api;
+pub mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use support_api::Server;
+use support::api::Server;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

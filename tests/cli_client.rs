@@ -2,21 +2,20 @@
 //! `completion`) as a user runs them: the real `berth` binary against a live `berth server`,
 //! with objects created by the real kubectl. Golden files under `tests/golden/cli/`.
 
-mod support_api;
-mod support_cli;
+pub mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support_api::{Server, stderr, stdout};
-use support_cli::{assert_golden, normalise_describe, normalise_table};
+use support::api::{Server, stderr, stdout};
+use support::cli::{assert_golden, normalise_describe, normalise_table};
+use support::process::Process;
 
 /// A recognisable Secret value: it must never appear in any output.
 const CANARY: &str = "berth-canary-s3cr3t-4242";
 
 fn berth(server: &Server, args: &[&str]) -> Output {
-    support_cli::berth(&server.kubeconfig, server.dir.path(), args)
+    support::cli::berth(&server.kubeconfig, server.dir.path(), args)
 }
 
 fn ok(server: &Server, args: &[&str]) -> String {
@@ -243,51 +242,28 @@ fn missing_objects_and_types_are_reported_as_kubectl_reports_them() {
 #[test]
 fn watch_prints_a_row_when_an_object_appears() {
     let server = seeded();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
         .env("KUBECONFIG", &server.kubeconfig)
         .env("HOME", server.dir.path())
         .args(["get", "cm", "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn berth get -w");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+        .stderr(Stdio::inherit());
+    let mut watch = Process::spawn("berth get -w", &mut command);
+    let header = watch.wait_line("the header", Duration::from_secs(20), |l| {
+        Some(l.to_string())
     });
-    let mut seen = Vec::new();
-    let wait_for = |needle: &str, seen: &mut Vec<String>| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = line.contains(needle);
-                    seen.push(line);
-                    if hit {
-                        return true;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        false
-    };
-    let listed = wait_for("web-config", &mut seen);
+    assert!(header.starts_with("NAME"), "{header}");
+    watch.wait_line("web-config listed", Duration::from_secs(20), |l| {
+        l.contains("web-config").then_some(())
+    });
     kubectl(
         &server,
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: appeared-later}\n",
     );
-    let watched = listed && wait_for("appeared-later", &mut seen);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(watched, "berth get -w printed:\n{}", seen.join("\n"));
-    assert!(seen[0].starts_with("NAME"), "{seen:?}");
+    watch.wait_line("appeared-later watched", Duration::from_secs(20), |l| {
+        l.contains("appeared-later").then_some(())
+    });
 }
 
 #[test]
@@ -407,7 +383,7 @@ fn version_cluster_info_and_completion() {
     assert!(yaml.contains("serverVersion:"), "{yaml}");
 
     // --client needs no server and no kubeconfig.
-    let client_only = support_cli::berth(
+    let client_only = support::cli::berth(
         &server.dir.path().join("absent"),
         server.dir.path(),
         &["version", "--client"],
@@ -440,13 +416,13 @@ fn version_cluster_info_and_completion() {
 fn a_missing_kubeconfig_is_a_clear_error() {
     let home = tempfile::tempdir().unwrap();
     let absent = home.path().join("no-such-config");
-    let out = support_cli::berth(&absent, home.path(), &["get", "pods"]);
+    let out = support::cli::berth(&absent, home.path(), &["get", "pods"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("kubeconfig"), "{err}");
 
-    let out = support_cli::berth(
+    let out = support::cli::berth(
         &absent,
         home.path(),
         &["get", "pods", "--kubeconfig", absent.to_str().unwrap()],
@@ -455,7 +431,7 @@ fn a_missing_kubeconfig_is_a_clear_error() {
     assert!(stderr(&out).contains("no-such-config"), "{}", stderr(&out));
 
     // A server that is not there: named, exit 1.
-    let out = support_cli::berth(
+    let out = support::cli::berth(
         &absent,
         home.path(),
         &[

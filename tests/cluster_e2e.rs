@@ -2,7 +2,7 @@
 //! `berth agent` processes with distinct node names on the one Docker engine, and a
 //! Deployment whose pods must spread over the nodes and move when an agent dies.
 
-mod support_cluster;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,27 +12,20 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use support_cluster::support_api::Server;
-use support_cluster::support_docker::{TEST_IMAGE, TestScope, runtime, sh};
-use support_cluster::*;
+use support::api::Server;
+use support::cluster::*;
+use support::docker::{TEST_IMAGE, TestScope, runtime, sh};
+use support::{accept, eventually};
 
 async fn wait_placement(
     pods: &Api<Pod>,
     timeout: Duration,
     done: impl Fn(&BTreeMap<String, usize>) -> bool,
 ) -> BTreeMap<String, usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let placement = running_per_node(pods, "app=spread").await;
-        if done(&placement) {
-            return placement;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "placement after {timeout:?}: {placement:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually("the placement", timeout, || async {
+        accept(running_per_node(pods, "app=spread").await, &done)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! every node waits until one that fits joins; `berth drain` empties a node; deleting a
 //! Deployment takes its ReplicaSets, pods and containers with it.
 
-mod support_cluster;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -13,9 +13,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use support_cluster::support_api::Server;
-use support_cluster::support_docker::{TEST_IMAGE, TEST_LABEL, TestScope, runtime, sh};
-use support_cluster::*;
+use support::api::Server;
+use support::cluster::*;
+use support::docker::{TEST_IMAGE, TEST_LABEL, TestScope, runtime, sh};
+use support::eventually;
 
 /// The host's memory in KiB, as the agent reports it.
 fn host_memory_kib() -> u64 {
@@ -25,23 +26,6 @@ fn host_memory_kib() -> u64 {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("MemTotal in /proc/meminfo")
-}
-
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(state) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}; last seen: {state}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 /// The app containers the agents run for pods labelled `app`, per node (Docker's view).
@@ -114,7 +98,7 @@ async fn a_pod_too_big_for_every_node_waits_until_a_node_that_fits_joins() {
         .await
         .expect("create the pod");
 
-    let message = wait_for("PodScheduled=False", Duration::from_secs(30), async || {
+    let message = eventually("PodScheduled=False", Duration::from_secs(30), async || {
         let p = pods.get("big").await.map_err(|e| e.to_string())?;
         let condition = p
             .status
@@ -139,7 +123,7 @@ async fn a_pod_too_big_for_every_node_waits_until_a_node_that_fits_joins() {
     // A node with the whole host's memory joins: the pod goes there and runs.
     let joined_at = Instant::now();
     let big = Agent::start(&server, "big-node", &scope, &[]);
-    let node = wait_for("the pod running", Duration::from_secs(60), async || {
+    let node = eventually("the pod running", Duration::from_secs(60), async || {
         let p = pods.get("big").await.map_err(|e| e.to_string())?;
         match (p.spec.as_ref().and_then(|s| s.node_name.clone()), phase(&p)) {
             (Some(node), "Running") => Ok(node),
@@ -167,7 +151,7 @@ async fn drain_empties_a_node_and_deleting_a_deployment_removes_everything_it_ma
     let client = admin(&server).await;
     let _: Deployment = create(&client, deployment("drained", 6)).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    wait_for("2/2/2 placement", Duration::from_secs(90), async || {
+    eventually("2/2/2 placement", Duration::from_secs(90), async || {
         let p = running_per_node(&pods, "app=drained").await;
         if p.values().all(|n| *n == 2) && p.len() == 3 {
             Ok(())
@@ -193,7 +177,7 @@ async fn drain_empties_a_node_and_deleting_a_deployment_removes_everything_it_ma
     let nodes: Api<Node> = Api::all(client.clone());
     let b = nodes.get("node-b").await.expect("get node-b");
     assert_eq!(b.spec.as_ref().unwrap().unschedulable, Some(true));
-    let placement = wait_for("6 pods off node-b", Duration::from_secs(60), async || {
+    let placement = eventually("6 pods off node-b", Duration::from_secs(60), async || {
         let p = running_per_node(&pods, "app=drained").await;
         if !p.contains_key("node-b") && p.values().sum::<usize>() == 6 {
             Ok(p)
@@ -202,7 +186,7 @@ async fn drain_empties_a_node_and_deleting_a_deployment_removes_everything_it_ma
         }
     })
     .await;
-    wait_for(
+    eventually(
         "no containers on node-b",
         Duration::from_secs(30),
         async || {
@@ -228,7 +212,7 @@ async fn drain_empties_a_node_and_deleting_a_deployment_removes_everything_it_ma
         .await
         .expect("delete the deployment");
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
-    wait_for("everything gone", Duration::from_secs(60), async || {
+    eventually("everything gone", Duration::from_secs(60), async || {
         let rs = replicasets
             .list(&ListParams::default().labels("app=drained"))
             .await

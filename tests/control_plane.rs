@@ -3,21 +3,23 @@
 //! spreading, node failure and eviction, rolling updates and undo, unschedulable pods, drain,
 //! cascading deletes and namespace deletion. kubectl is the real one.
 
-mod support_api;
-mod support_control;
+pub mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support_control::{Cluster, deployment};
+use support::control::{Cluster, deployment};
+use support::{eventually, poll_every};
 
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
-async fn three_nodes(cluster: &Arc<Cluster>) -> Vec<support_control::FakeNode> {
+/// How often a rollout is sampled for an invariant (ready count, one image at a time).
+const SAMPLE: Duration = Duration::from_millis(30);
+
+async fn three_nodes(c: &Cluster) -> Vec<support::control::FakeNode> {
     let mut nodes = Vec::new();
     for n in ["node-a", "node-b", "node-c"] {
-        nodes.push(cluster.add_node(n, "4", "8Gi").await);
+        nodes.push(c.add_node(n, "4", "8Gi").await);
     }
     nodes
 }
@@ -35,7 +37,7 @@ fn ready_pods(pods: &[Value]) -> usize {
 }
 
 async fn wait_spread(c: &Cluster, want: &[(&str, usize)]) {
-    c.wait_for(
+    eventually(
         "the pods' placement",
         Duration::from_secs(30),
         || async move {
@@ -50,35 +52,40 @@ async fn wait_spread(c: &Cluster, want: &[(&str, usize)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_replicas_spread_two_two_two_and_deleting_the_deployment_removes_everything() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
-    let _nodes = three_nodes(&cluster).await;
-    c.create(DEPLOYS, deployment("web", 6, "berth-test/busybox:1.36"))
+    let c = &Cluster::start(&[]);
+    let _nodes = three_nodes(c).await;
+    c.http
+        .create(DEPLOYS, deployment("web", 6, "berth-test/busybox:1.36"))
         .await;
     wait_spread(c, &[("node-a", 2), ("node-b", 2), ("node-c", 2)]).await;
-    c.wait_for(
+    eventually(
         "the deployment to be available",
         Duration::from_secs(30),
         || async move {
-            let d = c.get(&format!("{DEPLOYS}/web")).await;
+            let d = c.http.get(&format!("{DEPLOYS}/web")).await;
             d["status"]["availableReplicas"] == 6 && d["status"]["updatedReplicas"] == 6
         },
     )
     .await;
-    let d = c.get(&format!("{DEPLOYS}/web")).await;
+    let d = c.http.get(&format!("{DEPLOYS}/web")).await;
     assert_eq!(
         d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
         "1"
     );
-    let out = c.kubectl(&["rollout", "status", "deploy/web", "--timeout=20s"]);
+    let out = c
+        .server
+        .kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=20s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
 
-    c.delete(&format!("{DEPLOYS}/web"), "Background").await;
-    c.wait_for(
+    c.http.delete(&format!("{DEPLOYS}/web"), "Background").await;
+    eventually(
         "the ReplicaSets and pods to go",
         Duration::from_secs(20),
         || async move {
-            let rs = c.get("/apis/apps/v1/namespaces/default/replicasets").await;
+            let rs = c
+                .http
+                .get("/apis/apps/v1/namespaces/default/replicasets")
+                .await;
             rs["items"].as_array().is_some_and(Vec::is_empty) && c.pods("default").await.is_empty()
         },
     )
@@ -87,20 +94,20 @@ async fn six_replicas_spread_two_two_two_and_deleting_the_deployment_removes_eve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_lease_stops_is_tainted_and_its_pods_move_to_the_others() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
-    let mut nodes = three_nodes(&cluster).await;
-    c.create(DEPLOYS, deployment("web", 6, "berth-test/busybox:1.36"))
+    let c = &Cluster::start(&[]);
+    let mut nodes = three_nodes(c).await;
+    c.http
+        .create(DEPLOYS, deployment("web", 6, "berth-test/busybox:1.36"))
         .await;
     wait_spread(c, &[("node-a", 2), ("node-b", 2), ("node-c", 2)]).await;
 
     let killed = Instant::now();
     nodes[2].stop();
-    c.wait_for(
+    eventually(
         "node-c to be unreachable",
         Duration::from_secs(20),
         || async move {
-            let n = c.get("/api/v1/nodes/node-c").await;
+            let n = c.http.get("/api/v1/nodes/node-c").await;
             let tainted = n["spec"]["taints"]
                 .as_array()
                 .into_iter()
@@ -118,7 +125,7 @@ async fn a_node_whose_lease_stops_is_tainted_and_its_pods_move_to_the_others() {
     )
     .await;
     let tainted_after = killed.elapsed();
-    c.wait_for(
+    eventually(
         "six Running replicas on node-a and node-b",
         Duration::from_secs(40),
         || async move {
@@ -143,51 +150,49 @@ async fn a_node_whose_lease_stops_is_tainted_and_its_pods_move_to_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_with_max_unavailable_zero_keeps_six_ready_and_undo_restores() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
-    let _nodes = three_nodes(&cluster).await;
+    let c = &Cluster::start(&[]);
+    let _nodes = three_nodes(c).await;
     let mut d = deployment("web", 6, "berth-test/busybox:1.36");
     d["spec"]["strategy"] =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
-    c.create(DEPLOYS, d).await;
-    c.wait_for("six ready pods", Duration::from_secs(30), || async move {
+    c.http.create(DEPLOYS, d).await;
+    eventually("six ready pods", Duration::from_secs(30), || async move {
         ready_pods(&c.pods("default").await) == 6
     })
     .await;
-    c.kubectl(&["rollout", "status", "deploy/web", "--timeout=20s"]);
+    c.server
+        .kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=20s"]);
 
-    c.patch(&format!("{DEPLOYS}/web"), json!({"spec": {"template": {"spec": {"containers": [
+    c.http.patch(&format!("{DEPLOYS}/web"), json!({"spec": {"template": {"spec": {"containers": [
         {"name": "main", "image": "berth-test/busybox:2", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}}))
         .await;
-    let mut fewest = usize::MAX;
-    let start = Instant::now();
-    loop {
+    // Every sample of the rollout counts the ready pods.
+    let fewest = std::cell::Cell::new(usize::MAX);
+    let rollout = poll_every(SAMPLE, Duration::from_secs(60), || async {
         let pods = c.pods("default").await;
-        fewest = fewest.min(ready_pods(&pods));
-        let d = c.get(&format!("{DEPLOYS}/web")).await;
+        fewest.set(fewest.get().min(ready_pods(&pods)));
+        let d = c.http.get(&format!("{DEPLOYS}/web")).await;
         let s = &d["status"];
         let new_image = pods
             .iter()
             .filter(|p| p["spec"]["containers"][0]["image"] == "berth-test/busybox:2")
             .count();
-        if s["updatedReplicas"] == 6
+        let done = s["updatedReplicas"] == 6
             && s["availableReplicas"] == 6
             && s["replicas"] == 6
             && new_image == 6
-            && pods.len() == 6
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "rollout did not finish: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            && pods.len() == 6;
+        if done { Ok(()) } else { Err(s.clone()) }
+    })
+    .await;
+    rollout.unwrap_or_else(|s| panic!("the rollout did not finish: {s}"));
+    let fewest = fewest.get();
     assert!(fewest >= 6, "only {fewest} pods were ready at one point");
-    let out = c.kubectl(&["rollout", "status", "deploy/web", "--timeout=20s"]);
+    let out = c
+        .server
+        .kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=20s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let d = c.get(&format!("{DEPLOYS}/web")).await;
+    let d = c.http.get(&format!("{DEPLOYS}/web")).await;
     assert_eq!(
         d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
         "2"
@@ -198,9 +203,9 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_six_ready_and_undo_res
         "{history}{err}"
     );
 
-    let out = c.kubectl(&["rollout", "undo", "deploy/web"]);
+    let out = c.server.kubectl_ok(&["rollout", "undo", "deploy/web"]);
     assert!(out.contains("rolled back"), "{out}");
-    c.wait_for(
+    eventually(
         "the old template back on six pods",
         Duration::from_secs(60),
         || async move {
@@ -215,12 +220,15 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_six_ready_and_undo_res
     .await;
     let (ok, out, err) = c.berth(&["rollout", "status", "deploy/web", "--timeout", "20"]);
     assert!(ok && out.contains("successfully rolled out"), "{out}{err}");
-    let d = c.get(&format!("{DEPLOYS}/web")).await;
+    let d = c.http.get(&format!("{DEPLOYS}/web")).await;
     assert_eq!(
         d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
         "3"
     );
-    let rs = c.get("/apis/apps/v1/namespaces/default/replicasets").await;
+    let rs = c
+        .http
+        .get("/apis/apps/v1/namespaces/default/replicasets")
+        .await;
     assert_eq!(
         rs["items"].as_array().map(Vec::len),
         Some(2),
@@ -230,13 +238,17 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_six_ready_and_undo_res
     // pause / resume with berth.
     let (ok, out, err) = c.berth(&["rollout", "pause", "deploy/web"]);
     assert!(ok && out.contains("paused"), "{out}{err}");
-    c.patch(
-        &format!("{DEPLOYS}/web"),
-        json!({"spec": {"template": {"metadata": {"annotations": {"x": "1"}}}}}),
-    )
-    .await;
+    c.http
+        .patch(
+            &format!("{DEPLOYS}/web"),
+            json!({"spec": {"template": {"metadata": {"annotations": {"x": "1"}}}}}),
+        )
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rs = c.get("/apis/apps/v1/namespaces/default/replicasets").await;
+    let rs = c
+        .http
+        .get("/apis/apps/v1/namespaces/default/replicasets")
+        .await;
     assert_eq!(
         rs["items"].as_array().map(Vec::len),
         Some(2),
@@ -244,11 +256,13 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_six_ready_and_undo_res
     );
     let (ok, _, err) = c.berth(&["rollout", "resume", "deploy/web"]);
     assert!(ok, "{err}");
-    c.wait_for(
+    eventually(
         "the rollout after resume",
         Duration::from_secs(30),
         || async move {
-            c.get("/apis/apps/v1/namespaces/default/replicasets").await["items"]
+            c.http
+                .get("/apis/apps/v1/namespaces/default/replicasets")
+                .await["items"]
                 .as_array()
                 .map(Vec::len)
                 == Some(3)
@@ -259,26 +273,26 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_six_ready_and_undo_res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_too_big_for_every_node_waits_with_the_reason_until_a_big_node_joins() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
-    let _a = cluster.add_node("small-a", "2", "1Gi").await;
-    let _b = cluster.add_node("small-b", "2", "1Gi").await;
-    let _c = cluster.add_node("labelled", "2", "1Gi").await;
-    c.create(
-        "/api/v1/namespaces/default/pods",
-        json!({"apiVersion": "v1", "kind": "Pod",
+    let c = &Cluster::start(&[]);
+    let _a = c.add_node("small-a", "2", "1Gi").await;
+    let _b = c.add_node("small-b", "2", "1Gi").await;
+    let _c = c.add_node("labelled", "2", "1Gi").await;
+    c.http
+        .create(
+            "/api/v1/namespaces/default/pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "big"},
         "spec": {"nodeSelector": {"kubernetes.io/hostname": "small-a"},
             "containers": [{"name": "c", "image": "berth-test/busybox:1.36",
             "resources": {"requests": {"memory": "4Gi"}}}]}}),
-    )
-    .await;
+        )
+        .await;
     // Two kinds of reasons: small-a lacks memory; the other two do not match the selector.
-    c.wait_for(
+    eventually(
         "PodScheduled=False",
         Duration::from_secs(10),
         || async move {
-            let p = c.get("/api/v1/namespaces/default/pods/big").await;
+            let p = c.http.get("/api/v1/namespaces/default/pods/big").await;
             p["status"]["conditions"]
                 .as_array()
                 .into_iter()
@@ -287,7 +301,7 @@ async fn a_pod_too_big_for_every_node_waits_with_the_reason_until_a_big_node_joi
         },
     )
     .await;
-    let p = c.get("/api/v1/namespaces/default/pods/big").await;
+    let p = c.http.get("/api/v1/namespaces/default/pods/big").await;
     let cond = p["status"]["conditions"]
         .as_array()
         .unwrap()
@@ -301,11 +315,11 @@ async fn a_pod_too_big_for_every_node_waits_with_the_reason_until_a_big_node_joi
         "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 Insufficient memory."
     );
     // The scheduler writes the condition first and the event after it.
-    c.wait_for(
+    eventually(
         "a FailedScheduling event",
         Duration::from_secs(10),
         || async move {
-            let events = c.get("/api/v1/namespaces/default/events").await;
+            let events = c.http.get("/api/v1/namespaces/default/events").await;
             events["items"]
                 .as_array()
                 .into_iter()
@@ -316,50 +330,54 @@ async fn a_pod_too_big_for_every_node_waits_with_the_reason_until_a_big_node_joi
     .await;
 
     // A plain pod that fits nowhere, then a big node joins.
-    c.create(
-        "/api/v1/namespaces/default/pods",
-        json!({"apiVersion": "v1", "kind": "Pod",
+    c.http
+        .create(
+            "/api/v1/namespaces/default/pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "huge"},
         "spec": {"containers": [{"name": "c", "image": "berth-test/busybox:1.36",
             "resources": {"requests": {"memory": "16Gi"}}}]}}),
-    )
-    .await;
-    c.wait_for(
+        )
+        .await;
+    eventually(
         "huge to be unschedulable",
         Duration::from_secs(10),
         || async move {
-            let p = c.get("/api/v1/namespaces/default/pods/huge").await;
+            let p = c.http.get("/api/v1/namespaces/default/pods/huge").await;
             p["status"]["conditions"][0]["message"]
                 == "0/3 nodes are available: 3 Insufficient memory."
         },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(c.get("/api/v1/namespaces/default/pods/huge").await["spec"]["nodeName"].is_null());
-    let _big = cluster.add_node("big", "8", "32Gi").await;
-    let took = c
-        .wait_for(
-            "huge to land on the big node",
-            Duration::from_secs(15),
-            || async move {
-                c.get("/api/v1/namespaces/default/pods/huge").await["spec"]["nodeName"] == "big"
-            },
-        )
-        .await;
+    assert!(c.http.get("/api/v1/namespaces/default/pods/huge").await["spec"]["nodeName"].is_null());
+    let _big = c.add_node("big", "8", "32Gi").await;
+    let joined = Instant::now();
+    eventually(
+        "huge to land on the big node",
+        Duration::from_secs(15),
+        || async move {
+            c.http.get("/api/v1/namespaces/default/pods/huge").await["spec"]["nodeName"] == "big"
+        },
+    )
+    .await;
+    let took = joined.elapsed();
     eprintln!("scheduled {took:?} after the big node joined");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drain_empties_a_node_and_cordon_keeps_it_empty() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
-    let _nodes = three_nodes(&cluster).await;
-    c.create(DEPLOYS, deployment("web", 6, "berth-test/busybox:1.36"))
+    let c = &Cluster::start(&[]);
+    let _nodes = three_nodes(c).await;
+    c.http
+        .create(DEPLOYS, deployment("web", 6, "berth-test/busybox:1.36"))
         .await;
     wait_spread(c, &[("node-a", 2), ("node-b", 2), ("node-c", 2)]).await;
-    let out = c.kubectl(&["drain", "node-a", "--ignore-daemonsets", "--timeout=30s"]);
+    let out = c
+        .server
+        .kubectl_ok(&["drain", "node-a", "--ignore-daemonsets", "--timeout=30s"]);
     assert!(out.contains("drained"), "{out}");
-    c.wait_for(
+    eventually(
         "six pods on node-b and node-c",
         Duration::from_secs(20),
         || async move {
@@ -368,12 +386,12 @@ async fn kubectl_drain_empties_a_node_and_cordon_keeps_it_empty() {
         },
     )
     .await;
-    let n = c.get("/api/v1/nodes/node-a").await;
+    let n = c.http.get("/api/v1/nodes/node-a").await;
     assert_eq!(n["spec"]["unschedulable"], true);
-    c.kubectl(&["uncordon", "node-a"]);
+    c.server.kubectl_ok(&["uncordon", "node-a"]);
 
     // berth's own drain, with a pod no controller manages: refused without --force.
-    c.create("/api/v1/namespaces/default/pods", json!({"apiVersion": "v1", "kind": "Pod",
+    c.http.create("/api/v1/namespaces/default/pods", json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "lonely"},
         "spec": {"nodeName": "node-b", "containers": [{"name": "c", "image": "berth-test/busybox:1.36"}]}}))
         .await;
@@ -384,7 +402,7 @@ async fn kubectl_drain_empties_a_node_and_cordon_keeps_it_empty() {
     );
     let (ok, out, err) = c.berth(&["drain", "node-b", "--force", "--timeout", "30"]);
     assert!(ok && out.contains("node/node-b drained"), "{out}{err}");
-    c.wait_for("node-b empty", Duration::from_secs(20), || async move {
+    eventually("node-b empty", Duration::from_secs(20), || async move {
         let p = c.placement("default").await;
         !p.contains_key("node-b") && p.values().sum::<usize>() == 6
     })
@@ -395,27 +413,30 @@ async fn kubectl_drain_empties_a_node_and_cordon_keeps_it_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreground_and_orphan_deletes_and_namespace_deletion() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
-    let _nodes = three_nodes(&cluster).await;
-    c.create(DEPLOYS, deployment("fg", 2, "berth-test/busybox:1.36"))
+    let c = &Cluster::start(&[]);
+    let _nodes = three_nodes(c).await;
+    c.http
+        .create(DEPLOYS, deployment("fg", 2, "berth-test/busybox:1.36"))
         .await;
-    c.create(DEPLOYS, deployment("orph", 2, "berth-test/busybox:1.36"))
+    c.http
+        .create(DEPLOYS, deployment("orph", 2, "berth-test/busybox:1.36"))
         .await;
-    c.wait_for(
+    eventually(
         "four running pods",
         Duration::from_secs(20),
         || async move { ready_pods(&c.pods("default").await) == 4 },
     )
     .await;
-    c.kubectl(&["delete", "deploy", "fg", "--cascade=foreground"]);
-    c.kubectl(&["delete", "deploy", "orph", "--cascade=orphan"]);
-    c.wait_for(
+    c.server
+        .kubectl_ok(&["delete", "deploy", "fg", "--cascade=foreground"]);
+    c.server
+        .kubectl_ok(&["delete", "deploy", "orph", "--cascade=orphan"]);
+    eventually(
         "fg's pods gone and orph's kept",
         Duration::from_secs(20),
         || async move {
             let pods = c.pods("default").await;
-            let deploys = c.get(DEPLOYS).await;
+            let deploys = c.http.get(DEPLOYS).await;
             deploys["items"].as_array().is_some_and(Vec::is_empty)
                 && pods.len() == 2
                 && pods
@@ -424,7 +445,10 @@ async fn foreground_and_orphan_deletes_and_namespace_deletion() {
         },
     )
     .await;
-    let rs = c.get("/apis/apps/v1/namespaces/default/replicasets").await;
+    let rs = c
+        .http
+        .get("/apis/apps/v1/namespaces/default/replicasets")
+        .await;
     let items = rs["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{rs}");
     assert!(
@@ -434,31 +458,35 @@ async fn foreground_and_orphan_deletes_and_namespace_deletion() {
         "{rs}"
     );
 
-    c.create(
-        "/api/v1/namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
-    )
-    .await;
+    c.http
+        .create(
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        )
+        .await;
     let mut d = deployment("web", 3, "berth-test/busybox:1.36");
     d["metadata"]["namespace"] = json!("shop");
-    c.create("/apis/apps/v1/namespaces/shop/deployments", d)
+    c.http
+        .create("/apis/apps/v1/namespaces/shop/deployments", d)
         .await;
-    c.create(
-        "/api/v1/namespaces/shop/configmaps",
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}}),
-    )
-    .await;
-    c.wait_for(
+    c.http
+        .create(
+            "/api/v1/namespaces/shop/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}}),
+        )
+        .await;
+    eventually(
         "three pods in shop",
         Duration::from_secs(20),
         || async move { c.pods("shop").await.len() == 3 },
     )
     .await;
-    c.kubectl(&["delete", "namespace", "shop", "--wait=false"]);
-    c.wait_for(
+    c.server
+        .kubectl_ok(&["delete", "namespace", "shop", "--wait=false"]);
+    eventually(
         "the namespace and its contents to go",
         Duration::from_secs(30),
-        || async move { c.try_get("/api/v1/namespaces/shop").await.is_none() },
+        || async move { c.http.get_opt("/api/v1/namespaces/shop").await.is_none() },
     )
     .await;
     for kind in [
@@ -467,7 +495,7 @@ async fn foreground_and_orphan_deletes_and_namespace_deletion() {
         "/apis/apps/v1/deployments",
         "/api/v1/configmaps",
     ] {
-        let all = c.get(kind).await;
+        let all = c.http.get(kind).await;
         assert!(
             all["items"]
                 .as_array()
@@ -481,24 +509,24 @@ async fn foreground_and_orphan_deletes_and_namespace_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_never_runs_old_and_new_pods_together() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
-    let _nodes = three_nodes(&cluster).await;
+    let c = &Cluster::start(&[]);
+    let _nodes = three_nodes(c).await;
     let mut d = deployment("web", 3, "berth-test/busybox:1.36");
     d["spec"]["strategy"] = json!({"type": "Recreate"});
-    c.create(DEPLOYS, d).await;
-    c.wait_for("three ready pods", Duration::from_secs(30), || async move {
+    c.http.create(DEPLOYS, d).await;
+    eventually("three ready pods", Duration::from_secs(30), || async move {
         ready_pods(&c.pods("default").await) == 3
     })
     .await;
-    c.patch(
-        &format!("{DEPLOYS}/web"),
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "main",
+    c.http
+        .patch(
+            &format!("{DEPLOYS}/web"),
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "main",
             "image": "berth-test/busybox:2"}]}}}}),
-    )
-    .await;
-    let start = Instant::now();
-    loop {
+        )
+        .await;
+    // Every sample of the rollout has one image at most.
+    let recreate = poll_every(SAMPLE, Duration::from_secs(30), || async {
         let pods = c.pods("default").await;
         let images: std::collections::BTreeSet<String> = pods
             .iter()
@@ -510,30 +538,24 @@ async fn recreate_never_runs_old_and_new_pods_together() {
             })
             .collect();
         assert!(images.len() <= 1, "old and new pods together: {images:?}");
-        if pods.len() == 3 && images.contains("berth-test/busybox:2") && ready_pods(&pods) == 3 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "recreate did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+        pods.len() == 3 && images.contains("berth-test/busybox:2") && ready_pods(&pods) == 3
+    })
+    .await;
+    recreate.expect("the recreate to finish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_that_cannot_progress_reports_its_deadline() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let c: &Cluster = &cluster;
+    let c = &Cluster::start(&[]);
     // No node: the pods stay Pending and the rollout cannot progress.
     let mut d = deployment("stuck", 2, "berth-test/busybox:1.36");
     d["spec"]["progressDeadlineSeconds"] = json!(2);
-    c.create(DEPLOYS, d).await;
-    c.wait_for(
+    c.http.create(DEPLOYS, d).await;
+    eventually(
         "ProgressDeadlineExceeded",
         Duration::from_secs(15),
         || async move {
-            let d = c.get(&format!("{DEPLOYS}/stuck")).await;
+            let d = c.http.get(&format!("{DEPLOYS}/stuck")).await;
             d["status"]["conditions"]
                 .as_array()
                 .into_iter()

@@ -2,19 +2,18 @@
 //! `tests/golden/diff/` rendered as text, markdown and JSON, compared byte for byte.
 //! `UPDATE_GOLDEN=1 cargo test --test diff_golden` rewrites them.
 
+pub mod support;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use berth::diff::{Action, ApplyPlan, Format, PlanOptions, RenderOptions, plan, render};
 use berth::manifest::{LoadOptions, load_text};
+use support::golden::{self, Golden};
 
 /// Secret values used in the fixtures: none may appear in any output, plain or base64.
 const CANARIES: [&str; 2] = ["berth-canary-hunter2", "berth-canary-old-hunter1"];
-
-fn golden_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/diff")
-}
 
 fn load(path: &Path) -> Vec<serde_json::Value> {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -43,48 +42,22 @@ fn outputs(plan: &ApplyPlan) -> [(&'static str, String); 3] {
     ]
 }
 
-fn cases() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(golden_root())
-        .expect("tests/golden/diff")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 #[test]
 fn golden_outputs_match() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut mismatches = Vec::new();
-    for dir in cases() {
+    let mut golden = Golden::new();
+    for dir in golden::cases("diff") {
         let plan = case_plan(&dir);
         for (file, actual) in outputs(&plan) {
-            let path = dir.join(file);
-            if update {
-                fs::write(&path, &actual).unwrap();
-                continue;
-            }
-            let expected = fs::read_to_string(&path).unwrap_or_default();
-            if expected != actual {
-                mismatches.push(format!(
-                    "{}:\n--- expected\n{expected}\n+++ actual\n{actual}",
-                    path.display()
-                ));
-            }
+            golden.check(&dir.join(file), &actual);
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "golden files differ (UPDATE_GOLDEN=1 to accept):\n{}",
-        mismatches.join("\n")
-    );
+    golden.finish();
 }
 
 #[test]
 fn secret_values_appear_in_no_output_format() {
     let b64 = base64::engine::general_purpose::STANDARD;
-    for dir in cases() {
+    for dir in golden::cases("diff") {
         let plan = case_plan(&dir);
         let mut rendered: Vec<(String, String)> = outputs(&plan)
             .into_iter()
@@ -111,7 +84,7 @@ fn secret_values_appear_in_no_output_format() {
 
 #[test]
 fn a_changed_secret_shows_before_and_after_markers() {
-    let plan = case_plan(&golden_root().join("secret-change"));
+    let plan = case_plan(&golden::dir("diff").join("secret-change"));
     let text = render(&plan, Format::Text, &RenderOptions::default());
     assert!(text.contains("-  password: \"*** (before)\""), "{text}");
     assert!(text.contains("+  password: \"*** (after)\""), "{text}");
@@ -124,7 +97,7 @@ fn a_changed_secret_shows_before_and_after_markers() {
 
 #[test]
 fn an_unchanged_manifest_has_no_diff_against_the_server_object() {
-    let plan = case_plan(&golden_root().join("unchanged-server-defaults"));
+    let plan = case_plan(&golden::dir("diff").join("unchanged-server-defaults"));
     assert_eq!(plan.entries.len(), 3);
     for entry in &plan.entries {
         assert_eq!(

@@ -6,9 +6,7 @@
 //! the pods running while the source says which `file:line` is wrong. Containers carry the
 //! test's label and are removed on drop, also when the test fails.
 
-mod support_cluster;
-mod support_git;
-mod support_services;
+pub mod support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -19,11 +17,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::Value;
-use support_cluster::support_api::{Server, stderr, stdout};
-use support_cluster::support_docker::{TEST_IMAGE, TestScope, runtime};
-use support_cluster::*;
-use support_git::{Repo, wait_for};
-use support_services::{HTTP_PORT, pod_ip};
+use support::api::{Server, stderr, stdout};
+use support::cluster::*;
+use support::docker::{TEST_IMAGE, TestScope, runtime};
+use support::eventually;
+use support::git::Repo;
+use support::services::{HTTP_PORT, pod_ip};
 
 /// The Deployment and Service the repository holds; `replicas` is text so a commit can break it.
 fn app(greeting: &str, replicas: &str) -> String {
@@ -121,9 +120,9 @@ async fn serving(pods: &Api<Pod>, count: usize, greeting: &str) -> BTreeSet<Stri
         .no_proxy()
         .build()
         .expect("http client");
-    wait_for(
-        Duration::from_secs(90),
+    eventually(
         &format!("{count} pods serving {greeting:?}"),
+        Duration::from_secs(90),
         || async {
             let list = web_pods(pods).await;
             let seen: Vec<String> = list
@@ -182,11 +181,6 @@ fn changed_lines(diff: &str) -> Vec<String> {
         .collect()
 }
 
-fn kubectl_ok(server: &Server, args: &[&str]) {
-    let out = server.kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?}: {}", stderr(&out));
-}
-
 async fn replicas(deployments: &Api<Deployment>) -> i32 {
     deployments
         .get("web")
@@ -223,9 +217,9 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
 
     // The commit runs: two pods serving its env value, and the source says Healthy.
     let v1_pods = serving(&pods, 2, "hello").await;
-    wait_for(
-        Duration::from_secs(30),
+    eventually(
         "Healthy at the first commit",
+        Duration::from_secs(30),
         || async {
             let s = source_status(&client).await;
             if s["lastAppliedCommit"] == first.as_str()
@@ -248,9 +242,9 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
     let v2_pods = serving(&pods, 2, "bonjour").await;
     assert!(v1_pods.is_disjoint(&v2_pods), "pods were replaced");
     for old in &v1_pods {
-        wait_for(
-            Duration::from_secs(30),
+        eventually(
             "old containers removed",
+            Duration::from_secs(30),
             || async {
                 let left = pod_container_ids(old, Some("httpd"));
                 if left.is_empty() {
@@ -262,9 +256,9 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
         )
         .await;
     }
-    wait_for(
-        Duration::from_secs(30),
+    eventually(
         "Healthy at the second commit",
+        Duration::from_secs(30),
         || async {
             let s = source_status(&client).await;
             if s["lastAppliedCommit"] == second.as_str() && s["health"] == "Healthy" {
@@ -278,8 +272,8 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
 
     // `kubectl scale` behind git's back: OutOfSync naming the field, and `berth diff --source`
     // shows just that change, git's count against the live one.
-    kubectl_ok(&server, &["scale", "deployment/web", "--replicas=4"]);
-    let drifted = wait_for(Duration::from_secs(10), "OutOfSync", || async {
+    server.kubectl_ok(&["scale", "deployment/web", "--replicas=4"]);
+    let drifted = eventually("OutOfSync", Duration::from_secs(10), || async {
         let s = source_status(&client).await;
         if condition(&s, "Synced")["reason"] == "OutOfSync" {
             Ok(s)
@@ -315,33 +309,27 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
     serving(&pods, 4, "bonjour").await;
 
     // selfHeal reverts the count, and the extra pods go.
-    kubectl_ok(
-        &server,
-        &[
-            "patch",
-            "gitsource",
-            "app",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"selfHeal":true}}"#,
-        ],
-    );
+    server.kubectl_ok(&[
+        "patch",
+        "gitsource",
+        "app",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"selfHeal":true}}"#,
+    ]);
     serving(&pods, 2, "bonjour").await;
     assert_eq!(replicas(&deployments).await, 2);
     let healed = diff_source(&server);
     assert_eq!(healed.status.code(), Some(0), "{}", stdout(&healed));
 
     // An autoscaler owns the count once the Deployment says so: selfHeal leaves it, no drift.
-    kubectl_ok(
-        &server,
-        &[
-            "annotate",
-            "deployment/web",
-            "berth.dev/replicas-managed-by=test-autoscaler",
-        ],
-    );
-    kubectl_ok(&server, &["scale", "deployment/web", "--replicas=3"]);
+    server.kubectl_ok(&[
+        "annotate",
+        "deployment/web",
+        "berth.dev/replicas-managed-by=test-autoscaler",
+    ]);
+    server.kubectl_ok(&["scale", "deployment/web", "--replicas=3"]);
     let scaled = serving(&pods, 3, "bonjour").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -358,7 +346,7 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
     // pods keep running untouched.
     repo.write("manifests/app.yaml", &app("salut", "two"));
     let broken = repo.commit_and_push("web: a typo");
-    let stalled = wait_for(Duration::from_secs(10), "Stalled", || async {
+    let stalled = eventually("Stalled", Duration::from_secs(10), || async {
         let s = source_status(&client).await;
         if s["lastAttemptedCommit"] == broken.as_str()
             && condition(&s, "Stalled")["status"] == "True"

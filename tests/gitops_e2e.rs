@@ -4,123 +4,55 @@
 //! through the API. Needs `git` (fails without it). Every process and directory is removed on
 //! drop, also when a test fails.
 
-mod support_git;
+pub mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support_git::{Repo, wait_for};
+use support::api::{Http, Server};
+use support::eventually;
+use support::git::Repo;
 
 const MANIFESTS: &str = "manifests";
 
-/// A `berth server` on a loopback port (plain HTTP), its log captured in a file.
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    url: String,
-    token: String,
-    http: reqwest::Client,
+/// The test server over plain HTTP, its debug log captured in a file, and what these tests
+/// read from it.
+struct GitOps {
+    server: Server,
+    http: Http,
 }
 
-impl Server {
-    fn start(extra: &[&str]) -> Server {
+impl GitOps {
+    fn start(extra: &[&str]) -> GitOps {
         let dir = tempfile::Builder::new()
             .prefix("berth-gitops-test")
             .tempdir()
             .expect("temp dir");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["server", "--listen", "127.0.0.1:0", "--insecure-http"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn berth server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
+        let extra = [&["--insecure-http"], extra].concat();
+        let server = Server::start_configured(dir, &extra, |command| {
+            command.env("RUST_LOG", "debug").stderr(log);
         });
-        let url = loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("listening on ") {
-                        break url.to_string();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("berth server did not start within 60 s");
-                }
-            }
-        };
-        let token = std::fs::read_to_string(dir.path().join("data/tokens/admin"))
-            .expect("admin token")
-            .trim()
-            .to_string();
-        Server {
-            child,
-            dir,
-            url,
-            token,
-            http: reqwest::Client::new(),
-        }
+        let http = server.http();
+        GitOps { server, http }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            let ct = if method == reqwest::Method::PATCH {
-                "application/merge-patch+json"
-            } else {
-                "application/json"
-            };
-            r = r.header("content-type", ct).body(b.to_string());
-        }
-        let response = r.send().await.expect("request");
-        let code = response.status().as_u16();
-        let value = response.json().await.unwrap_or(Value::Null);
-        (code, value)
+        std::fs::read_to_string(self.server.dir.path().join("server.log")).unwrap_or_default()
     }
 
     async fn get(&self, path: &str) -> Option<Value> {
-        match self.request(reqwest::Method::GET, path, None).await {
-            (200, v) => Some(v),
-            (404, _) => None,
-            (code, v) => panic!("GET {path}: {code} {v}"),
-        }
+        self.http.get_opt(path).await
     }
 
     async fn create(&self, path: &str, body: Value) {
-        let (code, v) = self.request(reqwest::Method::POST, path, Some(body)).await;
-        assert!(code == 201 || code == 200, "POST {path}: {code} {v}");
+        self.http.create(path, body).await;
     }
 
     async fn patch(&self, path: &str, body: Value) {
-        let (code, v) = self.request(reqwest::Method::PATCH, path, Some(body)).await;
-        assert_eq!(code, 200, "PATCH {path}: {v}");
+        self.http.patch(path, body).await;
     }
 
     async fn source(&self, name: &str) -> Value {
@@ -129,13 +61,6 @@ impl Server {
         ))
         .await
         .unwrap_or(Value::Null)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -187,9 +112,9 @@ fn condition<'a>(source: &'a Value, kind: &str) -> &'a Value {
 }
 
 /// Waits until the ConfigMap carries `commit`.
-async fn wait_applied(server: &Server, commit: &str, timeout: Duration) -> Duration {
+async fn wait_applied(server: &GitOps, commit: &str, timeout: Duration) -> Duration {
     let start = Instant::now();
-    wait_for(timeout, &format!("commit {commit} applied"), || async {
+    eventually(&format!("commit {commit} applied"), timeout, || async {
         match server.get(CONFIG).await {
             Some(c) if annotation(&c, "berth.dev/source-commit") == commit => Ok(()),
             other => Err(format!("{other:?}")),
@@ -207,7 +132,7 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     repo.write("README.md", "not a manifest\n");
     let first = repo.commit_and_push("first");
     let origin = repo.origin();
-    let server = Server::start(&[
+    let server = GitOps::start(&[
         "--git",
         origin.to_str().unwrap(),
         "--git-path",
@@ -232,9 +157,9 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     assert_eq!(annotation(&d, "berth.dev/source-line"), "1");
     let s = server.get(SERVICE).await.expect("the Service is applied");
     assert_eq!(annotation(&s, "berth.dev/source-line"), "17");
-    let source = wait_for(
-        Duration::from_secs(5),
+    let source = eventually(
         "status after the first sync",
+        Duration::from_secs(5),
         || async {
             let s = server.source("default").await;
             if s["status"]["lastAppliedCommit"] == first.as_str()
@@ -252,7 +177,7 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     assert_eq!(condition(&source, "Synced")["status"], "True", "{source}");
     assert_eq!(condition(&source, "Stalled")["status"], "False", "{source}");
     // No node is registered: the Deployment's pods cannot be scheduled, and health says so.
-    let source = wait_for(Duration::from_secs(10), "health Degraded", || async {
+    let source = eventually("health Degraded", Duration::from_secs(10), || async {
         let s = server.source("default").await;
         if s["status"]["health"] == "Degraded" {
             Ok(s)
@@ -273,11 +198,12 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     // `kubectl get gitsources` columns, from the server's Table.
     let table = server
         .http
+        .client
         .get(format!(
             "{}/apis/berth.dev/v1/namespaces/default/gitsources",
-            server.url
+            server.server.url
         ))
-        .bearer_auth(&server.token)
+        .bearer_auth(&server.server.admin_token)
         .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
         .send()
         .await
@@ -317,7 +243,7 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndata:\n  n: [x]\n",
     );
     let bad = repo.commit_and_push("bad");
-    let source = wait_for(Duration::from_secs(5), "the bad commit refused", || async {
+    let source = eventually("the bad commit refused", Duration::from_secs(5), || async {
         let s = server.source("default").await;
         if s["status"]["lastAttemptedCommit"] == bad.as_str()
             && condition(&s, "Stalled")["status"] == "True"
@@ -348,14 +274,14 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     repo.remove(&format!("{MANIFESTS}/zz-bad.yaml"));
     repo.remove(&format!("{MANIFESTS}/settings.yaml"));
     let pruned = repo.commit_and_push("drop the settings");
-    wait_for(Duration::from_secs(5), "the ConfigMap pruned", || async {
+    eventually("the ConfigMap pruned", Duration::from_secs(5), || async {
         match server.get(CONFIG).await {
             None => Ok(()),
             Some(c) => Err(c.to_string()),
         }
     })
     .await;
-    wait_for(Duration::from_secs(5), "the prune recorded", || async {
+    eventually("the prune recorded", Duration::from_secs(5), || async {
         let s = server.source("default").await;
         let inventory = s["status"]["inventory"].as_array().map_or(0, Vec::len);
         if s["status"]["lastAppliedCommit"] == pruned.as_str() && inventory == 2 {
@@ -377,7 +303,7 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     repo.remove(&format!("{MANIFESTS}/app.yaml"));
     repo.write(&format!("{MANIFESTS}/.keep"), "");
     let empty = repo.commit_and_push("delete everything");
-    let source = wait_for(Duration::from_secs(5), "the mass delete held", || async {
+    let source = eventually("the mass delete held", Duration::from_secs(5), || async {
         let s = server.source("default").await;
         if s["status"]["lastAttemptedCommit"] == empty.as_str()
             && condition(&s, "Stalled")["reason"] == "MassDeleteHeld"
@@ -400,7 +326,7 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
             json!({"spec": {"allowMassDelete": true}}),
         )
         .await;
-    wait_for(Duration::from_secs(5), "everything pruned", || async {
+    eventually("everything pruned", Duration::from_secs(5), || async {
         match (server.get(DEPLOY).await, server.get(SERVICE).await) {
             (None, None) => Ok(()),
             other => Err(format!("{other:?}")),
@@ -422,7 +348,7 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
     repo.write("app.yaml", APP);
     repo.write("settings.yaml", &config_map("hello"));
     let first = repo.commit_and_push("first");
-    let server = Server::start(&[]);
+    let server = GitOps::start(&[]);
     server
         .create(
             "/api/v1/namespaces/default/secrets",
@@ -443,7 +369,7 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
 
     // A hand edit of a field git sets: OutOfSync, naming the field, within the interval.
     server.patch(DEPLOY, json!({"spec": {"replicas": 5}})).await;
-    let source = wait_for(Duration::from_secs(5), "OutOfSync", || async {
+    let source = eventually("OutOfSync", Duration::from_secs(5), || async {
         let s = server.source("app").await;
         if condition(&s, "Synced")["reason"] == "OutOfSync" {
             Ok(s)
@@ -470,7 +396,7 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
             json!({"spec": {"selfHeal": true}}),
         )
         .await;
-    wait_for(Duration::from_secs(5), "replicas healed", || async {
+    eventually("replicas healed", Duration::from_secs(5), || async {
         let d = server.get(DEPLOY).await.unwrap();
         if d["spec"]["replicas"] == 2 {
             Ok(())
@@ -479,7 +405,7 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
         }
     })
     .await;
-    let healed = wait_for(Duration::from_secs(5), "a SelfHealed event", || async {
+    let healed = eventually("a SelfHealed event", Duration::from_secs(5), || async {
         let events = server
             .get("/api/v1/namespaces/default/events")
             .await
@@ -500,7 +426,7 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
             .contains("spec.replicas"),
         "{healed}"
     );
-    wait_for(Duration::from_secs(5), "Synced again", || async {
+    eventually("Synced again", Duration::from_secs(5), || async {
         let s = server.source("app").await;
         if condition(&s, "Synced")["status"] == "True" {
             Ok(())
@@ -511,7 +437,7 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
     .await;
 
     // Webhooks: refused without proof of the secret, nothing done; accepted with it.
-    let hook = format!("{}/hooks/git/default/app", server.url);
+    let hook = format!("{}/hooks/git/default/app", server.server.url);
     let body = r#"{"ref":"refs/heads/main"}"#;
     let sign = |secret: &str| {
         use hmac::{Hmac, Mac};
@@ -520,7 +446,7 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     };
     let post = |headers: Vec<(&'static str, String)>| {
-        let mut r = server.http.post(&hook).body(body);
+        let mut r = server.http.client.post(&hook).body(body);
         for (k, v) in headers {
             r = r.header(k, v);
         }
@@ -544,9 +470,9 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let source = wait_for(
-        Duration::from_secs(5),
+    let source = eventually(
         "the sync request handled",
+        Duration::from_secs(5),
         || async {
             let s = server.source("app").await;
             let asked = &s["metadata"]["annotations"]["berth.dev/sync-requested-at"];
@@ -566,9 +492,9 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    wait_for(
-        Duration::from_secs(5),
+    eventually(
         "the second sync request handled",
+        Duration::from_secs(5),
         || async {
             let s = server.source("app").await;
             let asked = &s["metadata"]["annotations"]["berth.dev/sync-requested-at"];
@@ -584,10 +510,15 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
 }
 
 /// `berth diff --source NAME` against the test server; `(exit code, stdout, stderr)`.
-fn diff_source(server: &Server, name: &str) -> (i32, String, String) {
+fn diff_source(server: &GitOps, name: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["diff", "--source", name, "--color", "never"])
-        .args(["--server", &server.url, "--token", &server.token])
+        .args([
+            "--server",
+            &server.server.url,
+            "--token",
+            &server.server.admin_token,
+        ])
         .output()
         .expect("run berth diff --source");
     (
@@ -612,7 +543,7 @@ async fn diff_source_shows_drift_with_secrets_masked_and_says_why_it_cannot() {
     repo.write("settings.yaml", &config_map("hello"));
     repo.write("secret.yaml", SECRET);
     let first = repo.commit_and_push("first");
-    let server = Server::start(&[]);
+    let server = GitOps::start(&[]);
     let url = format!("file://{}", repo.origin().display());
 
     let (code, _, err) = diff_source(&server, "nope");
@@ -631,7 +562,7 @@ async fn diff_source_shows_drift_with_secrets_masked_and_says_why_it_cannot() {
                 "spec": {"url": url, "path": "missing/", "interval": "1s"}}),
         )
         .await;
-    wait_for(Duration::from_secs(10), "NotFound", || async {
+    eventually("NotFound", Duration::from_secs(10), || async {
         let s = server.source("elsewhere").await;
         if condition(&s, "Ready")["reason"] == "NotFound" {
             Ok(())
@@ -653,7 +584,7 @@ async fn diff_source_shows_drift_with_secrets_masked_and_says_why_it_cannot() {
         )
         .await;
     wait_applied(&server, &first, Duration::from_secs(10)).await;
-    wait_for(Duration::from_secs(5), "Synced", || async {
+    eventually("Synced", Duration::from_secs(5), || async {
         let s = server.source("app").await;
         if condition(&s, "Synced")["status"] == "True" {
             Ok(())
@@ -675,7 +606,7 @@ async fn diff_source_shows_drift_with_secrets_masked_and_says_why_it_cannot() {
         )
         .await;
     server.patch(DEPLOY, json!({"spec": {"replicas": 5}})).await;
-    wait_for(Duration::from_secs(5), "OutOfSync on both", || async {
+    eventually("OutOfSync on both", Duration::from_secs(5), || async {
         let s = server.source("app").await;
         let drift = s["status"]["drift"].to_string();
         if drift.contains("Secret default/db") && drift.contains("spec.replicas") {
@@ -809,7 +740,7 @@ async fn a_source_behind_basic_auth_authenticates_and_the_password_is_never_show
     let first = repo.commit_and_push("first");
     let (url, http_task) =
         serve_git_over_http(repo.dir.path().to_path_buf(), "bob", PASSWORD).await;
-    let server = Server::start(&[]);
+    let server = GitOps::start(&[]);
     let repo_url = format!("{url}/origin.git");
     // Wrong password first: refused, and the attempt shows no secret either.
     for (name, password) in [("wrong", "pw-wrong-also-secret"), ("right", PASSWORD)] {
@@ -828,9 +759,9 @@ async fn a_source_behind_basic_auth_authenticates_and_the_password_is_never_show
                 "spec": {"url": repo_url, "interval": "1s", "secretRef": {"name": "creds-wrong"}}}),
         )
         .await;
-    let refused = wait_for(
-        Duration::from_secs(10),
+    let refused = eventually(
         "the wrong password refused",
+        Duration::from_secs(10),
         || async {
             let s = server.source("remote").await;
             if condition(&s, "Ready")["reason"] == "FetchFailed" {

@@ -7,7 +7,7 @@
 //! `ssh-keyscan` (openssh-client) and `git`: fails, naming the package, without them. sshd and
 //! the server are killed and their directories removed on drop, also when the test fails.
 
-mod support_cluster;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,9 +18,9 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
-use support_cluster::admin;
-use support_cluster::support_api::Server;
-use support_cluster::support_docker::eventually;
+use support::api::Server;
+use support::cluster::admin;
+use support::{accept, eventually, eventually_blocking, poll, poll_blocking};
 
 /// The program `name` from the PATH or the sbin folders; fails the test naming the Debian
 /// package that brings it.
@@ -135,18 +135,12 @@ impl Sshd {
             .spawn()
             .expect("spawn sshd");
         let mut server = Sshd { child, dir, port };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        eventually_blocking("sshd listening", Duration::from_secs(10), || {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("sshd exited ({status}): {}", server.log());
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sshd did not listen within 10 s: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| (e, server.log()))
+        });
         server
     }
 
@@ -189,15 +183,12 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
+        // Best effort: a session left behind holds nothing the next test needs.
+        let _ = poll_blocking(Duration::from_secs(5), || {
             let left = self.sessions();
-            if left.is_empty() || std::time::Instant::now() > deadline {
-                break;
-            }
             let _ = Command::new("kill").arg("-KILL").args(&left).output();
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            left.is_empty()
+        });
     }
 }
 
@@ -230,24 +221,20 @@ async fn source_with_secret(client: &kube::Client, name: &str, url: &str, data: 
 
 /// The GitSource's status once its `Ready` condition has `reason`.
 async fn status_when_ready_reason(client: &kube::Client, name: &str, reason: &str) -> Value {
-    let (sources, last) = (git_sources(client), std::cell::RefCell::new(Value::Null));
-    let found = eventually(Duration::from_secs(20), || async {
-        let source = sources.get_opt(name).await.ok().flatten()?;
+    let sources = git_sources(client);
+    let what = format!("GitSource {name}: Ready with reason {reason}");
+    eventually(&what, Duration::from_secs(20), || async {
+        let source = sources.get_opt(name).await.ok().flatten();
         let status = serde_json::to_value(&source).unwrap()["status"].clone();
-        *last.borrow_mut() = status.clone();
-        status["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["reason"] == reason)
-            .then_some(status)
+        accept(status, |status| {
+            status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["reason"] == reason)
+        })
     })
-    .await;
-    found.unwrap_or_else(|| {
-        panic!(
-            "GitSource {name}: Ready never had reason {reason}: {}",
-            last.borrow()
-        )
-    })
+    .await
 }
 
 fn ready_message(status: &Value) -> String {
@@ -300,13 +287,13 @@ async fn an_ssh_source_syncs_with_its_key_and_a_wrong_host_key_is_refused() {
     )
     .await;
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), "default");
-    let applied = eventually(Duration::from_secs(20), || async {
+    let applied = poll(Duration::from_secs(20), || async {
         let c = config_maps.get_opt("settings").await.ok().flatten()?;
         let annotations = c.metadata.annotations.clone().unwrap_or_default();
         (annotations.get("berth.dev/source-commit") == Some(&commit)).then_some(c)
     })
     .await;
-    let applied = applied.unwrap_or_else(|| {
+    let applied = applied.unwrap_or_else(|_| {
         panic!(
             "commit {commit} not applied over ssh; sshd log:\n{}\nserver log:\n{}",
             sshd.log(),

@@ -2,12 +2,12 @@
 //! broken encodings and pathological shapes each get a clear error from `berth validate`
 //! within a second, in bounded memory, with no panic and no hang.
 
-mod berth_run;
+pub mod support;
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use berth_run::{Run, Workspace};
+use support::workspace::{Run, Workspace};
 
 /// A pre-commit hook that stalls for more than a second on one file is a broken hook. The
 /// promise is for the optimised build; tests usually run the unoptimised one, which gets more.

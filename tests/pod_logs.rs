@@ -4,9 +4,7 @@
 //! server's proxy to that endpoint. Also: the errors a user sees when something is missing,
 //! and that a wrong certificate fingerprint or a wrong token is refused.
 
-mod support_api;
-mod support_docker;
-mod support_worker;
+pub mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -22,9 +20,10 @@ use berth::daemons::agent::runtime::labels;
 use berth::daemons::agent::serve::serve;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use support_api::{Server, stderr, stdout};
-use support_docker::{TEST_IMAGE, TestScope, eventually, runtime, sh};
-use support_worker::{PodAgent, container_id};
+use support::api::{Server, stderr, stdout};
+use support::docker::{TEST_IMAGE, TestScope, runtime, sh};
+use support::eventually;
+use support::worker::{PodAgent, container_id};
 
 /// Runs blocking work (kubectl, the berth CLI) without stalling the endpoint's tasks.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -162,12 +161,12 @@ impl Cluster {
 }
 
 async fn wait_for_log(runtime: &DockerRuntime, id: &str, text: &str) {
-    let seen = eventually(Duration::from_secs(10), || async {
-        let log = runtime.logs(id, None).await.ok()?;
-        log.contains(text).then_some(())
+    let what = format!("container {id} logging {text:?}");
+    eventually(&what, Duration::from_secs(10), || async {
+        let log = runtime.logs(id, None).await.map_err(|e| e.to_string())?;
+        if log.contains(text) { Ok(()) } else { Err(log) }
     })
     .await;
-    assert!(seen.is_some(), "container {id} never logged {text:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,11 +7,15 @@
 //! committed for these tests to see it. They fail, never skip, when python3, pip or
 //! pre-commit cannot be had: a hook nobody tests is a hook that breaks unnoticed.
 
+pub mod support;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::poll_blocking;
 
 /// The pre-commit release the tests run; bump deliberately.
 const PRE_COMMIT: &str = "pre-commit==4.7.0";
@@ -65,17 +69,11 @@ fn run(command: &mut Command, limit: Duration) -> Finished {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{description} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let finished = poll_blocking(limit, || child.try_wait().expect("wait"));
+    let Ok(status) = finished else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{description} did not finish within {limit:?}");
     };
     Finished {
         code: status.code(),

@@ -3,15 +3,13 @@
 //! them. `cargo run --release --` becomes this build's berth binary, and `berth up` gets the
 //! test's data dir, a free port and the test's container label; nothing else is changed.
 
-use std::io::{BufRead, BufReader};
+pub mod support;
+
 use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-#[path = "support_up.rs"]
-mod support_up;
-
-use support_up::{ChildGuard, UpScope, docker_lines, repo_root};
+use support::process::Process;
+use support::up::{UpScope, docker_lines, repo_root};
 
 /// The command lines of the first fenced block after `marker`, without comments.
 fn block_after(readme: &str, marker: &str) -> Vec<String> {
@@ -36,7 +34,7 @@ fn block_after(readme: &str, marker: &str) -> Vec<String> {
 
 #[test]
 fn readme_quickstart_brings_the_example_up_and_kubectl_sees_it() {
-    let _serial = support_up::serial();
+    let _serial = support::up::serial();
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let commands = block_after(&readme, "<!-- quickstart -->");
     let kubectl = block_after(&readme, "<!-- quickstart-kubectl -->");
@@ -66,7 +64,8 @@ fn readme_quickstart_brings_the_example_up_and_kubectl_sees_it() {
         };
         let args: Vec<&str> = args.split_whitespace().collect();
         assert_eq!(args.first(), Some(&"up"), "{command}");
-        let mut child = Command::new(berth)
+        let mut command = Command::new(berth);
+        command
             .args(&args)
             .arg("--data-dir")
             .arg(&scope.data_dir)
@@ -75,32 +74,13 @@ fn readme_quickstart_brings_the_example_up_and_kubectl_sees_it() {
             .arg(scope.label_arg())
             .current_dir(repo_root())
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        up = Some((ChildGuard(child), rx));
+            .stderr(Stdio::inherit());
+        up = Some(Process::spawn("berth up", &mut command));
     }
-    let (mut child, lines) = up.expect("the quick start starts berth up");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut seen = Vec::new();
-    loop {
-        match lines.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) if line.starts_with("ready: all") => break,
-            Ok(line) => seen.push(line),
-            Err(_) if Instant::now() < deadline => {}
-            Err(_) => {
-                panic!("berth up was not Ready within 240 s:\n{}", seen.join("\n"));
-            }
-        }
-    }
+    let mut up = up.expect("the quick start starts berth up");
+    up.wait_line("Ready", Duration::from_secs(240), |line| {
+        line.starts_with("ready: all").then_some(())
+    });
 
     // The kubectl line, pointed at this test's data dir instead of ./.berth.
     for command in &kubectl {
@@ -124,11 +104,9 @@ fn readme_quickstart_brings_the_example_up_and_kubectl_sees_it() {
         assert!(stdout.contains("report"), "{stdout}");
     }
 
-    Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.0.wait().unwrap();
+    let status = up
+        .stop("INT", Duration::from_secs(60))
+        .expect("berth up stops after Ctrl-C");
     assert!(status.success(), "Ctrl-C exits 0: {status}");
     let left = docker_lines(&["ps", "-q", "--filter", &scope.filter()]);
     assert_eq!(left.len(), 9, "the containers keep running after Ctrl-C");

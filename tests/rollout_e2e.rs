@@ -4,8 +4,7 @@
 //! `berth rollout undo` brings the previous template back; at no moment are fewer than 6
 //! endpoints ready and no request fails.
 
-mod support_cluster;
-mod support_services;
+pub mod support;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -17,10 +16,11 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use support_cluster::support_api::Server;
-use support_cluster::support_docker::{TEST_IMAGE, TestScope, runtime};
-use support_cluster::*;
-use support_services::{HTTP_PORT, httpd_spec};
+use support::api::Server;
+use support::cluster::*;
+use support::docker::{TEST_IMAGE, TestScope, runtime};
+use support::eventually;
+use support::services::{HTTP_PORT, httpd_spec};
 
 /// A second name for the test image, so the template's image really changes; removed on drop.
 struct ImageTag(String);
@@ -118,8 +118,8 @@ async fn probe(endpoints: Api<Endpoints>, stop: Arc<AtomicBool>) -> Probed {
 /// Waits until the Deployment's status says every replica runs `image`, ready and available.
 async fn rolled_out(deployments: &Api<Deployment>, pods: &Api<Pod>, image: &str) -> Duration {
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(120);
-    loop {
+    let what = format!("the rollout to {image}");
+    eventually(&what, Duration::from_secs(120), || async {
         let d = deployments.get("roll").await.expect("get the deployment");
         let s = d.status.clone().unwrap_or_default();
         let generation = d.metadata.generation.unwrap_or(0);
@@ -137,19 +137,18 @@ async fn rolled_out(deployments: &Api<Deployment>, pods: &Api<Pod>, image: &str)
             .iter()
             .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
             .collect();
-        if s.observed_generation.unwrap_or(0) >= generation
+        let done = s.observed_generation.unwrap_or(0) >= generation
             && counts == (6, 6, 6, 6)
             && images.len() == 6
-            && images.iter().all(|i| i == image)
-        {
-            return started.elapsed();
+            && images.iter().all(|i| i == image);
+        if done {
+            Ok(())
+        } else {
+            Err(format!("status {counts:?}, pod images {images:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "rollout to {image} not done: status {counts:?}, pod images {images:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
+    started.elapsed()
 }
 
 #[tokio::test]

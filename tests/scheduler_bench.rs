@@ -6,13 +6,13 @@
 //! cargo test --release --test scheduler_bench -- --ignored --nocapture
 //! ```
 
-mod support_api;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use support_api::Api;
+use support::api::Api;
 
 const NODES: usize = 1_000;
 const PODS: usize = 10_000;
@@ -40,7 +40,7 @@ async fn run_once() -> (Duration, f64) {
                 .send(
                     "PATCH",
                     &format!("/api/v1/nodes/{name}/status"),
-                    Some(support_api::ADMIN),
+                    Some(support::api::ADMIN),
                     "application/merge-patch+json",
                     Some(body.to_string()),
                 )

@@ -7,7 +7,7 @@
 //! In-process tests run the router (and, for the controllers, `controllers::start`) over a
 //! real SQLite store; the restart and kubectl tests run a real `berth server` process.
 
-mod support_api;
+pub mod support;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support_api::{Api, Server, stderr, stdout};
+use support::api::{Api, Server, stderr, stdout};
 
 const SVCS: &str = "/api/v1/namespaces/default/services";
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -63,7 +63,7 @@ async fn apply(api: &Api, path: &str, body: &Value) -> (StatusCode, Value) {
     api.send(
         "PATCH",
         &format!("{path}?fieldManager=kubectl"),
-        Some(support_api::ADMIN),
+        Some(support::api::ADMIN),
         "application/apply-patch+yaml",
         Some(body.to_string()),
     )
@@ -224,7 +224,7 @@ async fn cluster_ip_is_kept_when_an_update_omits_it_and_cannot_change() {
         .send(
             "PATCH",
             &format!("{SVCS}/keep"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"spec": {"clusterIP": "10.96.9.9"}}).to_string()),
         )
@@ -349,7 +349,7 @@ async fn node_ports_are_allocated_honoured_refused_and_released() {
         .send(
             "PATCH",
             &format!("{SVCS}/a"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"spec": {"type": "ClusterIP"}}).to_string()),
         )
@@ -475,7 +475,7 @@ async fn every_node_gets_its_own_pod_cidr() {
         .send(
             "PATCH",
             "/api/v1/nodes/y",
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"metadata": {"labels": {"zone": "a"}}}).to_string()),
         )
@@ -696,7 +696,7 @@ async fn set_status(api: &Api, name: &str, ip: &str, ready: bool) {
         .send(
             "PATCH",
             &format!("{PODS}/{name}/status"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(
                 json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
@@ -867,7 +867,7 @@ async fn endpoints_follow_readiness_named_ports_and_deletion() {
         .send(
             "PATCH",
             &format!("{PODS}/b"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"metadata": {"annotations": {"poke": "1"}}}).to_string()),
         )
@@ -1045,7 +1045,7 @@ async fn a_load_balancer_lists_the_ready_nodes_and_follows_them() {
             .send(
                 "PATCH",
                 &format!("/api/v1/nodes/{name}/status"),
-                Some(support_api::ADMIN),
+                Some(support::api::ADMIN),
                 "application/merge-patch+json",
                 Some(node_status(ip, "True").to_string()),
             )
@@ -1066,7 +1066,7 @@ async fn a_load_balancer_lists_the_ready_nodes_and_follows_them() {
         .send(
             "PATCH",
             "/api/v1/nodes/n2/status",
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(node_status("192.168.50.12", "Unknown").to_string()),
         )
@@ -1077,7 +1077,7 @@ async fn a_load_balancer_lists_the_ready_nodes_and_follows_them() {
         .send(
             "PATCH",
             &format!("{SVCS}/lb"),
-            Some(support_api::ADMIN),
+            Some(support::api::ADMIN),
             "application/merge-patch+json",
             Some(json!({"spec": {"type": "ClusterIP"}}).to_string()),
         )

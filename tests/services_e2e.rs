@@ -3,8 +3,7 @@
 //! readiness and deletion taking pods out of the rotation. Every test gives its agents their
 //! own pod CIDRs (`--pod-cidr`), so tests running at once do not overlap.
 
-mod support_cluster;
-mod support_services;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,10 +13,11 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use support_cluster::support_api::Server;
-use support_cluster::support_docker::{TestScope, eventually, runtime};
-use support_cluster::*;
-use support_services::*;
+use support::api::Server;
+use support::cluster::*;
+use support::docker::{TestScope, runtime};
+use support::services::*;
+use support::{accept, eventually};
 
 fn counts(bodies: &[String]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -103,15 +103,15 @@ async fn hand_written_endpoints_are_balanced_followed_and_refused_when_empty() {
         .expect("create the Endpoints");
 
     // Both backends answer through the ClusterIP and through the Service's DNS names.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = BTreeMap::new();
-    while Instant::now() < deadline {
-        seen = counts(&fetch_many(&client_container, "http://10.96.201.10/", 20));
-        if seen.len() == 2 && !seen.contains_key("FAIL") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let seen = eventually(
+        "both backends answering through the ClusterIP",
+        Duration::from_secs(10),
+        || async {
+            let seen = counts(&fetch_many(&client_container, "http://10.96.201.10/", 20));
+            accept(seen, |seen| seen.len() == 2 && !seen.contains_key("FAIL"))
+        },
+    )
+    .await;
     assert_eq!(
         seen.keys().cloned().collect::<Vec<_>>(),
         vec!["web-1".to_string(), "web-2".to_string()],
@@ -172,25 +172,28 @@ async fn hand_written_endpoints_are_balanced_followed_and_refused_when_empty() {
         .create(&PostParams::default(), &lb_ep)
         .await
         .expect("create its Endpoints");
-    let ingress = eventually(Duration::from_secs(20), || async {
-        services
-            .get("web-lb")
-            .await
-            .ok()?
-            .status?
-            .load_balancer?
-            .ingress?
-            .into_iter()
-            .find_map(|i| i.ip)
-    })
-    .await
-    .expect("the LoadBalancer gets a status address");
+    let ingress = eventually(
+        "the LoadBalancer's status address",
+        Duration::from_secs(20),
+        || async {
+            services
+                .get("web-lb")
+                .await
+                .ok()?
+                .status?
+                .load_balancer?
+                .ingress?
+                .into_iter()
+                .find_map(|i| i.ip)
+        },
+    )
+    .await;
     let url = format!("http://{ingress}:18099/");
-    let body = eventually(Duration::from_secs(5), || async {
-        reqwest::get(&url).await.ok()?.text().await.ok()
+    let what = format!("GET {url} through the LoadBalancer address");
+    let body = eventually(&what, Duration::from_secs(5), || async {
+        reqwest::get(&url).await?.text().await
     })
-    .await
-    .unwrap_or_else(|| panic!("GET {url} through the LoadBalancer address"));
+    .await;
     assert_eq!(body.trim(), "web-1", "{url}");
 
     // Endpoints down to one pod: within 2 s every request goes there.
@@ -397,12 +400,11 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
     let client_container = container_id(&probe, "client");
 
     // Three ready endpoints, none on the client's node.
-    let ready = eventually(Duration::from_secs(90), || async {
+    let ready = eventually("3 ready endpoints", Duration::from_secs(90), || async {
         let ips = ready_addresses(&client, "default", "web").await;
-        (ips.len() == 3).then_some(ips)
+        accept(ips, |ips| ips.len() == 3)
     })
-    .await
-    .expect("the Service has 3 ready endpoints within 90 s");
+    .await;
     let client_cidr = nodes
         .get("svc-c")
         .await
@@ -419,14 +421,15 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
     );
 
     // 60 fetches of http://web/ from the third node: all three backends answer.
-    let mut seen = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        seen = counts(&fetch_many(&client_container, "http://web/", 60));
-        if seen.len() == 3 && !seen.contains_key("FAIL") {
-            break;
-        }
-    }
+    let seen = eventually(
+        "60 fetches of http://web/ reaching all 3 backends",
+        Duration::from_secs(10),
+        || async {
+            let seen = counts(&fetch_many(&client_container, "http://web/", 60));
+            accept(seen, |seen| seen.len() == 3 && !seen.contains_key("FAIL"))
+        },
+    )
+    .await;
     assert!(
         seen.len() == 3 && !seen.contains_key("FAIL") && seen.values().sum::<usize>() == 60,
         "60 fetches of http://web/ reach all 3 backends: {seen:?}"
@@ -476,15 +479,12 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
         .await
         .expect("create shop/api endpoints");
     for name in ["api.shop", "api.shop.svc.cluster.local"] {
-        let bodies = eventually(Duration::from_secs(5), || async {
+        let what = format!("http://{name}/ answering from namespace default");
+        eventually(&what, Duration::from_secs(5), || async {
             let bodies = fetch_many(&client_container, &format!("http://{name}/"), 3);
-            (!bodies.iter().any(|b| b == "FAIL")).then_some(bodies)
+            accept(bodies, |bodies| !bodies.iter().any(|b| b == "FAIL"))
         })
         .await;
-        assert!(
-            bodies.is_some(),
-            "http://{name}/ answers from namespace default"
-        );
     }
 
     // The NodePort answers from the host.
@@ -540,11 +540,10 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
 
     // Deleting a ready backend while requests flow drops none: the pod leaves the rules
     // before it gets SIGTERM.
-    eventually(Duration::from_secs(10), || async {
-        (ready_addresses(&client, "default", "web").await.len() == 3).then_some(())
+    eventually("the pod ready again", Duration::from_secs(10), || async {
+        ready_addresses(&client, "default", "web").await.len() == 3
     })
-    .await
-    .expect("the pod is ready again");
+    .await;
     let victim_ip = pod_ip(victim);
     let client_table = table_of_node("svc-c");
     let loader = client_container.clone();
@@ -576,11 +575,12 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
         !seen.contains_key("FAIL"),
         "no request fails while a backend is deleted: {seen:?}"
     );
-    let killed = eventually(Duration::from_secs(10), || async {
-        kill_time(&victim_container, deleted_at)
-    })
-    .await
-    .expect("the deleted pod's container was stopped");
+    let killed = eventually(
+        "the deleted pod's container stopped",
+        Duration::from_secs(10),
+        || async { kill_time(&victim_container, deleted_at) },
+    )
+    .await;
     assert!(
         killed > rules_dropped,
         "SIGTERM came {:?} before the client's node stopped sending to the pod",

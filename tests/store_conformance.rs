@@ -1,9 +1,9 @@
 //! The store conformance suite, run against every backend: SQLite always, etcd with the
 //! `etcd` feature (which then needs the etcd binary; a missing one fails the tests).
 
-mod store_support;
+pub mod support;
 
-use store_support::conformance as suite;
+use support::store::conformance as suite;
 
 macro_rules! conformance {
     ($backend:ident) => {
@@ -12,49 +12,49 @@ macro_rules! conformance {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn crud() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::crud(&*store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn get_many() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::get_many(&*store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn stale_revision_rejected() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::stale_revision_rejected(&*store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn multi_key_txn_atomicity() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::multi_key_txn_atomicity(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn list_at_revision() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::list_at_revision(&*store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn watch_order_8_writers_x_1000_txns() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::watch_order_under_concurrent_writers(store, 1000).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn watch_resume_after_drop() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::watch_resume_after_drop(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn compaction() {
-                let (store, _guard) = store_support::$backend().await;
+                let (store, _guard) = support::store::$backend().await;
                 suite::compaction(&*store).await;
             }
         }

@@ -1,6 +1,6 @@
 //! Crash safety: acknowledged txns survive SIGKILL (SQLite) and member loss (etcd).
 
-mod store_support;
+pub mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use berth::cluster::store::sqlite::{SqliteOptions, SqliteStore};
 use berth::cluster::store::{Op, Store, Txn};
-use store_support::conformance::take;
+use support::store::conformance::take;
 
 const CHILD_ENV: &str = "BERTH_STORE_CRASH_CHILD_DIR";
 const ROUND_ENV: &str = "BERTH_STORE_CRASH_ROUND";
@@ -180,7 +180,7 @@ async fn etcd_cluster_survives_a_killed_member() {
     use std::collections::HashMap;
 
     use berth::cluster::store::etcd::EtcdStore;
-    use store_support::etcd::EtcdCluster;
+    use support::store::etcd::EtcdCluster;
 
     let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
         .await

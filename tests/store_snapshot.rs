@@ -1,7 +1,7 @@
 //! `berth snapshot save` under a live write load, then `berth snapshot restore`: the restored
 //! store is exactly the source store at the snapshot's revision.
 
-mod store_support;
+pub mod support;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use berth::cluster::store::sqlite::{SqliteOptions, SqliteStore};
 use berth::cluster::store::{ListOptions, Op, Store, Txn};
 use futures::StreamExt;
-use store_support::conformance::take;
+use support::store::conformance::take;
 
 fn berth(args: &[&std::ffi::OsStr]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_berth"))

@@ -1,14 +1,14 @@
 //! Behaviour specific to the embedded SQLite store: background compaction, reopening, and
 //! what a watch sees when the store goes away.
 
-mod store_support;
+pub mod support;
 
 use std::time::Duration;
 
 use berth::cluster::store::sqlite::{CompactionPolicy, SqliteOptions, SqliteStore};
 use berth::cluster::store::{ListOptions, Op, Store, StoreError, Txn};
 use futures::StreamExt;
-use store_support::conformance::{put, take};
+use support::store::conformance::{put, take};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_compaction_keeps_the_configured_window() {

@@ -4,19 +4,15 @@
 //! running, and `--down` removes everything. Every container carries the test's label, so
 //! the scope removes them even when the test fails.
 
-use std::io::{BufRead, BufReader};
+pub mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-#[path = "support_git.rs"]
-mod support_git;
-#[path = "support_up.rs"]
-mod support_up;
-
-use support_git::git;
-use support_up::{UpScope, copy_dir, docker_lines, example_images, repo_root};
+use support::git::git;
+use support::process::Process;
+use support::up::{UpScope, copy_dir, docker_lines, example_images, repo_root};
 
 /// The example's containers: three web pods (sandbox + web) and the report pod (sandbox,
 /// app, helper).
@@ -71,112 +67,9 @@ fn containers(scope: &UpScope) -> Vec<String> {
     lines
 }
 
-/// A `berth up` in the background, with its stdout and stderr lines on channels.
-struct Background {
-    child: Option<Child>,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Background {
-    fn start(mut cmd: Command) -> Background {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn berth up");
-        let lines = |stream: Box<dyn std::io::Read + Send>| {
-            let (tx, rx) = channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    eprintln!("berth up: {line}");
-                    let _ = tx.send(line);
-                }
-            });
-            rx
-        };
-        let stdout = lines(Box::new(child.stdout.take().unwrap()));
-        let stderr = lines(Box::new(child.stderr.take().unwrap()));
-        Background {
-            child: Some(child),
-            stdout,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stdout line that `check` accepts; panics with everything seen otherwise.
-    fn wait_for(&mut self, timeout: Duration, what: &str, check: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .stdout
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(line) => {
-                    let hit = check(&line);
-                    self.seen.push(line);
-                    if hit {
-                        return;
-                    }
-                }
-                Err(_) if Instant::now() < deadline => {}
-                Err(_) => panic!(
-                    "berth up: {what} did not happen within {timeout:?}; output:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Stdout lines that arrive within `wait`.
-    fn lines_within(&mut self, wait: Duration) -> Vec<String> {
-        let deadline = Instant::now() + wait;
-        let mut out = Vec::new();
-        while let Ok(line) = self
-            .stdout
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line.clone());
-            out.push(line);
-        }
-        out
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
-    }
-
-    /// SIGINT (Ctrl-C), then the exit status.
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .expect("kill -INT");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("berth up did not stop within 30 s of Ctrl-C");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A `berth up` in the background, its stdout and stderr read line by line.
+fn background(mut cmd: Command) -> Process {
+    Process::spawn("berth up", cmd.stderr(Stdio::piped()))
 }
 
 fn set_replicas(folder: &Path, from: &str, to: &str) {
@@ -188,7 +81,7 @@ fn set_replicas(folder: &Path, from: &str, to: &str) {
 
 #[test]
 fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
-    let _serial = support_up::serial();
+    let _serial = support::up::serial();
     example_images();
     let scope = UpScope::new("up-e2e");
 
@@ -221,9 +114,9 @@ fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
     let work = tempfile::tempdir().unwrap();
     let folder = work.path().join("manifests");
     copy_dir(&examples, &folder);
-    let mut second = Background::start(up_command(&scope, &folder, &[]));
-    second.wait_for(Duration::from_secs(120), "Ready", |l| {
-        l.starts_with("ready: all 6 objects")
+    let mut second = background(up_command(&scope, &folder, &[]));
+    second.wait_line("Ready", Duration::from_secs(120), |l| {
+        l.starts_with("ready: all 6 objects").then_some(())
     });
     let _ = second.lines_within(Duration::from_secs(6));
     assert_eq!(
@@ -234,11 +127,12 @@ fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
 
     // 3. Editing a file re-applies it: the web Deployment goes from 3 to 2 replicas.
     set_replicas(&folder, "replicas: 3", "replicas: 2");
-    second.wait_for(Duration::from_secs(60), "the change applied", |l| {
-        l.contains("deployment.apps/web configured")
+    second.wait_line("the change applied", Duration::from_secs(60), |l| {
+        l.contains("deployment.apps/web configured").then_some(())
     });
-    second.wait_for(Duration::from_secs(90), "the rollout to 2", |l| {
+    second.wait_line("the rollout to 2", Duration::from_secs(90), |l| {
         l.contains("shop/deployment.apps/web: rolled out 2/2")
+            .then_some(())
     });
 
     // 4. A bad file changes nothing and is reported as `berth validate` reports it.
@@ -248,8 +142,8 @@ fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
     )
     .unwrap();
     set_replicas(&folder, "replicas: 2", "replicas: 1");
-    second.wait_for(Duration::from_secs(30), "the refusal", |l| {
-        l.contains("nothing changed")
+    second.wait_line("the refusal", Duration::from_secs(30), |l| {
+        l.contains("nothing changed").then_some(())
     });
     let after_bad = second.lines_within(Duration::from_secs(4));
     assert!(
@@ -258,14 +152,16 @@ fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
             || l.contains("configmap/bad")),
         "the bad folder changed something: {after_bad:#?}"
     );
-    let stderr = second.stderr_text();
+    let stderr = second.stderr_lines().join("\n");
     assert!(
         stderr.contains("40-bad.yaml"),
         "the problem is reported with its file: {stderr}"
     );
 
     // 5. Ctrl-C stops berth and leaves the containers running.
-    let status = second.interrupt();
+    let status = second
+        .stop("INT", Duration::from_secs(30))
+        .expect("berth up stops within 30 s of Ctrl-C");
     assert!(status.success(), "Ctrl-C exits 0, got {status}");
     let running = containers(&scope);
     assert_eq!(
@@ -340,7 +236,7 @@ fn invalid_manifests_start_nothing_and_name_the_file() {
 
 #[test]
 fn not_ready_within_the_timeout_exits_1_naming_the_object_and_why() {
-    let _serial = support_up::serial();
+    let _serial = support::up::serial();
     let scope = UpScope::new("up-timeout");
     let work = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -374,8 +270,8 @@ fn not_ready_within_the_timeout_exits_1_naming_the_object_and_why() {
 
 #[test]
 fn up_syncs_a_git_repository_until_its_objects_are_ready() {
-    let _serial = support_up::serial();
-    support_up::example_images();
+    let _serial = support::up::serial();
+    support::up::example_images();
     let scope = UpScope::new("up-git");
     let repo = tempfile::tempdir().unwrap();
     std::fs::create_dir(repo.path().join("deploy")).unwrap();

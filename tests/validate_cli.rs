@@ -1,10 +1,10 @@
 //! `berth validate` end to end: the real binary on manifests in temporary folders, checked the
 //! way a user or a CI system reads its answers (exit codes, locations, the report formats).
 
-mod berth_run;
+pub mod support;
 
-use berth_run::Workspace;
 use serde_json::Value;
+use support::workspace::Workspace;
 
 const DEPLOYMENT: &str = "\
 apiVersion: apps/v1
@@ -78,7 +78,7 @@ fn summary_counts(output: &str) -> (usize, usize, usize, usize, usize, usize) {
     )
 }
 
-fn json_report(run: &berth_run::Run) -> Value {
+fn json_report(run: &support::workspace::Run) -> Value {
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("-o json is not JSON ({e}):\n{}", run.stdout))
 }

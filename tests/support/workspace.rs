@@ -1,6 +1,5 @@
 //! Runs the real `berth` binary against files in a temporary folder, for the end-to-end tests
 //! of `berth validate`: exit code, output, wall time and the child's peak memory.
-#![allow(dead_code)] // each test file uses a different part of this helper
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +14,12 @@ const HANG_LIMIT: Duration = Duration::from_secs(20);
 /// A temporary folder of manifests; removed when dropped, also when a test fails.
 pub struct Workspace {
     dir: tempfile::TempDir,
+}
+
+impl Default for Workspace {
+    fn default() -> Workspace {
+        Workspace::new()
+    }
 }
 
 impl Workspace {

@@ -1,12 +1,10 @@
 //! Shared helpers for the `berth apply` / `berth diff -f` tests: run the real binary against a
 //! live `berth server` (its kubeconfig), and write manifest folders.
 
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use crate::support_api::{Server, stderr, stdout};
+use super::api::{Server, stderr, stdout};
 
 /// Runs `berth ARGS` with the server's kubeconfig and no colour.
 pub fn berth(server: &Server, args: &[&str]) -> Output {
@@ -27,18 +25,6 @@ pub fn berth_code(server: &Server, args: &[&str], code: i32) -> String {
         out.status.code(),
         Some(code),
         "berth {args:?}\nstdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-/// kubectl that must succeed; returns stdout.
-pub fn kubectl_ok(server: &Server, args: &[&str]) -> String {
-    let out = server.kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
         stdout(&out),
         stderr(&out)
     );
@@ -98,17 +84,14 @@ pub fn deployment(name: &str, image: &str, replicas: Option<u32>) -> String {
 
 /// Names of the ConfigMaps in a namespace, sorted.
 pub fn configmaps(server: &Server, namespace: &str) -> Vec<String> {
-    let out = kubectl_ok(
-        server,
-        &[
-            "get",
-            "configmaps",
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
-        ],
-    );
+    let out = server.kubectl_ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+    ]);
     let mut names: Vec<String> = out.lines().map(str::to_string).collect();
     names.sort();
     names

@@ -1,17 +1,14 @@
 //! Shared helpers for tests against the real Docker engine: the offline busybox test image,
 //! a per-test label scope whose Drop removes every container and volume the test made
 //! (also when it fails), and pod builders.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use berth::daemons::agent::DockerRuntime;
-use berth::daemons::agent::env::{PodFields, StaticObjects};
-use berth::daemons::agent::podspec::{AgentPolicy, PodContext, PodPlan, plan_pod};
-use berth::daemons::agent::sandbox;
+use berth::daemons::agent::pod::env::{PodFields, StaticObjects};
+use berth::daemons::agent::pod::podspec::{AgentPolicy, PodContext, PodPlan, plan_pod};
+use berth::daemons::agent::runtime::sandbox;
 use k8s_openapi::api::core::v1::Pod;
 
 /// The busybox image tests run, built from Debian's static busybox with no registry.
@@ -209,24 +206,6 @@ fn remove_pod_networks(scope: &str, filter: &str) {
             }
         }
         let _ = Command::new("iptables").args(&args).output();
-    }
-}
-
-/// Polls `check` every 100 ms until it yields a value or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

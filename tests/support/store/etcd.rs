@@ -5,12 +5,12 @@
 //! The binary is `$ETCD_BIN` or `etcd` on `PATH` (Debian's `etcd-server`). A missing binary
 //! is a test failure, not a skip: CI installs it.
 
-#![allow(dead_code)] // each test crate uses a different part of the harness
-
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::super::{eventually_blocking, poll_blocking};
 
 /// One member's fixed addresses and data directory; the process comes and goes.
 struct Member {
@@ -136,9 +136,9 @@ impl EtcdCluster {
 
     /// Waits until member `i` answers a linearizable read (so it has a leader).
     pub fn wait_ready(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
         let endpoint = self.endpoint(i);
-        loop {
+        let what = format!("etcd member {i} ready");
+        eventually_blocking(&what, Duration::from_secs(30), || {
             if let Some(child) = self.members[i].process.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!(
@@ -148,15 +148,11 @@ impl EtcdCluster {
                 }
             }
             if Self::probe(&endpoint) {
-                return;
+                Ok(())
+            } else {
+                Err(self.log(i))
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd member {i} not ready; log: {}",
-                self.log(i)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        });
     }
 
     /// One linearizable GET through etcd's HTTP gateway-free gRPC is too heavy here; the
@@ -212,15 +208,13 @@ impl EtcdCluster {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            let exited = poll_blocking(Duration::from_secs(10), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if exited.is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 

@@ -1,12 +1,10 @@
 //! Shared harness for the API tests: an in-process router over a real SQLite store (for
-//! `oneshot` tests), and a live `berth server` process on a loopback port (for kubectl and
-//! the Python client) that is stopped and whose data dir is removed even when a test fails.
+//! `oneshot` tests), and a live `berth server` process on a loopback port (for kubectl, the
+//! Python client and plain JSON requests) that is stopped and whose data dir is removed
+//! even when a test fails.
 
-#![allow(dead_code)]
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +16,10 @@ use berth::cluster::api::tls::Tokens;
 use berth::cluster::api::{ApiConfig, ApiState, SharedState, router};
 use berth::cluster::store::sqlite::{SqliteOptions, SqliteStore};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use super::process::Process;
 
 pub const ADMIN: &str = "berth-admin.test-admin-token-0001";
 pub const AGENT: &str = "berth-agent.test-agent-token-0001";
@@ -135,9 +135,9 @@ pub async fn events(body: &mut Body, n: usize, timeout: Duration) -> Vec<Value> 
     out
 }
 
-/// A live `berth server` on a loopback port, stopped on drop.
+/// A live `berth server` on a loopback port, killed on drop.
 pub struct Server {
-    child: Option<Child>,
+    process: Option<Process>,
     pub dir: tempfile::TempDir,
     pub url: String,
     pub kubeconfig: PathBuf,
@@ -159,9 +159,7 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
-        Server::start_configured(dir, extra, |server| {
-            server.stderr(Stdio::inherit());
-        })
+        Server::start_configured(dir, extra, |_| {})
     }
 
     /// As `start_in`, with the command adjusted by `configure` (its stderr, its environment).
@@ -199,41 +197,20 @@ impl Server {
                 vec![]
             })
             .args(extra)
-            .stdout(Stdio::piped());
+            .stderr(Stdio::inherit());
         configure(&mut command);
-        let mut child = command.spawn().expect("spawn berth server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
+        let mut process = Process::spawn("berth server", &mut command);
+        let url = process.wait_line("listening", Duration::from_secs(60), |line| {
+            line.strip_prefix("listening on ").map(str::to_string)
         });
-        let mut server = Server {
-            child: Some(child),
-            url: String::new(),
+        Server {
+            process: Some(process),
+            url,
             kubeconfig: dir.path().join("kubeconfig.yaml"),
-            admin_token: String::new(),
-            agent_token: String::new(),
+            admin_token: read_trimmed(&dir.path().join("tokens/admin")),
+            agent_token: read_trimmed(&dir.path().join("tokens/agent-join")),
             dir,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while server.url.is_empty() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("listening on ") {
-                        server.url = url.to_string();
-                    }
-                }
-                Err(_) => panic!("berth server did not start within 60 s"),
-            }
         }
-        server.admin_token = read_trimmed(&server.dir.path().join("tokens/admin"));
-        server.agent_token = read_trimmed(&server.dir.path().join("tokens/agent-join"));
-        server
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
@@ -265,8 +242,24 @@ impl Server {
         child.wait_with_output().expect("kubectl output")
     }
 
-    /// An HTTPS client that trusts the server's CA (and only it).
+    /// kubectl that must succeed; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// An HTTPS client that trusts the server's CA (and only it); plain HTTP when the server
+    /// was started with `--insecure-http`.
     pub fn client(&self) -> reqwest::Client {
+        if self.url.starts_with("http://") {
+            return reqwest::Client::new();
+        }
         let ca = std::fs::read(self.dir.path().join("tls/ca.crt")).expect("CA file");
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
@@ -274,26 +267,25 @@ impl Server {
             .expect("client")
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
+    /// JSON requests as the admin.
+    pub fn http(&self) -> Http {
+        Http {
+            client: self.client(),
+            url: self.url.clone(),
+            token: self.admin_token.clone(),
+        }
     }
 
-    /// Sends SIGTERM and waits for the process; returns its exit status.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map(Process::id).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits up to 20 s (then kills); the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut process = self.process.take()?;
+        match process.stop("TERM", Duration::from_secs(20)) {
+            Ok(status) => Some(status),
+            Err(status) => status,
         }
     }
 
@@ -305,12 +297,101 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+/// JSON over HTTP to a [`Server`] as the admin: the plain requests tests make by hand.
+#[derive(Clone)]
+pub struct Http {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub token: String,
+}
+
+impl Http {
+    /// One request; the status code and the body (`Null` when it is not JSON).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type);
+        if let Some(b) = body {
+            req = req.body(b.to_string());
         }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET that must answer 200.
+    pub async fn get(&self, path: &str) -> Value {
+        let (code, v) = self
+            .send(reqwest::Method::GET, path, "application/json", None)
+            .await;
+        assert_eq!(code, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// GET: the object, or `None` on 404; any other answer fails the test.
+    pub async fn get_opt(&self, path: &str) -> Option<Value> {
+        match self
+            .send(reqwest::Method::GET, path, "application/json", None)
+            .await
+        {
+            (200, v) => Some(v),
+            (404, _) => None,
+            (code, v) => panic!("GET {path}: {code} {v}"),
+        }
+    }
+
+    /// POST that must answer 201 Created.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let (code, v) = self
+            .send(reqwest::Method::POST, path, "application/json", Some(&body))
+            .await;
+        assert_eq!(code, 201, "POST {path}: {v}");
+        v
+    }
+
+    /// A merge patch that must answer 200.
+    pub async fn patch(&self, path: &str, body: Value) -> Value {
+        let (code, v) = self.try_patch(path, &body).await;
+        assert_eq!(code, 200, "PATCH {path}: {v}");
+        v
+    }
+
+    /// A merge patch; the status code and body, whatever they are.
+    pub async fn try_patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(
+            reqwest::Method::PATCH,
+            path,
+            "application/merge-patch+json",
+            Some(body),
+        )
+        .await
+    }
+
+    /// DELETE with a propagation policy, answered 200 or 202.
+    pub async fn delete(&self, path: &str, propagation: &str) -> Value {
+        let body =
+            json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation});
+        let (code, v) = self
+            .send(
+                reqwest::Method::DELETE,
+                path,
+                "application/json",
+                Some(&body),
+            )
+            .await;
+        assert!(code == 200 || code == 202, "DELETE {path}: {code} {v}");
+        v
     }
 }
 

@@ -2,16 +2,12 @@
 //! dir) whose Drop removes every container and volume the test's `berth up` made, even when
 //! the test fails; the example images; and a lock that keeps clusters from running at once
 //! (the example's NodePort is one per host).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
-#[path = "support_docker.rs"]
-mod support_docker;
-
-pub use support_docker::{TEST_LABEL, TestScope};
+use super::docker::{TEST_LABEL, TestScope};
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
@@ -93,15 +89,5 @@ pub fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().unwrap().is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
-    }
-}
-
-/// A child process killed on drop, so a failing test leaves no `berth up` behind.
-pub struct ChildGuard(pub std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

@@ -1,11 +1,9 @@
-//! A real cluster for end-to-end tests: the `berth server` binary (see `support_api`) plus
+//! A real cluster for end-to-end tests: the `berth server` binary (see `api`) plus
 //! `berth agent` processes on real Docker, an admin kube-rs client, and helpers that wait
 //! for pods and events. Agents are killed on drop; their containers carry the test's label,
 //! so the test's `TestScope` removes them even when the test fails.
-#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use berth::client::ClientOptions;
@@ -13,13 +11,10 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 
-#[path = "support_api.rs"]
-pub mod support_api;
-#[path = "support_docker.rs"]
-pub mod support_docker;
-
-use support_api::Server;
-use support_docker::{TEST_LABEL, TestScope, eventually};
+use super::api::Server;
+use super::docker::{TEST_LABEL, TestScope};
+use super::eventually;
+use super::process::Process;
 
 /// An admin client for `server`.
 pub async fn admin(server: &Server) -> kube::Client {
@@ -37,7 +32,7 @@ pub async fn admin(server: &Server) -> kube::Client {
 
 /// A running `berth agent`, killed on drop.
 pub struct Agent {
-    child: Option<Child>,
+    process: Process,
     pub node: String,
     pub metrics_url: String,
 }
@@ -57,7 +52,8 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
             .args([
                 "agent",
                 "--server",
@@ -87,54 +83,25 @@ impl Agent {
             .arg(format!("{TEST_LABEL}={}", scope.id))
             .args(extra)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn berth agent");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+            .env("RUST_LOG", "warn");
+        let mut process = Process::spawn(&format!("berth agent {node}"), &mut command);
+        let mut metrics_url = String::new();
+        process.wait_line("node registration", Duration::from_secs(60), |line| {
+            if let Some(url) = line.strip_prefix("metrics on ") {
+                metrics_url = url.to_string();
             }
+            line.ends_with(" registered").then_some(())
         });
-        let mut agent = Agent {
-            child: Some(child),
+        Agent {
+            process,
             node: node.to_string(),
-            metrics_url: String::new(),
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("metrics on ") => {
-                    agent.metrics_url = line["metrics on ".len()..].to_string();
-                }
-                Ok(line) if line.ends_with(" registered") => break,
-                Ok(_) => {}
-                Err(_) => panic!("berth agent did not register its node within 60 s"),
-            }
+            metrics_url,
         }
-        agent
     }
 
-    /// SIGTERM, then wait (as an operator restarting the agent would).
+    /// SIGTERM, then wait up to 20 s (as an operator restarting the agent would).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.process.stop("TERM", Duration::from_secs(20));
     }
 
     /// The agent's `/metrics` text.
@@ -145,15 +112,6 @@ impl Agent {
             .text()
             .await
             .expect("metrics text")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -178,22 +136,20 @@ pub async fn wait_pod(
     check: impl Fn(&Pod) -> bool,
 ) -> Pod {
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let found = eventually(timeout, || {
+    eventually(&format!("pod {name}: {what}"), timeout, || {
         let api = api.clone();
         let check = &check;
-        async move { api.get_opt(name).await.ok().flatten().filter(|p| check(p)) }
-    })
-    .await;
-    match found {
-        Some(pod) => pod,
-        None => {
-            let last = api.get_opt(name).await.ok().flatten();
-            panic!(
-                "pod {name}: {what} did not happen within {timeout:?}; last seen: {}",
-                serde_json::to_string_pretty(&last.map(|p| p.status)).unwrap_or_default()
-            )
+        async move {
+            match api.get_opt(name).await {
+                Ok(Some(pod)) if check(&pod) => Ok(pod),
+                Ok(pod) => {
+                    Err(serde_json::to_string_pretty(&pod.map(|p| p.status)).unwrap_or_default())
+                }
+                Err(e) => Err(e.to_string()),
+            }
         }
-    }
+    })
+    .await
 }
 
 pub fn phase(p: &Pod) -> &str {
@@ -220,21 +176,16 @@ pub async fn pod_events(client: &kube::Client, name: &str) -> Vec<(String, Strin
 
 /// Waits until an event with `reason` (and a message containing `text`) is recorded.
 pub async fn wait_event(client: &kube::Client, pod: &str, reason: &str, text: &str) -> String {
-    let found = eventually(Duration::from_secs(30), || async {
-        pod_events(client, pod)
-            .await
-            .into_iter()
+    let what = format!("a {reason} event mentioning {text:?} for pod {pod}");
+    eventually(&what, Duration::from_secs(30), || async {
+        let events = pod_events(client, pod).await;
+        events
+            .iter()
             .find(|(r, m)| r == reason && m.contains(text))
-            .map(|(_, m)| m)
+            .map(|(_, m)| m.clone())
+            .ok_or(events)
     })
-    .await;
-    match found {
-        Some(m) => m,
-        None => panic!(
-            "no {reason} event mentioning {text:?} for pod {pod}; events: {:?}",
-            pod_events(client, pod).await
-        ),
-    }
+    .await
 }
 
 /// `docker` with arguments; panics with its output on failure.
@@ -348,16 +299,22 @@ pub fn exec(id: &str, script: &str) -> String {
     docker(&["exec", id, "sh", "-c", script])
 }
 
-/// Polls `read` until its output contains `want`; returns the last output.
+/// Runs `read` until its output contains `want` (which must not be empty); the output.
 pub async fn eventually_output(read: impl Fn() -> String, want: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = read();
-        if out.contains(want) || std::time::Instant::now() > deadline {
-            return out;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(!want.is_empty(), "every output contains the empty string");
+    eventually(
+        &format!("output containing {want:?}"),
+        Duration::from_secs(30),
+        || async {
+            let out = read();
+            if out.contains(want) {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await
 }
 
 /// Running, ready and not terminating pods with `selector`, counted per node.

@@ -1,8 +1,6 @@
 //! Shared helpers of the store tests: the conformance suite, the etcd harness and a way to
 //! open each backend.
 
-#![allow(dead_code)]
-
 pub mod conformance;
 mod conformance_watch;
 pub mod etcd;

@@ -1,10 +1,8 @@
 //! Helpers for the client-verb tests: run the real `berth` binary against a live server with
 //! its kubeconfig, and golden files for what users read, with the values that change from run
-//! to run (ages, times) normalised. `UPDATE_GOLDEN=1` rewrites the golden files.
+//! to run (ages, times) normalised, compared with golden files in `tests/golden/cli/`.
 
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// `berth ARGS` with the server's kubeconfig and a HOME of its own.
@@ -121,44 +119,7 @@ pub fn normalise_describe(text: &str) -> String {
     out
 }
 
-fn golden_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/cli")
-        .join(name)
-}
-
-/// Compares with `tests/golden/cli/NAME` (or writes it under `UPDATE_GOLDEN=1`).
+/// Compares with `tests/golden/cli/NAME` (see [`super::golden`]).
 pub fn assert_golden(name: &str, actual: &str) {
-    let path = golden_path(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("golden dir");
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it after review)",
-        path.display()
-    );
-}
-
-#[test]
-fn ages_are_recognised_and_normalised_without_moving_columns() {
-    for age in ["5s", "119s", "3m20s", "2d", "8y"] {
-        assert!(is_age(age), "{age}");
-    }
-    for word in ["web", "1/1", "0", "s5", "5x"] {
-        assert!(!is_age(word), "{word}");
-    }
-    assert_eq!(
-        normalise_table("NAME   DATA   AGE\na      1      12s\n"),
-        "NAME   DATA   AGE\na      1      <age>\n"
-    );
+    super::golden::assert_golden(&super::golden::dir("cli").join(name), actual);
 }

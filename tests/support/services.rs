@@ -1,13 +1,12 @@
 //! Helpers for Service tests on real agents: busybox `httpd` pods that serve their own
 //! hostname, a client pod, and fetching through it. busybox's `wget -T` crashes in the
 //! static Debian build, so fetches are bounded with `timeout` instead.
-#![allow(dead_code)]
 
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::support_cluster::support_docker::{TEST_IMAGE, sh};
+use super::docker::{TEST_IMAGE, sh};
 
 /// The port `httpd` pods listen on.
 pub const HTTP_PORT: u16 = 8080;

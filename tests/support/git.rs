@@ -1,11 +1,9 @@
 //! For GitOps tests: a git repository (a local bare one, what a GitSource follows, and a
-//! working clone that commits and pushes to it, both removed on drop) and a wait on a
-//! condition that reports the last state seen. Needs `git` (the tests fail without it).
-#![allow(dead_code)]
+//! working clone that commits and pushes to it, both removed on drop). Needs `git` (the
+//! tests fail without it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// A bare repository and a working clone that pushes to it.
 pub struct Repo {
@@ -74,23 +72,5 @@ impl Repo {
         );
         git(&self.work(), &["push", "-q", "origin", "HEAD:main"]);
         git(&self.work(), &["rev-parse", "HEAD"])
-    }
-}
-
-/// Waits up to `timeout` for `probe` to give something; panics with `what` and the last state.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!("{what}: not within {timeout:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
     }
 }

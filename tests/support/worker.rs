@@ -1,6 +1,5 @@
 //! Pods run by the agent's own pod worker on the real Docker engine, with no API server: a
 //! pass is what the agent runs, and its status what the agent would write.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

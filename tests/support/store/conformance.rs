@@ -3,8 +3,6 @@
 //! Revisions are compared relative to what the store reports, never as absolute numbers:
 //! an empty SQLite store is at revision 0, an empty etcd at 1.
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 use std::time::Duration;
 
