@@ -300,6 +300,7 @@ async fn resource(
         .get::<Identity>()
         .copied()
         .unwrap_or(Identity::Agent);
+    let protobuf = protobuf::wants_protobuf(request.headers());
     let observed_resource = match target.sub {
         Some(s) => format!("{}/{}", target.resource.plural, s.name()),
         None => target.resource.plural.to_string(),
@@ -311,6 +312,7 @@ async fn resource(
         _ => handlers::dispatch(state, target, identity, request).await,
     };
     let mut response = match result {
+        Ok(r) if protobuf => protobuf::negotiate(r, verb == "watch").await,
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
