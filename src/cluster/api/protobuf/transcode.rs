@@ -131,6 +131,8 @@ fn parse_rules(line: &str) -> Option<(&str, Rules)> {
     let message = words.next()?;
     let mut rules = Rules::new();
     for word in words {
+        // `;…` parts are the OpenAPI patch extensions, read by the OpenAPI module.
+        let word = word.split(';').next().unwrap_or(word);
         let (head, name) = match word.split_once('=') {
             Some((h, n)) => (h, Some(n.to_string())),
             None => (word, None),
