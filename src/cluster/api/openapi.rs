@@ -190,8 +190,11 @@ fn definition_of_message(message: &str) -> String {
     format!("io.k8s.{}", name.strip_prefix("io.").unwrap_or(&name))
 }
 
+/// The patch extensions of one property: its JSON name and the `x-kubernetes-…` keys.
+type PropertyExtensions = (String, Map<String, Value>);
+
 /// Patch extensions by definition, then property: what `go-fields.txt` has after `;`.
-static PATCH: LazyLock<HashMap<String, Vec<(String, Map<String, Value>)>>> = LazyLock::new(|| {
+static PATCH: LazyLock<HashMap<String, Vec<PropertyExtensions>>> = LazyLock::new(|| {
     let mut out = HashMap::new();
     for line in GO_FIELDS.lines().filter(|l| !l.starts_with('#')) {
         let mut words = line.split_whitespace();

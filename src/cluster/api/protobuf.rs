@@ -116,7 +116,7 @@ fn encode_with(t: &Transcoder, object: &Value) -> Result<Vec<u8>, TranscodeError
             api_version: api_version.into(),
             kind: kind.into(),
         })?;
-    let raw = t.from_json(&desc, object)?.encode_to_vec();
+    let raw = t.message_from_json(&desc, object)?.encode_to_vec();
     let mut type_meta = DynamicMessage::new(t.runtime_message("TypeMeta"));
     type_meta.set_field_by_number(1, Proto::String(api_version.into()));
     type_meta.set_field_by_number(2, Proto::String(kind.into()));

@@ -384,7 +384,7 @@ impl Transcoder {
     // ---- JSON → protobuf ----
 
     /// The message of `desc` holding the JSON `value`.
-    pub fn from_json(
+    pub fn message_from_json(
         &self,
         desc: &MessageDescriptor,
         value: &Value,
@@ -469,7 +469,7 @@ impl Transcoder {
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         };
         Ok(match f.kind() {
-            Kind::Message(m) => Proto::Message(self.from_json(&m, v)?),
+            Kind::Message(m) => Proto::Message(self.message_from_json(&m, v)?),
             Kind::String => match v {
                 Value::String(s) => Proto::String(s.clone()),
                 Value::Number(n) => Proto::String(n.to_string()),
