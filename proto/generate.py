@@ -50,12 +50,32 @@ TAG = re.compile(r'(\w+):"([^"]*)"')
 PACKAGE = re.compile(r"^package ([\w.]+);", re.M)
 
 
+KINDS_RS = os.path.join(HERE, "..", "src", "manifest", "kinds.rs")
+API_VERSION = re.compile(r'"((?:[a-z0-9.-]+/)?v\d+(?:(?:alpha|beta)\d+)?)", "[a-z]+", (?:true|false)')
+
+
+def known_api_folders():
+    """k8s.io/api folders (`apps/v1`, `core/v1`) of the API versions `berth validate` knows:
+    the descriptor set holds those (and what they import), not every old beta, which keeps
+    the server's memory down once it has loaded it."""
+    with open(KINDS_RS, encoding="utf-8") as f:
+        versions = set(API_VERSION.findall(f.read()))
+    folders = set()
+    for v in versions:
+        group, _, version = v.rpartition("/")
+        short = {"": "core", "internal.apiserver.k8s.io": "apiserverinternal"}.get(
+            group, group.split(".")[0])
+        folders.add(f"{short}/{version}")
+    return folders
+
+
 def proto_folders(args):
     """(import path of the folder, folder on disk) of every generated.proto to compile."""
     out = []
+    known = known_api_folders()
     for root, _, files in os.walk(args.api):
-        if "generated.proto" in files:
-            rel = os.path.relpath(root, args.api)
+        rel = os.path.relpath(root, args.api)
+        if "generated.proto" in files and rel in known:
             out.append((f"k8s.io/api/{rel}", root))
     for pkg in APIMACHINERY_PACKAGES:
         out.append((f"k8s.io/apimachinery/{pkg}", os.path.join(args.apimachinery, pkg)))
