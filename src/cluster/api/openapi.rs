@@ -347,8 +347,19 @@ pub fn index() -> Value {
             gvs.push(gv);
         }
     }
-    let custom = CUSTOM.read().unwrap_or_else(|e| e.into_inner()).len();
-    let hash = format!("{}-{}-{custom}", env!("CARGO_PKG_VERSION"), RESOURCES.len());
+    // kubectl caches each document under its hash: it changes with what is served.
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        for r in RESOURCES.iter() {
+            (r.api_version, r.kind).hash(&mut h);
+        }
+        for c in CUSTOM.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            (&c.group, &c.version, &c.kind, c.schema.to_string()).hash(&mut h);
+        }
+        format!("{:016X}", h.finish())
+    };
     let mut paths = Map::new();
     for (g, v) in gvs {
         let p = gv_path(&g, &v);
