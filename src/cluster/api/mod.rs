@@ -20,7 +20,7 @@ mod handlers;
 pub mod hooks;
 mod list;
 pub mod metrics;
-mod openapi;
+pub mod openapi;
 pub mod patch;
 mod protobuf;
 mod proxy;
@@ -233,10 +233,14 @@ async fn openapi_index() -> Response {
     json_response(StatusCode::OK, &openapi::index())
 }
 
+async fn openapi_v2() -> Response {
+    raw_json_response(StatusCode::OK, openapi::v2().to_vec())
+}
+
 async fn openapi_document(request: Request) -> Response {
     let path = request.uri().path().trim_start_matches("/openapi/v3/");
     match openapi::document(path) {
-        Some(doc) => json_response(StatusCode::OK, &doc),
+        Some(doc) => raw_json_response(StatusCode::OK, doc.to_vec()),
         None => ApiError::NoRoute.into_response(),
     }
 }
@@ -293,6 +297,7 @@ async fn resource(
         .get::<Identity>()
         .copied()
         .unwrap_or(Identity::Agent);
+    let protobuf = protobuf::wants_protobuf(request.headers());
     let observed_resource = match target.sub {
         Some(s) => format!("{}/{}", target.resource.plural, s.name()),
         None => target.resource.plural.to_string(),
@@ -304,6 +309,7 @@ async fn resource(
         _ => dispatch::dispatch(state, target, identity, request).await,
     };
     let mut response = match result {
+        Ok(r) if protobuf => protobuf::negotiate(r, verb == "watch").await,
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -384,6 +390,7 @@ pub fn router_with(state: SharedState, more: Router<SharedState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/livez", get(livez))
         .route("/metrics", get(metrics_text))
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api", get(core_versions))
