@@ -3,27 +3,16 @@
 //! with `k8s-pb`'s types, `kubectl explain` from the OpenAPI documents, and
 //! `--validate=strict` refusing a misspelt field.
 
-mod support_api;
+pub mod support;
 
 use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use prost::Message;
 use serde_json::Value;
-use support_api::{Server, stderr, stdout};
+use support::api::{Server, stderr, stdout};
 
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
-
-fn ok(server: &Server, args: &[&str]) -> String {
-    let out = server.kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
 
 /// The stored object as JSON, read by a JSON client.
 async fn stored(server: &Server, path: &str) -> Value {
@@ -78,41 +67,32 @@ async fn every_kubectl_create_generator_sends_protobuf_and_stores_the_right_obje
     assert!(d["metadata"].get("generateName").is_none(), "{d}");
 
     // An explicit zero in a pointer field is kept.
-    ok(
-        &server,
-        &[
-            "create",
-            "deployment",
-            "idle",
-            "--image=busybox:1.36",
-            "--replicas=0",
-        ],
-    );
+    server.kubectl_ok(&[
+        "create",
+        "deployment",
+        "idle",
+        "--image=busybox:1.36",
+        "--replicas=0",
+    ]);
     let d = stored(&server, "/apis/apps/v1/namespaces/default/deployments/idle").await;
     assert_eq!(d["spec"]["replicas"], 0);
 
-    ok(
-        &server,
-        &[
-            "create",
-            "configmap",
-            "settings",
-            "--from-literal=mode=fast",
-        ],
-    );
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=mode=fast",
+    ]);
     let cm = stored(&server, "/api/v1/namespaces/default/configmaps/settings").await;
     assert_eq!(cm["data"]["mode"], "fast");
 
-    ok(
-        &server,
-        &[
-            "create",
-            "secret",
-            "generic",
-            "login",
-            "--from-literal=password=s3cret",
-        ],
-    );
+    server.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "login",
+        "--from-literal=password=s3cret",
+    ]);
     let s = stored(&server, "/api/v1/namespaces/default/secrets/login").await;
     assert_eq!(s["data"]["password"], "czNjcmV0");
     assert_eq!(s["type"], "Opaque");
@@ -122,84 +102,66 @@ async fn every_kubectl_create_generator_sends_protobuf_and_stores_the_right_obje
     let key = server.dir.path().join("tls-test.key");
     std::fs::write(&cert, tls.cert.pem()).unwrap();
     std::fs::write(&key, tls.key_pair.serialize_pem()).unwrap();
-    ok(
-        &server,
-        &[
-            "create",
-            "secret",
-            "tls",
-            "web-tls",
-            &format!("--cert={}", cert.display()),
-            &format!("--key={}", key.display()),
-        ],
-    );
+    server.kubectl_ok(&[
+        "create",
+        "secret",
+        "tls",
+        "web-tls",
+        &format!("--cert={}", cert.display()),
+        &format!("--key={}", key.display()),
+    ]);
     let s = stored(&server, "/api/v1/namespaces/default/secrets/web-tls").await;
     assert_eq!(s["type"], "kubernetes.io/tls");
     assert!(s["data"]["tls.crt"].as_str().is_some_and(|v| v.len() > 100));
 
-    ok(
-        &server,
-        &[
-            "create",
-            "secret",
-            "docker-registry",
-            "pull",
-            "--docker-server=registry.example",
-            "--docker-username=me",
-            "--docker-password=pw",
-        ],
-    );
+    server.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "pull",
+        "--docker-server=registry.example",
+        "--docker-username=me",
+        "--docker-password=pw",
+    ]);
     let s = stored(&server, "/api/v1/namespaces/default/secrets/pull").await;
     assert_eq!(s["type"], "kubernetes.io/dockerconfigjson");
     assert!(s["data"][".dockerconfigjson"].is_string());
 
-    ok(&server, &["create", "namespace", "shop"]);
+    server.kubectl_ok(&["create", "namespace", "shop"]);
     let ns = stored(&server, "/api/v1/namespaces/shop").await;
     assert_eq!(ns["status"]["phase"], "Active");
 
-    ok(
-        &server,
-        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
-    );
+    server.kubectl_ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
     let svc = stored(&server, "/api/v1/namespaces/default/services/web").await;
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
     assert_eq!(svc["spec"]["type"], "ClusterIP");
     assert!(svc["spec"]["clusterIP"].is_string());
 
-    ok(
-        &server,
-        &["create", "service", "nodeport", "edge", "--tcp=80:8080"],
-    );
+    server.kubectl_ok(&["create", "service", "nodeport", "edge", "--tcp=80:8080"]);
     let svc = stored(&server, "/api/v1/namespaces/default/services/edge").await;
     assert_eq!(svc["spec"]["type"], "NodePort");
     assert!(svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap() >= 30000);
 
     // kubectl prints what the server answered in protobuf.
-    let yaml = ok(
-        &server,
-        &[
-            "create",
-            "configmap",
-            "echo",
-            "--from-literal=k=v",
-            "-o",
-            "yaml",
-        ],
-    );
+    let yaml = server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "echo",
+        "--from-literal=k=v",
+        "-o",
+        "yaml",
+    ]);
     assert!(yaml.contains("uid:") && yaml.contains("k: v"), "{yaml}");
-    let yaml = ok(&server, &["get", "deployment", "web", "-o", "yaml"]);
+    let yaml = server.kubectl_ok(&["get", "deployment", "web", "-o", "yaml"]);
     assert!(yaml.contains("image: busybox:1.36"), "{yaml}");
-    ok(&server, &["delete", "deployment", "idle"]);
+    server.kubectl_ok(&["delete", "deployment", "idle"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_responses_and_watch_frames_read_with_k8s_pb() {
     let server = Server::start();
-    ok(
-        &server,
-        &["create", "deployment", "web", "--image=busybox:1.36"],
-    );
+    server.kubectl_ok(&["create", "deployment", "web", "--image=busybox:1.36"]);
     let http = server.client();
     let get = |path: &str| {
         http.get(format!("{}{path}", server.url))
@@ -261,10 +223,10 @@ async fn protobuf_responses_and_watch_frames_read_with_k8s_pb() {
 #[test]
 fn kubectl_explain_knows_every_served_kind_and_strict_validation_names_a_misspelt_field() {
     let server = Server::start();
-    let kinds = ok(&server, &["api-resources", "--no-headers", "-o", "name"]);
+    let kinds = server.kubectl_ok(&["api-resources", "--no-headers", "-o", "name"]);
     let mut explained = 0;
     for resource in kinds.lines().filter(|l| !l.is_empty()) {
-        let text = ok(&server, &["explain", resource]);
+        let text = server.kubectl_ok(&["explain", resource]);
         assert!(
             text.contains("DESCRIPTION") && text.contains("FIELDS"),
             "kubectl explain {resource}:\n{text}"
@@ -272,13 +234,13 @@ fn kubectl_explain_knows_every_served_kind_and_strict_validation_names_a_misspel
         explained += 1;
     }
     assert!(explained >= 13, "{kinds}");
-    let strategy = ok(&server, &["explain", "deployment.spec.strategy"]);
+    let strategy = server.kubectl_ok(&["explain", "deployment.spec.strategy"]);
     assert!(
         strategy.contains("DeploymentStrategy describes how to replace existing pods"),
         "{strategy}"
     );
     assert!(strategy.contains("rollingUpdate"), "{strategy}");
-    let image = ok(&server, &["explain", "pods.spec.containers.image"]);
+    let image = server.kubectl_ok(&["explain", "pods.spec.containers.image"]);
     assert!(image.contains("Container image name"), "{image}");
 
     let misspelt = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo\nspec:\n  replicaz: 2\n  selector:\n    matchLabels: {app: typo}\n  template:\n    metadata:\n      labels: {app: typo}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1.36\n";

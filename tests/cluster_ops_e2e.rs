@@ -42,10 +42,10 @@ fn containers_per_node(scope: &TestScope, app: &str) -> BTreeMap<String, usize> 
     ]);
     let mut per_node = BTreeMap::new();
     for line in out.lines() {
-        if let Some((node, pod)) = line.split_once(' ') {
-            if pod.starts_with(app) {
-                *per_node.entry(node.to_string()).or_default() += 1;
-            }
+        if let Some((node, pod)) = line.split_once(' ')
+            && pod.starts_with(app)
+        {
+            *per_node.entry(node.to_string()).or_default() += 1;
         }
     }
     per_node

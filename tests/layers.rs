@@ -63,12 +63,12 @@ fn modules_form_no_cycles_and_respect_the_layers() {
         let Some(rank_of) = layer_ranks(&arrow.parent) else {
             continue;
         };
-        if let (Some(from), Some(to)) = (rank_of(&arrow.child), rank_of(&arrow.target)) {
-            if from < to {
-                writeln!(report, "a lower layer imports a higher one:").unwrap();
-                write_arrow(&mut report, arrow, evidence);
-                report.push('\n');
-            }
+        if let (Some(from), Some(to)) = (rank_of(&arrow.child), rank_of(&arrow.target))
+            && from < to
+        {
+            writeln!(report, "a lower layer imports a higher one:").unwrap();
+            write_arrow(&mut report, arrow, evidence);
+            report.push('\n');
         }
     }
     assert!(

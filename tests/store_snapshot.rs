@@ -49,7 +49,7 @@ async fn snapshot_under_load_restores_the_exact_state() {
                     Op::put(format!("/snap/{w}/{key}/x"), value.clone()),
                     Op::put(format!("/snap/{w}/{key}/y"), value),
                 ];
-                if i % 7 == 0 {
+                if i.is_multiple_of(7) {
                     ops.push(Op::delete(format!("/snap/{w}/{}/z", (i + 3) % 20)));
                 } else {
                     ops.push(Op::put(format!("/snap/{w}/{key}/z"), vec![b'z'; 256]));

@@ -80,10 +80,10 @@ pub fn text_table(table: &Value, style: &TableStyle) -> TextTable {
                     }
                     for &i in &shown {
                         let mut text = cells.get(i).map(cell_text).unwrap_or_default();
-                        if Some(i) == name_column {
-                            if let Some(prefix) = &style.kind_prefix {
-                                text = format!("{prefix}/{text}");
-                            }
+                        if Some(i) == name_column
+                            && let Some(prefix) = &style.kind_prefix
+                        {
+                            text = format!("{prefix}/{text}");
                         }
                         out.push(text);
                     }

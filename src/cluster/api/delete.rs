@@ -45,22 +45,20 @@ pub(super) async fn delete(
         if let Some(uid) = options
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
+            && old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
         {
-            if old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
-                return Err(ApiError::Conflict {
-                    resource: r.qualified(),
-                    name: name(&t).into(),
-                    detail: format!("Precondition failed: UID in precondition: {uid}"),
-                });
-            }
+            return Err(ApiError::Conflict {
+                resource: r.qualified(),
+                name: name(&t).into(),
+                detail: format!("Precondition failed: UID in precondition: {uid}"),
+            });
         }
         if let Some(want) = options
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
+            && want != rev.to_string()
         {
-            if want != rev.to_string() {
-                return Err(ApiError::stale(r, name(&t)));
-            }
+            return Err(ApiError::stale(r, name(&t)));
         }
         if let Some(grace) = graceful_pod_grace(r.kind, &old, &options, &params) {
             if let Some(marked) = mark_graceful(&old, grace) {
@@ -88,10 +86,10 @@ pub(super) async fn delete(
             Some("Orphan") => Some("orphan"),
             _ => None,
         };
-        if let Some(f) = extra {
-            if !finalizers.iter().any(|x| x == f) {
-                finalizers.push(json!(f));
-            }
+        if let Some(f) = extra
+            && !finalizers.iter().any(|x| x == f)
+        {
+            finalizers.push(json!(f));
         }
         if !finalizers.is_empty() {
             if old.pointer("/metadata/deletionTimestamp").is_some() {

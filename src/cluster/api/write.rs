@@ -131,11 +131,9 @@ pub fn prepare_create(
         .get("name")
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
-    if !has_name {
-        if let Some(prefix) = m.get("generateName").and_then(Value::as_str) {
-            let name = generated_name(prefix);
-            m.insert("name".into(), json!(name));
-        }
+    if !has_name && let Some(prefix) = m.get("generateName").and_then(Value::as_str) {
+        let name = generated_name(prefix);
+        m.insert("name".into(), json!(name));
     }
     for server_set in [
         "uid",
@@ -236,10 +234,10 @@ pub fn prepare_update(
             }
         }
     }
-    if !m.contains_key("managedFields") {
-        if let Some(mf) = old_meta.get("managedFields") {
-            m.insert("managedFields".into(), mf.clone());
-        }
+    if !m.contains_key("managedFields")
+        && let Some(mf) = old_meta.get("managedFields")
+    {
+        m.insert("managedFields".into(), mf.clone());
     }
     apply_server_defaults(&mut new);
     if !status_write && super::allocate::allocates(r) {

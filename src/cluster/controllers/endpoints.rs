@@ -187,10 +187,9 @@ impl PodEndpoint<'_> {
         if let (Some(host), Some(sub)) = (
             pod.pointer("/spec/hostname").and_then(Value::as_str),
             pod.pointer("/spec/subdomain").and_then(Value::as_str),
-        ) {
-            if sub == service_name {
-                address["hostname"] = json!(host);
-            }
+        ) && sub == service_name
+        {
+            address["hostname"] = json!(host);
         }
         if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
             address["nodeName"] = json!(node);
@@ -268,10 +267,10 @@ fn pod_endpoints<'a>(service: &Value, pods: &'a [impl Borrow<Value>]) -> Vec<Pod
 /// Endpoints ports name only named Service ports.
 fn endpoints_port(p: &Value) -> Value {
     let mut p = p.clone();
-    if p["name"] == "" {
-        if let Some(m) = p.as_object_mut() {
-            m.remove("name");
-        }
+    if p["name"] == ""
+        && let Some(m) = p.as_object_mut()
+    {
+        m.remove("name");
     }
     p
 }

@@ -47,13 +47,13 @@ pub fn start(tasks: &mut JoinSet<()>, api: LocalApi, caches: &Caches) {
 /// A pod change wakes its controller, or, for an orphan, every ReplicaSet that selects it.
 fn pod_to_replicasets(change: &Change, caches: &Caches) -> Vec<String> {
     let mut keys = super::controller_key(change, "ReplicaSet");
-    if let Some(pod) = &change.new {
-        if controller_ref(pod).is_none() {
-            let ns = pod["metadata"]["namespace"].as_str();
-            for rs in caches.replicasets.list(ns) {
-                if selector_matches(&rs["spec"]["selector"], &pod["metadata"]["labels"]) {
-                    keys.push(super::cache::key_of(&rs));
-                }
+    if let Some(pod) = &change.new
+        && controller_ref(pod).is_none()
+    {
+        let ns = pod["metadata"]["namespace"].as_str();
+        for rs in caches.replicasets.list(ns) {
+            if selector_matches(&rs["spec"]["selector"], &pod["metadata"]["labels"]) {
+                keys.push(super::cache::key_of(&rs));
             }
         }
     }

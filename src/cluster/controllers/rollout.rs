@@ -187,10 +187,9 @@ pub fn same_template(rs_template: &Value, template: &Value) -> bool {
     let empty = |v: &mut Value| {
         if v.pointer("/metadata/labels")
             .is_some_and(|l| l.as_object().is_some_and(|m| m.is_empty()))
+            && let Some(m) = v.pointer_mut("/metadata").and_then(Value::as_object_mut)
         {
-            if let Some(m) = v.pointer_mut("/metadata").and_then(Value::as_object_mut) {
-                m.remove("labels");
-            }
+            m.remove("labels");
         }
     };
     empty(&mut a);

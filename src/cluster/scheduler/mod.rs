@@ -127,10 +127,10 @@ impl Scheduler {
     }
 
     fn unplace(&mut self, key: &str) {
-        if let Some((node, info)) = self.placed.remove(key) {
-            if let Some(&i) = self.index.get(&node) {
-                self.nodes[i].account(&info, -1);
-            }
+        if let Some((node, info)) = self.placed.remove(key)
+            && let Some(&i) = self.index.get(&node)
+        {
+            self.nodes[i].account(&info, -1);
         }
     }
 
@@ -339,11 +339,11 @@ impl Scheduler {
             .collect();
         for key in due {
             self.waiting.remove(&key);
-            if let Some(p) = self.pods.get(&key) {
-                if wants(&p) {
-                    // Keep the attempt count so the next failure waits longer.
-                    self.enqueue(&key);
-                }
+            if let Some(p) = self.pods.get(&key)
+                && wants(&p)
+            {
+                // Keep the attempt count so the next failure waits longer.
+                self.enqueue(&key);
             }
         }
     }

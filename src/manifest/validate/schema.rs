@@ -20,7 +20,7 @@ fn validators() -> &'static [OnceLock<Option<jsonschema::Validator>>] {
 
 fn is_base64(s: &str) -> bool {
     let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return false;
     }
     let pad = bytes.iter().rev().take_while(|b| **b == b'=').count();

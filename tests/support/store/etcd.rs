@@ -139,13 +139,13 @@ impl EtcdCluster {
         let endpoint = self.endpoint(i);
         let what = format!("etcd member {i} ready");
         eventually_blocking(&what, Duration::from_secs(30), || {
-            if let Some(child) = self.members[i].process.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "etcd member {i} exited early ({status}); log: {}",
-                        self.log(i)
-                    );
-                }
+            if let Some(child) = self.members[i].process.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "etcd member {i} exited early ({status}); log: {}",
+                    self.log(i)
+                );
             }
             if Self::probe(&endpoint) {
                 Ok(())

@@ -108,10 +108,10 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                     RestartDecision::StartNow => {
                         let next = attempt(current) + 1;
                         let step = self.start_new(pref, plan, c, next, role).await?;
-                        if step.acted {
-                            if let Some(t) = self.trackers.get_mut(&c.name) {
-                                t.restarted(now);
-                            }
+                        if step.acted
+                            && let Some(t) = self.trackers.get_mut(&c.name)
+                        {
+                            t.restarted(now);
                         }
                         Ok(step)
                     }

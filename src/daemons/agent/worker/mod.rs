@@ -325,11 +325,11 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
                 continue;
             }
             initialized = false;
-            if let Some(ContainerState::Exited { exit_code, .. }) = latest.map(|c| &c.state) {
-                if !init_restart.restarts(*exit_code) {
-                    init_failed = true;
-                    break;
-                }
+            if let Some(ContainerState::Exited { exit_code, .. }) = latest.map(|c| &c.state)
+                && !init_restart.restarts(*exit_code)
+            {
+                init_failed = true;
+                break;
             }
             let step = self
                 .sync_container(&pref, &plan, init, Role::Init, &observed, init_restart)

@@ -35,10 +35,10 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             self.failed_starts.remove(&c.name);
             self.waiting.remove(&c.name);
         }
-        if let Some((_, retry_at)) = self.waiting.get(&c.name) {
-            if *retry_at > now {
-                return Ok(Step::wait(*retry_at - now));
-            }
+        if let Some((_, retry_at)) = self.waiting.get(&c.name)
+            && *retry_at > now
+        {
+            return Ok(Step::wait(*retry_at - now));
         }
         let mut spec = c.spec.clone();
         spec.name = container_name(&plan.identity, &c.name, n);
