@@ -735,7 +735,7 @@ fn ips(ep: &Value, list: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_follow_readiness_named_ports_and_deletion() {
-    let (api, _plane) = with_controllers().await;
+    let (api, plane) = with_controllers().await;
     create(
         &api,
         SVCS,
@@ -852,19 +852,39 @@ async fn endpoints_follow_readiness_named_ports_and_deletion() {
         json!([{"name": "http", "port": 8080, "protocol": "TCP"}])
     );
 
-    // Unchanged input writes nothing.
+    // Unchanged input writes nothing: once the controller has reconciled the Service from
+    // caches holding the poked pod, the Endpoints are as they were. A reconcile that began
+    // after the pod cache held the first poke saw it; a second poke makes sure one begins.
     let before = get(&api, &format!("{ENDPOINTS}/web")).await;
-    let (code, v) = api
-        .send(
-            "PATCH",
-            &format!("{PODS}/b"),
-            Some(support::api::ADMIN),
-            "application/merge-patch+json",
-            Some(json!({"metadata": {"annotations": {"poke": "1"}}}).to_string()),
-        )
-        .await;
-    assert_eq!(code, StatusCode::OK, "{v}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let poke = |n: u32| {
+        let api = &api;
+        async move {
+            let (code, v) = api
+                .send(
+                    "PATCH",
+                    &format!("{PODS}/b"),
+                    Some(support::api::ADMIN),
+                    "application/merge-patch+json",
+                    Some(json!({"metadata": {"annotations": {"poke": n.to_string()}}}).to_string()),
+                )
+                .await;
+            assert_eq!(code, StatusCode::OK, "{v}");
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|rv| rv.parse::<i64>().ok())
+                .expect("a resourceVersion")
+        }
+    };
+    let poked = poke(1).await;
+    plane.caches.pods.wait_for_revision(poked).await;
+    let held = std::time::Instant::now();
+    poke(2).await;
+    eventually(
+        "the endpoint controller reconciling web after the poke",
+        Duration::from_secs(10),
+        || async { plane.endpoints.handled_since("default/web", held) },
+    )
+    .await;
     let after = get(&api, &format!("{ENDPOINTS}/web")).await;
     assert_eq!(
         after["metadata"]["resourceVersion"],
