@@ -12,6 +12,19 @@ use support::process::Process;
 
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/api-app");
 
+/// `kubectl get KIND NAME -n shop -o jsonpath=PATH`, which must succeed.
+fn jsonpath(server: &Server, kind: &str, name: &str, path: &str) -> String {
+    server.kubectl_ok(&[
+        "get",
+        kind,
+        name,
+        "-n",
+        "shop",
+        "-o",
+        &format!("jsonpath={path}"),
+    ])
+}
+
 #[test]
 fn kubectl_reads_creates_and_applies_server_side_idempotently() {
     let server = Server::start();
@@ -90,25 +103,9 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
     ] {
         assert!(yaml.contains(default), "{default} missing from:\n{yaml}");
     }
-    let svc = server.kubectl_ok(&[
-        "get",
-        "svc",
-        "web",
-        "-n",
-        "shop",
-        "-o",
-        "jsonpath={.spec.ports[0].protocol}",
-    ]);
+    let svc = jsonpath(&server, "svc", "web", "{.spec.ports[0].protocol}");
     assert_eq!(svc, "TCP");
-    let secret = server.kubectl_ok(&[
-        "get",
-        "secret",
-        "web-secret",
-        "-n",
-        "shop",
-        "-o",
-        "jsonpath={.data.API_KEY}",
-    ]);
+    let secret = jsonpath(&server, "secret", "web-secret", "{.data.API_KEY}");
     assert_eq!(secret, "bm90LWEtcmVhbC1rZXk=");
 
     // kubectl diff: no changes → exit 0; an edited manifest → exit 1 with a readable diff.
@@ -144,15 +141,7 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
         assert!(text.contains("+        image: nginx:1.28"), "{text}");
     }
     assert_eq!(
-        server.kubectl_ok(&[
-            "get",
-            "deploy",
-            "web",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
+        jsonpath(&server, "deploy", "web", "{.spec.replicas}"),
         "2",
         "diff changes nothing"
     );
@@ -175,15 +164,7 @@ fn kubectl_patches_scales_watches_and_deletes() {
         r#"{"metadata":{"labels":{"patched":"merge"}}}"#,
     ]);
     assert_eq!(
-        server.kubectl_ok(&[
-            "get",
-            "deploy",
-            "web",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.metadata.labels.patched}"
-        ]),
+        jsonpath(&server, "deploy", "web", "{.metadata.labels.patched}"),
         "merge"
     );
     server.kubectl_ok(&[
@@ -195,15 +176,12 @@ fn kubectl_patches_scales_watches_and_deletes() {
         "-p",
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}"#,
     ]);
-    let containers = server.kubectl_ok(&[
-        "get",
+    let containers = jsonpath(
+        &server,
         "deploy",
         "web",
-        "-n",
-        "shop",
-        "-o",
-        "jsonpath={range .spec.template.spec.containers[*]}{.name}:{.image}:{.env[0].name} {end}",
-    ]);
+        "{range .spec.template.spec.containers[*]}{.name}:{.image}:{.env[0].name} {end}",
+    );
     assert_eq!(
         containers.trim(),
         "web:nginx:1.28:GREETING",
@@ -212,18 +190,7 @@ fn kubectl_patches_scales_watches_and_deletes() {
 
     let scaled = server.kubectl_ok(&["scale", "deploy", "web", "-n", "shop", "--replicas=5"]);
     assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
-    assert_eq!(
-        server.kubectl_ok(&[
-            "get",
-            "deploy",
-            "web",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.replicas}"
-        ]),
-        "5"
-    );
+    assert_eq!(jsonpath(&server, "deploy", "web", "{.spec.replicas}"), "5");
 
     // `kubectl get pods -w` sees a pod created after it started watching: its first line (a
     // pod that was there before) comes from the list it starts with, so the pod created after
