@@ -374,7 +374,8 @@ async fn deleting_a_pod_stops_it_gracefully_before_it_goes() {
                  "volumes": [{"name": "scratch", "emptyDir": {}}],
                  "containers": [{"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
                                  "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-                                 "command": sh("trap 'echo got TERM; exit 0' TERM; while true; do sleep 1; done")}]}
+                                 // Three seconds from SIGTERM to exit: the pod is seen Terminating.
+                                 "command": sh("trap 'echo got TERM; sleep 3; exit 0' TERM; while true; do sleep 1; done")}]}
     })).await;
     let uid = pod.metadata.uid.unwrap();
     wait_pod(&client, "polite", MINUTE, "Running", all_ready).await;
@@ -392,8 +393,8 @@ async fn deleting_a_pod_stops_it_gracefully_before_it_goes() {
     assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
     let kubectl = server.kubectl(&["get", "pod", "polite", "--no-headers"]);
     assert!(
-        stdout(&kubectl).contains("Terminating") || stdout(&kubectl).is_empty(),
-        "{kubectl:?}"
+        kubectl.status.success() && stdout(&kubectl).contains("Terminating"),
+        "kubectl shows the pod Terminating: {kubectl:?}"
     );
 
     eventually(
@@ -543,6 +544,19 @@ async fn a_server_listening_a_second_after_start_is_ready_long_before_its_probe_
         Duration::from_secs(15),
         "ready",
         all_ready,
+    )
+    .await;
+    // The agent posts events in order from one queue: once the Killing of the delete below is
+    // there, any Unhealthy of the first probe, recorded before it, is there too.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.delete("late-listener", &DeleteParams::default())
+        .await
+        .expect("delete the pod");
+    wait_event(
+        &client,
+        "late-listener",
+        "Killing",
+        "Stopping container web",
     )
     .await;
     let unhealthy: Vec<_> = pod_events(&client, "late-listener")

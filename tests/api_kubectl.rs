@@ -4,48 +4,47 @@
 
 pub mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::api::{Server, stderr, stdout};
+use support::process::Process;
 
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/api-app");
 
-fn ok(server: &Server, args: &[&str]) -> String {
-    let out = server.kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
+/// `kubectl get KIND NAME -n shop -o jsonpath=PATH`, which must succeed.
+fn jsonpath(server: &Server, kind: &str, name: &str, path: &str) -> String {
+    server.kubectl_ok(&[
+        "get",
+        kind,
+        name,
+        "-n",
+        "shop",
+        "-o",
+        &format!("jsonpath={path}"),
+    ])
 }
 
 #[test]
 fn kubectl_reads_creates_and_applies_server_side_idempotently() {
     let server = Server::start();
-    let all = ok(&server, &["get", "ns,pods,deploy,rs,svc,cm,secrets", "-A"]);
+    let all = server.kubectl_ok(&["get", "ns,pods,deploy,rs,svc,cm,secrets", "-A"]);
     assert!(all.contains("default"), "{all}");
     assert!(all.contains("kube-system"), "{all}");
 
-    let created = ok(
-        &server,
-        &["create", "configmap", "demo", "--from-literal=a=b"],
-    );
+    let created = server.kubectl_ok(&["create", "configmap", "demo", "--from-literal=a=b"]);
     assert!(created.contains("configmap/demo created"), "{created}");
     assert_eq!(
-        ok(&server, &["get", "cm", "demo", "-o", "jsonpath={.data.a}"]),
+        server.kubectl_ok(&["get", "cm", "demo", "-o", "jsonpath={.data.a}"]),
         "b"
     );
-    let table = ok(&server, &["get", "cm"]);
+    let table = server.kubectl_ok(&["get", "cm"]);
     assert!(
         table.contains("NAME") && table.contains("DATA") && table.contains("demo"),
         "{table}"
     );
 
-    let first = ok(&server, &["apply", "--server-side", "-f", APP]);
+    let first = server.kubectl_ok(&["apply", "--server-side", "-f", APP]);
     for what in [
         "namespace/shop",
         "configmap/web-config",
@@ -62,9 +61,7 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
     // generation and the apply manager's entry stand for "unchanged"; nothing else writes the
     // other objects, whose resourceVersions must not move.
     let rvs = |s: &Server| {
-        let deploy = ok(
-            s,
-            &[
+        let deploy = s.kubectl_ok(&[
                 "get",
                 "-n",
                 "shop",
@@ -73,31 +70,25 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
                 "jsonpath={range .items[*]}{.metadata.name}={.metadata.generation}/{.metadata.managedFields[?(@.operation==\"Apply\")].time} {end}",
             ],
         );
-        let rest = ok(
-            s,
-            &[
-                "get",
-                "-n",
-                "shop",
-                "svc,cm,secret",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
-            ],
-        );
+        let rest = s.kubectl_ok(&[
+            "get",
+            "-n",
+            "shop",
+            "svc,cm,secret",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+        ]);
         format!("{deploy}{rest}")
     };
     let before = rvs(&server);
-    let second = ok(&server, &["apply", "--server-side", "-f", APP]);
+    let second = server.kubectl_ok(&["apply", "--server-side", "-f", APP]);
     assert!(
         second.contains("deployment.apps/web serverside-applied"),
         "{second}"
     );
     assert_eq!(before, rvs(&server), "a second apply changes nothing");
 
-    let yaml = ok(
-        &server,
-        &["get", "deploy", "web", "-n", "shop", "-o", "yaml"],
-    );
+    let yaml = server.kubectl_ok(&["get", "deploy", "web", "-n", "shop", "-o", "yaml"]);
     for default in [
         "imagePullPolicy: IfNotPresent",
         "restartPolicy: Always",
@@ -112,31 +103,9 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
     ] {
         assert!(yaml.contains(default), "{default} missing from:\n{yaml}");
     }
-    let svc = ok(
-        &server,
-        &[
-            "get",
-            "svc",
-            "web",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.ports[0].protocol}",
-        ],
-    );
+    let svc = jsonpath(&server, "svc", "web", "{.spec.ports[0].protocol}");
     assert_eq!(svc, "TCP");
-    let secret = ok(
-        &server,
-        &[
-            "get",
-            "secret",
-            "web-secret",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.data.API_KEY}",
-        ],
-    );
+    let secret = jsonpath(&server, "secret", "web-secret", "{.data.API_KEY}");
     assert_eq!(secret, "bm90LWEtcmVhbC1rZXk=");
 
     // kubectl diff: no changes → exit 0; an edited manifest → exit 1 with a readable diff.
@@ -172,18 +141,7 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
         assert!(text.contains("+        image: nginx:1.28"), "{text}");
     }
     assert_eq!(
-        ok(
-            &server,
-            &[
-                "get",
-                "deploy",
-                "web",
-                "-n",
-                "shop",
-                "-o",
-                "jsonpath={.spec.replicas}"
-            ]
-        ),
+        jsonpath(&server, "deploy", "web", "{.spec.replicas}"),
         "2",
         "diff changes nothing"
     );
@@ -192,60 +150,37 @@ fn kubectl_reads_creates_and_applies_server_side_idempotently() {
 #[test]
 fn kubectl_patches_scales_watches_and_deletes() {
     let server = Server::start();
-    ok(&server, &["apply", "--server-side", "-f", APP]);
+    server.kubectl_ok(&["apply", "--server-side", "-f", APP]);
 
-    ok(
-        &server,
-        &[
-            "patch",
-            "deploy",
-            "web",
-            "-n",
-            "shop",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"metadata":{"labels":{"patched":"merge"}}}"#,
-        ],
-    );
+    server.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"patched":"merge"}}}"#,
+    ]);
     assert_eq!(
-        ok(
-            &server,
-            &[
-                "get",
-                "deploy",
-                "web",
-                "-n",
-                "shop",
-                "-o",
-                "jsonpath={.metadata.labels.patched}"
-            ]
-        ),
+        jsonpath(&server, "deploy", "web", "{.metadata.labels.patched}"),
         "merge"
     );
-    ok(
+    server.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}"#,
+    ]);
+    let containers = jsonpath(
         &server,
-        &[
-            "patch",
-            "deploy",
-            "web",
-            "-n",
-            "shop",
-            "-p",
-            r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}"#,
-        ],
-    );
-    let containers = ok(
-        &server,
-        &[
-            "get",
-            "deploy",
-            "web",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={range .spec.template.spec.containers[*]}{.name}:{.image}:{.env[0].name} {end}",
-        ],
+        "deploy",
+        "web",
+        "{range .spec.template.spec.containers[*]}{.name}:{.image}:{.env[0].name} {end}",
     );
     assert_eq!(
         containers.trim(),
@@ -253,67 +188,38 @@ fn kubectl_patches_scales_watches_and_deletes() {
         "strategic merge keeps the env and merges by name"
     );
 
-    let scaled = ok(
-        &server,
-        &["scale", "deploy", "web", "-n", "shop", "--replicas=5"],
-    );
+    let scaled = server.kubectl_ok(&["scale", "deploy", "web", "-n", "shop", "--replicas=5"]);
     assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
-    assert_eq!(
-        ok(
-            &server,
-            &[
-                "get",
-                "deploy",
-                "web",
-                "-n",
-                "shop",
-                "-o",
-                "jsonpath={.spec.replicas}"
-            ]
-        ),
-        "5"
-    );
+    assert_eq!(jsonpath(&server, "deploy", "web", "{.spec.replicas}"), "5");
 
-    // `kubectl get pods -w` sees a pod created after it started.
-    let mut watcher = Command::new("kubectl")
+    // `kubectl get pods -w` sees a pod created after it started watching: its first line (a
+    // pod that was there before) comes from the list it starts with, so the pod created after
+    // that line can only come from the watch.
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n"
+        )
+    };
+    let applied = server.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("listed")));
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let mut command = Command::new("kubectl");
+    command
         .env("KUBECONFIG", &server.kubeconfig)
         .env("HOME", server.dir.path())
         .args(["get", "pods", "-n", "shop", "-w", "--output-watch-events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl must be installed");
-    let out = watcher.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+        .stderr(Stdio::piped());
+    let mut watcher = Process::spawn("kubectl get pods -w", &mut command);
+    watcher.wait_line("the listed pod", Duration::from_secs(30), |l| {
+        (l.contains("ADDED") && l.contains("listed")).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(1500));
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: watched\n  namespace: shop\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n";
-    let applied = server.kubectl_stdin(&["apply", "-f", "-"], Some(pod));
+    let applied = server.kubectl_stdin(&["apply", "-f", "-"], Some(&pod("watched")));
     assert!(applied.status.success(), "{}", stderr(&applied));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut seen = Vec::new();
-    while !seen
-        .iter()
-        .any(|l: &String| l.contains("ADDED") && l.contains("watched"))
-    {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => {
-                let _ = watcher.kill();
-                let _ = watcher.wait();
-                panic!("kubectl get pods -w did not see the pod: {seen:?}");
-            }
-        }
-    }
-    let _ = watcher.kill();
-    let _ = watcher.wait();
+    watcher.wait_line("the watched pod", Duration::from_secs(30), |l| {
+        (l.contains("ADDED") && l.contains("watched")).then_some(())
+    });
+    drop(watcher);
 
-    let deleted = ok(&server, &["delete", "-f", APP]);
+    let deleted = server.kubectl_ok(&["delete", "-f", APP]);
     assert!(
         deleted.contains("deployment.apps \"web\" deleted"),
         "{deleted}"
@@ -326,7 +232,7 @@ fn kubectl_patches_scales_watches_and_deletes() {
         stderr(&gone)
     );
 
-    let metrics = ok(&server, &["get", "--raw", "/metrics"]);
+    let metrics = server.kubectl_ok(&["get", "--raw", "/metrics"]);
     assert!(
         metrics.contains("apiserver_request_total{verb=\"patch\",resource=\"deployments\""),
         "{metrics}"

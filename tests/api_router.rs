@@ -243,8 +243,12 @@ async fn lists_filter_by_labels_and_fields_and_page_consistently() {
     let (_, mut page) = api.call("GET", &format!("{CMS}?limit=3"), None).await;
     let first_rv = page["metadata"]["resourceVersion"].clone();
     seen.extend(names(&page));
-    // A write between pages does not show up: pages are read at the first page's revision.
-    api.call("POST", CMS, Some(&cm("c99", json!({})))).await;
+    // Writes between pages do not show up: pages are read at the first page's revision. An
+    // object added after the first page and one deleted from a later page both are.
+    let (code, added) = api.call("POST", CMS, Some(&cm("c55", json!({})))).await;
+    assert_eq!(code, 201, "{added}");
+    let (code, deleted) = api.call("DELETE", &format!("{CMS}/c6"), None).await;
+    assert_eq!(code, 200, "{deleted}");
     while let Some(cont) = page["metadata"]["continue"].as_str().map(str::to_string) {
         let (_, next) = api
             .call("GET", &format!("{CMS}?limit=3&continue={cont}"), None)
@@ -254,6 +258,12 @@ async fn lists_filter_by_labels_and_fields_and_page_consistently() {
         page = next;
     }
     assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+    let (_, now) = api.call("GET", CMS, None).await;
+    assert_eq!(
+        names(&now),
+        ["c0", "c1", "c2", "c3", "c4", "c5", "c55"],
+        "both writes happened"
+    );
 }
 
 #[tokio::test]

@@ -115,7 +115,10 @@ async fn a_pod_too_big_for_every_node_waits_until_a_node_that_fits_joins() {
     // The event is written after the condition: wait for it rather than read once.
     let event = wait_event(&client, "big", "FailedScheduling", &message).await;
     assert_eq!(event, message);
-    // Still pending a while later: retried with back-off, never placed on a node too small.
+    // Still pending a while later: the nodes' status updates (every second) wake the
+    // scheduler, which tries again after its back-off (1 s, then 2 s), and never places it on
+    // a node too small. Nothing records that the retries ran (the scheduler reports a
+    // failure only when its message changes), so this waits for time, not for evidence.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let p = pods.get("big").await.expect("get the pod");
     assert_eq!(p.spec.as_ref().unwrap().node_name, None);

@@ -20,9 +20,9 @@ use serde_json::Value;
 use support::api::{Server, stderr, stdout};
 use support::cluster::*;
 use support::docker::{TEST_IMAGE, TestScope, runtime};
-use support::eventually;
 use support::git::Repo;
 use support::services::{HTTP_PORT, pod_ip};
+use support::{accept, eventually};
 
 /// The Deployment and Service the repository holds; `replicas` is text so a commit can break it.
 fn app(greeting: &str, replicas: &str) -> String {
@@ -331,7 +331,23 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
     ]);
     server.kubectl_ok(&["scale", "deployment/web", "--replicas=3"]);
     let scaled = serving(&pods, 3, "bonjour").await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A sync asked for after the scale, and handled: its pass saw the count and left it.
+    let asked = format!("after-autoscale-{}", std::process::id());
+    server.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "gitsource/app",
+        &format!("berth.dev/sync-requested-at={asked}"),
+    ]);
+    eventually(
+        "the sync asked after the scale handled",
+        Duration::from_secs(30),
+        || async {
+            let s = source_status(&client).await;
+            accept(s, |s| s["lastHandledSyncRequest"] == asked.as_str())
+        },
+    )
+    .await;
     assert_eq!(
         replicas(&deployments).await,
         3,
@@ -344,6 +360,8 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
 
     // A commit that breaks the manifest: nothing applied, Stalled names file:line, and the
     // pods keep running untouched.
+    let generation = |d: Deployment| d.metadata.generation.unwrap_or(0);
+    let before = generation(deployments.get("web").await.expect("get the Deployment"));
     repo.write("manifests/app.yaml", &app("salut", "two"));
     let broken = repo.commit_and_push("web: a typo");
     let stalled = eventually("Stalled", Duration::from_secs(10), || async {
@@ -363,7 +381,23 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
         "{message}"
     );
     assert_eq!(stalled["lastAppliedCommit"], second.as_str());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The refused attempt wrote nothing: the Deployment's generation is what it was before
+    // the commit (a spec change would have raised it), and its controller has seen all of it.
+    let d = eventually(
+        "the Deployment controller caught up",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get("web").await.expect("get the Deployment");
+            let observed = d.status.as_ref().and_then(|s| s.observed_generation);
+            accept(d, |d| observed >= d.metadata.generation)
+        },
+    )
+    .await;
+    assert_eq!(
+        d.metadata.generation,
+        Some(before),
+        "the broken commit changed the Deployment"
+    );
     assert_eq!(
         serving(&pods, 3, "bonjour").await,
         scaled,

@@ -172,3 +172,47 @@ fn ages_are_recognised_and_normalised_without_moving_columns() {
         "NAME   DATA   AGE\na      1      <age>\n"
     );
 }
+
+/// `nft list table` of rules as the agent writes them (listed by nft 1.0).
+const LISTED_TABLE: &str = "table ip berth_x {
+\tchain services {
+\t\tip daddr 10.96.201.10 tcp dport 80 goto svc_0 comment \"default/web:http\"
+\t\tip daddr 10.96.201.11 tcp dport 80 goto svc_1 comment \"default/other:http\"
+\t}
+
+\tchain svc_0 {
+\t\tnumgen inc mod 2 vmap { 0 : goto ep_0_0, 1 : goto ep_0_1 }
+\t}
+
+\tchain ep_0_0 {
+\t\tip saddr 10.244.201.2 meta mark set meta mark | 0x00004000
+\t\tmeta l4proto tcp dnat to 10.244.201.2:8080
+\t}
+
+\tchain ep_0_1 {
+\t\tmeta l4proto tcp dnat to 10.244.201.3:8080
+\t}
+
+\tchain svc_1 {
+\t\tgoto ep_1_0
+\t}
+
+\tchain ep_1_0 {
+\t\tmeta l4proto tcp dnat to 10.244.201.2:8080
+\t}
+}
+";
+
+#[test]
+fn the_backends_of_an_address_are_read_from_its_own_chains_only() {
+    use support::services::nft_backends;
+    assert_eq!(
+        nft_backends(LISTED_TABLE, "10.96.201.10", 80),
+        ["10.244.201.2:8080", "10.244.201.3:8080"]
+    );
+    assert_eq!(
+        nft_backends(LISTED_TABLE, "10.96.201.11", 80),
+        ["10.244.201.2:8080"]
+    );
+    assert!(nft_backends(LISTED_TABLE, "10.96.201.12", 80).is_empty());
+}

@@ -1,8 +1,9 @@
 //! Pod logs and exec end to end: a real `berth server`, pod containers on the real Docker
 //! engine started by the agent's pod worker, and the agent's log/exec endpoint in this test
 //! process; `kubectl logs`, `kubectl exec`, `berth logs` and `berth exec` go through the
-//! server's proxy to that endpoint. Also: the errors a user sees when something is missing,
-//! and that a wrong certificate fingerprint or a wrong token is refused.
+//! server's proxy to that endpoint. `--previous` is read after a real crash under a real
+//! `berth agent`. Also: the errors a user sees when something is missing, and that a wrong
+//! certificate fingerprint or a wrong token is refused.
 
 pub mod support;
 
@@ -14,16 +15,15 @@ use std::time::Duration;
 use berth::cluster::agent_endpoint::AgentEndpoint;
 use berth::cluster::api::agent_client;
 use berth::daemons::agent::DockerRuntime;
-use berth::daemons::agent::pod::podspec::container_name;
 use berth::daemons::agent::runtime::ContainerRuntime;
-use berth::daemons::agent::runtime::labels;
 use berth::daemons::agent::serve::serve;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use support::api::{Server, stderr, stdout};
+use support::cluster::{Agent, admin, create_pod, wait_pod};
 use support::docker::{TEST_IMAGE, TestScope, runtime, sh};
-use support::eventually;
 use support::worker::{PodAgent, container_id};
+use support::{accept, eventually};
 
 /// Runs blocking work (kubectl, the berth CLI) without stalling the endpoint's tasks.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -319,53 +319,102 @@ async fn kubectl_and_berth_exec_with_output_stdin_and_exit_code() {
     );
 }
 
+/// `--previous` after a container that really crashed under the agent: its first run exits 3,
+/// the agent starts it again after its back-off, and the dead run's log is the previous one.
+/// A counter in an emptyDir tells the runs apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn previous_reads_the_dead_container_and_errors_name_what_is_missing() {
-    let cluster = Cluster::start("previous").await;
-    let pod = cluster.pod(
+async fn previous_reads_the_run_that_crashed_and_errors_name_what_is_missing() {
+    runtime().await;
+    let scope = TestScope::new("previous");
+    let server = blocking(Server::start);
+    let agent = blocking(|| Agent::start(&server, "node-previous", &scope, &[]));
+    let client = admin(&server).await;
+    let count_runs = "n=$(( $(cat /runs/n 2>/dev/null || echo 0) + 1 )); echo $n > /runs/n";
+    create_pod(
+        &client,
+        &agent.node,
+        json!({"metadata": {"name": "duo"}, "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [{"name": "runs", "emptyDir": {}}],
+            "containers": [
+                {"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "volumeMounts": [{"name": "runs", "mountPath": "/runs"}],
+                 "command": sh(&format!(
+                     "{count_runs}; echo run-$n; if [ $n -ge 2 ]; then exec sleep 3600; fi; exit 3"
+                 ))},
+                {"name": "helper", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sleep", "3600"]}]}}),
+    )
+    .await;
+    let app_status = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == "app"))
+            .cloned()
+    };
+    let pod = wait_pod(
+        &client,
         "duo",
-        Some("test-node"),
-        json!([
-            {"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
-             "command": sh("echo first-run")},
-            {"name": "helper", "image": TEST_IMAGE, "imagePullPolicy": "Never",
-             "command": ["sleep", "3600"]}
-        ]),
-    );
-    let status = PodAgent::new(&cluster.runtime, &cluster.scope.context(), &pod)
-        .start()
-        .await;
-    let first = container_id(&status, "app").expect("the app ran");
-    wait_for_log(&cluster.runtime, &first, "first-run").await;
-    let plan = cluster.scope.plan(&pod);
-    // The restart the agent would make: attempt 1 of the same container, the dead one kept.
-    let mut restarted = plan.containers[0].spec.clone();
-    restarted.name = container_name(&plan.identity, "app", 1);
-    restarted.labels.insert(labels::ATTEMPT.into(), "1".into());
-    restarted.entrypoint = Some(vec![
-        "sh".into(),
-        "-c".into(),
-        "echo second-run; exec sleep 3600".into(),
-    ]);
-    let id = cluster.runtime.create_container(&restarted).await.unwrap();
-    cluster.runtime.start_container(&id).await.unwrap();
-    wait_for_log(&cluster.runtime, &id, "second-run").await;
+        Duration::from_secs(60),
+        "app crashed once and running again",
+        |p| {
+            app_status(p).is_some_and(|c| {
+                c.restart_count == 1 && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+        },
+    )
+    .await;
+    let last = app_status(&pod)
+        .and_then(|c| c.last_state)
+        .and_then(|s| s.terminated)
+        .expect("the crashed run in lastState");
+    assert_eq!(last.exit_code, 3, "{last:?}");
 
-    let current = cluster.kubectl(&["logs", "duo", "-c", "app"]);
-    assert_eq!(stdout(&current), "second-run\n", "{}", stderr(&current));
-    let previous = cluster.kubectl(&["logs", "duo", "-c", "app", "--previous"]);
-    assert_eq!(stdout(&previous), "first-run\n", "{}", stderr(&previous));
-    let berth = cluster.berth(&["logs", "duo", "-c", "app", "-p"], None);
-    assert_eq!(stdout(&berth), "first-run\n", "{}", stderr(&berth));
+    let logs = |args: &[&str]| blocking(|| server.kubectl(args));
+    let current = eventually("the second run's log", Duration::from_secs(30), || async {
+        let out = logs(&["logs", "duo", "-c", "app"]);
+        accept(stdout(&out), |s| s == "run-2\n")
+    })
+    .await;
+    assert_eq!(current, "run-2\n");
+    let previous = logs(&["logs", "duo", "-c", "app", "--previous"]);
+    assert_eq!(stdout(&previous), "run-1\n", "{}", stderr(&previous));
+    let berth = blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["logs", "--kubeconfig"])
+            .arg(&server.kubeconfig)
+            .args(["duo", "-c", "app", "-p"])
+            .output()
+            .expect("run berth")
+    });
+    assert_eq!(stdout(&berth), "run-1\n", "{}", stderr(&berth));
 
-    let none = cluster.kubectl(&["logs", "duo", "-c", "helper", "--previous"]);
+    let none = logs(&["logs", "duo", "-c", "helper", "--previous"]);
     assert!(!none.status.success());
     assert!(
         stderr(&none).contains("previous terminated container \"helper\" in pod \"duo\" not found"),
         "{}",
         stderr(&none)
     );
+    drop(agent);
+}
 
+/// What a user is told when the container or the pod is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_container_or_pod_that_is_missing() {
+    let cluster = Cluster::start("missing").await;
+    cluster
+        .run(
+            "duo",
+            json!([
+                {"name": "app", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sleep", "3600"]},
+                {"name": "helper", "image": TEST_IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sleep", "3600"]}
+            ]),
+        )
+        .await;
     let admin = cluster.server.admin_token.clone();
     let (code, message) = cluster
         .get("/api/v1/namespaces/default/pods/duo/log", &admin)

@@ -1,8 +1,9 @@
 //! A rolling update on real agents while traffic flows: three agents, a 6-replica Deployment of
-//! `httpd` pods with `maxUnavailable: 0`, and a prober that, ten times a second, reads the
-//! Service's ready endpoints and sends a request to every one of them. The image changes, then
-//! `berth rollout undo` brings the previous template back; at no moment are fewer than 6
-//! endpoints ready and no request fails.
+//! `httpd` pods with `maxUnavailable: 0` behind a NodePort Service, and a prober that, ten times
+//! a second, reads the Service's ready endpoints and sends six requests through its ClusterIP
+//! and six through its NodePort, as clients reach it. The image changes, then `berth rollout
+//! undo` brings the previous template back; at no moment are fewer than 6 endpoints ready and
+//! no request fails.
 
 pub mod support;
 
@@ -20,7 +21,7 @@ use support::api::Server;
 use support::cluster::*;
 use support::docker::{TEST_IMAGE, TestScope, runtime};
 use support::eventually;
-use support::services::{HTTP_PORT, httpd_spec};
+use support::services::httpd_spec;
 
 /// A second name for the test image, so the template's image really changes; removed on drop.
 struct ImageTag(String);
@@ -66,8 +67,8 @@ fn ready_ips(endpoints: &Endpoints) -> Vec<String> {
         .collect()
 }
 
-/// Every 100 ms until `stop`: the ready endpoints, and one request to each.
-async fn probe(endpoints: Api<Endpoints>, stop: Arc<AtomicBool>) -> Probed {
+/// Every 100 ms until `stop`: the ready endpoints, and six requests to each of `urls`.
+async fn probe(endpoints: Api<Endpoints>, urls: Vec<String>, stop: Arc<AtomicBool>) -> Probed {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .no_proxy()
@@ -93,12 +94,15 @@ async fn probe(endpoints: Api<Endpoints>, stop: Arc<AtomicBool>) -> Probed {
         };
         seen.rounds += 1;
         seen.fewest_ready = seen.fewest_ready.min(ips.len());
-        let requests = ips.iter().map(|ip| {
+        let requests = urls.iter().flat_map(|url| [url; 6]).map(|url| {
             let http = http.clone();
             async move {
-                let url = format!("http://{ip}:{HTTP_PORT}/");
-                match http.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => Ok(()),
+                match http.get(url).send().await {
+                    Ok(r) if r.status().is_success() => match r.text().await {
+                        Ok(body) if body.starts_with("roll-") => Ok(()),
+                        Ok(body) => Err(format!("{url}: answered {body:?}")),
+                        Err(e) => Err(format!("{url}: {e}")),
+                    },
                     Ok(r) => Err(format!("{url}: {}", r.status())),
                     Err(e) => Err(format!("{url}: {e}")),
                 }
@@ -162,13 +166,22 @@ async fn a_rolling_update_and_its_undo_keep_six_ready_and_fail_no_request() {
         .map(|n| Agent::start(&server, n, &scope, &[]))
         .collect();
     let client = admin(&server).await;
-    let _: Service = create(
+    let service: Service = create(
         &client,
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "roll"},
-               "spec": {"selector": {"app": "roll"},
+               "spec": {"type": "NodePort", "selector": {"app": "roll"},
                         "ports": [{"port": 80, "targetPort": "http"}]}}),
     )
     .await;
+    let spec = service.spec.expect("the Service's spec");
+    let cluster_ip = spec.cluster_ip.expect("a ClusterIP");
+    let node_port = spec.ports.expect("ports")[0]
+        .node_port
+        .expect("an allocated nodePort");
+    let urls = vec![
+        format!("http://{cluster_ip}/"),
+        format!("http://127.0.0.1:{node_port}/"),
+    ];
     let _: Deployment = create(
         &client,
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "roll"},
@@ -186,9 +199,19 @@ async fn a_rolling_update_and_its_undo_keep_six_ready_and_fail_no_request() {
     rolled_out(&deployments, &pods, TEST_IMAGE).await;
     let first = endpoints.get("roll").await.expect("endpoints");
     assert_eq!(ready_ips(&first).len(), 6, "{first:?}");
+    // Every agent's rules reach the pods before the traffic is counted.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for url in &urls {
+        eventually(
+            &format!("{url} answering"),
+            Duration::from_secs(30),
+            || async { http.get(url).send().await?.error_for_status()?.text().await },
+        )
+        .await;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let prober = tokio::spawn(probe(endpoints.clone(), stop.clone()));
+    let prober = tokio::spawn(probe(endpoints.clone(), urls.clone(), stop.clone()));
 
     // A new image: the pods are replaced a surge at a time, each old one only once a new one
     // is ready.

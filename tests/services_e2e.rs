@@ -17,7 +17,7 @@ use support::api::Server;
 use support::cluster::*;
 use support::docker::{TestScope, runtime};
 use support::services::*;
-use support::{accept, eventually};
+use support::{accept, eventually, poll_every};
 
 fn counts(bodies: &[String]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -196,7 +196,15 @@ async fn hand_written_endpoints_are_balanced_followed_and_refused_when_empty() {
     .await;
     assert_eq!(body.trim(), "web-1", "{url}");
 
-    // Endpoints down to one pod: within 2 s every request goes there.
+    // Endpoints down to one pod: within 2 s the node's rules send only there. Timed from the
+    // patch to the change of the ClusterIP's rules in the node's nftables table (read every
+    // 10 ms), not around a `docker exec`; the traffic is checked after.
+    let table = table_of_node(&agent.node);
+    let backends = || nft_backends(&nft_table(&table), "10.96.201.10", 80);
+    let (to1, to2) = (format!("{ip1}:{HTTP_PORT}"), format!("{ip2}:{HTTP_PORT}"));
+    let mut both = vec![to1, to2.clone()];
+    both.sort();
+    assert_eq!(backends(), both, "the rules before");
     let changed = Instant::now();
     endpoints
         .patch(
@@ -206,19 +214,19 @@ async fn hand_written_endpoints_are_balanced_followed_and_refused_when_empty() {
         )
         .await
         .expect("patch the Endpoints");
-    let followed = loop {
-        let seen = counts(&fetch_many(&client_container, "http://10.96.201.10/", 5));
-        if seen.len() == 1 && seen.contains_key("web-2") {
-            break changed.elapsed();
-        }
-        assert!(
-            changed.elapsed() < Duration::from_secs(2),
-            "rules did not follow the Endpoints within 2 s: {seen:?}"
-        );
-    };
+    let followed = poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(2),
+        || async { accept(backends(), |b| *b == [to2.clone()]) },
+    )
+    .await;
+    let followed_after = changed.elapsed();
+    if let Err(last) = followed {
+        panic!("the ClusterIP's rules did not follow the Endpoints within 2 s: {last:?}");
+    }
     println!(
         "rules followed the Endpoints in {:.0} ms",
-        followed.as_secs_f64() * 1000.0
+        followed_after.as_secs_f64() * 1000.0
     );
     let seen = counts(&fetch_many(&client_container, "http://10.96.201.10/", 20));
     assert_eq!(seen, BTreeMap::from([("web-2".to_string(), 20)]));
@@ -248,29 +256,6 @@ async fn hand_written_endpoints_are_balanced_followed_and_refused_when_empty() {
         "a Service without endpoints refuses: {refused}"
     );
     drop(agent);
-}
-
-/// The nftables table of the agent of `node` (its comment names the node).
-fn table_of_node(node: &str) -> String {
-    let out = std::process::Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .expect("nft");
-    let tables = String::from_utf8_lossy(&out.stdout).into_owned();
-    tables
-        .lines()
-        .filter_map(|l| l.strip_prefix("table ip "))
-        .find(|t| t.starts_with("berth_") && nft_table(t).contains(&format!("node={node} ")))
-        .unwrap_or_else(|| panic!("no nftables table for node {node}"))
-        .to_string()
-}
-
-fn nft_table(name: &str) -> String {
-    let out = std::process::Command::new("nft")
-        .args(["list", "table", "ip", name])
-        .output()
-        .expect("nft");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// When the engine first sent a signal to `container` (the agent's SIGTERM), after `since`.
@@ -479,8 +464,9 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
         .await
         .expect("create shop/api endpoints");
     for name in ["api.shop", "api.shop.svc.cluster.local"] {
+        // Each try is 3 fetches of up to 3 s: room for a few.
         let what = format!("http://{name}/ answering from namespace default");
-        eventually(&what, Duration::from_secs(5), || async {
+        eventually(&what, Duration::from_secs(30), || async {
             let bodies = fetch_many(&client_container, &format!("http://{name}/"), 3);
             accept(bodies, |bodies| !bodies.iter().any(|b| b == "FAIL"))
         })
@@ -501,7 +487,17 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
         .unwrap();
     assert!(body.trim().starts_with("web-"), "{url}: {body}");
 
-    // One pod made unready stops getting traffic within 2 s.
+    // One pod made unready leaves the rotation: its probe (every second, one failure is
+    // enough) notices within 1 s, the rules follow within 2 s more. Timed from the probe
+    // file's removal to the change of the ClusterIP's rules on the client's node (read every
+    // 10 ms), with three times the probe period for the probe; the traffic is checked after.
+    let cluster_ip = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .expect("web has a ClusterIP");
+    let client_table = table_of_node("svc-c");
+    let web_backends = || nft_backends(&nft_table(&client_table), &cluster_ip, 80);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let web_pods: Vec<Pod> = pods
         .list(&kube::api::ListParams::default().labels("app=web"))
@@ -515,79 +511,120 @@ async fn a_deployment_behind_a_service_reached_from_a_node_without_backends() {
         .expect("a web pod");
     let victim_name = victim.metadata.name.clone().unwrap();
     let victim_container = container_id(victim, "httpd");
+    let victim_backend = format!("{}:{HTTP_PORT}", pod_ip(victim));
+    assert!(
+        web_backends().contains(&victim_backend),
+        "the rules send to {victim_backend} first: {:?}",
+        web_backends()
+    );
+    let (_, err, ok) = exec_in(&victim_container, "rm /tmp/ready");
+    assert!(ok, "rm /tmp/ready: {err}");
     let made_unready = Instant::now();
-    exec_in(&victim_container, "rm /tmp/ready");
-    let left = loop {
-        let seen = counts(&fetch_many(&client_container, "http://web/", 6));
-        if !seen.contains_key(&victim_name) {
-            break made_unready.elapsed();
-        }
-        assert!(
-            made_unready.elapsed() < Duration::from_secs(2),
-            "the unready pod {victim_name} still gets traffic 2 s later"
-        );
-    };
+    let left = poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(5),
+        || async { accept(web_backends(), |b| !b.contains(&victim_backend)) },
+    )
+    .await;
+    let left_after = made_unready.elapsed();
+    if let Err(rules) = left {
+        panic!("the unready pod {victim_name} is still in the client's rules 5 s later: {rules:?}");
+    }
     let seen = counts(&fetch_many(&client_container, "http://web/", 30));
     assert!(
         !seen.contains_key(&victim_name) && !seen.contains_key("FAIL"),
         "{seen:?}"
     );
     println!(
-        "an unready pod left the rotation {:.0} ms after its probe file went",
-        left.as_secs_f64() * 1000.0
+        "an unready pod left the client's rules {:.0} ms after its probe file went",
+        left_after.as_secs_f64() * 1000.0
     );
     exec_in(&victim_container, "touch /tmp/ready");
 
     // Deleting a ready backend while requests flow drops none: the pod leaves the rules
-    // before it gets SIGTERM.
-    eventually("the pod ready again", Duration::from_secs(10), || async {
+    // before it gets SIGTERM. The requests run in a loop in the client until told to stop,
+    // each answer a line of /tmp/fetches, from before the delete until after the SIGTERM.
+    eventually("the pod ready again", Duration::from_secs(30), || async {
         ready_addresses(&client, "default", "web").await.len() == 3
     })
     .await;
     let victim_ip = pod_ip(victim);
-    let client_table = table_of_node("svc-c");
+    exec_in(&client_container, "rm -f /tmp/stop /tmp/fetches");
     let loader = client_container.clone();
-    let load = tokio::task::spawn_blocking(move || fetch_many(&loader, "http://web/", 150));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let load = tokio::task::spawn_blocking(move || {
+        exec_in(
+            &loader,
+            "while [ ! -f /tmp/stop ]; do \
+             out=$(timeout 3 wget -qO- http://web/ 2>/dev/null) && echo \"$out\" >> /tmp/fetches \
+             || echo FAIL >> /tmp/fetches; done",
+        )
+    });
+    let fetched = || {
+        exec_in(&client_container, "cat /tmp/fetches 2>/dev/null")
+            .0
+            .lines()
+            .count()
+    };
+    eventually("requests flowing", Duration::from_secs(30), || async {
+        fetched() >= 5
+    })
+    .await;
     let deleted_at = std::time::SystemTime::now();
     pods.delete(&victim_name, &Default::default())
         .await
         .expect("delete a web pod");
     // When the client's node stopped sending to the pod, and when the pod got SIGTERM.
-    let rules_dropped = loop {
-        let now = std::time::SystemTime::now();
-        if !nft_table(&client_table).contains(&format!("{victim_ip}:")) {
-            break now;
-        }
-        if deleted_at.elapsed().unwrap() > Duration::from_secs(5) {
-            let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
-            panic!(
-                "the client's node still sends to the deleted pod {victim_ip} 5 s later: {}\nEndpoints: {:?}",
-                nft_table(&client_table),
-                endpoints.get("web").await.map(|e| e.subsets)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let bodies = load.await.unwrap();
+    let dropped = poll_every(
+        Duration::from_millis(10),
+        Duration::from_secs(5),
+        || async {
+            let rules = nft_table(&client_table);
+            accept(rules, |rules| !rules.contains(&format!("{victim_ip}:")))
+        },
+    )
+    .await;
+    let rules_dropped = std::time::SystemTime::now();
+    if let Err(rules) = dropped {
+        let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+        panic!(
+            "the client's node still sends to the deleted pod {victim_ip} 5 s later: {rules}\nEndpoints: {:?}",
+            endpoints.get("web").await.map(|e| e.subsets)
+        );
+    }
+    let killed = eventually(
+        "the deleted pod's container stopped",
+        Duration::from_secs(30),
+        || async { kill_time(&victim_container, deleted_at) },
+    )
+    .await;
+    let at_kill = fetched();
+    eventually(
+        "requests flowing after the SIGTERM",
+        Duration::from_secs(30),
+        || async { fetched() >= at_kill + 5 },
+    )
+    .await;
+    exec_in(&client_container, "touch /tmp/stop");
+    let (_, err, ok) = load.await.unwrap();
+    assert!(ok, "the fetch loop failed: {err}");
+    let bodies: Vec<String> = exec_in(&client_container, "cat /tmp/fetches")
+        .0
+        .lines()
+        .map(str::to_string)
+        .collect();
     let seen = counts(&bodies);
     assert!(
         !seen.contains_key("FAIL"),
         "no request fails while a backend is deleted: {seen:?}"
     );
-    let killed = eventually(
-        "the deleted pod's container stopped",
-        Duration::from_secs(10),
-        || async { kill_time(&victim_container, deleted_at) },
-    )
-    .await;
     assert!(
         killed > rules_dropped,
         "SIGTERM came {:?} before the client's node stopped sending to the pod",
         rules_dropped.duration_since(killed).unwrap_or_default()
     );
     println!(
-        "the deleted pod left the client's rules {:.0} ms after the delete and got SIGTERM {:.0} ms after that",
+        "{} requests; the deleted pod left the client's rules {:.0} ms after the delete and got SIGTERM {:.0} ms after that",
+        bodies.len(),
         rules_dropped
             .duration_since(deleted_at)
             .unwrap_or_default()

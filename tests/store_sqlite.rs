@@ -3,19 +3,22 @@
 
 pub mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth::cluster::store::sqlite::{CompactionPolicy, SqliteOptions, SqliteStore};
 use berth::cluster::store::{ListOptions, Op, Store, StoreError, Txn};
 use futures::StreamExt;
+use support::eventually;
 use support::store::conformance::{put, take};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_compaction_keeps_the_configured_window() {
+    const KEEP_REVISIONS: i64 = 10;
+    const KEEP_FOR: Duration = Duration::from_secs(5);
     let dir = tempfile::tempdir().unwrap();
     let policy = CompactionPolicy {
-        keep_revisions: 50,
-        keep_for: Duration::from_secs(2),
+        keep_revisions: KEEP_REVISIONS,
+        keep_for: KEEP_FOR,
         interval: Duration::from_millis(50),
     };
     let options = SqliteOptions {
@@ -23,38 +26,56 @@ async fn background_compaction_keeps_the_configured_window() {
         ..SqliteOptions::in_data_dir(dir.path())
     };
     let store = SqliteStore::open(options).await.unwrap();
-    let first_write = std::time::Instant::now();
+    // When each write was sent: a revision sent less than `keep_for` ago is younger than that.
+    let mut sent = Vec::new();
     for i in 0..300 {
-        put(&store, &format!("/bg/{}", i % 5), &i.to_string()).await;
+        let at = Instant::now();
+        let revision = put(&store, &format!("/bg/{}", i % 5), &i.to_string()).await;
+        sent.push((revision, at));
     }
-    // Within `keep_for` nothing may go, however many revisions pile up.
-    if first_write.elapsed() < Duration::from_millis(1800) {
-        assert!(
-            store.watch("/bg/", 0).await.is_ok(),
-            "history compacted before keep_for passed"
-        );
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    // Within `keep_for` nothing may go, however many revisions pile up: the oldest revision
+    // sent within `keep_for` of the check (less a margin for the check itself) is readable.
+    let margin = Duration::from_secs(2);
+    let checked = Instant::now();
+    let (young, young_sent) = sent
+        .iter()
+        .copied()
+        .find(|(_, at)| checked + margin < *at + KEEP_FOR)
+        .expect("the last write was sent within keep_for");
+    assert!(
+        young < 300 - KEEP_REVISIONS,
+        "fewer than {KEEP_REVISIONS} writes in the last {:?}: keep_for is not what keeps {young}",
+        KEEP_FOR - margin
+    );
+    // Everything after `young - 1`: revision `young` on.
+    let kept = store.watch("/bg/", young - 1).await;
+    assert!(
+        checked.elapsed() < margin,
+        "the check took longer than its margin"
+    );
+    assert!(
+        kept.is_ok(),
+        "revision {young}, written {:?} before the check, compacted within keep_for: {:?}",
+        checked - young_sent,
+        kept.err()
+    );
+    // Once keep_for has passed, the background compaction runs.
+    let compacted = eventually("the background compaction", KEEP_FOR * 6, || async {
         match store.watch("/bg/", 0).await {
-            Err(StoreError::Compacted { compacted, .. }) => {
-                assert!(
-                    compacted <= 300 - 50,
-                    "compacted into the last 50 revisions: {compacted}"
-                );
-                break;
-            }
-            Ok(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "background compaction never ran"
-            ),
+            Err(StoreError::Compacted { compacted, .. }) => Ok(compacted),
+            Ok(_) => Err("nothing compacted".to_string()),
             Err(other) => panic!("{other:?}"),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The last 50 revisions are all still there, and the current state is intact.
-    let mut recent = store.watch("/bg/", 300 - 50).await.unwrap();
-    let events = take(&mut recent, 50).await;
+    })
+    .await;
+    assert!(
+        compacted <= 300 - KEEP_REVISIONS,
+        "compacted into the last {KEEP_REVISIONS} revisions: {compacted}"
+    );
+    // The last revisions are all still there, and the current state is intact.
+    let keep = KEEP_REVISIONS as usize;
+    let mut recent = store.watch("/bg/", 300 - KEEP_REVISIONS).await.unwrap();
+    let events = take(&mut recent, keep).await;
     assert_eq!(events.last().unwrap().revision(), 300);
     let all = store.list("/bg/", ListOptions::default()).await.unwrap();
     let values: Vec<_> = all

@@ -97,3 +97,69 @@ pub fn host_address() -> String {
         .expect("a non-loopback IPv4 address on this host")
         .to_string()
 }
+
+/// The nftables table of the agent of `node` (its comment names the node).
+pub fn table_of_node(node: &str) -> String {
+    let out = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    let tables = String::from_utf8_lossy(&out.stdout).into_owned();
+    tables
+        .lines()
+        .filter_map(|l| l.strip_prefix("table ip "))
+        .find(|t| t.starts_with("berth_") && nft_table(t).contains(&format!("node={node} ")))
+        .unwrap_or_else(|| panic!("no nftables table for node {node}"))
+        .to_string()
+}
+
+/// `nft list table ip NAME`.
+pub fn nft_table(name: &str) -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", name])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of chain `name` in a listed table.
+fn chain<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
+    let head = format!("chain {name} {{");
+    table
+        .lines()
+        .skip_while(|l| l.trim() != head)
+        .skip(1)
+        .take_while(|l| l.trim() != "}")
+        .collect()
+}
+
+/// Where a listed table's rules send `daddr:port` (a ClusterIP, a load balancer's address):
+/// the `ip:port` of every endpoint chain the address's rule leads to, sorted.
+pub fn nft_backends(table: &str, daddr: &str, port: u16) -> Vec<String> {
+    let rule = format!("ip daddr {daddr} tcp dport {port} ");
+    let Some(service_chain) = table
+        .lines()
+        .find(|l| l.contains(&rule) && l.contains("goto svc_"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "goto").nth(1))
+    else {
+        return Vec::new();
+    };
+    let mut backends: Vec<String> = chain(table, service_chain)
+        .iter()
+        .flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("ep_"))
+        .flat_map(|ep| chain(table, ep))
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "dnat")?;
+            words[at..]
+                .iter()
+                .skip_while(|w| **w != "to")
+                .nth(1)
+                .map(|t| t.to_string())
+        })
+        .collect();
+    backends.sort();
+    backends.dedup();
+    backends
+}

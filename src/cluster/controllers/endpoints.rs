@@ -16,6 +16,7 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
@@ -30,7 +31,8 @@ pub struct EndpointsController {
     caches: Caches,
 }
 
-pub fn start(tasks: &mut JoinSet<()>, api: LocalApi, caches: &Caches) {
+/// Starts the controller; its work queue tells which Services it has reconciled, and when.
+pub fn start(tasks: &mut JoinSet<()>, api: LocalApi, caches: &Caches) -> Arc<WorkQueue> {
     let queue = WorkQueue::new();
     super::feed(
         tasks,
@@ -56,6 +58,7 @@ pub fn start(tasks: &mut JoinSet<()>, api: LocalApi, caches: &Caches) {
         &queue,
         2,
     );
+    queue
 }
 
 /// The Services in the pod's namespace whose selector matches it, before or after.

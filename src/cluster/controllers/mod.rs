@@ -117,6 +117,9 @@ impl Caches {
 pub struct ControlPlane {
     _tasks: JoinSet<()>,
     pub caches: Caches,
+    /// The endpoint controller's queue: which Services it has reconciled since when (a test
+    /// that a change wrote nothing waits on it first).
+    pub endpoints: Arc<runtime::WorkQueue>,
 }
 
 /// Starts every controller over `state`, with the caches they share.
@@ -137,11 +140,12 @@ pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
     );
     gc::start(&mut tasks, api("garbage-collector"), &caches);
     namespace::start(&mut tasks, api("namespace-controller"), &caches);
-    endpoints::start(&mut tasks, api("endpoint-controller"), &caches);
+    let endpoints = endpoints::start(&mut tasks, api("endpoint-controller"), &caches);
     loadbalancer::start(&mut tasks, api("service-lb-controller"), &caches);
     ControlPlane {
         _tasks: tasks,
         caches,
+        endpoints,
     }
 }
 

@@ -4,10 +4,14 @@
 //!
 //! A key is in the queue at most once, and is never reconciled by two workers at once: a key
 //! added while it is being reconciled runs again right after.
+//!
+//! The queue remembers when the last finished reconcile of each key began: a reconcile that
+//! began after a change reached the caches has seen it, so "it ran, and did nothing" can be
+//! told from "it has not run yet" ([`WorkQueue::handled_since`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -69,6 +73,8 @@ struct Inner {
     /// Keys added while running: queued again when their reconcile ends.
     again: HashSet<String>,
     failures: HashMap<String, u32>,
+    /// When the last finished reconcile of each key began.
+    handled: HashMap<String, Instant>,
 }
 
 /// A de-duplicating queue of keys.
@@ -145,11 +151,19 @@ impl WorkQueue {
         }
     }
 
-    /// Ends a reconcile of `key`; `failed` counts towards its back-off. Returns the number of
-    /// consecutive failures.
-    fn done(&self, key: &str, failed: bool) -> u32 {
+    /// Whether a reconcile of `key` that began at or after `since` has finished (whatever
+    /// its outcome).
+    pub fn handled_since(&self, key: &str, since: Instant) -> bool {
+        let inner = self.inner.lock().expect("queue lock");
+        inner.handled.get(key).is_some_and(|began| *began >= since)
+    }
+
+    /// Ends a reconcile of `key` that began at `began`; `failed` counts towards its back-off.
+    /// Returns the number of consecutive failures.
+    fn done(&self, key: &str, began: Instant, failed: bool) -> u32 {
         let mut inner = self.inner.lock().expect("queue lock");
         inner.running.remove(key);
+        inner.handled.insert(key.to_string(), began);
         let failures = if failed {
             let n = inner.failures.entry(key.to_string()).or_insert(0);
             *n += 1;
@@ -175,8 +189,9 @@ pub async fn run<R: Reconciler>(reconciler: Arc<R>, queue: Arc<WorkQueue>, worke
         tasks.spawn(async move {
             loop {
                 let key = queue.next().await;
+                let began = Instant::now();
                 let result = reconciler.reconcile(&key).await;
-                let failures = queue.done(&key, result.is_err());
+                let failures = queue.done(&key, began, result.is_err());
                 match result {
                     Ok(Action {
                         requeue_after: Some(after),
@@ -214,9 +229,30 @@ mod tests {
         assert_eq!(first, "a");
         q.add("a");
         assert_eq!(q.len(), 1, "a running key is not queued twice");
-        q.done("a", false);
+        q.done("a", Instant::now(), false);
         assert_eq!(q.next().await, "b");
         assert_eq!(q.next().await, "a");
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_counts_as_handled_from_when_it_began() {
+        let q = WorkQueue::new();
+        let before = Instant::now();
+        q.add("a");
+        let key = q.next().await;
+        assert!(!q.handled_since("a", before), "running is not handled");
+        let began = Instant::now();
+        q.done(&key, began, true);
+        assert!(
+            q.handled_since("a", before),
+            "a failed reconcile is handled too"
+        );
+        assert!(q.handled_since("a", began));
+        assert!(
+            !q.handled_since("a", Instant::now()),
+            "it began before that"
+        );
+        assert!(!q.handled_since("b", before));
     }
 
     #[test]
