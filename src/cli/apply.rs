@@ -21,9 +21,18 @@ const EXIT_REFUSED: u8 = super::EXIT_INVALID;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Files or folders of manifests (folders recursively); `-` reads stdin
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    /// Files or folders of manifests (folders recursively; a folder holding a kustomization is
+    /// rendered); `-` reads stdin
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "kustomize"
+    )]
     pub filenames: Vec<String>,
+    /// A folder holding a kustomization, rendered and applied (kubectl's -k)
+    #[arg(short = 'k', long = "kustomize", value_name = "DIR")]
+    pub kustomize: Vec<String>,
     /// Delete the members of the ApplySet that are no longer in the manifests
     #[arg(long)]
     pub prune: bool,
@@ -126,7 +135,11 @@ pub fn run(args: ApplyArgs) -> u8 {
         strict: true,
         ignore_unknown_kinds: args.ignore_unknown_kinds,
     };
-    let objects = match load_valid(&args.filenames, options) {
+    let Some(paths) = super::manifests::with_kustomizations(&args.filenames, &args.kustomize)
+    else {
+        return super::EXIT_ERROR;
+    };
+    let objects = match load_valid(&paths, options) {
         Ok(objects) => objects,
         Err(refused) => return refused_code(refused),
     };

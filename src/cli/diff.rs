@@ -54,6 +54,15 @@ pub struct DiffArgs {
     /// Manifests to compare with the live cluster, as kubectl diff -f
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
     filenames: Vec<String>,
+    /// A folder holding a kustomization, rendered and compared with the live cluster
+    /// (kubectl diff -k)
+    #[arg(
+        short = 'k',
+        long = "kustomize",
+        value_name = "DIR",
+        conflicts_with = "git_base"
+    )]
+    kustomize: Vec<String>,
     /// Compare the manifests at this git revision (the old side) ...
     #[arg(long, value_name = "REV")]
     git_base: Option<String>,
@@ -95,7 +104,10 @@ pub fn run(args: DiffArgs) -> u8 {
     if let Some(source) = &args.source {
         return source::run(&args, source);
     }
-    match (&args.git_base, args.filenames.is_empty()) {
+    match (
+        &args.git_base,
+        args.filenames.is_empty() && args.kustomize.is_empty(),
+    ) {
         (Some(_), false) => {
             eprintln!("error: use either --git-base (offline) or -f (against a cluster), not both");
             EXIT_ERROR

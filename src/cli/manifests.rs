@@ -31,6 +31,23 @@ pub fn print_problems(problems: &[Problem]) {
     eprint!("{}", render_human(problems, color));
 }
 
+/// The paths of `-f` and those of `-k`, each of which must hold a kustomization (a folder
+/// given with `-f` that holds one is rendered too). `None` (the reason printed) when a `-k`
+/// folder holds none.
+pub fn with_kustomizations(filenames: &[String], kustomize: &[String]) -> Option<Vec<String>> {
+    for dir in kustomize {
+        if crate::manifest::kustomize::kustomization_in(&crate::manifest::kustomize::Disk, dir)
+            .is_none()
+        {
+            eprintln!(
+                "error: {dir}: no kustomization.yaml, kustomization.yml or Kustomization in this folder (-k takes a kustomization's folder; use -f for plain manifests)"
+            );
+            return None;
+        }
+    }
+    Some(filenames.iter().chain(kustomize).cloned().collect())
+}
+
 /// Loads and validates every input. On problems, prints the report on stderr.
 pub fn load_valid(paths: &[String], options: ValidateOptions) -> Result<Vec<Value>, Refused> {
     if paths.is_empty() {

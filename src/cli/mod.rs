@@ -10,6 +10,7 @@ mod diff;
 mod exec;
 pub mod get;
 mod gitsource;
+mod kustomize;
 mod logs;
 mod manifests;
 mod node;
@@ -79,6 +80,8 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Show what would change: between two git revisions (--git-base), or against a cluster
     Diff(diff::DiffArgs),
+    /// Print the objects a kustomization renders to, as `kubectl kustomize` does
+    Kustomize(kustomize::KustomizeArgs),
     /// Work with the JSON Schemas berth validates against
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -130,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Snapshot(cmd) => snapshot::run(cmd),
         Command::Diff(args) => diff::run(args),
+        Command::Kustomize(args) => kustomize::run(args),
         Command::Agent(args) => agent::run(*args),
         Command::Get(args) => get::run(args),
         Command::Describe(args) => describe::run(args),

@@ -7,7 +7,46 @@ use std::path::Path;
 
 use git2::{ObjectType, Repository, Tree, TreeWalkMode, TreeWalkResult};
 
-use super::load::{Input, is_manifest_name};
+use super::kustomize::{Files, KUSTOMIZATION_FILES, kustomization_in};
+use super::load::{Input, Kustomized, is_manifest_name};
+
+/// The files of one commit's tree, for rendering a kustomization from git objects. Paths are
+/// relative to the repository's root.
+pub struct TreeFiles<'r> {
+    pub repo: &'r Repository,
+    pub root: Tree<'r>,
+}
+
+impl Files for TreeFiles<'_> {
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        if path.is_empty() || path.starts_with("..") || path.starts_with('/') {
+            return Ok(None);
+        }
+        let Ok(entry) = self.root.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
+        if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == GIT_FILEMODE_LINK {
+            return Ok(None);
+        }
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(std::io::Error::other)?;
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return true;
+        }
+        if path.starts_with("..") || path.starts_with('/') {
+            return false;
+        }
+        self.root
+            .get_path(Path::new(path))
+            .is_ok_and(|e| e.kind() == Some(ObjectType::Tree))
+    }
+}
 
 /// A symbolic link's file mode in a git tree: its blob is a link target, not a manifest.
 const GIT_FILEMODE_LINK: i32 = 0o120000;
@@ -53,13 +92,24 @@ fn clean(path: &str) -> &str {
     if path == "." { "" } else { path }
 }
 
-/// The manifests at `path` (repository-relative; empty for the whole tree) of `root`.
+/// The manifests at `path` (repository-relative; empty for the whole tree) of `root`. A
+/// folder holding a kustomization (the path itself, or one below it) is rendered from the
+/// tree's objects instead of read file by file.
 pub fn read_tree(
     repo: &Repository,
     root: Tree<'_>,
     path: &str,
 ) -> Result<TreeManifests, TreeError> {
     let prefix = clean(path);
+    let files = TreeFiles {
+        repo,
+        root: root.clone(),
+    };
+    if files.is_dir(prefix) && kustomization_in(&files, prefix).is_some() {
+        return Ok(TreeManifests::Folder(vec![Kustomized::render(
+            &files, prefix,
+        )]));
+    }
     let error = |path: &str| {
         let path = if path.is_empty() { "." } else { path }.to_string();
         move |source| TreeError { path, source }
@@ -90,9 +140,19 @@ pub fn read_tree(
         format!("{prefix}/")
     };
     let mut found: Vec<(String, git2::Oid)> = Vec::new();
+    let mut kustomizations: Vec<String> = Vec::new();
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name().unwrap_or("");
         if name.starts_with('.') {
+            return TreeWalkResult::Skip;
+        }
+        if entry.kind() == Some(ObjectType::Tree)
+            && let Ok(sub) = repo.find_tree(entry.id())
+            && KUSTOMIZATION_FILES
+                .iter()
+                .any(|k| sub.get_name(k).is_some())
+        {
+            kustomizations.push(format!("{base}{dir}{name}"));
             return TreeWalkResult::Skip;
         }
         if entry.kind() == Some(ObjectType::Blob)
@@ -105,17 +165,28 @@ pub fn read_tree(
     })
     .map_err(error(prefix))?;
     found.sort();
-    let files = found
+    let mut inputs: Vec<(String, Input)> = found
         .into_iter()
         .map(|(path, id)| {
             let blob = repo.find_blob(id).map_err(error(&path))?;
-            Ok(Input::File {
-                bytes: blob.content().to_vec(),
-                path,
-            })
+            Ok((
+                path.clone(),
+                Input::File {
+                    bytes: blob.content().to_vec(),
+                    path,
+                },
+            ))
         })
         .collect::<Result<_, TreeError>>()?;
-    Ok(TreeManifests::Folder(files))
+    inputs.extend(
+        kustomizations
+            .into_iter()
+            .map(|dir| (dir.clone(), Kustomized::render(&files, &dir))),
+    );
+    inputs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(TreeManifests::Folder(
+        inputs.into_iter().map(|(_, input)| input).collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::diagnostic::Problem;
+use super::kustomize::{self, Disk, Rendered};
 use super::yaml::{self, Limits, NodeValue, Pos, Span};
 use super::{Object, SourceFile};
 
@@ -19,6 +20,45 @@ pub enum Input {
         path: String,
         bytes: Vec<u8>,
     },
+    /// A folder holding a kustomization, rendered (from disk or a git tree).
+    Kustomized(Arc<Kustomized>),
+}
+
+/// A kustomization folder and what rendering it gave.
+#[derive(Debug)]
+pub struct Kustomized {
+    /// The folder, as the user will see it.
+    pub path: String,
+    pub rendered: Result<Vec<Rendered>, kustomize::Error>,
+}
+
+impl PartialEq for Kustomized {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Kustomized {}
+
+impl Kustomized {
+    /// Renders the kustomization in folder `path` of `files`.
+    pub fn render(files: &dyn kustomize::Files, path: &str) -> Input {
+        Input::Kustomized(Arc::new(Kustomized {
+            path: if path.is_empty() {
+                ".".into()
+            } else {
+                path.to_string()
+            },
+            rendered: kustomize::render(files, path),
+        }))
+    }
+}
+
+/// A folder of the disk rendered, if it holds a kustomization.
+fn kustomized_dir(path: &Path) -> Option<Input> {
+    let name = display(path);
+    kustomize::kustomization_in(&Disk, &name)?;
+    Some(Kustomized::render(&Disk, &name))
 }
 
 impl Input {
@@ -49,14 +89,18 @@ pub fn is_manifest_name(name: &str) -> bool {
 }
 
 /// Expands directories (recursively, sorted, hidden entries skipped) into the files to read.
-/// Files named explicitly are read whatever their extension.
+/// Files named explicitly are read whatever their extension. A folder holding a
+/// kustomization is rendered instead of read file by file.
 pub fn expand_inputs(inputs: Vec<Input>) -> (Vec<Input>, Vec<Problem>) {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for input in inputs {
         match input {
             Input::Path(path) => match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_dir() => walk(&path, &mut out, &mut problems),
+                Ok(meta) if meta.is_dir() => match kustomized_dir(&path) {
+                    Some(kustomized) => out.push(kustomized),
+                    None => walk(&path, &mut out, &mut problems),
+                },
                 Ok(_) => out.push(Input::Path(path)),
                 Err(e) => problems.push(Problem::io(&display(&path), &e)),
             },
@@ -87,7 +131,10 @@ fn walk(dir: &Path, out: &mut Vec<Input>, problems: &mut Vec<Problem>) {
             continue;
         }
         if path.is_dir() {
-            walk(&path, out, problems);
+            match kustomized_dir(&path) {
+                Some(kustomized) => out.push(kustomized),
+                None => walk(&path, out, problems),
+            }
         } else if path
             .file_name()
             .and_then(|n| n.to_str())
@@ -132,6 +179,12 @@ impl Input {
             }
             Input::Path(path) => (display(&path), std::fs::read(&path)),
             Input::File { path, bytes } => (path, Ok(bytes)),
+            Input::Kustomized(k) => (
+                k.path.clone(),
+                Err(std::io::Error::other(
+                    "a rendered kustomization has no bytes",
+                )),
+            ),
         };
         match read {
             Ok(bytes) => Ok((name, bytes)),

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::SourceFile;
 use super::diagnostic::{Problem, Severity, Summary, hide_secret_values};
-use super::load::{Input, LoadOptions, expand_inputs, load_bytes};
+use super::load::{Input, Kustomized, LoadOptions, expand_inputs, load_bytes};
 use super::validate::{Checked, ValidateOptions, Verdict, check_object, mark_duplicates};
 
 /// How to load a set.
@@ -117,8 +117,57 @@ impl SetReport {
     }
 }
 
+/// A rendered kustomization: one report for the folder, each object validated where it came
+/// from (its `path` and `line` are those of the file that holds it).
+fn load_kustomized(k: &Kustomized, options: SetOptions) -> (FileReport, Vec<Loaded>) {
+    let rendered = match &k.rendered {
+        Ok(rendered) => rendered,
+        Err(error) => {
+            let report = FileReport {
+                path: k.path.clone(),
+                file: None,
+                file_problems: vec![error.problem()],
+                objects: Vec::new(),
+            };
+            return (report, Vec::new());
+        }
+    };
+    let objects: Vec<_> = rendered.iter().map(|r| r.object()).collect();
+    let checked: Vec<Checked> = objects
+        .par_iter()
+        .map(|o| match options.validate {
+            Some(validate) => check_object(o, validate),
+            None => Checked::without_validation(o),
+        })
+        .collect();
+    let kept = if options.keep_objects {
+        rendered
+            .iter()
+            .zip(&checked)
+            .map(|(r, c)| Loaded {
+                path: r.file.path.clone(),
+                line: r.line,
+                value: r.value.clone(),
+                verdict: c.verdict,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let report = FileReport {
+        path: k.path.clone(),
+        file: None,
+        file_problems: Vec::new(),
+        objects: checked,
+    };
+    (report, kept)
+}
+
 /// One input loaded: its report and, if kept, its objects.
 fn load_file(input: Input, options: SetOptions) -> (FileReport, Vec<Loaded>) {
+    if let Input::Kustomized(k) = &input {
+        return load_kustomized(k, options);
+    }
     let (name, bytes) = match input.read() {
         Ok(read) => read,
         Err(error) => {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::lists::{is_set_list, list_map_keys, list_map_value};
+use crate::manifest::lists::{is_set_list, list_map_keys, list_map_value};
 
 /// A field path, each segment already encoded (`f:spec`, `k:{"name":"web"}`, `v:"x"`).
 pub type FieldPath = Vec<String>;

@@ -8,13 +8,12 @@
 //! planner ([`super::plan`]) for each object of a batch.
 
 pub mod fields;
-pub mod lists;
 
 use serde_json::{Map, Value, json};
 
 use self::fields::FieldSet;
-use self::lists::{is_set_list, list_map_keys, list_map_value};
 use super::cause::Cause;
+use crate::manifest::lists::{is_set_list, list_map_keys, list_map_value};
 
 /// One `metadata.managedFields` entry.
 #[derive(Debug, Clone, PartialEq)]

@@ -19,7 +19,11 @@ pub(super) fn run(args: &DiffArgs) -> u8 {
         strict: true,
         ignore_unknown_kinds: args.ignore_unknown_kinds,
     };
-    let objects = match load_valid(&args.filenames, options) {
+    let Some(paths) = crate::cli::manifests::with_kustomizations(&args.filenames, &args.kustomize)
+    else {
+        return EXIT_ERROR;
+    };
+    let objects = match load_valid(&paths, options) {
         Ok(objects) => objects,
         // kubectl diff: anything but "differences" is an exit code above 1.
         Err(Refused::Invalid) => {

@@ -8,7 +8,8 @@ use git2::Repository;
 
 use crate::manifest::Input;
 use crate::manifest::git::{TreeError, read_tree};
-use crate::manifest::load::expand_inputs;
+use crate::manifest::kustomize::Rooted;
+use crate::manifest::load::{Kustomized, expand_inputs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitReadError {
@@ -155,7 +156,20 @@ impl RepoManifests {
             });
         }
         let mut files = Vec::new();
+        let mut rendered = Vec::new();
         for input in inputs {
+            if let Input::Kustomized(k) = &input {
+                // Rendered again, named relative to the repository as git names files.
+                let relative = Path::new(&k.path)
+                    .strip_prefix(workdir)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| k.path.clone());
+                rendered.push((
+                    relative.clone(),
+                    Kustomized::render(&Rooted(workdir.to_path_buf()), &relative),
+                ));
+                continue;
+            }
             let Input::Path(path) = input else { continue };
             let relative = path.strip_prefix(workdir).unwrap_or(&path);
             if self.repo.is_path_ignored(relative).unwrap_or(false) {
@@ -172,13 +186,13 @@ impl RepoManifests {
             })?;
             files.push((name, bytes));
         }
-        files.sort();
-        Ok(Some(
-            files
-                .into_iter()
-                .map(|(path, bytes)| Input::File { path, bytes })
-                .collect(),
-        ))
+        let mut inputs: Vec<(String, Input)> = files
+            .into_iter()
+            .map(|(path, bytes)| (path.clone(), Input::File { path, bytes }))
+            .chain(rendered)
+            .collect();
+        inputs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Some(inputs.into_iter().map(|(_, input)| input).collect()))
     }
 }
 
