@@ -244,14 +244,12 @@ impl Server {
 
     /// kubectl that must succeed; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            stdout(&out),
-            stderr(&out)
-        );
-        stdout(&out)
+        succeeded(args, self.kubectl(args))
+    }
+
+    /// kubectl reading `input` on stdin, that must succeed; returns stdout.
+    pub fn kubectl_ok_stdin(&self, args: &[&str], input: &str) -> String {
+        succeeded(args, self.kubectl_stdin(args, Some(input)))
     }
 
     /// An HTTPS client that trusts the server's CA (and only it); plain HTTP when the server
@@ -408,4 +406,15 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The stdout of a kubectl run that must have succeeded (else its output, in the failure).
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
 }
