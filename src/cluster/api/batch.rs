@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::allocate::{self, Network, Taken};
 use super::auth::{Identity, admin_only};
-use super::resources::{RESOURCES, Resource, by_kind};
+use super::resources::{Resource, by_group_kind, by_kind};
 use super::status::{ApiError, Cause};
 use super::write;
 use super::{SharedState, json_response};
@@ -178,9 +178,7 @@ impl Admission for ServerAdmission<'_> {
 /// The served resource of a `Kind.group` (or `Kind`) as the group-kinds annotation lists it.
 fn resource_of_group_kind(group_kind: &str) -> Option<&'static Resource> {
     let (kind, group) = group_kind.split_once('.').unwrap_or((group_kind, ""));
-    RESOURCES
-        .iter()
-        .find(|r| r.kind == kind && r.group == group)
+    by_group_kind(group, kind)
 }
 
 /// Reads what the plan needs: the parent, every object of the kinds and namespaces the set

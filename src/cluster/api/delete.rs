@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::body::{self, Params};
 use super::handlers::{load, name};
-use super::resources::RESOURCES;
+use super::resources;
 use super::status::{self, ApiError};
 use super::storage::Written;
 use super::write::{self, meta, now};
@@ -228,7 +228,7 @@ async fn terminate_namespace(state: &SharedState, t: &Target, old: Value, rev: i
 
 /// Whether a namespace holds no object any more.
 async fn is_empty(state: &SharedState, ns: &str) -> Result<bool, ApiError> {
-    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+    for r in resources::all().iter().filter(|r| r.namespaced) {
         if !state
             .storage
             .list(r, Some(ns), 1, None, None)

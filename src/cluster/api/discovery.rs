@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::resources::{RESOURCES, Resource, Subresource, group_versions};
+use super::resources::{self, Resource, Subresource, group_versions};
 use crate::manifest::kinds::KUBERNETES_VERSION;
 
 const VERBS: &[&str] = &[
@@ -86,9 +86,11 @@ fn subresource_entry(r: &Resource, sub: Subresource) -> Value {
 
 /// The APIResourceList of one group/version, or `None` if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = RESOURCES
+    let all = resources::all();
+    let served: Vec<&Resource> = all
         .iter()
         .filter(|r| r.group == group && r.version == version)
+        .map(|r| &**r)
         .collect();
     if served.is_empty() {
         return None;

@@ -1,8 +1,14 @@
-//! The resources the API server serves: one line per resource, with what discovery, routing
+//! The resource registry: the resources the API server serves, with what discovery, routing
 //! and storage need to know. Plural and scope come from [`crate::manifest::kinds`], so the
 //! server and `berth validate` cannot disagree about a kind.
+//!
+//! The registry is a runtime structure: [`by_plural`] (routing) and [`by_kind`] (manifests,
+//! the apply planner) look a resource up, [`all`] lists them, and [`insert`]/[`remove`] add
+//! and drop resources while the server runs (how a CustomResourceDefinition's resource joins
+//! the one generic storage path of `super::dispatch` and `super::handlers`).
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use crate::manifest::kinds;
 
@@ -54,8 +60,12 @@ pub struct Resource {
     /// `v1` or `apps/v1`.
     pub api_version: &'static str,
     pub kind: &'static str,
-    /// Lower-case plural used in URLs and store keys.
+    /// Lower-case plural used in URLs.
     pub plural: &'static str,
+    /// The store key segment after `/registry/`: the plural for built-in kinds (`pods`);
+    /// group and plural (`events.k8s.io/events`) where two groups serve one plural, and for
+    /// resources added at runtime, so they cannot collide with a built-in one.
+    pub storage: &'static str,
     pub singular: String,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
@@ -79,8 +89,8 @@ impl Resource {
     /// `/registry/pods/` or `/registry/pods/default/`: the store prefix to list.
     pub fn prefix(&self, namespace: Option<&str>) -> String {
         match namespace.filter(|_| self.namespaced) {
-            Some(ns) => format!("/registry/{}/{}/", self.plural, ns),
-            None => format!("/registry/{}/", self.plural),
+            Some(ns) => format!("/registry/{}/{}/", self.storage, ns),
+            None => format!("/registry/{}/", self.storage),
         }
     }
 
@@ -111,7 +121,7 @@ const NONE: &[Subresource] = &[];
 const ALL: &[&str] = &["all"];
 const NO_CATEGORY: &[&str] = &[];
 
-/// Declares one served resource. Everything else about it comes from the kinds table.
+/// Declares one built-in served resource. Everything else about it comes from the kinds table.
 fn served(
     api_version: &'static str,
     kind: &'static str,
@@ -131,6 +141,7 @@ fn served(
         api_version,
         kind,
         plural: info.plural,
+        storage: info.plural,
         singular: kind.to_lowercase(),
         namespaced: info.namespaced,
         short_names,
@@ -140,8 +151,8 @@ fn served(
     }
 }
 
-/// Every served resource. Adding one is one line here.
-pub static RESOURCES: LazyLock<Vec<Resource>> = LazyLock::new(|| {
+/// The built-in resources the server starts with.
+fn built_in() -> Vec<Resource> {
     vec![
         served("v1", "Namespace", &["ns"], NO_CATEGORY, STATUS),
         served("v1", "Pod", &["po"], ALL, POD_SUBS),
@@ -163,26 +174,97 @@ pub static RESOURCES: LazyLock<Vec<Resource>> = LazyLock::new(|| {
         ),
         served("berth.dev/v1", "GitSource", &["gs"], NO_CATEGORY, STATUS),
     ]
+}
+
+/// The resources served right now: the built-in ones, plus any added at runtime with
+/// [`insert`] (a CustomResourceDefinition's). Each entry is leaked once so lookups hand out
+/// `&'static Resource` without holding the lock; inserting a resource equal to a served one
+/// reuses that entry, so a CRD that is read again leaks nothing new.
+type Registry = Arc<[&'static Resource]>;
+
+static REGISTRY: LazyLock<RwLock<Registry>> = LazyLock::new(|| {
+    let list: Vec<&'static Resource> = built_in()
+        .into_iter()
+        .map(|r| &*Box::leak(Box::new(r)))
+        .collect();
+    RwLock::new(list.into())
 });
 
-/// The resource served at `group`/`version` under this plural.
-pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
+/// Bumped on every change of the registry, so caches of what is served (OpenAPI documents)
+/// know when to rebuild.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Every served resource, core first, in the order discovery lists them: a snapshot, which
+/// a later [`insert`] or [`remove`] does not change.
+pub fn all() -> Registry {
+    REGISTRY.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// How many times the registry changed since the process started.
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// Serves `resource` from now on (discovery, routing, the generic handlers, OpenAPI),
+/// replacing one served at the same group, version and plural. The entry point for
+/// resources added at runtime, such as a CustomResourceDefinition's. Returns the entry.
+pub fn insert(resource: Resource) -> &'static Resource {
+    let mut guard = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(same) = guard.iter().find(|r| ***r == resource) {
+        return same;
+    }
+    let leaked: &'static Resource = Box::leak(Box::new(resource));
+    let mut list = guard.to_vec();
+    match list.iter().position(|r| {
+        r.group == leaked.group && r.version == leaked.version && r.plural == leaked.plural
+    }) {
+        Some(i) => list[i] = leaked,
+        None => list.push(leaked),
+    }
+    *guard = list.into();
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    leaked
+}
+
+/// Stops serving the resource at `group`/`version` under `plural` (its stored objects stay
+/// in the store; deleting them is the caller's business). Returns what was served.
+pub fn remove(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    let mut guard = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
+    let i = guard
         .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .position(|r| r.group == group && r.version == version && r.plural == plural)?;
+    let mut list = guard.to_vec();
+    let removed = list.remove(i);
+    *guard = list.into();
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    Some(removed)
+}
+
+fn find(matches: impl Fn(&Resource) -> bool) -> Option<&'static Resource> {
+    let registry = REGISTRY.read().unwrap_or_else(|e| e.into_inner());
+    registry.iter().find(|r| matches(r)).copied()
+}
+
+/// The resource served at `group`/`version` under this plural: how a URL finds its resource.
+pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    find(|r| r.plural == plural && r.group == group && r.version == version)
 }
 
 /// The resource of an `apiVersion` and `kind`, as a manifest names it.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.api_version == api_version && r.kind == kind)
+    find(|r| r.kind == kind && r.api_version == api_version)
+}
+
+/// The served resource of a kind in a group, at whichever version it is served (`Kind.group`
+/// as ApplySets' `contains-group-kinds` name it).
+pub fn by_group_kind(group: &str, kind: &str) -> Option<&'static Resource> {
+    find(|r| r.kind == kind && r.group == group)
 }
 
 /// The served group/versions, in the order discovery lists them (core first).
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES.iter() {
+    for r in all().iter() {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -196,7 +278,7 @@ mod tests {
 
     #[test]
     fn every_resource_matches_the_kinds_table_and_keys_are_laid_out_as_designed() {
-        assert!(RESOURCES.len() >= 12);
+        assert!(all().len() >= 12);
         let deploy = by_plural("apps", "v1", "deployments").unwrap();
         assert_eq!(deploy.kind, "Deployment");
         assert!(deploy.has(Subresource::Scale));
@@ -209,5 +291,37 @@ mod tests {
         assert!(!ns.namespaced);
         assert_eq!(ns.key(Some("ignored"), "shop"), "/registry/namespaces/shop");
         assert_eq!(group_versions()[0], ("", "v1"));
+    }
+
+    #[test]
+    fn resources_join_and_leave_the_registry_at_runtime() {
+        let widget = Resource {
+            group: "registry-test.berth.dev",
+            version: "v1",
+            api_version: "registry-test.berth.dev/v1",
+            kind: "Widget",
+            plural: "widgets",
+            storage: "registry-test.berth.dev/widgets",
+            singular: "widget".into(),
+            namespaced: true,
+            short_names: &["wd"],
+            categories: &[],
+            subresources: &[Subresource::Status],
+            has_spec: true,
+        };
+        let before = generation();
+        let added = insert(widget.clone());
+        assert!(generation() > before);
+        let found = by_plural("registry-test.berth.dev", "v1", "widgets").unwrap();
+        assert!(std::ptr::eq(found, added));
+        assert!(
+            std::ptr::eq(insert(widget), added),
+            "an equal resource is reused"
+        );
+        assert!(by_kind("registry-test.berth.dev/v1", "Widget").is_some());
+        assert!(all().iter().any(|r| r.kind == "Widget"));
+        assert!(remove("registry-test.berth.dev", "v1", "widgets").is_some());
+        assert!(by_plural("registry-test.berth.dev", "v1", "widgets").is_none());
+        assert!(remove("registry-test.berth.dev", "v1", "widgets").is_none());
     }
 }
