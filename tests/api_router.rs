@@ -58,7 +58,7 @@ async fn discovery_serves_what_kubectl_needs() {
     let (code, v) = api.send("GET", "/version", None, "", None).await;
     assert_eq!(code, 200, "version is public");
     assert_eq!(v["major"], "1");
-    let (code, v) = api.call("GET", "/apis/batch/v1/jobs", None).await;
+    let (code, v) = api.call("GET", "/apis/batch/v1/widgets", None).await;
     assert_eq!(code, 404);
     assert_eq!(v["kind"], "Status");
 }

@@ -557,3 +557,44 @@ fn the_smallest_64_bit_integer_is_an_integer() {
         "read as a string: {reasons:?}"
     );
 }
+
+#[test]
+fn warn_unacted_flags_kinds_berth_only_stores_and_keeps_the_exit_code() {
+    let ws = Workspace::new();
+    ws.write("deploy.yaml", DEPLOYMENT);
+    ws.write(
+        "policy.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n  namespace: shop\nspec:\n  podSelector: {}\n",
+    );
+    // Quiet by default, as the pre-commit hook runs it.
+    let quiet = ws.berth(&["validate", "-o", "json", "deploy.yaml", "policy.yaml"]);
+    quiet.assert_code(0);
+    assert_eq!(
+        json_report(&quiet)["problems"].as_array().unwrap().len(),
+        0,
+        "{}",
+        quiet.stdout
+    );
+    let warned = ws.berth(&[
+        "validate",
+        "--warn-unacted",
+        "-o",
+        "json",
+        "deploy.yaml",
+        "policy.yaml",
+    ]);
+    warned.assert_code(0).assert_no_panic();
+    let report = json_report(&warned);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "only the NetworkPolicy: {report:#}");
+    assert_eq!(problems[0]["severity"], "warning");
+    assert_eq!(problems[0]["object"], "NetworkPolicy shop/deny");
+    assert_eq!(problems[0]["file"], "policy.yaml");
+    assert!(
+        problems[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing in berth acts on"),
+        "{report:#}"
+    );
+}

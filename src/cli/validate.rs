@@ -37,6 +37,10 @@ pub struct ValidateArgs {
     /// Skip kinds berth does not know (custom resources) with a warning
     #[arg(long)]
     ignore_unknown_kinds: bool,
+    /// Warn (exit code unchanged) about built-in kinds a berth cluster stores and serves but
+    /// does not act on (an Ingress, a NetworkPolicy: see README's "served / acted on")
+    #[arg(long)]
+    warn_unacted: bool,
     /// Output format
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Human)]
     output: Format,
@@ -49,6 +53,31 @@ pub struct ValidateArgs {
     /// Worker threads (default: one per core)
     #[arg(short = 'j', long, value_name = "N")]
     jobs: Option<usize>,
+}
+
+/// Warns about each object of a built-in kind nothing in a berth cluster acts on.
+fn warn_unacted(report: &mut crate::manifest::SetReport) {
+    for object in report.files.iter_mut().flat_map(|f| f.objects.iter_mut()) {
+        let Some((group, kind, _, _)) = object.identity.clone() else {
+            continue;
+        };
+        let built_in = crate::manifest::kinds::KINDS
+            .iter()
+            .any(|k| k.group() == group && k.kind == kind);
+        if object.verdict == Verdict::Skipped
+            || !built_in
+            || crate::cluster::acted::acted_on(&group, &kind).is_some()
+        {
+            continue;
+        }
+        object.warn(
+            "stored-not-acted-on",
+            format!("berth stores and serves {kind} objects, but nothing in berth acts on them"),
+            Some(
+                "the object is kept and shown as written, with no effect on what runs; README's table \"served / acted on\" lists what berth acts on".into(),
+            ),
+        );
+    }
 }
 
 pub fn run(args: ValidateArgs) -> u8 {
@@ -76,7 +105,10 @@ pub fn run(args: ValidateArgs) -> u8 {
         }),
         keep_objects: false,
     };
-    let (_, report) = load_set(inputs, options);
+    let (_, mut report) = load_set(inputs, options);
+    if args.warn_unacted {
+        warn_unacted(&mut report);
+    }
     let summary = report.summary();
     let io_error = report.unreadable();
     let problems: Vec<Problem> = report.problems().cloned().collect();

@@ -56,6 +56,12 @@ pub trait Admission {
     /// The served kind of an `apiVersion` and `kind`, if the server serves it.
     fn kind(&self, api_version: &str, kind: &str) -> Option<Kind>;
 
+    /// The `apiVersion` the server serves a kind of this `apiVersion`'s group as, when it
+    /// does not serve this one (for the refusal's help).
+    fn served_as(&self, _api_version: &str, _kind: &str) -> Option<String> {
+        None
+    }
+
     /// How the snapshot names an object (the API server: its store key). The snapshot's
     /// objects are ordered by it, and so are the pruned steps.
     fn key(&self, kind: Kind, namespace: Option<&str>, name: &str) -> String;
@@ -268,10 +274,14 @@ pub fn desired<A: Admission>(
             (text("/apiVersion"), text("/kind"), text("/metadata/name"));
         let what = format!("object #{index} ({kind} {name})");
         let Some(served) = admission.kind(api_version, kind) else {
+            let help = match admission.served_as(api_version, kind) {
+                Some(other) => format!("it serves {kind} as {other}: write that apiVersion"),
+                None => "see `kubectl api-resources`".to_string(),
+            };
             causes.push(Cause {
                 reason: "FieldValueNotSupported".into(),
                 message: format!(
-                    "{what}: this server does not serve {kind} of {api_version} (see `kubectl api-resources`)"
+                    "{what}: this server does not serve {kind} of {api_version} ({help})"
                 ),
                 field: "kind".into(),
             });

@@ -116,6 +116,11 @@ impl Admission for ServerAdmission<'_> {
         })
     }
 
+    fn served_as(&self, api_version: &str, kind: &str) -> Option<String> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        by_group_kind(group, kind).map(|r| r.api_version.to_string())
+    }
+
     fn key(&self, kind: Kind, namespace: Option<&str>, name: &str) -> String {
         resource(kind).key(namespace, name)
     }

@@ -44,11 +44,17 @@ pub(super) async fn load(state: &SharedState, t: &Target) -> Result<(Value, i64)
         .ok_or_else(|| ApiError::not_found(t.resource, name(t)))
 }
 
-/// `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
+/// `autoscaling/v1` Scale view of a Deployment, ReplicaSet, StatefulSet or
+/// ReplicationController (whose selector is a plain map of labels).
 fn scale_of(object: &Value) -> Value {
     let m = &object["metadata"];
     let selector = object
         .pointer("/spec/selector/matchLabels")
+        .or_else(|| {
+            object
+                .pointer("/spec/selector")
+                .filter(|s| s.get("matchLabels").is_none() && s.get("matchExpressions").is_none())
+        })
         .and_then(Value::as_object)
         .map(|l| {
             l.iter()

@@ -451,6 +451,8 @@ mod tests {
         assert!(t.namespace.is_none() && t.name.is_none());
         assert!(parse_target("api", "/v1/pods/web").is_err());
         assert!(parse_target("apis", "/apps/v1/namespaces/x/deployments/web/binding").is_err());
-        assert!(parse_target("apis", "/batch/v1/jobs").is_err());
+        assert!(parse_target("apis", "/batch/v1/widgets").is_err());
+        let t = parse_target("apis", "/batch/v1/namespaces/shop/jobs/nightly/status").unwrap();
+        assert_eq!((t.resource.kind, t.sub), ("Job", Some(Subresource::Status)));
     }
 }

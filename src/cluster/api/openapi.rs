@@ -39,8 +39,10 @@ pub struct CustomKind {
 static CUSTOM: RwLock<Vec<CustomKind>> = RwLock::new(Vec::new());
 /// Serialized documents by path (`v2`, `v3`, `v3/apis/apps/v1`), built at the resource
 /// registry's generation they are kept with.
-static CACHE: LazyLock<Mutex<(u64, HashMap<String, Arc<Vec<u8>>>)>> =
-    LazyLock::new(Default::default);
+static CACHE: LazyLock<Mutex<Documents>> = LazyLock::new(Default::default);
+
+/// The registry generation and the documents built at it.
+type Documents = (u64, HashMap<String, Arc<Vec<u8>>>);
 
 /// Replaces the custom kinds the documents describe (all of them, each time CRDs change).
 pub fn set_custom_kinds(custom: Vec<CustomKind>) {

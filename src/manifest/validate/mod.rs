@@ -270,6 +270,22 @@ fn check_report(object: &Object) -> Checked {
 }
 
 impl Checked {
+    /// Adds a warning about the whole object, pointing at its name (a warning changes no
+    /// verdict and no exit code).
+    pub fn warn(&mut self, rule: &'static str, reason: String, help: Option<String>) {
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            path: self.file.path.clone(),
+            source: Some(self.file.clone()),
+            span: Some(self.name_span),
+            object: Some(self.describe.clone()),
+            field: None,
+            reason,
+            help,
+            rule,
+        });
+    }
+
     /// What a report keeps of an object that is not validated (only parsed): no problems.
     pub fn without_validation(object: &Object) -> Checked {
         Checked {

@@ -10,7 +10,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 
-use crate::manifest::kinds;
+mod built_in;
+
+pub use built_in::version_rank;
+
+use self::built_in::built_in;
 
 /// A subresource a resource offers (`pods/status`, `deployments/scale`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,73 +111,6 @@ impl Resource {
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
-}
-
-const STATUS: &[Subresource] = &[Subresource::Status];
-const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
-const POD_SUBS: &[Subresource] = &[
-    Subresource::Status,
-    Subresource::Binding,
-    Subresource::Log,
-    Subresource::Exec,
-];
-const NONE: &[Subresource] = &[];
-const ALL: &[&str] = &["all"];
-const NO_CATEGORY: &[&str] = &[];
-
-/// Declares one built-in served resource. Everything else about it comes from the kinds table.
-fn served(
-    api_version: &'static str,
-    kind: &'static str,
-    short_names: &'static [&'static str],
-    categories: &'static [&'static str],
-    subresources: &'static [Subresource],
-) -> Resource {
-    let info = kinds::find(api_version, kind)
-        .unwrap_or_else(|| panic!("{api_version} {kind} is not in manifest::kinds"));
-    let has_spec = !matches!(
-        kind,
-        "ConfigMap" | "Secret" | "Endpoints" | "EndpointSlice" | "Event" | "Binding"
-    );
-    Resource {
-        group: info.group(),
-        version: info.version(),
-        api_version,
-        kind,
-        plural: info.plural,
-        storage: info.plural,
-        singular: kind.to_lowercase(),
-        namespaced: info.namespaced,
-        short_names,
-        categories,
-        subresources,
-        has_spec,
-    }
-}
-
-/// The built-in resources the server starts with.
-fn built_in() -> Vec<Resource> {
-    vec![
-        served("v1", "Namespace", &["ns"], NO_CATEGORY, STATUS),
-        served("v1", "Pod", &["po"], ALL, POD_SUBS),
-        served("v1", "Service", &["svc"], ALL, STATUS),
-        served("v1", "Endpoints", &["ep"], NO_CATEGORY, NONE),
-        served("v1", "ConfigMap", &["cm"], NO_CATEGORY, NONE),
-        served("v1", "Secret", &[], NO_CATEGORY, NONE),
-        served("v1", "Node", &["no"], NO_CATEGORY, STATUS),
-        served("v1", "Event", &["ev"], NO_CATEGORY, NONE),
-        served("apps/v1", "Deployment", &["deploy"], ALL, STATUS_SCALE),
-        served("apps/v1", "ReplicaSet", &["rs"], ALL, STATUS_SCALE),
-        served("coordination.k8s.io/v1", "Lease", &[], NO_CATEGORY, NONE),
-        served(
-            "discovery.k8s.io/v1",
-            "EndpointSlice",
-            &[],
-            NO_CATEGORY,
-            NONE,
-        ),
-        served("berth.dev/v1", "GitSource", &["gs"], NO_CATEGORY, STATUS),
-    ]
 }
 
 /// The resources served right now: the built-in ones, plus any added at runtime with
@@ -274,7 +211,9 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
 
 #[cfg(test)]
 mod tests {
+    use super::built_in::CATEGORY_ALL;
     use super::*;
+    use crate::manifest::kinds;
 
     #[test]
     fn every_resource_matches_the_kinds_table_and_keys_are_laid_out_as_designed() {
@@ -291,6 +230,113 @@ mod tests {
         assert!(!ns.namespaced);
         assert_eq!(ns.key(Some("ignored"), "shop"), "/registry/namespaces/shop");
         assert_eq!(group_versions()[0], ("", "v1"));
+        let events = by_kind("events.k8s.io/v1", "Event").unwrap();
+        assert_eq!(
+            events.key(Some("shop"), "e"),
+            "/registry/events.k8s.io/events/shop/e",
+            "a plural served in two groups is stored apart"
+        );
+        assert_eq!(
+            by_kind("v1", "Event").unwrap().key(Some("shop"), "e"),
+            "/registry/events/shop/e"
+        );
+    }
+
+    #[test]
+    fn every_stored_kind_berth_validate_knows_is_served_at_its_preferred_version() {
+        for info in kinds::KINDS {
+            let served = by_group_kind(info.group(), info.kind);
+            if !info.listable {
+                assert!(served.is_none(), "{} is not stored", info.kind);
+                continue;
+            }
+            let r = served.unwrap_or_else(|| panic!("{} {}", info.api_version, info.kind));
+            assert!(
+                version_rank(r.version) >= version_rank(info.version()),
+                "{} served at {}, not {}",
+                info.kind,
+                r.version,
+                info.version()
+            );
+            assert_eq!(r.namespaced, info.namespaced, "{}", info.kind);
+        }
+        assert_eq!(
+            by_group_kind("autoscaling", "HorizontalPodAutoscaler")
+                .unwrap()
+                .version,
+            "v2"
+        );
+        assert!(by_kind("autoscaling/v1", "HorizontalPodAutoscaler").is_none());
+        for (group, kind) in [
+            ("rbac.authorization.k8s.io", "ClusterRole"),
+            ("", "PersistentVolume"),
+            ("storage.k8s.io", "StorageClass"),
+            ("networking.k8s.io", "IngressClass"),
+            ("scheduling.k8s.io", "PriorityClass"),
+            ("storage.k8s.io", "CSIDriver"),
+        ] {
+            assert!(!by_group_kind(group, kind).unwrap().namespaced, "{kind}");
+        }
+    }
+
+    #[test]
+    fn versions_order_as_kubernetes_orders_them() {
+        let mut versions = vec!["v1alpha1", "v1beta1", "v1", "v2", "v1beta2", "v2alpha1"];
+        versions.sort_by_key(|v| std::cmp::Reverse(version_rank(v)));
+        assert_eq!(
+            versions,
+            ["v2", "v1", "v1beta2", "v1beta1", "v2alpha1", "v1alpha1"]
+        );
+    }
+
+    #[test]
+    fn status_spec_and_scale_follow_the_kinds_schemas() {
+        let mut wrong = Vec::new();
+        for r in built_in() {
+            let Some(info) = kinds::find(r.api_version, r.kind) else {
+                continue;
+            };
+            let schema = serde_json::to_value((info.schema)()).unwrap();
+            let has = |field: &str| schema["properties"].get(field).is_some();
+            if has("status") != r.has(Subresource::Status) {
+                wrong.push(format!("{} status: schema {}", r.kind, has("status")));
+            }
+            if has("spec") != r.has_spec {
+                wrong.push(format!("{} spec: schema {}", r.kind, has("spec")));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        for kind in ["Deployment", "ReplicaSet", "StatefulSet"] {
+            assert!(by_group_kind("apps", kind).unwrap().has(Subresource::Scale));
+        }
+    }
+
+    #[test]
+    fn kubectl_get_all_covers_kubernetes_set_and_short_names_resolve() {
+        let mut all_kinds: Vec<&str> = all()
+            .iter()
+            .filter(|r| r.categories.contains(&"all"))
+            .map(|r| r.plural)
+            .collect();
+        all_kinds.sort();
+        let mut want = CATEGORY_ALL.to_vec();
+        want.sort();
+        assert_eq!(all_kinds, want);
+        for (group, plural, short) in [
+            ("", "serviceaccounts", "sa"),
+            ("", "persistentvolumeclaims", "pvc"),
+            ("apps", "statefulsets", "sts"),
+            ("batch", "cronjobs", "cj"),
+            ("networking.k8s.io", "ingresses", "ing"),
+            ("policy", "poddisruptionbudgets", "pdb"),
+        ] {
+            let r = all()
+                .iter()
+                .find(|r| r.group == group && r.plural == plural)
+                .copied()
+                .unwrap();
+            assert!(r.short_names.contains(&short), "{plural}");
+        }
     }
 
     #[test]
