@@ -457,7 +457,7 @@ async fn create_and_list(server: &Server, n: usize) -> (f64, f64, f64) {
 /// Benchmark, not a timed test: one master on a 3-member etcd against one on SQLite (create
 /// rate, list latency), and the leader failover time over 5 kills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "benchmark: cargo test --release --features etcd --test masters -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo test --all-features --test masters -- --ignored --nocapture masters_benchmark"]
 async fn masters_benchmark() {
     let n = 5_000;
     let sqlite = tokio::task::spawn_blocking(Server::start).await.unwrap();
