@@ -67,6 +67,52 @@ pub struct ServerArgs {
     /// Folder of the repository holding the manifests, for --git (default: the root)
     #[arg(long, value_name = "DIR", requires = "git")]
     git_path: Option<String>,
+    /// Keep the cluster in etcd at these client URLs instead of the data dir's SQLite file;
+    /// several masters on one etcd serve one cluster (needs the `etcd` build feature)
+    #[arg(
+        long,
+        value_name = "URL,...",
+        value_delimiter = ',',
+        env = "BERTH_ETCD_ENDPOINTS"
+    )]
+    etcd_endpoints: Vec<String>,
+    /// The etcd key prefix every key of this cluster lives under
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "/berth",
+        requires = "etcd_endpoints"
+    )]
+    etcd_prefix: String,
+    /// CA certificate (PEM) that signed the etcd members' certificates
+    #[arg(long, value_name = "FILE", requires = "etcd_endpoints")]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client certificate authentication
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_endpoints", "etcd_keyfile"])]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key (PEM) for --etcd-certfile
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_endpoints", "etcd_certfile"])]
+    etcd_keyfile: Option<PathBuf>,
+    /// The cluster's admin token: a master joining a cluster on etcd reads the cluster's CA,
+    /// tokens and keys with it (the first master's DATA_DIR/tokens/admin)
+    #[arg(
+        long,
+        env = "BERTH_TOKEN",
+        hide_env_values = true,
+        requires = "etcd_endpoints"
+    )]
+    token: Option<String>,
+    /// Seconds a follower waits after the leader's last renewal before taking the controllers'
+    /// Lease (several masters on etcd)
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration: u64,
+    /// Seconds the leader keeps acting without renewing its Lease; must be below the lease
+    /// duration
+    #[arg(long, default_value_t = 10)]
+    leader_elect_renew_deadline: u64,
+    /// Seconds between the leader's renewals and the followers' tries
+    #[arg(long, default_value_t = 2)]
+    leader_elect_retry_period: u64,
 }
 
 /// A local `--git` path made absolute, so the server follows it whatever its directory.
@@ -117,6 +163,19 @@ pub fn run(args: ServerArgs) -> u8 {
             git_ref: args.git_ref.clone(),
             path: args.git_path.clone(),
         }),
+        etcd: (!args.etcd_endpoints.is_empty()).then(|| crate::cluster::store::EtcdConfig {
+            endpoints: args.etcd_endpoints.clone(),
+            prefix: args.etcd_prefix.clone(),
+            ca_file: args.etcd_cafile.clone(),
+            cert_file: args.etcd_certfile.clone(),
+            key_file: args.etcd_keyfile.clone(),
+        }),
+        token: args.token.clone(),
+        election: crate::cluster::controllers::leader::ElectionOptions {
+            lease_duration: Duration::from_secs(args.leader_elect_lease_duration),
+            renew_deadline: Duration::from_secs(args.leader_elect_renew_deadline),
+            retry_period: Duration::from_secs(args.leader_elect_retry_period),
+        },
     };
     if let Err(e) = server::check(&options) {
         eprintln!("error: {e}");

@@ -2,6 +2,10 @@
 //! open the store, start the controllers, the scheduler and git sync, and serve the API (with
 //! git sync's routes mounted in it) over TLS (or plain HTTP on loopback with
 //! `--insecure-http`) until SIGINT or SIGTERM, then drain with a bounded grace period.
+//!
+//! On etcd (`--etcd-endpoints`) several masters serve one cluster: they share one identity
+//! kept in etcd (`crate::cluster::api::identity`), and the controllers, the scheduler and git
+//! sync run only in the master that holds the Lease (`crate::cluster::controllers::leader`).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,12 +23,15 @@ use tokio::net::TcpListener;
 use crate::apply::ssa::Writer;
 use crate::cluster::api::allocate::{self, Network};
 use crate::cluster::api::encryption::{EncryptionError, KeyRing};
+use crate::cluster::api::identity::{self, IdentityError};
 use crate::cluster::api::resources::by_kind;
 use crate::cluster::api::storage::{Storage, Written};
 use crate::cluster::api::tls::{self, BootstrapError, DataDir};
 use crate::cluster::api::{ApiConfig, ApiState, SharedState, router_with, status::ApiError};
-use crate::cluster::store::StoreError;
+use crate::cluster::controllers::gitsource::report::DeclaredCommits;
+use crate::cluster::controllers::leader::{self, ElectionOptions};
 use crate::cluster::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::cluster::store::{EtcdConfig, Store, StoreError};
 
 /// How long open requests and watches get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -43,6 +50,14 @@ pub struct ServerOptions {
     pub network: Network,
     /// `--git`: the repository the GitSource [`GIT_SHORTCUT`] follows.
     pub git: Option<GitShortcut>,
+    /// `--etcd-endpoints` and friends: the replicated store instead of the data dir's SQLite
+    /// file, and an elected leader for the controllers.
+    pub etcd: Option<EtcdConfig>,
+    /// `--token`: the cluster's admin token; a master joining a cluster on etcd opens the
+    /// cluster's identity with it (the first master makes it its admin token).
+    pub token: Option<String>,
+    /// `--leader-elect-*`: the Lease timings (used on etcd).
+    pub election: ElectionOptions,
 }
 
 /// `berth server --git URL_OR_PATH [--git-ref REF] [--git-path DIR]`.
@@ -79,6 +94,12 @@ pub enum ServerError {
     Api(#[from] ApiError),
     #[error("--git {path}: {reason}")]
     GitRepository { path: String, reason: String },
+    #[error("--etcd-endpoints: this berth was built without etcd support (cargo feature `etcd`)")]
+    NoEtcd,
+    #[error("{0}")]
+    Election(String),
+    #[error("cannot share the cluster identity through etcd")]
+    Identity(#[from] IdentityError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -95,6 +116,8 @@ impl ServerError {
             ServerError::InsecureNotLoopback(_)
                 | ServerError::Network(_)
                 | ServerError::GitRepository { .. }
+                | ServerError::NoEtcd
+                | ServerError::Election(_)
         )
     }
 }
@@ -105,6 +128,12 @@ pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
         return Err(ServerError::InsecureNotLoopback(options.listen));
     }
     options.network.check().map_err(ServerError::Network)?;
+    if options.etcd.is_some() {
+        if !cfg!(feature = "etcd") {
+            return Err(ServerError::NoEtcd);
+        }
+        options.election.check().map_err(ServerError::Election)?;
+    }
     if let Some(git) = &options.git
         && let Some(path) = crate::cluster::controllers::gitsource::fetch::local_path(&git.url)
         && let Err(e) = git2::Repository::open(&path)
@@ -118,6 +147,21 @@ pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
         });
     }
     Ok(())
+}
+
+/// The store the options name: etcd, or the SQLite file in the data dir.
+async fn open_store(options: &ServerOptions) -> Result<Arc<dyn Store>, ServerError> {
+    match &options.etcd {
+        None => Ok(Arc::new(
+            SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?,
+        )),
+        #[cfg(feature = "etcd")]
+        Some(config) => Ok(Arc::new(
+            crate::cluster::store::etcd::EtcdStore::open(config).await?,
+        )),
+        #[cfg(not(feature = "etcd"))]
+        Some(_) => Err(ServerError::NoEtcd),
+    }
 }
 
 /// Creates the namespaces every cluster has, if missing.
@@ -186,7 +230,7 @@ async fn kubernetes_service(state: &SharedState, api: SocketAddr) -> Result<(), 
                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.port()}]}}),
             &writer,
         )?;
-        let _held = allocate::reserve(state, services, None, &mut service).await?;
+        let _held = allocate::reserve(state, services, None, &mut service, false).await?;
         if let Written::CompareFailed = state
             .storage
             .create(services, Some("default"), "kubernetes", &service)
@@ -255,11 +299,18 @@ async fn rotate_encryption_key(options: &ServerOptions) -> Result<(), ServerErro
         source,
     })?;
     let dir = DataDir(options.data_dir.clone());
+    let store = open_store(options).await?;
+    if options.etcd.is_some() {
+        // Rotate the cluster's keys, not a stale copy of them.
+        share_identity(&*store, &dir, options).await?;
+    }
     let mut keys = KeyRing::load_or_create(&dir.encryption_keys())?;
-    let store = SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?;
     let id = keys.rotate();
     keys.save(&dir.encryption_keys())?;
-    let storage = Storage::new(Arc::new(store), Some(keys));
+    if options.etcd.is_some() {
+        identity::republish(&*store, &dir).await?;
+    }
+    let storage = Storage::new(store, Some(keys));
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
     let n = storage.reencrypt_secrets(secrets).await?;
     println!("rotated the encryption key to {id}; re-encrypted {n} secrets");
@@ -281,9 +332,115 @@ pub struct StartedServer {
     listener: TcpListener,
     state: SharedState,
     tls_config: Option<Arc<rustls::ServerConfig>>,
-    control_plane: crate::cluster::controllers::ControlPlane,
-    scheduler: crate::cluster::scheduler::RunningScheduler,
-    git_sync: crate::cluster::controllers::gitsource::GitSync,
+    controllers: Controllers,
+    /// What git sync applied, for the drift route (kept across leaders' terms).
+    declared: DeclaredCommits,
+}
+
+/// The controllers, the scheduler and git sync of one master; dropping it stops them.
+struct Running {
+    _control_plane: crate::cluster::controllers::ControlPlane,
+    _scheduler: crate::cluster::scheduler::RunningScheduler,
+    _git_sync: crate::cluster::controllers::gitsource::GitSync,
+}
+
+/// Whether this master runs the controllers always (one master) or while it leads.
+enum Controllers {
+    Always(Running),
+    Elected {
+        stop: tokio::sync::watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+/// Starts the controllers, the scheduler and git sync.
+fn run_controllers(
+    state: &SharedState,
+    control: crate::cluster::controllers::ControlOptions,
+    data_dir: &std::path::Path,
+    declared: &DeclaredCommits,
+) -> Running {
+    let control_plane = crate::cluster::controllers::start(state.clone(), control);
+    let scheduler = crate::cluster::scheduler::start(
+        state.clone(),
+        control_plane.caches.pods.clone(),
+        control_plane.caches.nodes.clone(),
+    );
+    let git_sync = crate::cluster::controllers::gitsource::start_with(
+        crate::cluster::controllers::client::LocalApi::new(
+            state.clone(),
+            crate::cluster::controllers::gitsource::FIELD_MANAGER,
+        ),
+        control_plane.caches.clone(),
+        data_dir.join("git"),
+        declared.clone(),
+    );
+    Running {
+        _control_plane: control_plane,
+        _scheduler: scheduler,
+        _git_sync: git_sync,
+    }
+}
+
+/// Runs the election and the controllers while this master leads, until `stop`.
+fn elect(state: &SharedState, options: &ServerOptions, declared: &DeclaredCommits) -> Controllers {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (leading, mut leading_rx) = tokio::sync::watch::channel(false);
+    let identity = leader::identity();
+    tracing::info!(%identity, "taking part in the controllers' leader election");
+    let elector = tokio::spawn(leader::run(
+        crate::cluster::controllers::client::LocalApi::unfenced(state.clone(), "leader-election"),
+        identity,
+        options.election,
+        leading,
+        stop_rx,
+    ));
+    let (state, control, data_dir, declared) = (
+        state.clone(),
+        options.control,
+        options.data_dir.clone(),
+        declared.clone(),
+    );
+    let task = tokio::spawn(async move {
+        let mut running: Option<Running> = None;
+        while leading_rx.changed().await.is_ok() {
+            let lead = *leading_rx.borrow_and_update();
+            if lead && running.is_none() {
+                tracing::info!("leading: starting the controllers, the scheduler and git sync");
+                running = Some(run_controllers(&state, control, &data_dir, &declared));
+            } else if !lead {
+                running = None;
+            }
+        }
+        drop(running);
+        let _ = elector.await;
+    });
+    Controllers::Elected { stop, task }
+}
+
+/// The data dir and the store agree on one identity (several masters on etcd).
+async fn share_identity(
+    store: &dyn Store,
+    dir: &DataDir,
+    options: &ServerOptions,
+) -> Result<(), ServerError> {
+    let listen = options.listen;
+    let role = identity::share(store, dir, options.token.as_deref(), |dir| {
+        tls::tokens(dir)?;
+        tls::certificates(dir, listen)?;
+        KeyRing::load_or_create(&dir.encryption_keys())?;
+        Ok(())
+    })
+    .await?;
+    match role {
+        identity::Role::Published => {
+            tracing::info!("this master's CA, tokens and keys are now the cluster's (kept in etcd)")
+        }
+        identity::Role::Joined => {
+            tracing::info!("joined the cluster: its CA, tokens and keys are read from etcd")
+        }
+    }
+    Ok(())
 }
 
 /// Bootstraps and binds the server without serving yet.
@@ -294,10 +451,13 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         source,
     })?;
     let dir = DataDir(options.data_dir.clone());
+    let store = open_store(&options).await?;
+    if options.etcd.is_some() {
+        share_identity(&*store, &dir, &options).await?;
+    }
     let tokens = tls::tokens(&dir)?;
     let keys = KeyRing::load_or_create(&dir.encryption_keys())?;
-    let store = SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?;
-    let storage = Storage::new(Arc::new(store), Some(keys));
+    let storage = Storage::new(store, Some(keys));
     builtin_namespaces(&storage).await?;
 
     if !options.insecure_http {
@@ -343,25 +503,23 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         Some(tls::server_config(&dir)?)
     };
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
-    let control_plane = crate::cluster::controllers::start(state.clone(), options.control);
-    let scheduler = crate::cluster::scheduler::start(
-        state.clone(),
-        control_plane.caches.pods.clone(),
-        control_plane.caches.nodes.clone(),
-    );
-    let git_api = || {
-        crate::cluster::controllers::client::LocalApi::new(
+    let declared = DeclaredCommits::default();
+    let controllers = if options.etcd.is_some() {
+        elect(&state, &options, &declared)
+    } else {
+        Controllers::Always(run_controllers(
+            &state,
+            options.control,
+            &options.data_dir,
+            &declared,
+        ))
+    };
+    if let Some(git) = &options.git {
+        let api = crate::cluster::controllers::client::LocalApi::unfenced(
             state.clone(),
             crate::cluster::controllers::gitsource::FIELD_MANAGER,
-        )
-    };
-    let git_sync = crate::cluster::controllers::gitsource::start(
-        git_api(),
-        control_plane.caches.clone(),
-        options.data_dir.join("git"),
-    );
-    if let Some(git) = &options.git {
-        git_shortcut(&git_api(), git).await;
+        );
+        git_shortcut(&api, git).await;
     }
     Ok(StartedServer {
         url,
@@ -371,9 +529,8 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         listener,
         state,
         tls_config,
-        control_plane,
-        scheduler,
-        git_sync,
+        controllers,
+        declared,
     })
 }
 
@@ -385,16 +542,23 @@ impl StartedServer {
             listener,
             state,
             tls_config,
-            control_plane,
-            scheduler,
-            git_sync,
+            controllers,
+            declared,
             ..
         } = self;
-        let app = router_with(state.clone(), git_sync.routes());
+        let routes = crate::cluster::controllers::gitsource::report::routes(declared);
+        let app = router_with(state.clone(), routes);
         serve(listener, app, state, tls_config, shutdown).await;
-        drop(git_sync);
-        drop(scheduler);
-        drop(control_plane);
+        match controllers {
+            Controllers::Always(running) => drop(running),
+            Controllers::Elected { stop, task } => {
+                // Stops the controllers, then gives the Lease up for the next master.
+                stop.send_replace(true);
+                if tokio::time::timeout(GRACE, task).await.is_err() {
+                    tracing::warn!("the leader election did not end within the grace period");
+                }
+            }
+        }
     }
 }
 

@@ -278,6 +278,20 @@ impl Server {
         self.process.as_ref().map(Process::id).unwrap_or(0)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        if let Some(process) = &self.process {
+            process.signal(signal);
+        }
+    }
+
+    /// SIGKILLs the server (a crashed master), keeping its data dir.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
     /// Sends SIGTERM and waits up to 20 s (then kills); the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut process = self.process.take()?;

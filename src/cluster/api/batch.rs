@@ -271,10 +271,19 @@ fn transaction(state: &SharedState, plan: &Plan) -> Result<Txn, ApiError> {
         });
         match (&step.outcome, &step.new) {
             (Outcome::Pruned, _) => ops.push(Op::delete(key)),
-            (_, Some(new)) => ops.push(Op::put(
-                key,
-                state.storage.encode(resource(step.kind), new)?,
-            )),
+            (_, Some(new)) => {
+                let r = resource(step.kind);
+                ops.push(Op::put(key, state.storage.encode(r, new)?));
+                // The addresses it takes are claimed in the same txn (see `allocate::claims`).
+                if allocate::allocates(r) {
+                    let old = step.live.as_ref().map(|(v, _)| v);
+                    let (who, keys) = allocate::new_claims(&state.config.network, r.kind, old, new);
+                    for claim in keys {
+                        compares.push(Compare::absent(claim.clone()));
+                        ops.push(Op::put(claim, who.clone().into_bytes()));
+                    }
+                }
+            }
             (_, None) => {}
         }
     }

@@ -131,6 +131,7 @@ pub(super) async fn delete(
             .await?
         {
             Some(_) => {
+                super::allocate::release(&state, r, &old, None).await;
                 return Ok(json_response(
                     StatusCode::OK,
                     &status::success_status(r, name(&t), uid),
@@ -249,11 +250,14 @@ pub(super) async fn delete_collection(state: SharedState, t: Target, params: Par
         let Some(n) = write::name_of(object) else {
             continue;
         };
-        if !params.dry_run {
-            state
+        if !params.dry_run
+            && state
                 .storage
                 .delete(r, t.namespace.as_deref(), n, list::revision_of(object))
-                .await?;
+                .await?
+                .is_some()
+        {
+            super::allocate::release(&state, r, object, None).await;
         }
     }
     Ok(json_response(

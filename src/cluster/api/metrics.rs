@@ -124,6 +124,14 @@ impl Metrics {
     }
 }
 
+/// Kubernetes' leader-election gauge for the controllers' lease.
+pub fn leader_gauge(leading: u8) -> String {
+    format!(
+        "# HELP leader_election_master_status Whether this master holds the controllers' lease (1) or not (0).\n# TYPE leader_election_master_status gauge\nleader_election_master_status{{name=\"{}\"}} {leading}\n",
+        crate::cluster::api::leadership::LEASE_NAME
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

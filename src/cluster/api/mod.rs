@@ -18,6 +18,8 @@ mod dispatch;
 pub mod encryption;
 mod handlers;
 pub mod hooks;
+pub mod identity;
+pub mod leadership;
 mod list;
 pub mod metrics;
 pub mod openapi;
@@ -88,6 +90,8 @@ pub struct ApiState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Serializes ClusterIP, NodePort and pod CIDR allocations.
     pub allocations: allocate::Allocations,
+    /// Whether this master's controllers may write (several masters elect one).
+    pub leadership: leadership::Leadership,
 }
 
 impl ApiState {
@@ -99,6 +103,7 @@ impl ApiState {
             ready: AtomicBool::new(true),
             closing: tokio::sync::watch::Sender::new(false),
             allocations: allocate::Allocations::default(),
+            leadership: leadership::Leadership::default(),
         })
     }
 }
@@ -221,7 +226,11 @@ async fn livez() -> Response {
 
 async fn metrics_text(State(state): State<SharedState>) -> Response {
     let rev = state.storage.store.current_revision().await.unwrap_or(-1);
-    let mut resp = state.metrics.render(rev).into_response();
+    let mut text = state.metrics.render(rev);
+    if let Some(leading) = state.leadership.gauge() {
+        text.push_str(&metrics::leader_gauge(leading));
+    }
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 pub use crate::apply::cause::Cause;
-use crate::cluster::store::StoreError;
+use crate::cluster::store::{StoreError, Unavailable};
 
 /// Why a request failed. Each variant maps to one Kubernetes reason.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +136,12 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Expired { .. } => StatusCode::GONE,
             ApiError::Store(StoreError::Compacted { .. }) => StatusCode::GONE,
-            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(e) => match e.unavailable() {
+                Some(Unavailable::NoQuorum) => StatusCode::SERVICE_UNAVAILABLE,
+                Some(Unavailable::TimedOut) => StatusCode::GATEWAY_TIMEOUT,
+                None => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -153,7 +158,12 @@ impl ApiError {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::Expired { .. } | ApiError::Store(StoreError::Compacted { .. }) => "Expired",
-            ApiError::Store(_) | ApiError::Internal(_) => "InternalError",
+            ApiError::Store(e) => match e.unavailable() {
+                Some(Unavailable::NoQuorum) => "ServiceUnavailable",
+                Some(Unavailable::TimedOut) => "Timeout",
+                None => "InternalError",
+            },
+            ApiError::Internal(_) => "InternalError",
         }
     }
 
@@ -207,7 +217,15 @@ impl ApiError {
                 requested,
                 compacted,
             }) => format!("too old resource version: {requested} ({compacted})"),
-            ApiError::Store(_) => "the store failed; see the server log".to_string(),
+            ApiError::Store(e) => match e.unavailable() {
+                Some(Unavailable::NoQuorum) => {
+                    "the store (etcd) has no quorum or cannot be reached; retry later".to_string()
+                }
+                Some(Unavailable::TimedOut) => {
+                    "the store (etcd) did not answer in time; the change may or may not have been made".to_string()
+                }
+                None => "the store failed; see the server log".to_string(),
+            },
             other => other.to_string(),
         };
         let mut status = json!({

@@ -141,13 +141,9 @@ pub fn tokens(dir: &DataDir) -> Result<Tokens, BootstrapError> {
     })
 }
 
-/// Creates the CA and the serving certificate if they are missing. The serving certificate
-/// names localhost, the loopback addresses, the host name and the listen address.
-pub fn certificates(dir: &DataDir, listen: SocketAddr) -> Result<(), BootstrapError> {
-    if dir.server_cert().exists() && dir.server_key().exists() && dir.ca_cert().exists() {
-        return Ok(());
-    }
-    let ca_key = KeyPair::generate()?;
+/// The CA's certificate parameters: the same every time, so a CA rebuilt from its key (on a
+/// master that joined with the key from etcd) issues certificates its original verifies.
+fn ca_params() -> Result<CertificateParams, BootstrapError> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
@@ -158,7 +154,27 @@ pub fn certificates(dir: &DataDir, listen: SocketAddr) -> Result<(), BootstrapEr
         KeyUsagePurpose::DigitalSignature,
     ];
     ca.not_after = rcgen::date_time_ymd(2036, 1, 1);
-    let ca_cert = ca.self_signed(&ca_key)?;
+    Ok(ca)
+}
+
+/// Creates the CA and the serving certificate if they are missing. The serving certificate
+/// names localhost, the loopback addresses, the host name and the listen address. A CA that
+/// is there (written by a master that joined a cluster) signs a missing serving certificate.
+pub fn certificates(dir: &DataDir, listen: SocketAddr) -> Result<(), BootstrapError> {
+    if dir.server_cert().exists() && dir.server_key().exists() && dir.ca_cert().exists() {
+        return Ok(());
+    }
+    let have_ca = dir.ca_cert().exists() && dir.ca_key().exists();
+    let ca_key = if have_ca {
+        let pem = read(&dir.ca_key())?;
+        KeyPair::from_pem(&pem).map_err(|e| BootstrapError::Malformed {
+            path: dir.ca_key(),
+            reason: e.to_string(),
+        })?
+    } else {
+        KeyPair::generate()?
+    };
+    let ca_cert = ca_params()?.self_signed(&ca_key)?;
 
     let mut names = vec![
         "localhost".to_string(),
@@ -184,8 +200,10 @@ pub fn certificates(dir: &DataDir, listen: SocketAddr) -> Result<(), BootstrapEr
     server.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key)?;
 
-    write(&dir.ca_key(), ca_key.serialize_pem().as_bytes())?;
-    write(&dir.ca_cert(), ca_cert.pem().as_bytes())?;
+    if !have_ca {
+        write(&dir.ca_key(), ca_key.serialize_pem().as_bytes())?;
+        write(&dir.ca_cert(), ca_cert.pem().as_bytes())?;
+    }
     write(&dir.server_key(), server_key.serialize_pem().as_bytes())?;
     write(&dir.server_cert(), server_cert.pem().as_bytes())?;
     Ok(())

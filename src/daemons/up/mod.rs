@@ -153,6 +153,9 @@ pub async fn run(
         control: crate::cluster::controllers::ControlOptions::default(),
         network: crate::cluster::api::allocate::Network::default(),
         git: options.git.clone(),
+        etcd: None,
+        token: None,
+        election: crate::cluster::controllers::leader::ElectionOptions::default(),
     })
     .await?;
     let url = started.url.clone();

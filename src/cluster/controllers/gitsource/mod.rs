@@ -110,11 +110,21 @@ impl GitSync {
 
 /// Starts the git sync controller. `mirrors` holds the bare mirrors of remote repositories.
 pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
+    start_with(api, caches, mirrors, report::DeclaredCommits::default())
+}
+
+/// [`start`], remembering applied commits in `declared` (which outlives one leader's term:
+/// the API's drift route reads it).
+pub fn start_with(
+    api: LocalApi,
+    caches: Caches,
+    mirrors: PathBuf,
+    declared: report::DeclaredCommits,
+) -> GitSync {
     let mut tasks = JoinSet::new();
     let sources = Cache::new(resource("berth.dev/v1", "GitSource"));
     tasks.spawn(sources.clone().run(api.state().storage.clone()));
     let queue = WorkQueue::new();
-    let declared = report::DeclaredCommits::default();
     super::feed(
         &mut tasks,
         &queue,
@@ -274,6 +284,13 @@ async fn source_batch(
         force: true,
         field_manager: Some(FIELD_MANAGER.into()),
     };
+    // The leadership fence of every controller write (see `LocalApi`).
+    if !dry_run && !state.leadership.holds() {
+        return Err(BatchRefusal::Refused {
+            code: 503,
+            message: "this master does not hold the controllers' lease; it applies nothing".into(),
+        });
+    }
     apply_in_process(state, namespace, &applyset_name(name), request).await
 }
 
