@@ -1,7 +1,9 @@
 //! One reconcile of a GitSource, step by step: fetch the commit, load and validate its
 //! manifests, dry-run them (which finds objects owned by someone else, drift and who made it),
 //! apply when there is a new commit, a sync request or drift to heal, then roll up health
-//! and write the status. A step that cannot go on records why in the status and stops.
+//! and write the status. A step that cannot go on records why in the status and stops; a sync
+//! asked for (`berth.dev/sync-requested-at`) is marked handled (`lastHandledSyncRequest`)
+//! either way.
 
 use std::time::Duration;
 
@@ -48,6 +50,21 @@ impl Pass<'_> {
     /// What the source's status said after the last reconcile.
     fn last(&self) -> GitSourceStatus {
         self.source.status.clone().unwrap_or_default()
+    }
+
+    /// The sync asked for with the source's annotation, if any.
+    fn sync_request(&self) -> Option<String> {
+        self.object["metadata"]["annotations"][SYNC_REQUESTED_ANNOTATION]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Records that this reconcile handled the sync asked for, whatever came of it (applied,
+    /// refused, stalled): who asked sees that it ran, and the reason in the conditions.
+    fn request_handled(&mut self) {
+        if let Some(request) = self.sync_request() {
+            self.status["lastHandledSyncRequest"] = json!(request);
+        }
     }
 }
 
@@ -273,6 +290,7 @@ impl Reconciler for GitSyncController {
                 if stalled {
                     pass.conditions.set("Stalled", true, reason, &message);
                 }
+                pass.request_handled();
                 self.write_status(pass.object, pass.take_status()).await?;
                 match retry {
                     Retry::AfterInterval => Ok(Action::requeue(pass.interval)),
@@ -294,6 +312,7 @@ impl GitSyncController {
                 "Suspended",
                 "sync is suspended (spec.suspend)",
             );
+            pass.request_handled();
             self.write_status(pass.object, pass.take_status()).await?;
             return Ok(Action::await_change());
         }
@@ -374,9 +393,7 @@ impl GitSyncController {
         mut objects: Vec<Value>,
     ) -> Result<Action, Stop> {
         let last = pass.last();
-        let sync_request = pass.object["metadata"]["annotations"][SYNC_REQUESTED_ANNOTATION]
-            .as_str()
-            .map(str::to_string);
+        let sync_request = pass.sync_request();
         let requested = sync_request.is_some() && sync_request != last.last_handled_sync_request;
         let new_commit = last.last_applied_commit.as_deref() != Some(commit);
         let declared = objects.clone();
@@ -432,7 +449,7 @@ impl GitSyncController {
         }
         self.declared.remember(pass.key, commit, declared);
         if requested {
-            pass.status["lastHandledSyncRequest"] = json!(sync_request);
+            pass.request_handled();
         }
         let in_sync = drift.is_empty() || heal;
         self.record_applied(
