@@ -425,6 +425,18 @@ async fn run(
             .await
             .map_err(ApiError::from)?;
         if result.succeeded {
+            // Addresses the batch dropped (pruned Services and Nodes, ports given up) are
+            // released, as a single delete or update does.
+            for step in &plan.steps {
+                let r = resource(step.kind);
+                if let (true, Some((live, _))) = (allocate::allocates(r), &step.live) {
+                    let kept = match step.outcome {
+                        Outcome::Pruned => None,
+                        _ => Some(step.new.as_ref().unwrap_or(live)),
+                    };
+                    allocate::release(state, r, live, kept).await;
+                }
+            }
             tracing::info!(applyset = %id, revision = result.revision, objects = plan.steps.len(), "applied a batch");
             return Ok(respond(result.revision, &plan));
         }

@@ -3,10 +3,11 @@
 //! API servers on one etcd never hand out the same ClusterIP, NodePort or pod CIDR: each
 //! server's lock in [`super::Allocations`] serializes only its own writers.
 //!
-//! A claim names its holder (`Kind/namespace/name`). A delete or an update that drops an
-//! address releases its claim (`super::release`); the repair pass ([`repair`], run by the
-//! leader) deletes any other claim whose holder does not hold the address (a write that
-//! failed after claiming, a batch's prune) once it has been seen stale on two passes; a stored
+//! A claim names its holder (`Kind/namespace/name`). A delete, an update or a batch that
+//! drops an address releases its claim (`super::release`); the repair pass ([`repair`], run
+//! by the leader) deletes any other claim whose holder does not hold the address (a write
+//! that failed after claiming, a server killed in between) once it has been seen stale on
+//! two passes; a stored
 //! address without a claim gets one, and two objects holding one address are reported.
 
 use std::collections::{HashMap, HashSet};
