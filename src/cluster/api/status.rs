@@ -129,7 +129,9 @@ impl ApiError {
             | ApiError::ApplyConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::Store(StoreError::TxnTooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -147,7 +149,9 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
-            ApiError::TooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::TooLarge { .. } | ApiError::Store(StoreError::TxnTooLarge { .. }) => {
+                "RequestEntityTooLarge"
+            }
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::Unauthorized => "Unauthorized",
@@ -207,6 +211,8 @@ impl ApiError {
                 requested,
                 compacted,
             }) => format!("too old resource version: {requested} ({compacted})"),
+            // The store's own words: the limit and how to raise it, nothing internal.
+            ApiError::Store(StoreError::TxnTooLarge { message }) => message.clone(),
             ApiError::Store(_) => "the store failed; see the server log".to_string(),
             other => other.to_string(),
         };
