@@ -53,12 +53,34 @@ fn clean(path: &str) -> &str {
     if path == "." { "" } else { path }
 }
 
+/// What a path of a tree holds, listed without reading the manifests' contents.
+#[derive(Debug)]
+pub enum TreeListing {
+    /// Nothing is at the path.
+    Missing,
+    /// A file, named explicitly, read whatever its extension.
+    File(Input),
+    /// A folder: the path and blob id of each manifest file, sorted by path.
+    Folder(Vec<(String, git2::Oid)>),
+}
+
 /// The manifests at `path` (repository-relative; empty for the whole tree) of `root`.
 pub fn read_tree(
     repo: &Repository,
     root: Tree<'_>,
     path: &str,
 ) -> Result<TreeManifests, TreeError> {
+    Ok(match list_tree(repo, root, path)? {
+        TreeListing::Missing => TreeManifests::Missing,
+        TreeListing::File(file) => TreeManifests::File(file),
+        TreeListing::Folder(entries) => TreeManifests::Folder(read_blobs(repo, entries)?),
+    })
+}
+
+/// The manifest files at `path` of `root` with their blob ids, their contents not read: a
+/// caller that knows a blob already (git sync, between commits) reads only the others with
+/// [`read_blobs`].
+pub fn list_tree(repo: &Repository, root: Tree<'_>, path: &str) -> Result<TreeListing, TreeError> {
     let prefix = clean(path);
     let error = |path: &str| {
         let path = if path.is_empty() { "." } else { path }.to_string();
@@ -69,12 +91,12 @@ pub fn read_tree(
     } else {
         let entry = match root.get_path(Path::new(prefix)) {
             Ok(entry) => entry,
-            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(TreeManifests::Missing),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(TreeListing::Missing),
             Err(e) => return Err(error(prefix)(e)),
         };
         if entry.kind() != Some(ObjectType::Tree) {
             let blob = repo.find_blob(entry.id()).map_err(error(prefix))?;
-            return Ok(TreeManifests::File(Input::File {
+            return Ok(TreeListing::File(Input::File {
                 path: prefix.to_string(),
                 bytes: blob.content().to_vec(),
             }));
@@ -105,17 +127,24 @@ pub fn read_tree(
     })
     .map_err(error(prefix))?;
     found.sort();
-    let files = found
+    Ok(TreeListing::Folder(found))
+}
+
+/// The contents of listed blobs, as inputs named by their paths.
+pub fn read_blobs(
+    repo: &Repository,
+    entries: impl IntoIterator<Item = (String, git2::Oid)>,
+) -> Result<Vec<Input>, TreeError> {
+    entries
         .into_iter()
-        .map(|(path, id)| {
-            let blob = repo.find_blob(id).map_err(error(&path))?;
-            Ok(Input::File {
+        .map(|(path, id)| match repo.find_blob(id) {
+            Ok(blob) => Ok(Input::File {
                 bytes: blob.content().to_vec(),
                 path,
-            })
+            }),
+            Err(source) => Err(TreeError { path, source }),
         })
-        .collect::<Result<_, TreeError>>()?;
-    Ok(TreeManifests::Folder(files))
+        .collect()
 }
 
 #[cfg(test)]

@@ -501,9 +501,12 @@ pub fn plan<A: Admission>(
                 new: None,
             });
         }
-        if let Err(refusal) =
-            applyset::check_prune(pruned.len(), members.len(), batch.allow_mass_delete)
-        {
+        // A delta's snapshot holds only the members it names: the whole is the caller's.
+        let whole = batch
+            .delta
+            .as_ref()
+            .map_or(members.len(), |d| d.members_before);
+        if let Err(refusal) = applyset::check_prune(pruned.len(), whole, batch.allow_mass_delete) {
             let would_go = pruned
                 .iter()
                 .map(|s| s.result(false).display_name())
@@ -526,12 +529,15 @@ pub fn plan<A: Admission>(
             .map(|(_, (v, _))| parent::member_identity(v))
             .collect()
     };
-    let member_values: Vec<Value> = steps
-        .iter()
-        .filter_map(|s| s.new.as_ref().or(s.live.as_ref().map(|(v, _)| v)))
-        .map(parent::member_identity)
-        .chain(kept)
-        .collect();
+    let member_values: Vec<Value> = match &batch.delta {
+        Some(delta) => delta.member_kinds.clone(),
+        None => steps
+            .iter()
+            .filter_map(|s| s.new.as_ref().or(s.live.as_ref().map(|(v, _)| v)))
+            .map(parent::member_identity)
+            .chain(kept)
+            .collect(),
+    };
     let writer = Writer {
         manager,
         api_version: SECRET.api_version,

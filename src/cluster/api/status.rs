@@ -129,7 +129,9 @@ impl ApiError {
             | ApiError::ApplyConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::Store(StoreError::TxnTooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -152,7 +154,9 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
-            ApiError::TooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::TooLarge { .. } | ApiError::Store(StoreError::TxnTooLarge { .. }) => {
+                "RequestEntityTooLarge"
+            }
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::Unauthorized => "Unauthorized",
@@ -217,6 +221,8 @@ impl ApiError {
                 requested,
                 compacted,
             }) => format!("too old resource version: {requested} ({compacted})"),
+            // The store's own words: the limit and how to raise it, nothing internal.
+            ApiError::Store(StoreError::TxnTooLarge { message }) => message.clone(),
             ApiError::Store(e) => match e.unavailable() {
                 Some(Unavailable::NoQuorum) => {
                     "the store (etcd) has no quorum or cannot be reached; retry later".to_string()

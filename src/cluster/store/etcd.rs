@@ -72,6 +72,32 @@ fn etcd_err(during: &'static str) -> impl FnOnce(etcd_client::Error) -> StoreErr
     move |source| StoreError::Etcd { during, source }
 }
 
+/// etcd's refusal of a transaction for its size, as a message that names the limit and the
+/// etcd flag that raises it; `None` for any other error. etcd refuses such a transaction
+/// whole: nothing of it is written.
+fn too_large(error: &etcd_client::Error, operations: usize, bytes: usize) -> Option<StoreError> {
+    let text = error.to_string();
+    let message = if text.contains("too many operations in txn request") {
+        format!(
+            "the transaction has {operations} operations, more than etcd takes in one (its \
+             --max-txn-ops, {MAX_TXN_OPS} by default); nothing was written. Start every etcd \
+             member with a larger --max-txn-ops (e.g. --max-txn-ops={}) to apply sets this large \
+             all-or-nothing",
+            (operations + 1).next_power_of_two().max(1024)
+        )
+    } else if text.contains("request is too large") || text.contains("larger than max") {
+        format!(
+            "the transaction is {} KiB, more than etcd takes in one request (its \
+             --max-request-bytes, 1.5 MiB by default); nothing was written. Start every etcd \
+             member with a larger --max-request-bytes to apply sets this large all-or-nothing",
+            bytes / 1024
+        )
+    } else {
+        return None;
+    };
+    Some(StoreError::TxnTooLarge { message })
+}
+
 impl EtcdStore {
     /// Connects to the cluster at `endpoints` (e.g. `http://127.0.0.1:2379`) and keeps every
     /// key under `prefix` (e.g. `/berth`; may be empty).
@@ -392,10 +418,19 @@ impl EtcdStore {
             .when(compares)
             .and_then(ops(&txn.success))
             .or_else(ops(&txn.failure));
-        let response = self
-            .txn_retrying(request)
-            .await
-            .map_err(etcd_err("committing a txn"))?;
+        let operations = txn.success.len().max(txn.failure.len());
+        let bytes: usize = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .map(|op| match op {
+                Op::Put { key, value } => key.len() + value.len(),
+                other => other.key().len(),
+            })
+            .sum();
+        let response = self.txn_retrying(request).await.map_err(|e| {
+            too_large(&e, operations, bytes).unwrap_or_else(|| etcd_err("committing a txn")(e))
+        })?;
         let results = response
             .op_responses()
             .into_iter()

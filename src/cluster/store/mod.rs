@@ -357,6 +357,12 @@ pub enum StoreError {
         source: etcd_client::Error,
     },
 
+    /// The backend takes no transaction this large (etcd's `--max-txn-ops` or
+    /// `--max-request-bytes`); nothing of it was written. The message names the limit and the
+    /// flag that raises it.
+    #[error("{message}")]
+    TxnTooLarge { message: String },
+
     #[error("etcd {during}: {message}")]
     EtcdProtocol {
         during: &'static str,
