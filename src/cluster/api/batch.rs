@@ -268,10 +268,10 @@ fn transaction(state: &SharedState, plan: &Plan) -> Result<Txn, ApiError> {
         });
         match (&step.outcome, &step.new) {
             (Outcome::Pruned, _) => ops.push(Op::delete(key)),
-            (_, Some(new)) => ops.push(Op::put(
-                key,
-                state.storage.encode(resource(step.kind), new)?,
-            )),
+            (_, Some(new)) => {
+                let value = state.storage.encode_write(resource(step.kind), &key, new)?;
+                ops.push(Op::put(key, value));
+            }
             (_, None) => {}
         }
     }
