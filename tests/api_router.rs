@@ -566,10 +566,40 @@ async fn auth_limits_and_body_size() {
         .send("GET", "/apis/apps/v1/deployments", Some(AGENT), "", None)
         .await;
     assert_eq!(code, 403);
-    let big = cm("big", json!({"k": "x".repeat(4 * 1024 * 1024)}));
+    // Objects are capped at 1.5 MiB, as in Kubernetes; the 413 names the limit.
+    let big = cm("big", json!({"k": "x".repeat(2 * 1024 * 1024)}));
     let (code, v) = api.call("POST", CMS, Some(&big)).await;
     assert_eq!(code, 413);
     assert_eq!(v["reason"], "RequestEntityTooLarge");
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(message.contains("1572864 bytes (1.5 MiB)"), "{message}");
+    let (code, v) = api
+        .call(
+            "POST",
+            CMS,
+            Some(&cm("one-mib", json!({"k": "x".repeat(1024 * 1024)}))),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    // A patch cannot grow an object past the limit either.
+    let grow = json!({"data": {"more": "y".repeat(1024 * 1024)}});
+    let (code, v) = api
+        .send(
+            "PATCH",
+            &format!("{CMS}/one-mib"),
+            Some(support::api::ADMIN),
+            "application/merge-patch+json",
+            Some(grow.to_string()),
+        )
+        .await;
+    assert_eq!(code, 413, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("an object may have"),
+        "{v}"
+    );
 }
 
 #[tokio::test]

@@ -520,6 +520,43 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
         },
     )
     .await;
+    // A delivery sent again (GitHub's redelivery, or a replay by someone who saw it) is
+    // answered 200 and asks for no second sync: one delivery, one fetch.
+    let delivery = || {
+        post(vec![
+            ("x-hub-signature-256", sign("hook-shared-secret")),
+            (
+                "x-github-delivery",
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
+            ),
+        ])
+    };
+    assert_eq!(delivery().await.unwrap().status().as_u16(), 202);
+    let handled = eventually(
+        "the delivery's sync request handled",
+        Duration::from_secs(5),
+        || async {
+            let s = server.source("app").await;
+            let asked = s["metadata"]["annotations"]["berth.dev/sync-requested-at"].clone();
+            if asked.is_string() && s["status"]["lastHandledSyncRequest"] == asked {
+                Ok(asked)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+    let replay = delivery().await.unwrap();
+    assert_eq!(
+        replay.status().as_u16(),
+        200,
+        "a replayed delivery is not a new request"
+    );
+    let s = server.source("app").await;
+    assert_eq!(
+        s["metadata"]["annotations"]["berth.dev/sync-requested-at"], handled,
+        "a replayed delivery requests no sync"
+    );
     assert!(!server.log().contains("hook-shared-secret"));
 }
 

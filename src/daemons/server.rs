@@ -6,6 +6,11 @@
 //! On etcd (`--etcd-endpoints`) several masters serve one cluster: they share one identity
 //! kept in etcd (`crate::cluster::api::identity`), and the controllers, the scheduler and git
 //! sync run only in the master that holds the Lease (`crate::cluster::controllers::leader`).
+//!
+//! Every connection is admitted against the caps of
+//! [`crate::cluster::api::connections`] (refused at once at a cap), gets a TLS handshake
+//! timeout, a request-header timeout and an idle timeout, and the open-file limit is raised
+//! to the hard limit at start, so idle connections cannot starve the process of files.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -14,16 +19,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::apply::ssa::Writer;
 use crate::cluster::api::allocate::{self, Network};
+use crate::cluster::api::connections::{Connection, ConnectionLimits, Refused};
 use crate::cluster::api::encryption::{EncryptionError, KeyRing};
 use crate::cluster::api::identity::{self, IdentityError};
+use crate::cluster::api::inflight::InflightLimits;
 use crate::cluster::api::resources::by_kind;
 use crate::cluster::api::storage::{Storage, Written};
 use crate::cluster::api::tls::{self, BootstrapError, DataDir};
@@ -58,6 +67,75 @@ pub struct ServerOptions {
     pub token: Option<String>,
     /// `--leader-elect-*`: the Lease timings (used on etcd).
     pub election: ElectionOptions,
+    /// Connection caps, timeouts and inflight limits.
+    pub limits: Limits,
+    /// `--tls-san`: more names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// `--event-ttl`: Events are deleted this long after they last happened.
+    pub event_ttl: Duration,
+}
+
+/// The flags that bound what clients may hold open; `None` takes the default.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// `--max-connections` (default: from the open-file limit, at most 20 000).
+    pub max_connections: Option<usize>,
+    /// `--max-connections-per-address` (default: 1 000, at most half the total).
+    pub max_connections_per_address: Option<usize>,
+    /// `--tls-handshake-timeout-seconds` (default 10).
+    pub handshake_timeout: Option<Duration>,
+    /// `--idle-connection-timeout-seconds` (default 90).
+    pub idle_timeout: Option<Duration>,
+    /// `--max-requests-inflight`, `--max-mutating-requests-inflight`.
+    pub inflight: InflightLimits,
+    /// `--max-watches-per-identity` (default 2 000).
+    pub max_watches_per_identity: Option<usize>,
+}
+
+impl Limits {
+    /// The connection limits with the open-file limit `files` in force.
+    pub fn connections(&self, files: u64) -> ConnectionLimits {
+        let auto = usize::try_from(files)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(512)
+            .clamp(64, 20_000);
+        let mut limits = ConnectionLimits::with_total(self.max_connections.unwrap_or(auto));
+        limits.max_per_address = self
+            .max_connections_per_address
+            .unwrap_or(1_000.min(limits.max_total / 2))
+            .clamp(1, limits.max_total);
+        if let Some(t) = self.handshake_timeout {
+            limits.handshake_timeout = t;
+        }
+        if let Some(t) = self.idle_timeout {
+            limits.idle_timeout = t;
+        }
+        limits
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (at most 2^20); the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            let want = hard.min(1 << 20);
+            if soft >= want {
+                return soft;
+            }
+            match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                Ok(()) => want,
+                Err(e) => {
+                    tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+                    soft
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            1024
+        }
+    }
 }
 
 /// `berth server --git URL_OR_PATH [--git-ref REF] [--git-path DIR]`.
@@ -92,6 +170,10 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("cannot prepare the cluster's built-in objects")]
     Api(#[from] ApiError),
+    #[error(
+        "--tls-san {0:?}: not a host name or an IP address (e.g. master.example.com, 192.0.2.10)"
+    )]
+    TlsSan(String),
     #[error("--git {path}: {reason}")]
     GitRepository { path: String, reason: String },
     #[error("--etcd-endpoints: this berth was built without etcd support (cargo feature `etcd`)")]
@@ -115,6 +197,7 @@ impl ServerError {
             self,
             ServerError::InsecureNotLoopback(_)
                 | ServerError::Network(_)
+                | ServerError::TlsSan(_)
                 | ServerError::GitRepository { .. }
                 | ServerError::NoEtcd
                 | ServerError::Election(_)
@@ -133,6 +216,9 @@ pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
             return Err(ServerError::NoEtcd);
         }
         options.election.check().map_err(ServerError::Election)?;
+    }
+    if let Some(bad) = options.tls_sans.iter().find(|n| !tls::valid_san(n)) {
+        return Err(ServerError::TlsSan(bad.clone()));
     }
     if let Some(git) = &options.git
         && let Some(path) = crate::cluster::controllers::gitsource::fetch::local_path(&git.url)
@@ -335,6 +421,8 @@ pub struct StartedServer {
     controllers: Controllers,
     /// What git sync applied, for the drift route (kept across leaders' terms).
     declared: DeclaredCommits,
+    /// `--event-ttl`: how long Events are kept.
+    event_ttl: Duration,
 }
 
 /// The controllers, the scheduler and git sync of one master; dropping it stops them.
@@ -427,7 +515,7 @@ async fn share_identity(
     let listen = options.listen;
     let role = identity::share(store, dir, options.token.as_deref(), |dir| {
         tls::tokens(dir)?;
-        tls::certificates(dir, listen)?;
+        tls::certificates(dir, &tls::serving_names(listen.ip(), &options.tls_sans))?;
         KeyRing::load_or_create(&dir.encryption_keys())?;
         Ok(())
     })
@@ -458,10 +546,23 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     let tokens = tls::tokens(&dir)?;
     let keys = KeyRing::load_or_create(&dir.encryption_keys())?;
     let storage = Storage::new(store, Some(keys));
+    // Secrets sealed by an older key or envelope (not bound to their storage key) are sealed
+    // again as today, so a ciphertext never opens under another Secret's key.
+    let secrets = by_kind("v1", "Secret").expect("secrets are served");
+    let resealed = storage.reencrypt_secrets(secrets).await?;
+    if resealed > 0 {
+        tracing::info!(
+            secrets = resealed,
+            "re-encrypted Secrets bound to their storage keys"
+        );
+    }
     builtin_namespaces(&storage).await?;
 
     if !options.insecure_http {
-        tls::certificates(&dir, options.listen)?;
+        let names = tls::serving_names(options.listen.ip(), &options.tls_sans);
+        if tls::certificates(&dir, &names)? {
+            tracing::info!(names = ?names, "issued the serving certificate");
+        }
     }
     let listener = TcpListener::bind(options.listen)
         .await
@@ -488,9 +589,21 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     let url = format!("{scheme}://{host}:{}", local.port());
     let kubeconfig = tls::write_kubeconfig(&dir, &url, &tokens, !options.insecure_http)?;
 
+    let files = raise_file_limit();
     let mut config = ApiConfig::new(tokens.clone());
     config.bookmark_interval = options.bookmark_interval;
     config.network = options.network.clone();
+    config.connections = options.limits.connections(files);
+    config.inflight = options.limits.inflight;
+    if let Some(n) = options.limits.max_watches_per_identity {
+        config.max_watches_per_identity = n;
+    }
+    tracing::info!(
+        open_files = files,
+        max_connections = config.connections.max_total,
+        per_address = config.connections.max_per_address,
+        "connection limits"
+    );
     let state = ApiState::new(storage, config);
     kubernetes_service(
         &state,
@@ -531,6 +644,7 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         tls_config,
         controllers,
         declared,
+        event_ttl: options.event_ttl,
     })
 }
 
@@ -544,11 +658,17 @@ impl StartedServer {
             tls_config,
             controllers,
             declared,
+            event_ttl,
             ..
         } = self;
         let routes = crate::cluster::controllers::gitsource::report::routes(declared);
         let app = router_with(state.clone(), routes);
+        let expiry = tokio::spawn(crate::cluster::api::event_limits::expire(
+            state.clone(),
+            event_ttl,
+        ));
         serve(listener, app, state, tls_config, shutdown).await;
+        expiry.abort();
         match controllers {
             Controllers::Always(running) => drop(running),
             Controllers::Elected { stop, task } => {
@@ -602,7 +722,8 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+    let limits = Arc::new(state.connections.limits.clone());
+    let mut refusals = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -610,33 +731,63 @@ async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    state.inflight.overload.mark();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let connection = match state.connections.admit(peer.ip()) {
+            Ok(c) => c,
+            Err(why) => {
+                // Closed at once: the file goes back before the next accept.
+                drop(tcp);
+                state.inflight.overload.mark();
+                refusals.refused(peer, why);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
+        let limits = limits.clone();
+        let closing = state.closing.subscribe();
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+                    let stream = tokio::select! {
+                        done = handshake => done,
+                        () = connection.evicted() => return,
+                    };
+                    match stream {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, app, connection, &limits, closing).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                None => {
+                    // Plain HTTP: the first bytes must come within the handshake timeout.
+                    let first = tokio::time::timeout(limits.handshake_timeout, tcp.readable());
+                    let arrived = tokio::select! {
+                        done = first => done.is_ok(),
+                        () = connection.evicted() => false,
+                    };
+                    if !arrived {
+                        tracing::debug!(%peer, "no request before the handshake timeout");
                         return;
                     }
-                },
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
+                    serve_connection(tcp, app, connection, &limits, closing).await
                 }
             };
             if let Err(e) = result {
@@ -648,11 +799,116 @@ async fn serve(
     state.ready.store(false, Ordering::Relaxed);
     state.closing.send_replace(true);
     drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
+    if tokio::time::timeout(GRACE, state.connections.drained())
         .await
         .is_err()
     {
         tracing::warn!("some connections did not finish within the grace period");
+    }
+}
+
+/// Serves HTTP/1 or HTTP/2 on one admitted connection until the client closes it, it is
+/// idle for the idle timeout, or the server drains. Each request carries the
+/// [`Connection`] (authentication promotes it) and counts as open until its response body
+/// is done.
+async fn serve_connection<I>(
+    io: I,
+    app: axum::Router,
+    connection: Arc<Connection>,
+    limits: &ConnectionLimits,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Small write buffers: a client that does not read holds at most this much in hyper (and
+    // rustls' own 64 KiB), besides its watch buffer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_send_buf_size(64 * 1024);
+    let handle = connection.clone();
+    let service = tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        let open = handle.request_started();
+        request.extensions_mut().insert(handle.clone());
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _open = &open;
+                    frame
+                }))
+            }))
+        }
+    });
+    let served =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(served);
+    let mut ending = false;
+    loop {
+        tokio::select! {
+            result = served.as_mut() => return result,
+            // Only a connection without a request is evicted: nothing to finish.
+            () = connection.evicted() => return Ok(()),
+            // A watcher that does not read: drop what is buffered for it.
+            () = connection.closed_by_server() => return Ok(()),
+            () = connection.idle_for(limits.idle_timeout), if !ending => {
+                ending = true;
+                served.as_mut().graceful_shutdown();
+            }
+            () = until_closing(&mut closing), if !ending => {
+                ending = true;
+                served.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Resolves once the server drains.
+async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let closed = *closing.borrow_and_update();
+        if closed {
+            return;
+        }
+        if closing.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Logs refused connections at most every 10 s, with how many since the last line: a flood
+/// must not flood the log too.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr, why: Refused) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            cap = why.as_str(),
+            refused = self.since,
+            "connections refused at a connection cap (see --max-connections, --max-connections-per-address)"
+        );
+        self.last = Some(std::time::Instant::now());
+        self.since = 0;
     }
 }
 

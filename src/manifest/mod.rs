@@ -16,6 +16,7 @@ pub mod names;
 pub mod quantity;
 pub mod report;
 pub mod schema;
+mod secret_types;
 mod semantic;
 pub mod set;
 pub mod validate;

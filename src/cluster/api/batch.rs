@@ -314,7 +314,8 @@ fn transaction(state: &SharedState, plan: &Plan) -> Result<Txn, ApiError> {
             (Outcome::Pruned, _) => ops.push(Op::delete(key)),
             (_, Some(new)) => {
                 let r = resource(step.kind);
-                ops.push(Op::put(key, state.storage.encode(r, new)?));
+                let value = state.storage.encode_write(r, &key, new)?;
+                ops.push(Op::put(key, value));
                 // The addresses it takes are claimed in the same txn (see `allocate::claims`).
                 if allocate::allocates(r) {
                     let old = step.live.as_ref().map(|(v, _)| v);

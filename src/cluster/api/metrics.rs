@@ -25,6 +25,9 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
     watches: AtomicI64,
     watch_events: AtomicI64,
+    /// 1 while the node lifecycle holds back evictions (too many nodes unreachable at once,
+    /// or the master overloaded).
+    pub eviction_paused: AtomicI64,
 }
 
 /// Decrements the open-watch gauge when the watch ends, however it ends.
@@ -115,6 +118,11 @@ impl Metrics {
             out,
             "# HELP apiserver_watch_events_total Watch events sent.\n# TYPE apiserver_watch_events_total counter\napiserver_watch_events_total {}",
             self.watch_events.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP berth_node_eviction_paused 1 while no node is tainted for eviction because too many are unreachable at once or the master was overloaded.\n# TYPE berth_node_eviction_paused gauge\nberth_node_eviction_paused {}",
+            self.eviction_paused.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

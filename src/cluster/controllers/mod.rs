@@ -55,6 +55,10 @@ pub struct ControlOptions {
     /// How long pods without their own toleration stay on an unreachable node
     /// (Kubernetes: 300 s).
     pub default_toleration: Duration,
+    /// When more than this share of the nodes is unreachable at once, the master is more
+    /// likely the problem than the nodes: no node is tainted for eviction (Kubernetes'
+    /// `--unhealthy-zone-threshold`, 0.55).
+    pub unhealthy_threshold: f64,
 }
 
 impl Default for ControlOptions {
@@ -62,6 +66,7 @@ impl Default for ControlOptions {
         ControlOptions {
             node_grace: Duration::from_secs(10),
             default_toleration: Duration::from_secs(10),
+            unhealthy_threshold: 0.55,
         }
     }
 }

@@ -156,6 +156,9 @@ pub async fn run(
         etcd: None,
         token: None,
         election: crate::cluster::controllers::leader::ElectionOptions::default(),
+        limits: server::Limits::default(),
+        tls_sans: Vec::new(),
+        event_ttl: Duration::from_secs(3600),
     })
     .await?;
     let url = started.url.clone();
