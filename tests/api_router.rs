@@ -624,7 +624,7 @@ async fn secrets_are_sealed_in_the_store() {
         .unwrap()
         .unwrap();
     let text = String::from_utf8_lossy(&raw.value);
-    assert!(text.starts_with("berth:enc:aes256gcm:v1:key1:"));
+    assert!(text.starts_with("berth:enc:aes256gcm:v2:key1:"));
     for needle in [
         "hunter2",
         "c3VwZXJzZWNyZXQ",
