@@ -6,6 +6,7 @@
 //! [`load_set`]; the API server checks each decoded object with [`validate_value`] and fills
 //! in [`defaults`].
 
+pub mod crd;
 pub mod defaults;
 pub mod diagnostic;
 pub mod git;
