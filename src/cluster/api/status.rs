@@ -153,9 +153,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. }
             | ApiError::ObjectTooLarge { .. }
-            | ApiError::Store(StoreError::TxnTooLarge { .. }) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            | ApiError::Store(StoreError::TxnTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
