@@ -464,7 +464,7 @@ fn schemas_must_be_structural() {
         let mut crd = widget_crd();
         crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = schema.clone();
         let errors = crd_errors(&crd);
-        assert_eq!(errors, [expected.clone()], "{schema}");
+        assert_eq!(errors, [expected], "{schema}");
     }
     // The int-or-string pattern is allowed inside anyOf.
     let mut crd = widget_crd();
