@@ -123,9 +123,13 @@ enum Place {
 }
 
 impl Schema {
-    /// Reads an `openAPIV3Schema` and checks that it is structural. `at` is where the schema
-    /// sits in its CustomResourceDefinition (errors name fields from there).
-    pub fn parse(value: &Value, at: &FieldPath) -> Result<Schema, Vec<FieldError>> {
+    /// Reads an `openAPIV3Schema` and checks that it is structural, its defaults not yet
+    /// (`Schema::parse` in `value.rs` does both). `at` is where the schema sits in its
+    /// CustomResourceDefinition (errors name fields from there).
+    pub(super) fn parse_structure(
+        value: &Value,
+        at: &FieldPath,
+    ) -> Result<Schema, Vec<FieldError>> {
         let mut errors = Vec::new();
         let schema = read(value, at, Place::Root, false, &mut errors);
         if errors.is_empty() {
@@ -141,9 +145,6 @@ impl Schema {
                     "must be object at the root",
                 )),
             }
-        }
-        if errors.is_empty() {
-            check_defaults(&schema, at, &mut errors);
         }
         if errors.is_empty() {
             Ok(schema)
@@ -622,48 +623,5 @@ fn check_node(
                 "must be array if x-kubernetes-list-type is given".into(),
             ));
         }
-    }
-}
-
-/// Every `default` must validate against its own schema and survive pruning unchanged.
-fn check_defaults(schema: &Schema, at: &FieldPath, errors: &mut Vec<FieldError>) {
-    if let Some(default) = &schema.default {
-        let mut pruned = default.clone();
-        let mut unknown = Vec::new();
-        super::value::prune(
-            schema,
-            &mut pruned,
-            &FieldPath::default(),
-            false,
-            &mut unknown,
-        );
-        for path in unknown {
-            errors.push(FieldError::invalid(
-                &at.child("default"),
-                default,
-                format!(
-                    "must not have fields the schema does not specify (`{path}` would be pruned)"
-                ),
-            ));
-        }
-        let mut defaulted = default.clone();
-        super::value::apply_defaults(schema, &mut defaulted);
-        for e in super::value::validate(schema, &defaulted, &FieldPath::default()) {
-            let why = if e.field.0.is_empty() {
-                e.message()
-            } else {
-                e.to_string()
-            };
-            errors.push(FieldError::invalid(&at.child("default"), default, why));
-        }
-    }
-    for (name, sub) in &schema.properties {
-        check_defaults(sub, &at.child("properties").child(name), errors);
-    }
-    if let Additional::Schema(sub) = &schema.additional {
-        check_defaults(sub, &at.child("additionalProperties"), errors);
-    }
-    if let Some(items) = &schema.items {
-        check_defaults(items, &at.child("items"), errors);
     }
 }

@@ -648,3 +648,62 @@ fn is_duration(text: &str) -> bool {
     }
     true
 }
+
+impl Schema {
+    /// Reads an `openAPIV3Schema` and checks that it is structural and that its defaults
+    /// validate and survive pruning. `at` is where the schema sits in its
+    /// CustomResourceDefinition (errors name fields from there).
+    pub fn parse(value: &Value, at: &FieldPath) -> Result<Schema, Vec<FieldError>> {
+        let schema = Schema::parse_structure(value, at)?;
+        let mut errors = Vec::new();
+        check_defaults(&schema, at, &mut errors);
+        if errors.is_empty() {
+            Ok(schema)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Every `default` must validate against its own schema and survive pruning unchanged.
+fn check_defaults(schema: &Schema, at: &FieldPath, errors: &mut Vec<FieldError>) {
+    if let Some(default) = &schema.default {
+        let mut pruned = default.clone();
+        let mut unknown = Vec::new();
+        prune(
+            schema,
+            &mut pruned,
+            &FieldPath::default(),
+            false,
+            &mut unknown,
+        );
+        for path in unknown {
+            errors.push(FieldError::invalid(
+                &at.child("default"),
+                default,
+                format!(
+                    "must not have fields the schema does not specify (`{path}` would be pruned)"
+                ),
+            ));
+        }
+        let mut defaulted = default.clone();
+        apply_defaults(schema, &mut defaulted);
+        for e in validate(schema, &defaulted, &FieldPath::default()) {
+            let why = if e.field.0.is_empty() {
+                e.message()
+            } else {
+                e.to_string()
+            };
+            errors.push(FieldError::invalid(&at.child("default"), default, why));
+        }
+    }
+    for (name, sub) in &schema.properties {
+        check_defaults(sub, &at.child("properties").child(name), errors);
+    }
+    if let Additional::Schema(sub) = &schema.additional {
+        check_defaults(sub, &at.child("additionalProperties"), errors);
+    }
+    if let Some(items) = &schema.items {
+        check_defaults(items, &at.child("items"), errors);
+    }
+}
