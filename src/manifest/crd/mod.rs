@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub use error::{ErrorKind, FieldError};
 pub use schema::{Additional, Schema, Type};
+pub(crate) use value::is_base64;
 
 use crate::manifest::names;
 use crate::manifest::report::FieldPath;

@@ -584,7 +584,9 @@ fn format_matches(format: &str, text: &str) -> bool {
     }
 }
 
-fn is_base64(s: &str) -> bool {
+/// Whether `s` is standard base64 (whitespace ignored): the `byte` format, for custom
+/// resources and built-in kinds alike.
+pub(crate) fn is_base64(s: &str) -> bool {
     let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if !bytes.len().is_multiple_of(4) {
         return false;
