@@ -307,8 +307,17 @@ async fn a_restarted_agent_adopts_running_containers() {
 
     agent.stop();
     let mut agent = Agent::start(&server, "node-adopt", &scope, &[]);
-    // Several relists and a status pass later, nothing was recreated or restarted.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The new agent's worker has taken the pod on and two relists have compared its
+    // containers since (its /metrics says so): nothing was recreated or restarted.
+    let looked = wait_agent_looked(&agent.metrics_url, 1).await;
+    assert_eq!(
+        counter(
+            &looked,
+            "berth_agent_drift_detected_total{kind=\"stopped\"}"
+        ),
+        0,
+        "{looked}"
+    );
     let mut after = started(&pod_container_ids(&uid, None));
     after.sort();
     assert_eq!(

@@ -54,10 +54,11 @@ async fn api_benchmark() {
         n as f64 / secs
     );
 
-    println!(
-        "server RSS with 10,000 objects: {:.0} MiB",
-        rss_mib(server.pid())
-    );
+    let rss = rss_mib(server.pid());
+    println!("server RSS with 10,000 objects: {rss:.0} MiB");
+    // No reference runs here (no other API server to time against): figures and targets.
+    println!("RESULT api-create {:.0}creates/s - - -", n as f64 / secs);
+    println!("RESULT api-rss-10000-objects {rss:.0}MiB - - <150MiB");
 
     // 2. 10,000 pods, then list them all 30 times.
     futures::stream::iter(0..n)
@@ -99,6 +100,10 @@ async fn api_benchmark() {
         pct(&lat, 0.99)
     );
     println!(
+        "RESULT api-list-10000-pods-p99 {:.0}ms - - <300ms",
+        pct(&lat, 0.99)
+    );
+    println!(
         "server RSS with 20,000 objects, after the lists: {:.0} MiB",
         rss_mib(server.pid())
     );
@@ -130,11 +135,23 @@ async fn api_benchmark() {
             let mut stream = resp.bytes_stream();
             let mut buf = Vec::new();
             let mut got = Vec::new();
+            let mut values = Vec::new();
             while got.len() < changes {
-                let Ok(Some(Ok(chunk))) =
-                    tokio::time::timeout(Duration::from_secs(60), stream.next()).await
-                else {
-                    break;
+                // Every watcher must see every change: a stream that ends or stalls fails the
+                // benchmark instead of shrinking the sample the percentiles are taken over.
+                let chunk = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await
+                {
+                    Ok(Some(Ok(chunk))) => chunk,
+                    other => panic!(
+                        "a watcher got {} of {changes} events, then {}",
+                        got.len(),
+                        match other {
+                            Err(_) => "nothing for 60 s".to_string(),
+                            Ok(None) => "the stream ended".to_string(),
+                            Ok(Some(Err(e))) => format!("an error: {e}"),
+                            Ok(Some(Ok(_))) => unreachable!(),
+                        }
+                    ),
                 };
                 buf.extend_from_slice(&chunk);
                 while let Some(p) = buf.iter().position(|&b| b == b'\n') {
@@ -142,6 +159,7 @@ async fn api_benchmark() {
                     let now = Instant::now();
                     let ev: serde_json::Value = serde_json::from_slice(&line).unwrap();
                     let v = ev["object"]["data"]["v"].as_str().unwrap_or("").to_string();
+                    values.push(v.parse::<usize>().unwrap_or(usize::MAX));
                     let at = loop {
                         if let Some(at) = sent.lock().unwrap().get(&v).copied() {
                             break at;
@@ -151,6 +169,11 @@ async fn api_benchmark() {
                     got.push(now.saturating_duration_since(at).as_secs_f64() * 1000.0);
                 }
             }
+            assert_eq!(
+                values,
+                (0..changes).collect::<Vec<_>>(),
+                "a watcher must see every change once, in order"
+            );
             got
         }));
     }
@@ -177,6 +200,7 @@ async fn api_benchmark() {
     for w in watchers {
         all.extend(w.await.unwrap());
     }
+    assert_eq!(all.len(), 100 * changes, "every watcher saw every change");
     all.sort_by(f64::total_cmp);
     println!(
         "100 watchers x {changes} changes ({:.1} s of writes): {} events delivered, p50 {:.1} ms, p99 {:.1} ms",
@@ -185,6 +209,7 @@ async fn api_benchmark() {
         pct(&all, 0.5),
         pct(&all, 0.99)
     );
+    println!("RESULT api-watch-p99 {:.1}ms - - <50ms", pct(&all, 0.99));
     println!(
         "server RSS after the watch run: {:.0} MiB",
         rss_mib(server.pid())

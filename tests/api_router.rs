@@ -58,7 +58,7 @@ async fn discovery_serves_what_kubectl_needs() {
     let (code, v) = api.send("GET", "/version", None, "", None).await;
     assert_eq!(code, 200, "version is public");
     assert_eq!(v["major"], "1");
-    let (code, v) = api.call("GET", "/apis/batch/v1/jobs", None).await;
+    let (code, v) = api.call("GET", "/apis/batch/v1/widgets", None).await;
     assert_eq!(code, 404);
     assert_eq!(v["kind"], "Status");
 }
@@ -566,10 +566,40 @@ async fn auth_limits_and_body_size() {
         .send("GET", "/apis/apps/v1/deployments", Some(AGENT), "", None)
         .await;
     assert_eq!(code, 403);
-    let big = cm("big", json!({"k": "x".repeat(4 * 1024 * 1024)}));
+    // Objects are capped at 1.5 MiB, as in Kubernetes; the 413 names the limit.
+    let big = cm("big", json!({"k": "x".repeat(2 * 1024 * 1024)}));
     let (code, v) = api.call("POST", CMS, Some(&big)).await;
     assert_eq!(code, 413);
     assert_eq!(v["reason"], "RequestEntityTooLarge");
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(message.contains("1572864 bytes (1.5 MiB)"), "{message}");
+    let (code, v) = api
+        .call(
+            "POST",
+            CMS,
+            Some(&cm("one-mib", json!({"k": "x".repeat(1024 * 1024)}))),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    // A patch cannot grow an object past the limit either.
+    let grow = json!({"data": {"more": "y".repeat(1024 * 1024)}});
+    let (code, v) = api
+        .send(
+            "PATCH",
+            &format!("{CMS}/one-mib"),
+            Some(support::api::ADMIN),
+            "application/merge-patch+json",
+            Some(grow.to_string()),
+        )
+        .await;
+    assert_eq!(code, 413, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("an object may have"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -594,7 +624,7 @@ async fn secrets_are_sealed_in_the_store() {
         .unwrap()
         .unwrap();
     let text = String::from_utf8_lossy(&raw.value);
-    assert!(text.starts_with("berth:enc:aes256gcm:v1:key1:"));
+    assert!(text.starts_with("berth:enc:aes256gcm:v2:key1:"));
     for needle in [
         "hunter2",
         "c3VwZXJzZWNyZXQ",

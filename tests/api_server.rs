@@ -237,7 +237,7 @@ async fn secrets_are_encrypted_at_rest_and_survive_key_rotation() {
         .await
         .unwrap()
         .unwrap();
-    assert!(raw.value.starts_with(b"berth:enc:aes256gcm:v1:key1:"));
+    assert!(raw.value.starts_with(b"berth:enc:aes256gcm:v2:key1:"));
     drop(store);
 
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -255,7 +255,7 @@ async fn secrets_are_encrypted_at_rest_and_survive_key_rotation() {
         .await
         .unwrap()
         .unwrap();
-    assert!(raw.value.starts_with(b"berth:enc:aes256gcm:v1:key2:"));
+    assert!(raw.value.starts_with(b"berth:enc:aes256gcm:v2:key2:"));
     drop(store);
 
     let server = Server::start_in(dir, &[]);

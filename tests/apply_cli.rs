@@ -144,19 +144,22 @@ fn an_invalid_manifest_changes_nothing_and_is_reported_as_validate_does() {
     assert!(stdout(&out).is_empty());
     assert_eq!(configmaps(&server, "default"), before);
 
-    // Valid for the validator, refused by the server (a kind it does not serve): the whole
-    // batch is refused, the valid ConfigMap included.
+    // Valid for the validator, refused by the server (a version it does not serve: it serves
+    // HorizontalPodAutoscalers as autoscaling/v2 only): the whole batch is refused, the valid
+    // ConfigMap included.
     m.set(&[
         ("a.yaml", &configmap("good", "x")),
         (
-            "job.yaml",
-            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: once\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n",
+            "hpa.yaml",
+            "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\nspec:\n  scaleTargetRef:\n    kind: Deployment\n    name: web\n  maxReplicas: 3\n",
         ),
     ]);
     let out = berth(&server, &["apply", "-f", m.path()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("does not serve Job"),
+        stderr(&out).contains(
+            "does not serve HorizontalPodAutoscaler of autoscaling/v1 (it serves HorizontalPodAutoscaler as autoscaling/v2"
+        ),
         "{}",
         stderr(&out)
     );

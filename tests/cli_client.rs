@@ -30,11 +30,6 @@ fn ok(server: &Server, args: &[&str]) -> String {
     stdout(&out)
 }
 
-fn kubectl(server: &Server, args: &[&str], input: &str) {
-    let out = server.kubectl_stdin(args, Some(input));
-    assert!(out.status.success(), "kubectl {args:?}: {}", stderr(&out));
-}
-
 const OBJECTS: &str = "\
 apiVersion: v1
 kind: Namespace
@@ -83,7 +78,7 @@ spec:
 
 fn seeded() -> Server {
     let server = Server::start();
-    kubectl(&server, &["create", "-f", "-"], OBJECTS);
+    server.kubectl_ok_stdin(&["create", "-f", "-"], OBJECTS);
     server
 }
 
@@ -256,8 +251,7 @@ fn watch_prints_a_row_when_an_object_appears() {
     watch.wait_line("web-config listed", Duration::from_secs(20), |l| {
         l.contains("web-config").then_some(())
     });
-    kubectl(
-        &server,
+    server.kubectl_ok_stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: appeared-later}\n",
     );
@@ -269,8 +263,7 @@ fn watch_prints_a_row_when_an_object_appears() {
 #[test]
 fn describe_shows_containers_and_events_and_never_a_secret_value() {
     let server = seeded();
-    kubectl(
-        &server,
+    server.kubectl_ok_stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: Event\nmetadata: {name: web.1, namespace: default}\n\
          involvedObject: {apiVersion: v1, kind: Pod, name: web, namespace: default}\n\
@@ -287,8 +280,7 @@ fn describe_shows_containers_and_events_and_never_a_secret_value() {
     assert_golden("describe-configmap.txt", &normalise_describe(&cm));
 
     // Client-side apply copies the whole Secret, values included, into an annotation.
-    kubectl(
-        &server,
+    server.kubectl_ok_stdin(
         &["apply", "-f", "-"],
         &format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: default, \
@@ -319,7 +311,7 @@ fn delete_by_file_by_name_and_by_label() {
     )
     .unwrap();
     ok(&server, &["get", "cm"]); // the server is up before kubectl writes
-    kubectl(&server, &["create", "-f", file.to_str().unwrap()], "");
+    server.kubectl_ok(&["create", "-f", file.to_str().unwrap()]);
     let out = ok(&server, &["delete", "-f", file.to_str().unwrap()]);
     assert_eq!(
         out,

@@ -115,11 +115,19 @@ async fn a_pod_too_big_for_every_node_waits_until_a_node_that_fits_joins() {
     // The event is written after the condition: wait for it rather than read once.
     let event = wait_event(&client, "big", "FailedScheduling", &message).await;
     assert_eq!(event, message);
-    // Still pending a while later: the nodes' status updates (every second) wake the
-    // scheduler, which tries again after its back-off (1 s, then 2 s), and never places it on
-    // a node too small. Nothing records that the retries ran (the scheduler reports a
-    // failure only when its message changes), so this waits for time, not for evidence.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Still pending after more attempts: the nodes' status updates (every second) wake the
+    // scheduler, which tries again after its back-off (1 s, then 2 s), and each attempt bumps
+    // the FailedScheduling event's count. Two attempts later, it is on no node too small.
+    let first = event_count(&client, "big", "FailedScheduling").await;
+    eventually(
+        "two more scheduling attempts",
+        Duration::from_secs(60),
+        || async {
+            let n = event_count(&client, "big", "FailedScheduling").await;
+            if n >= first + 2 { Ok(n) } else { Err(n) }
+        },
+    )
+    .await;
     let p = pods.get("big").await.expect("get the pod");
     assert_eq!(p.spec.as_ref().unwrap().node_name, None);
 

@@ -285,6 +285,19 @@ async fn a_rolling_update_with_max_unavailable_zero_keeps_six_ready_and_undo_res
     .await;
 }
 
+/// How many scheduling attempts of pod `name` failed: the counts of its FailedScheduling
+/// events.
+async fn failed_scheduling(c: &Cluster, name: &str) -> i64 {
+    let events = c.http.get("/api/v1/namespaces/default/events").await;
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == "FailedScheduling" && e["involvedObject"]["name"] == name)
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_too_big_for_every_node_waits_with_the_reason_until_a_big_node_joins() {
     let c = &Cluster::start(&[]);
@@ -364,16 +377,26 @@ async fn a_pod_too_big_for_every_node_waits_with_the_reason_until_a_big_node_joi
     )
     .await;
     // A node changes: the scheduler tries the waiting pods again after their back-off (1 s
-    // after one failure); three times that later, huge is still not on a node too small.
-    // Nothing records that the retry ran (the scheduler reports a failure only when its
-    // message changes), so this waits for time, not for evidence.
+    // after one failure), and each attempt bumps the FailedScheduling event's count. Once a
+    // retry after the change is on record, huge is still not on a node too small.
+    let first = eventually(
+        "huge's first FailedScheduling event",
+        Duration::from_secs(10),
+        || async move { accept(failed_scheduling(c, "huge").await, |n| *n >= 1) },
+    )
+    .await;
     c.http
         .patch(
             "/api/v1/nodes/small-a",
             json!({"metadata": {"labels": {"poked": "yes"}}}),
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(
+        "a scheduling attempt after the node changed",
+        Duration::from_secs(30),
+        || async move { accept(failed_scheduling(c, "huge").await, |n| *n > first) },
+    )
+    .await;
     assert!(c.http.get("/api/v1/namespaces/default/pods/huge").await["spec"]["nodeName"].is_null());
     let _big = c.add_node("big", "8", "32Gi").await;
     let joined = Instant::now();

@@ -381,7 +381,31 @@ spec: {{url: 'file://{}', path: manifests, interval: 1s}}
         "{message}"
     );
     assert_eq!(stalled["lastAppliedCommit"], second.as_str());
-    // The refused attempt wrote nothing: the Deployment's generation is what it was before
+    // A sync asked for after the stall is handled too, and refused again: a second pass over
+    // the broken commit has run to its end (the marker is set on refusal as on success).
+    let asked_again = format!("after-broken-{}", std::process::id());
+    server.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "gitsource/app",
+        &format!("berth.dev/sync-requested-at={asked_again}"),
+    ]);
+    let handled = eventually(
+        "the sync asked after the broken commit handled",
+        Duration::from_secs(30),
+        || async {
+            let s = source_status(&client).await;
+            accept(s, |s| s["lastHandledSyncRequest"] == asked_again.as_str())
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&handled, "Stalled")["status"],
+        "True",
+        "{handled}"
+    );
+    assert_eq!(handled["lastAppliedCommit"], second.as_str());
+    // The refused attempts wrote nothing: the Deployment's generation is what it was before
     // the commit (a spec change would have raised it), and its controller has seen all of it.
     let d = eventually(
         "the Deployment controller caught up",

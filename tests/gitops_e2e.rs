@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::api::{Http, Server};
+use support::apply::berth_code;
 use support::eventually;
 use support::git::Repo;
 
@@ -162,11 +163,7 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
         Duration::from_secs(5),
         || async {
             let s = server.source("default").await;
-            if s["status"]["lastAppliedCommit"] == first.as_str()
-                && s["status"]["inventory"]
-                    .as_array()
-                    .is_some_and(|i| i.len() == 3)
-            {
+            if s["status"]["lastAppliedCommit"] == first.as_str() && s["status"]["objects"] == 3 {
                 Ok(s)
             } else {
                 Err(s.to_string())
@@ -174,6 +171,22 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
         },
     )
     .await;
+    // The members, by their ApplySet label: the status only counts them.
+    let listed = berth_code(&server.server, &["gitsource", "inventory", "default"], 0);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["KIND", "NAMESPACE", "NAME"],
+            vec!["ConfigMap", "default", "settings"],
+            vec!["Deployment", "default", "web"],
+            vec!["Service", "default", "web"],
+        ],
+        "{listed}"
+    );
     assert_eq!(condition(&source, "Synced")["status"], "True", "{source}");
     assert_eq!(condition(&source, "Stalled")["status"], "False", "{source}");
     // No node is registered: the Deployment's pods cannot be scheduled, and health says so.
@@ -283,20 +296,21 @@ async fn commits_are_applied_bad_ones_refused_and_deletions_pruned_or_held() {
     .await;
     eventually("the prune recorded", Duration::from_secs(5), || async {
         let s = server.source("default").await;
-        let inventory = s["status"]["inventory"].as_array().map_or(0, Vec::len);
-        if s["status"]["lastAppliedCommit"] == pruned.as_str() && inventory == 2 {
+        if s["status"]["lastAppliedCommit"] == pruned.as_str() && s["status"]["objects"] == 2 {
             Ok(())
         } else {
             Err(s.to_string())
         }
     })
     .await;
+    // Only what a commit changes is applied: the Deployment, untouched since the first
+    // commit, still names it.
     assert_eq!(
         server
             .get(DEPLOY)
             .await
             .map(|d| annotation(&d, "berth.dev/source-commit").to_string()),
-        Some(pruned.clone())
+        Some(first.clone())
     );
 
     // Deleting everything is held by the guard, with a condition that says so.
@@ -506,6 +520,43 @@ async fn drift_is_reported_then_healed_and_webhooks_need_a_valid_signature() {
         },
     )
     .await;
+    // A delivery sent again (GitHub's redelivery, or a replay by someone who saw it) is
+    // answered 200 and asks for no second sync: one delivery, one fetch.
+    let delivery = || {
+        post(vec![
+            ("x-hub-signature-256", sign("hook-shared-secret")),
+            (
+                "x-github-delivery",
+                "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
+            ),
+        ])
+    };
+    assert_eq!(delivery().await.unwrap().status().as_u16(), 202);
+    let handled = eventually(
+        "the delivery's sync request handled",
+        Duration::from_secs(5),
+        || async {
+            let s = server.source("app").await;
+            let asked = s["metadata"]["annotations"]["berth.dev/sync-requested-at"].clone();
+            if asked.is_string() && s["status"]["lastHandledSyncRequest"] == asked {
+                Ok(asked)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+    let replay = delivery().await.unwrap();
+    assert_eq!(
+        replay.status().as_u16(),
+        200,
+        "a replayed delivery is not a new request"
+    );
+    let s = server.source("app").await;
+    assert_eq!(
+        s["metadata"]["annotations"]["berth.dev/sync-requested-at"], handled,
+        "a replayed delivery requests no sync"
+    );
     assert!(!server.log().contains("hook-shared-secret"));
 }
 
@@ -798,4 +849,106 @@ async fn a_source_behind_basic_auth_authenticates_and_the_password_is_never_show
         );
     }
     http_task.abort();
+}
+
+/// `n` ConfigMaps named `big-{index}` from `first`, one YAML stream.
+fn config_maps(first: usize, n: usize, value: &str) -> String {
+    (first..first + n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big-{i:05}\n\
+                 data:\n  value: \"{value}-{i}-0123456789012345678901234567890123456789\"\n"
+            )
+        })
+        .collect()
+}
+
+fn resource_version(object: &Value) -> &str {
+    object["metadata"]["resourceVersion"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_20000_object_repository_keeps_a_small_source_and_applies_only_what_changed() {
+    const FILES: usize = 40;
+    const PER_FILE: usize = 500;
+    let repo = Repo::init();
+    for f in 0..FILES {
+        repo.write(
+            &format!("big/part-{f:02}.yaml"),
+            &config_maps(f * PER_FILE, PER_FILE, "v0"),
+        );
+    }
+    let first = repo.commit_and_push("20,000 ConfigMaps");
+    let origin = repo.origin();
+    let server = GitOps::start(&["--git", origin.to_str().unwrap()]);
+    let synced = |commit: String, objects: usize| {
+        let server = &server;
+        async move {
+            eventually(
+                &format!("commit {commit} applied"),
+                Duration::from_secs(300),
+                || async {
+                    let s = server.source("default").await;
+                    if s["status"]["lastAppliedCommit"] == commit.as_str()
+                        && s["status"]["objects"] == objects
+                    {
+                        Ok(s)
+                    } else {
+                        Err(format!("{:.2000}", s.to_string()))
+                    }
+                },
+            )
+            .await
+        }
+    };
+    synced(first.clone(), FILES * PER_FILE).await;
+    let size = serde_json::to_vec(&server.source("default").await)
+        .unwrap()
+        .len();
+    println!("GitSource of 20,000 objects: {size} bytes");
+    assert!(size < 64 * 1024, "the GitSource is {size} bytes");
+    let path = |i: usize| format!("/api/v1/namespaces/default/configmaps/big-{i:05}");
+    let untouched = server.get(&path(0)).await.expect("applied");
+    let last = server
+        .get(&path(FILES * PER_FILE - 1))
+        .await
+        .expect("applied");
+
+    // One line changed: that object is written, no other.
+    let mut part = config_maps(7 * PER_FILE, PER_FILE, "v0");
+    part = part.replace("\"v0-3512-", "\"v1-3512-");
+    repo.write("big/part-07.yaml", &part);
+    let second = repo.commit_and_push("one line");
+    synced(second.clone(), FILES * PER_FILE).await;
+    let changed = server.get(&path(3512)).await.unwrap();
+    assert!(
+        changed["data"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1-"),
+        "{changed}"
+    );
+    assert_eq!(annotation(&changed, "berth.dev/source-commit"), second);
+    for (before, i) in [(&untouched, 0), (&last, FILES * PER_FILE - 1)] {
+        let now = server.get(&path(i)).await.unwrap();
+        assert_eq!(
+            resource_version(&now),
+            resource_version(before),
+            "big-{i:05} was written again"
+        );
+    }
+    let neighbour = server.get(&path(3513)).await.unwrap();
+    assert_eq!(
+        annotation(&neighbour, "berth.dev/source-commit"),
+        first,
+        "an unchanged object of the changed file is not applied again"
+    );
+
+    // A file removed: its 500 objects are pruned, the others stay as they were.
+    repo.remove("big/part-39.yaml");
+    let third = repo.commit_and_push("drop a file");
+    synced(third, (FILES - 1) * PER_FILE).await;
+    assert!(server.get(&path(FILES * PER_FILE - 1)).await.is_none());
+    let now = server.get(&path(0)).await.unwrap();
+    assert_eq!(resource_version(&now), resource_version(&untouched));
 }

@@ -433,6 +433,40 @@ async fn the_batch_endpoint_allocates_like_a_single_create() {
 }
 
 #[tokio::test]
+async fn a_batch_that_prunes_a_service_frees_its_node_port_at_once() {
+    let api = Api::new().await;
+    let apply = |objects: Vec<Value>| {
+        let api = &api;
+        async move {
+            let (code, body) = api
+                .call(
+                    "POST",
+                    "/apis/berth.dev/v1/namespaces/default/applysets/ports",
+                    Some(&json!({"objects": objects, "prune": true})),
+                )
+                .await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+        }
+    };
+    let fixed = service(
+        "fixed",
+        json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30123}]}),
+    );
+    apply(vec![fixed, web("stays")]).await;
+    apply(vec![web("stays")]).await;
+    let other = create(
+        &api,
+        SVCS,
+        &service(
+            "other",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30123}]}),
+        ),
+    )
+    .await;
+    assert_eq!(other["spec"]["ports"][0]["nodePort"], 30123);
+}
+
+#[tokio::test]
 async fn every_node_gets_its_own_pod_cidr() {
     let api = Api::new().await;
     let mut cidrs = HashSet::new();

@@ -173,8 +173,8 @@ async fn sqlite_acked_txns_survive_sigkill() {
 }
 
 /// Whether `error` is what etcd answers while its members elect a leader: gRPC
-/// `Unavailable` ("no leader", "leader changed"), `DeadlineExceeded`, or a connection to the
-/// killed member that fails.
+/// `Unavailable` ("no leader", "leader changed"), `DeadlineExceeded`, the client's own timeout,
+/// or a connection to the killed member that fails.
 #[cfg(feature = "etcd")]
 fn during_an_election(error: &berth::cluster::store::StoreError) -> bool {
     use berth::cluster::store::StoreError;
@@ -183,10 +183,14 @@ fn during_an_election(error: &berth::cluster::store::StoreError) -> bool {
         StoreError::Etcd {
             source: Etcd::GRpcStatus(status),
             ..
-        } => matches!(
-            format!("{:?}", status.code()).as_str(),
-            "Unavailable" | "DeadlineExceeded"
-        ),
+        } => match format!("{:?}", status.code()).as_str() {
+            "Unavailable" | "DeadlineExceeded" => true,
+            // The client's own deadline passed while the members elected a leader (tonic
+            // reports it as `Cancelled`, "Timeout expired"); the txn may or may not have
+            // committed, and it is retried like the others.
+            "Cancelled" => status.message() == "Timeout expired",
+            _ => false,
+        },
         StoreError::Etcd {
             source: Etcd::TransportError(_),
             ..

@@ -111,3 +111,72 @@ async fn reopening_keeps_revisions_and_dropping_ends_watches() {
     assert_eq!(store.get("/b").await.unwrap().unwrap().mod_revision, r);
     assert_eq!(put(&store, "/a", "3").await, r + 1);
 }
+
+/// The WAL's size on disk.
+fn wal_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("store.db-wal")).map_or(0, |m| m.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_cut_back_after_a_burst_of_writes() {
+    const CLIENTS: usize = 16;
+    const CREATES: usize = 50_000;
+    const LIMIT: u64 = 64 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        SqliteStore::open(SqliteOptions::in_data_dir(dir.path()))
+            .await
+            .unwrap(),
+    );
+    // A reader that keeps listing through the burst, as an API server's clients do: it keeps
+    // passive checkpoints from restarting the log.
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (store, reading) = (store.clone(), reading.clone());
+        tokio::spawn(async move {
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                let options = ListOptions {
+                    limit: 500,
+                    ..ListOptions::default()
+                };
+                store.list("/burst/", options).await.unwrap();
+            }
+        })
+    };
+    let value = "x".repeat(2048);
+    let mut peak = 0;
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..CLIENTS {
+        let (store, value) = (store.clone(), value.clone());
+        clients.spawn(async move {
+            for i in (client..CREATES).step_by(CLIENTS) {
+                let key = format!("/burst/{i:06}");
+                let txn = Txn::new().then([Op::put(key, value.clone().into_bytes())]);
+                store.txn(txn).await.unwrap();
+            }
+        });
+    }
+    let burst = tokio::spawn(async move { while clients.join_next().await.is_some() {} });
+    while !burst.is_finished() {
+        peak = peak.max(wal_bytes(dir.path()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    reader.await.unwrap();
+    let ended = Instant::now();
+    println!("WAL peak during the burst: {} MiB", peak / (1024 * 1024));
+    let settled = eventually("the WAL cut back", Duration::from_secs(10), || async {
+        match wal_bytes(dir.path()) {
+            bytes if bytes < LIMIT => Ok(bytes),
+            bytes => Err(format!("{} MiB", bytes / (1024 * 1024))),
+        }
+    })
+    .await;
+    println!(
+        "WAL {} MiB {:.1} s after the burst",
+        settled / (1024 * 1024),
+        ended.elapsed().as_secs_f64()
+    );
+    let all = store.list("/burst/", ListOptions::default()).await.unwrap();
+    assert_eq!(all.items.len(), CREATES, "every create is kept");
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use support::cluster::{counter, wait_agent_looked};
 use support::git::git;
 use support::process::Process;
 use support::up::{UpScope, copy_dir, docker_lines, example_images, repo_root};
@@ -17,6 +18,8 @@ use support::up::{UpScope, copy_dir, docker_lines, example_images, repo_root};
 /// The example's containers: three web pods (sandbox + web) and the report pod (sandbox,
 /// app, helper).
 const EXAMPLE_CONTAINERS: usize = 9;
+/// The example's pods.
+const EXAMPLE_PODS: u64 = 4;
 
 fn berth() -> Command {
     Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -126,10 +129,35 @@ fn up_runs_the_example_resumes_without_restarts_reapplies_changes_and_downs() {
     let folder = work.path().join("manifests");
     copy_dir(&examples, &folder);
     let mut second = background(up_command(&scope, &folder, &[]));
-    second.wait_line("Ready", Duration::from_secs(120), |l| {
-        l.starts_with("ready: all 6 objects").then_some(())
-    });
-    let _ = second.lines_within(Duration::from_secs(6));
+    // Both lines, in whichever order they come (the store may say Ready before the agent
+    // has registered).
+    let (mut url, mut ready) = (None, false);
+    let metrics = second.wait_line(
+        "Ready and the agent's metrics",
+        Duration::from_secs(120),
+        |l| {
+            if let Some(printed) = l.strip_prefix("metrics on ") {
+                url = Some(printed.to_string());
+            }
+            ready |= l.starts_with("ready: all 6 objects");
+            url.clone().filter(|_| ready)
+        },
+    );
+    // The resumed agent's /metrics shows its workers took on every pod and two relists
+    // compared every container since: only then is "nothing restarted" evidence.
+    let looked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(wait_agent_looked(&metrics, EXAMPLE_PODS));
+    assert_eq!(
+        counter(
+            &looked,
+            "berth_agent_drift_detected_total{kind=\"stopped\"}"
+        ),
+        0,
+        "{looked}"
+    );
     assert_eq!(
         containers(&scope),
         before,

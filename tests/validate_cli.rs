@@ -557,3 +557,248 @@ fn the_smallest_64_bit_integer_is_an_integer() {
         "read as a string: {reasons:?}"
     );
 }
+
+#[test]
+fn warn_unacted_flags_kinds_berth_only_stores_and_keeps_the_exit_code() {
+    let ws = Workspace::new();
+    ws.write("deploy.yaml", DEPLOYMENT);
+    ws.write(
+        "policy.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n  namespace: shop\nspec:\n  podSelector: {}\n",
+    );
+    // Quiet by default, as the pre-commit hook runs it.
+    let quiet = ws.berth(&["validate", "-o", "json", "deploy.yaml", "policy.yaml"]);
+    quiet.assert_code(0);
+    assert_eq!(
+        json_report(&quiet)["problems"].as_array().unwrap().len(),
+        0,
+        "{}",
+        quiet.stdout
+    );
+    let warned = ws.berth(&[
+        "validate",
+        "--warn-unacted",
+        "-o",
+        "json",
+        "deploy.yaml",
+        "policy.yaml",
+    ]);
+    warned.assert_code(0).assert_no_panic();
+    let report = json_report(&warned);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "only the NetworkPolicy: {report:#}");
+    assert_eq!(problems[0]["severity"], "warning");
+    assert_eq!(problems[0]["object"], "NetworkPolicy shop/deny");
+    assert_eq!(problems[0]["file"], "policy.yaml");
+    assert!(
+        problems[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing in berth acts on"),
+        "{report:#}"
+    );
+}
+
+/// A CustomResourceDefinition as operators ship one.
+const WIDGET_CRD: &str = "\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names:
+    plural: widgets
+    kind: Widget
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size:
+                type: string
+                enum: [small, large]
+              replicas:
+                type: integer
+                minimum: 0
+                default: 1
+";
+
+fn widget(name: &str, spec: &str) -> String {
+    format!("apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+#[test]
+fn custom_resources_are_checked_against_the_definitions_in_the_same_set() {
+    let ws = Workspace::new();
+    ws.write("app/crd.yaml", WIDGET_CRD);
+    ws.write("app/small.yaml", widget("small", "  size: small\n"));
+    let run = ws.berth(&["validate", "--summary", "app"]);
+    run.assert_code(0).assert_no_panic();
+    assert_eq!(
+        summary_counts(&run.stdout),
+        (2, 2, 2, 0, 0, 0),
+        "{}",
+        run.stdout
+    );
+
+    // Line 6 holds the wrong size, line 7 a field the schema does not have.
+    ws.write(
+        "app/huge.yaml",
+        widget("huge", "  size: huge\n  replicas: -1\n  colour: red\n"),
+    );
+    let run = ws.berth(&["validate", "-o", "json", "app"]);
+    run.assert_code(1);
+    let report = json_report(&run);
+    let found: Vec<(String, String, u64, String)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["rule"].as_str().unwrap().to_string(),
+                p["field"].as_str().unwrap().to_string(),
+                p["line"].as_u64().unwrap(),
+                p["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(found.len(), 3, "{report:#}");
+    assert_eq!(
+        (found[0].0.as_str(), found[0].1.as_str(), found[0].2),
+        ("unknown-field", "spec.colour", 8)
+    );
+    assert_eq!(
+        (found[1].0.as_str(), found[1].1.as_str(), found[1].2),
+        ("schema", "spec.size", 6)
+    );
+    assert!(
+        found[1]
+            .3
+            .contains("Unsupported value: \"huge\": supported values: \"small\", \"large\""),
+        "{report:#}"
+    );
+    assert_eq!((found[2].1.as_str(), found[2].2), ("spec.replicas", 7));
+    assert!(
+        found[2].3.contains("should be greater than or equal to 0"),
+        "{report:#}"
+    );
+
+    // --no-strict: a field the schema lacks is a warning (a server drops it), not an error.
+    ws.write(
+        "app/huge.yaml",
+        widget("huge", "  size: large\n  colour: red\n"),
+    );
+    let run = ws.berth(&["validate", "--no-strict", "-o", "json", "app"]);
+    run.assert_code(0);
+    let report = json_report(&run);
+    assert_eq!(report["problems"][0]["severity"], "warning", "{report:#}");
+    assert_eq!(
+        report["problems"][0]["reason"], "unknown field `colour`",
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_folder_of_definitions_is_given_with_crds_and_without_one_a_custom_resource_stays_unknown() {
+    let ws = Workspace::new();
+    ws.write("crds/widgets.yaml", WIDGET_CRD);
+    ws.write("crds/README.md", "not a manifest");
+    ws.write("app/w.yaml", widget("w", "  replicas: 2\n"));
+    ws.berth(&["validate", "app"])
+        .assert_code(1)
+        .assert_output_contains("unknown kind Widget")
+        .assert_output_contains("--crds");
+    ws.berth(&["validate", "--crds", "crds", "app"])
+        .assert_code(1)
+        .assert_output_contains("app/w.yaml:6:3")
+        .assert_output_contains("spec.size: Required value");
+    ws.write("app/w.yaml", widget("w", "  size: small\n"));
+    ws.berth(&["validate", "--crds", "crds", "app"])
+        .assert_code(0);
+    ws.berth(&["validate", "--ignore-unknown-kinds", "app"])
+        .assert_code(0);
+
+    // A version the definition does not serve is named with the ones it does.
+    ws.write(
+        "app/w.yaml",
+        widget("w", "  size: small\n").replace("example.com/v1", "example.com/v2"),
+    );
+    ws.berth(&["validate", "--crds", "crds", "app"])
+        .assert_code(1)
+        .assert_output_contains("not served in example.com/v2")
+        .assert_output_contains("example.com/v1");
+}
+
+#[test]
+fn a_wrong_definition_is_refused_naming_its_field_and_its_resources_are_not_blamed_on_it() {
+    let ws = Workspace::new();
+    ws.write(
+        "crd.yaml",
+        WIDGET_CRD
+            .replace("name: widgets.example.com", "name: widget.example.com")
+            .replace("        type: object\n        properties:\n          spec:\n            type: object\n", "        type: object\n        properties:\n          spec:\n"),
+    );
+    let run = ws.berth(&["validate", "-o", "json", "crd.yaml"]);
+    run.assert_code(1);
+    let report = json_report(&run);
+    let found: Vec<(&str, &str, &str)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["rule"].as_str().unwrap(),
+                p["field"].as_str().unwrap(),
+                p["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "crd",
+                "metadata.name",
+                "Invalid value: \"widget.example.com\": must be spec.names.plural+\".\"+spec.group (`widgets.example.com`)"
+            ),
+            (
+                "crd",
+                "spec.versions[0].schema.openAPIV3Schema.properties.spec.type",
+                "Required value: must not be empty for specified fields"
+            ),
+        ],
+        "{report:#}"
+    );
+    // Given with --crds, the wrong definition's problems are reported and fail the run.
+    ws.write("app/w.yaml", widget("w", "  size: small\n"));
+    ws.berth(&["validate", "--crds", "crd.yaml", "app"])
+        .assert_code(1)
+        .assert_output_contains("crd.yaml:")
+        .assert_output_contains("metadata.name");
+    // Two definitions claiming one kind: the second is refused.
+    ws.write("two/a.yaml", WIDGET_CRD);
+    ws.write(
+        "two/b.yaml",
+        WIDGET_CRD
+            .replace("widgets.example.com", "gadgets.example.com")
+            .replace("plural: widgets", "plural: gadgets"),
+    );
+    let run = ws.berth(&["validate", "-o", "json", "two"]);
+    run.assert_code(1);
+    let report = json_report(&run);
+    assert_eq!(report["problems"][0]["file"], "two/b.yaml", "{report:#}");
+    assert_eq!(
+        report["problems"][0]["reason"],
+        "gadgets.example.com claims kind Widget / plural gadgets in group example.com, as widgets.example.com already does",
+        "{report:#}"
+    );
+}

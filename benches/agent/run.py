@@ -282,6 +282,7 @@ def main():
             print(f"{args.pods} pods: berth median {b:.2f} s, docker run -d median {d:.2f} s, ratio {b / d:.2f}")
             print(f"engine floor (sandbox + app through the Engine API, no berth) median {f:.2f} s: "
                   f"floor/docker run {f / d:.2f}, berth/floor {b / f:.2f}")
+            print(f"RESULT agent-{args.pods}-pods {b:.2f}s docker-run:{d:.2f}s {b / d:.2f} <=1.3")
 
         _, names = berth_trial(api, node, args.rss_pods, "rss")
         time.sleep(5)
@@ -292,6 +293,7 @@ def main():
             time.sleep(1)
         print(f"agent RSS with {args.rss_pods} running pods: median {statistics.median(rss) / 1024:.1f} MiB "
               f"(RssAnon {statistics.median(anon) / 1024:.1f} MiB)")
+        print(f"RESULT agent-rss-{args.rss_pods}-pods {statistics.median(rss) / 1024:.1f}MiB - - <=30MiB")
         if os.environ.get("BENCH_SMAPS"):
             os.system(f"cat /proc/{agent.pid}/smaps | awk '/^[0-9a-f]+-/{{name=$6}} /^Rss:/{{r[name]+=$2}} END{{for(n in r) if (r[n]>300) print r[n], n}}' | sort -rn")
         delete_pods(api, names)

@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
-"""Apply and diff speed: berth apply / berth diff -f vs kubectl apply --server-side / kubectl diff,
-on the same folder of manifests against the same berth server.
+"""Apply and diff speed: berth apply / berth diff -f vs kubectl apply --server-side / kubectl diff
+--server-side, on the same folder of manifests.
 
-Usage: python3 benches/apply/run.py [OBJECTS] [RUNS]   (from the repository root)
+Usage: python3 benches/apply/run.py [OBJECTS] [TRIALS]   (from the repository root)
 
-Builds berth in release mode (unless BERTH_BIN names a binary), starts one `berth server` in a
-temp dir, writes a folder of OBJECTS (default 1,000) manifests (ConfigMaps, Deployments,
-Services, Secrets in a 5:2:2:1 mix), then times on that server, each tool in its own namespace:
-  - the first apply (1 run);
-  - a no-op re-apply (RUNS runs, default 5, median);
-  - a change to 10 objects, then its apply (RUNS runs, a new change each time, median);
-  - a diff of the folder with 10 objects changed (RUNS runs, median).
-Prints a Markdown table for BENCHMARKS.md.
+Builds berth in release mode (unless BERTH_BIN names a binary) and writes a folder of OBJECTS
+(default 1,000) manifests (ConfigMaps, Deployments, Services, Secrets in a 5:2:2:1 mix). Then
+TRIALS times (default 5), interleaved berth, kubectl, berth, kubectl…, each trial of a tool on
+a fresh `berth server` (its own data dir, nothing left from the other tool), in namespace
+`bench`:
+  1. the first apply of the folder;
+  2. a no-op re-apply;
+  3. a diff of the folder with 10 objects changed;
+  4. the apply of that change.
+Each step's output is checked: every object created, then none changed (berth's summary;
+kubectl's one line per object), the diff naming exactly the 10 changed objects, and after the
+last apply the server holds all OBJECTS objects with the changed values. Medians per step.
+
+Prints a Markdown table for BENCHMARKS.md, then one line per measure for benches/run-all:
+`RESULT name figure reference ratio target`.
 """
+import base64
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -23,12 +32,34 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OBJECTS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+TRIALS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+CHANGED = 10
+NAMESPACE = "bench"
+STEPS = ["first apply", "no-op re-apply", f"diff, {CHANGED} objects changed",
+         f"apply of {CHANGED} changed objects"]
+# (name in run-all, step index, target)
+TARGETS = [("apply-first", 0, "-"), ("apply-noop", 1, "<1s,>=5x"),
+           ("diff-10-changed", 2, "<1s,>=5x"), ("apply-10-changed", 3, "-")]
+
+
+def fail(message):
+    sys.exit(f"benches/apply: {message}")
+
+
+def name_of(i):
+    kind = i % 10
+    if kind < 5:
+        return f"configmap/cm-{i}"
+    if kind < 7:
+        return f"deployment.apps/web-{i}"
+    if kind < 9:
+        return f"service/svc-{i}"
+    return f"secret/secret-{i}"
 
 
 def manifest(i, round_):
-    """Object i of the folder; objects 0..9 change with each round."""
-    value = f"round-{round_}" if i < 10 else "steady"
+    """Object i of the folder; objects 0..CHANGED-1 change with each round."""
+    value = f"round-{round_}" if i < CHANGED else "steady"
     kind = i % 10
     if kind < 5:
         return (f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\n  labels:\n    app: bench\n"
@@ -50,20 +81,30 @@ def manifest(i, round_):
 def write_folder(folder, round_):
     os.makedirs(folder, exist_ok=True)
     for i in range(OBJECTS):
-        path = os.path.join(folder, f"{i:05}.yaml")
-        text = manifest(i, round_)
-        if round_ == 0 or i < 10:
-            with open(path, "w") as f:
-                f.write(text)
+        if round_ == 0 or i < CHANGED:
+            with open(os.path.join(folder, f"{i:05}.yaml"), "w") as f:
+                f.write(manifest(i, round_))
+
+
+RETRIES = []
 
 
 def run(cmd, env, ok=(0,)):
+    """Runs a timed step; its time, stdout and stderr. berth's batch is refused, changing
+    nothing, when the set's objects change while it is computed (the controllers writing the
+    new Deployments' status): it is run again, as its message says, within the timed step, and
+    the retry is counted."""
     start = time.perf_counter()
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while True:
+        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if r.returncode == 1 and "kept changing while the batch was computed" in r.stderr:
+            RETRIES.append(" ".join(cmd[1:3]))
+            continue
+        break
     elapsed = time.perf_counter() - start
     if r.returncode not in ok:
-        sys.exit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.decode()[-2000:]}")
-    return elapsed
+        fail(f"{' '.join(cmd)} exited {r.returncode}, not {ok}: {r.stderr[-2000:]}")
+    return elapsed, r.stdout, r.stderr
 
 
 def start_server(berth, data_dir):
@@ -72,7 +113,98 @@ def start_server(berth, data_dir):
     for line in proc.stdout:
         if line.startswith("listening on "):
             return proc
-    sys.exit("berth server did not start")
+    fail("berth server did not start")
+
+
+def server_objects(env):
+    """The folder's objects the server holds: name -> the changing value."""
+    out = subprocess.run(["kubectl", "get", "configmaps,deployments,services,secrets", "-n", NAMESPACE,
+                          "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name}|{.data.value}|"
+                          "{.metadata.annotations.bench/value}|{.data.password}{\"\\n\"}{end}"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True).stdout
+    held = {}
+    kinds = {"ConfigMap": "configmap", "Deployment": "deployment.apps", "Service": "service", "Secret": "secret"}
+    for line in out.splitlines():
+        ident, value, annotation, password = line.split("|")
+        kind, _, name = ident.partition("/")
+        if password:
+            password = base64.b64decode(password).decode()
+        if re.fullmatch(r"(cm|web|svc|secret)-\d+", name):
+            held[f"{kinds[kind]}/{name}"] = value + annotation + password
+    return held
+
+
+def check_first(tool, stdout):
+    if tool == "berth":
+        want = f"{OBJECTS} created, 0 configured, 0 unchanged, 0 pruned"
+        if want not in stdout:
+            fail(f"berth's first apply: {want!r} expected, got {stdout[-500:]}")
+    else:
+        applied = [l for l in stdout.splitlines() if l.endswith(" serverside-applied")]
+        if len(applied) != OBJECTS:
+            fail(f"kubectl's first apply named {len(applied)} objects, not {OBJECTS}")
+
+
+def check_noop(tool, stdout):
+    if tool == "berth":
+        want = f"0 created, 0 configured, {OBJECTS} unchanged, 0 pruned"
+        if want not in stdout:
+            fail(f"berth's no-op apply: {want!r} expected, got {stdout[-500:]}")
+    else:
+        applied = [l for l in stdout.splitlines() if l.endswith(" serverside-applied")]
+        if len(applied) != OBJECTS:
+            fail(f"kubectl's no-op apply named {len(applied)} objects, not {OBJECTS}")
+
+
+def check_diff(tool, stdout, stderr):
+    if tool == "berth":
+        want = f"0 to create, {CHANGED} to change, 0 to delete, {OBJECTS - CHANGED} unchanged"
+        if want not in stderr:
+            fail(f"berth diff: {want!r} expected, got {stderr[-500:]}")
+    else:
+        headers = [l for l in stdout.splitlines() if l.startswith("diff -u -N ")]
+        if len(headers) != CHANGED:
+            fail(f"kubectl diff showed {len(headers)} objects, not {CHANGED}: {stdout[:2000]}")
+
+
+def trial(berth, tool, work, folder):
+    """One tool's four steps on a fresh server; their times."""
+    data = tempfile.mkdtemp(prefix=f"{tool}-", dir=work)
+    server = start_server(berth, os.path.join(data, "data"))
+    try:
+        env = dict(os.environ, KUBECONFIG=os.path.join(data, "data", "kubeconfig.yaml"), HOME=data)
+        subprocess.run(["kubectl", "create", "namespace", NAMESPACE], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        if tool == "berth":
+            apply = [berth, "apply", "-f", folder, "-n", NAMESPACE]
+            diff = [berth, "diff", "-f", folder, "-n", NAMESPACE]
+        else:
+            apply = ["kubectl", "apply", "--server-side", "--field-manager", "bench", "-f", folder,
+                     "-n", NAMESPACE]
+            diff = ["kubectl", "diff", "--server-side", "--field-manager", "bench", "-f", folder,
+                    "-n", NAMESPACE]
+        write_folder(folder, 0)
+        first, out, _ = run(apply, env)
+        check_first(tool, out)
+        noop, out, _ = run(apply, env)
+        check_noop(tool, out)
+        write_folder(folder, 1)
+        diffed, out, err = run(diff, env, ok=(1,))
+        check_diff(tool, out, err)
+        changed, _, _ = run(apply, env)
+        held = server_objects(env)
+        if len(held) != OBJECTS:
+            fail(f"{tool}: the server holds {len(held)} of the {OBJECTS} objects")
+        for i in range(OBJECTS):
+            want = "round-1" if i < CHANGED else "steady"
+            value = held.get(name_of(i), "")
+            if want not in value:
+                fail(f"{tool}: {name_of(i)} holds {value!r}, {want!r} expected")
+        return [first, noop, diffed, changed]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def main():
@@ -81,48 +213,26 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
         berth = os.path.join(ROOT, "target", "release", "berth")
     work = tempfile.mkdtemp(prefix="berth-apply-bench")
-    server = start_server(berth, os.path.join(work, "data"))
     try:
-        env = dict(os.environ, KUBECONFIG=os.path.join(work, "data", "kubeconfig.yaml"), HOME=work)
-        for ns in ["berth-bench", "kubectl-bench"]:
-            run(["kubectl", "create", "namespace", ns], env)
         folder = os.path.join(work, "manifests")
-        write_folder(folder, 0)
-        tools = {
-            "berth": {
-                "apply": [berth, "apply", "-f", folder, "-n", "berth-bench"],
-                "diff": [berth, "diff", "-f", folder, "-n", "berth-bench"],
-            },
-            "kubectl": {
-                "apply": ["kubectl", "apply", "--server-side", "--field-manager", "bench",
-                          "-f", folder, "-n", "kubectl-bench"],
-                "diff": ["kubectl", "diff", "--server-side", "--field-manager", "bench",
-                         "-f", folder, "-n", "kubectl-bench"],
-            },
-        }
-        results = {}
-        round_ = 0
-        for tool, cmds in tools.items():
-            write_folder(folder, round_)
-            first = run(cmds["apply"], env)
-            noop = statistics.median(run(cmds["apply"], env) for _ in range(RUNS))
-            changes, diffs = [], []
-            for _ in range(RUNS):
-                round_ += 1
-                write_folder(folder, round_)
-                diffs.append(run(cmds["diff"], env, ok=(1,)))
-                changes.append(run(cmds["apply"], env))
-            results[tool] = (first, noop, statistics.median(changes), statistics.median(diffs))
-        print(f"\n{OBJECTS} objects, {RUNS} runs (medians), one berth server, {os.cpu_count()} cores\n")
-        print("| step | berth | kubectl | kubectl / berth |")
+        times = {"berth": [], "kubectl": []}
+        for _ in range(TRIALS):
+            for tool in ["berth", "kubectl"]:
+                times[tool].append(trial(berth, tool, work, folder))
+        med = {tool: [statistics.median(t[i] for t in runs) for i in range(len(STEPS))]
+               for tool, runs in times.items()}
+        print(f"\n{OBJECTS} objects, {TRIALS} trials per tool, interleaved, a fresh server per trial; "
+              f"medians; {os.cpu_count()} cores; berth batches retried after a concurrent change: "
+              f"{len(RETRIES)} ({', '.join(RETRIES) or 'none'})\n")
+        print("| step | berth | `kubectl --server-side` | kubectl ÷ berth |")
         print("|---|---|---|---|")
-        names = ["first apply", "no-op re-apply", "apply of 10 changed objects", "diff (10 changed)"]
-        for i, name in enumerate(names):
-            b, k = results["berth"][i], results["kubectl"][i]
-            print(f"| {name} | {b:.3f} s | {k:.3f} s | {k / b:.1f}x |")
+        for i, step in enumerate(STEPS):
+            b, k = med["berth"][i], med["kubectl"][i]
+            print(f"| {step} | {b:.3f} s | {k:.3f} s | {k / b:.1f}× |")
+        for name, i, target in TARGETS:
+            b, k = med["berth"][i], med["kubectl"][i]
+            print(f"RESULT {name} {b:.3f}s kubectl:{k:.3f}s {k / b:.1f}x {target}")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -211,6 +211,10 @@ def main():
         print(f"| one commit adding {OBJECTS} objects → `lastAppliedCommit` | {bulk:.2f} s |")
         print(f"| server peak RSS (VmHWM) before / after the {OBJECTS}-object commit | "
               f"{rss_before:.0f} MiB / {rss_after:.0f} MiB |")
+        # No reference: no other GitOps tool runs here to time against.
+        print(f"RESULT gitops-commit-to-served {statistics.median(commit_ms):.0f}ms - - <2000ms")
+        print(f"RESULT gitops-webhook-to-served {statistics.median(hook_ms):.0f}ms - - <2000ms")
+        print(f"RESULT gitops-{OBJECTS}-objects {bulk:.2f}s - - <5s")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -209,6 +209,10 @@ def main():
         print(f"median service {med['service'][0]:.0f} req/s, p99 {med['service'][1]:.2f} ms")
         print(f"service/direct throughput {ratio:.1%} (target >= 80%), "
               f"p99 overhead {overhead:+.2f} ms (target < 1 ms)")
+        print(f"RESULT service-throughput {med['service'][0]:.0f}req/s direct:{med['direct'][0]:.0f}req/s "
+              f"{ratio:.2f} >=0.80")
+        print(f"RESULT service-p99 {med['service'][1]:.2f}ms direct:{med['direct'][1]:.2f}ms "
+              f"{overhead:+.2f}ms <+1ms")
     finally:
         for proc in (agent, server):
             if proc is not None:

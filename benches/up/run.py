@@ -167,7 +167,10 @@ def main():
     if args.trials:
         mb, md = statistics.median(berth_times), statistics.median(docker_times)
         print(f"median time to Ready: berth up {mb:.2f} s, docker run {md:.2f} s, ratio {mb / md:.2f}")
-    print(f"idle RSS of berth up with the example running: {idle_rss(berth):.1f} MiB")
+        print(f"RESULT up-time-to-ready {mb:.2f}s docker-run:{md:.2f}s {mb / md:.2f} <=1.5")
+    rss = idle_rss(berth)
+    print(f"idle RSS of berth up with the example running: {rss:.1f} MiB")
+    print(f"RESULT up-idle-rss {rss:.1f}MiB - - <100MiB")
     print(f"binary size: {os.path.getsize(berth) / 1e6:.1f} MB ({berth})")
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Writes a deterministic corpus of Kubernetes manifests for the validation benchmark.
 
-Usage: gen_corpus.py OUT_DIR [DOCUMENTS] [DOCS_PER_FILE]
+Usage: gen_corpus.py OUT_DIR [DOCUMENTS] [DOCS_PER_FILE] [INDEX_JSON]
 
 All common kinds at realistic sizes; about 5% of the documents carry a typical mistake
-(a misspelt field, a wrong type, a bad quantity, a selector that misses its template).
+(a misspelt field, a quoted number, a bad quantity, a label key with a space). INDEX_JSON, if
+given (outside OUT_DIR), lists every document: its file, kind, name and mistake (or null), so
+a benchmark can check that each tool read every document and judged the broken ones.
 """
 import json
 import os
@@ -135,17 +137,19 @@ MAKERS = [(deployment, 20), (service, 18), (configmap, 18), (secret, 8), (statef
 
 
 def break_it(doc):
-    """One typical mistake."""
+    """One typical mistake; returns the document and the mistake's name."""
     choice = rng.randint(0, 3)
     if choice == 0:
         doc["metadata"]["lables"] = doc["metadata"].pop("labels")
-    elif choice == 1 and "spec" in doc and "replicas" in doc["spec"]:
+        return doc, "misspelt-field"
+    if choice == 1 and "spec" in doc and "replicas" in doc["spec"]:
         doc["spec"]["replicas"] = "three"
-    elif choice == 2 and doc["kind"] == "Deployment":
+        return doc, "quoted-number"
+    if choice == 2 and doc["kind"] == "Deployment":
         doc["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = "512MB"
-    else:
-        doc["metadata"]["labels"]["bad label"] = "x"
-    return doc
+        return doc, "bad-quantity"
+    doc["metadata"]["labels"]["bad label"] = "x"
+    return doc, "bad-label"
 
 
 def to_yaml(value, indent=0):
@@ -178,25 +182,34 @@ def main():
     out = sys.argv[1]
     total = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
     per_file = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    index_path = sys.argv[4] if len(sys.argv) > 4 else None
     os.makedirs(out, exist_ok=True)
     makers = [m for m, w in MAKERS for _ in range(w)]
     invalid = 0
     n = 0
     file_no = 0
+    index = []
     while n < total:
         docs = []
+        sub = os.path.join(out, f"team-{file_no % 20:02d}")
+        path = os.path.join(sub, f"app-{file_no:05d}.yaml")
         for _ in range(min(per_file, total - n)):
             doc = rng.choice(makers)(n)
+            mistake = None
             if rng.random() < 0.05:
-                doc = break_it(doc)
+                doc, mistake = break_it(doc)
                 invalid += 1
             docs.append(doc)
+            index.append({"file": path, "kind": doc["kind"], "name": doc["metadata"]["name"],
+                          "namespace": doc["metadata"].get("namespace"), "mistake": mistake})
             n += 1
-        sub = os.path.join(out, f"team-{file_no % 20:02d}")
         os.makedirs(sub, exist_ok=True)
-        with open(os.path.join(sub, f"app-{file_no:05d}.yaml"), "w") as f:
+        with open(path, "w") as f:
             f.write("---\n".join(to_yaml(d).lstrip("\n") for d in docs))
         file_no += 1
+    if index_path:
+        with open(index_path, "w") as f:
+            json.dump(index, f)
     print(f"wrote {n} documents in {file_no} files ({invalid} with a mistake) to {out}")
 
 

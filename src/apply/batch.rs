@@ -40,6 +40,25 @@ pub struct BatchRequest {
     /// The server-side apply field manager (default [`FIELD_MANAGER`]).
     #[serde(default)]
     pub field_manager: Option<String>,
+    /// In process only (git sync): `objects` are not the whole set but the members that
+    /// changed; see [`Delta`]. Never on the wire.
+    #[serde(skip)]
+    pub delta: Option<Delta>,
+}
+
+/// A batch that changes part of a set whose other members stay as they are (git sync between
+/// two commits: only the objects whose manifests changed). The caller, which keeps an index
+/// of the whole set, says what the planner cannot see without reading every member.
+#[derive(Debug, Clone, Default)]
+pub struct Delta {
+    /// Members that left the set (`apiVersion`, `kind`, `metadata.name` and
+    /// `metadata.namespace` are enough): pruned when `prune` is on.
+    pub removed: Vec<Value>,
+    /// How many members the set had before this batch: the mass-delete guard's whole.
+    pub members_before: usize,
+    /// `apiVersion`, `kind` and `metadata.namespace` of the members after the batch (one of
+    /// each is enough): the parent's group-kinds and namespaces annotations.
+    pub member_kinds: Vec<Value>,
 }
 
 /// What the batch did (or, in a dry run, would do) to one object.

@@ -162,6 +162,7 @@ pub fn run(args: ApplyArgs) -> u8 {
             dry_run: args.dry_run,
             force: args.force_conflicts,
             field_manager: Some(FIELD_MANAGER.into()),
+            delta: None,
         };
         match send(&connection.client, &namespace, &args.applyset, &request).await {
             Ok(response) => {

@@ -1,13 +1,17 @@
-//! `berth gitsource suspend|resume|sync NAME`: pause a GitSource's sync during an incident,
-//! resume it, or ask for a sync now (the `berth.dev/sync-requested-at` annotation, which the
-//! sync controller acts on once).
+//! `berth gitsource suspend|resume|sync|inventory NAME`: pause a GitSource's sync during an
+//! incident, resume it, ask for a sync now (the `berth.dev/sync-requested-at` annotation, which
+//! the sync controller acts on once), or list the objects it applied (found by their ApplySet
+//! label: the GitSource's status only counts them).
 
 use clap::{Args, Subcommand};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::json;
 
 use super::EXIT_ERROR;
+use crate::apply::applyset::ParentRef;
 use crate::client::ClientOptions;
+use crate::client::applyset::members;
+use crate::cluster::controllers::gitsource::applyset_name;
 use crate::manifest::gitsource::SYNC_REQUESTED_ANNOTATION;
 
 #[derive(Debug, Subcommand)]
@@ -18,6 +22,8 @@ pub enum GitSourceCommand {
     Resume(TargetArgs),
     /// Fetch and apply now, without waiting for the poll interval
     Sync(TargetArgs),
+    /// List the objects the source applied (its ApplySet's members, found by their label)
+    Inventory(TargetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +50,45 @@ async fn patch(t: TargetArgs, patch: serde_json::Value, done: &str) -> Result<()
     Ok(())
 }
 
+/// Prints `KIND NAMESPACE NAME` for each member of the source's ApplySet.
+async fn inventory(t: TargetArgs) -> Result<(), String> {
+    let conn = t.client.connect().await.map_err(|e| e.to_string())?;
+    let ns = t.namespace.clone().unwrap_or(conn.default_namespace);
+    let served = crate::client::discovery::discover(&conn.client)
+        .await
+        .map_err(|e| format!("cannot read the server's API resources: {e}"))?;
+    let parent = ParentRef::secret(&applyset_name(&t.name), &ns);
+    let Some(members) = members(&conn.client, &served, &parent).await? else {
+        return Err(format!(
+            "gitsource {ns}/{} has applied nothing yet (no ApplySet parent Secret {ns}/{}); \
+             see `berth get gitsource {} -n {ns} -o yaml` for why",
+            t.name, parent.name, t.name
+        ));
+    };
+    let width = members
+        .iter()
+        .map(|m| m.kind.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let ns_width = members
+        .iter()
+        .map(|m| m.namespace.as_deref().unwrap_or("").len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    println!("{:width$}  {:ns_width$}  NAME", "KIND", "NAMESPACE");
+    for m in &members {
+        println!(
+            "{:width$}  {:ns_width$}  {}",
+            m.kind,
+            m.namespace.as_deref().unwrap_or(""),
+            m.name
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cmd: GitSourceCommand) -> u8 {
     let Some(runtime) = super::single_thread_runtime() else {
         return EXIT_ERROR;
@@ -62,6 +107,7 @@ pub fn run(cmd: GitSourceCommand) -> u8 {
                     json!({"metadata": {"annotations": {SYNC_REQUESTED_ANNOTATION: now}}});
                 patch(t, annotations, "sync requested").await
             }
+            GitSourceCommand::Inventory(t) => inventory(t).await,
         }
     });
     match result {

@@ -3,6 +3,7 @@
 //! and `--certificate-authority` overrides. TLS and kubeconfig parsing are kube-rs's; this
 //! module only decides which settings win.
 
+pub mod applyset;
 pub mod discovery;
 
 use std::path::PathBuf;

@@ -4,8 +4,9 @@
 //! Layers, low to high: [`store`] < [`api`] < [`scheduler`] and [`controllers`] (the scheduler
 //! builds on the controllers' caches, client and selectors); [`events`] (Event aggregation, also
 //! the agent's) imports none of them. A lower one never imports a higher one and no two import
-//! each other (`tests/layers.rs` checks).
+//! each other (`tests/layers.rs` checks). [`acted`] says which served kinds any of them acts on.
 
+pub mod acted;
 pub mod agent_endpoint;
 pub mod api;
 pub mod controllers;

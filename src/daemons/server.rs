@@ -2,6 +2,15 @@
 //! open the store, start the controllers, the scheduler and git sync, and serve the API (with
 //! git sync's routes mounted in it) over TLS (or plain HTTP on loopback with
 //! `--insecure-http`) until SIGINT or SIGTERM, then drain with a bounded grace period.
+//!
+//! On etcd (`--etcd-endpoints`) several masters serve one cluster: they share one identity
+//! kept in etcd (`crate::cluster::api::identity`), and the controllers, the scheduler and git
+//! sync run only in the master that holds the Lease (`crate::cluster::controllers::leader`).
+//!
+//! Every connection is admitted against the caps of
+//! [`crate::cluster::api::connections`] (refused at once at a cap), gets a TLS handshake
+//! timeout, a request-header timeout and an idle timeout, and the open-file limit is raised
+//! to the hard limit at start, so idle connections cannot starve the process of files.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,21 +19,28 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::apply::ssa::Writer;
 use crate::cluster::api::allocate::{self, Network};
+use crate::cluster::api::connections::{Connection, ConnectionLimits, Refused};
 use crate::cluster::api::encryption::{EncryptionError, KeyRing};
+use crate::cluster::api::identity::{self, IdentityError};
+use crate::cluster::api::inflight::InflightLimits;
 use crate::cluster::api::resources::by_kind;
 use crate::cluster::api::storage::{Storage, Written};
 use crate::cluster::api::tls::{self, BootstrapError, DataDir};
 use crate::cluster::api::{ApiConfig, ApiState, SharedState, router_with, status::ApiError};
-use crate::cluster::store::StoreError;
+use crate::cluster::controllers::gitsource::report::DeclaredCommits;
+use crate::cluster::controllers::leader::{self, ElectionOptions};
 use crate::cluster::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::cluster::store::{EtcdConfig, Store, StoreError};
 
 /// How long open requests and watches get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -43,6 +59,83 @@ pub struct ServerOptions {
     pub network: Network,
     /// `--git`: the repository the GitSource [`GIT_SHORTCUT`] follows.
     pub git: Option<GitShortcut>,
+    /// `--etcd-endpoints` and friends: the replicated store instead of the data dir's SQLite
+    /// file, and an elected leader for the controllers.
+    pub etcd: Option<EtcdConfig>,
+    /// `--token`: the cluster's admin token; a master joining a cluster on etcd opens the
+    /// cluster's identity with it (the first master makes it its admin token).
+    pub token: Option<String>,
+    /// `--leader-elect-*`: the Lease timings (used on etcd).
+    pub election: ElectionOptions,
+    /// Connection caps, timeouts and inflight limits.
+    pub limits: Limits,
+    /// `--tls-san`: more names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// `--event-ttl`: Events are deleted this long after they last happened.
+    pub event_ttl: Duration,
+}
+
+/// The flags that bound what clients may hold open; `None` takes the default.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// `--max-connections` (default: from the open-file limit, at most 20 000).
+    pub max_connections: Option<usize>,
+    /// `--max-connections-per-address` (default: 1 000, at most half the total).
+    pub max_connections_per_address: Option<usize>,
+    /// `--tls-handshake-timeout-seconds` (default 10).
+    pub handshake_timeout: Option<Duration>,
+    /// `--idle-connection-timeout-seconds` (default 90).
+    pub idle_timeout: Option<Duration>,
+    /// `--max-requests-inflight`, `--max-mutating-requests-inflight`.
+    pub inflight: InflightLimits,
+    /// `--max-watches-per-identity` (default 2 000).
+    pub max_watches_per_identity: Option<usize>,
+}
+
+impl Limits {
+    /// The connection limits with the open-file limit `files` in force.
+    pub fn connections(&self, files: u64) -> ConnectionLimits {
+        let auto = usize::try_from(files)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(512)
+            .clamp(64, 20_000);
+        let mut limits = ConnectionLimits::with_total(self.max_connections.unwrap_or(auto));
+        limits.max_per_address = self
+            .max_connections_per_address
+            .unwrap_or(1_000.min(limits.max_total / 2))
+            .clamp(1, limits.max_total);
+        if let Some(t) = self.handshake_timeout {
+            limits.handshake_timeout = t;
+        }
+        if let Some(t) = self.idle_timeout {
+            limits.idle_timeout = t;
+        }
+        limits
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (at most 2^20); the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            let want = hard.min(1 << 20);
+            if soft >= want {
+                return soft;
+            }
+            match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                Ok(()) => want,
+                Err(e) => {
+                    tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+                    soft
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            1024
+        }
+    }
 }
 
 /// `berth server --git URL_OR_PATH [--git-ref REF] [--git-path DIR]`.
@@ -77,8 +170,18 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("cannot prepare the cluster's built-in objects")]
     Api(#[from] ApiError),
+    #[error(
+        "--tls-san {0:?}: not a host name or an IP address (e.g. master.example.com, 192.0.2.10)"
+    )]
+    TlsSan(String),
     #[error("--git {path}: {reason}")]
     GitRepository { path: String, reason: String },
+    #[error("--etcd-endpoints: this berth was built without etcd support (cargo feature `etcd`)")]
+    NoEtcd,
+    #[error("{0}")]
+    Election(String),
+    #[error("cannot share the cluster identity through etcd")]
+    Identity(#[from] IdentityError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -94,7 +197,10 @@ impl ServerError {
             self,
             ServerError::InsecureNotLoopback(_)
                 | ServerError::Network(_)
+                | ServerError::TlsSan(_)
                 | ServerError::GitRepository { .. }
+                | ServerError::NoEtcd
+                | ServerError::Election(_)
         )
     }
 }
@@ -105,6 +211,15 @@ pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
         return Err(ServerError::InsecureNotLoopback(options.listen));
     }
     options.network.check().map_err(ServerError::Network)?;
+    if options.etcd.is_some() {
+        if !cfg!(feature = "etcd") {
+            return Err(ServerError::NoEtcd);
+        }
+        options.election.check().map_err(ServerError::Election)?;
+    }
+    if let Some(bad) = options.tls_sans.iter().find(|n| !tls::valid_san(n)) {
+        return Err(ServerError::TlsSan(bad.clone()));
+    }
     if let Some(git) = &options.git
         && let Some(path) = crate::cluster::controllers::gitsource::fetch::local_path(&git.url)
         && let Err(e) = git2::Repository::open(&path)
@@ -118,6 +233,21 @@ pub fn check(options: &ServerOptions) -> Result<(), ServerError> {
         });
     }
     Ok(())
+}
+
+/// The store the options name: etcd, or the SQLite file in the data dir.
+async fn open_store(options: &ServerOptions) -> Result<Arc<dyn Store>, ServerError> {
+    match &options.etcd {
+        None => Ok(Arc::new(
+            SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?,
+        )),
+        #[cfg(feature = "etcd")]
+        Some(config) => Ok(Arc::new(
+            crate::cluster::store::etcd::EtcdStore::open(config).await?,
+        )),
+        #[cfg(not(feature = "etcd"))]
+        Some(_) => Err(ServerError::NoEtcd),
+    }
 }
 
 /// Creates the namespaces every cluster has, if missing.
@@ -186,7 +316,7 @@ async fn kubernetes_service(state: &SharedState, api: SocketAddr) -> Result<(), 
                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.port()}]}}),
             &writer,
         )?;
-        let _held = allocate::reserve(state, services, None, &mut service).await?;
+        let _held = allocate::reserve(state, services, None, &mut service, false).await?;
         if let Written::CompareFailed = state
             .storage
             .create(services, Some("default"), "kubernetes", &service)
@@ -255,11 +385,18 @@ async fn rotate_encryption_key(options: &ServerOptions) -> Result<(), ServerErro
         source,
     })?;
     let dir = DataDir(options.data_dir.clone());
+    let store = open_store(options).await?;
+    if options.etcd.is_some() {
+        // Rotate the cluster's keys, not a stale copy of them.
+        share_identity(&*store, &dir, options).await?;
+    }
     let mut keys = KeyRing::load_or_create(&dir.encryption_keys())?;
-    let store = SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?;
     let id = keys.rotate();
     keys.save(&dir.encryption_keys())?;
-    let storage = Storage::new(Arc::new(store), Some(keys));
+    if options.etcd.is_some() {
+        identity::republish(&*store, &dir).await?;
+    }
+    let storage = Storage::new(store, Some(keys));
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
     let n = storage.reencrypt_secrets(secrets).await?;
     println!("rotated the encryption key to {id}; re-encrypted {n} secrets");
@@ -281,9 +418,117 @@ pub struct StartedServer {
     listener: TcpListener,
     state: SharedState,
     tls_config: Option<Arc<rustls::ServerConfig>>,
-    control_plane: crate::cluster::controllers::ControlPlane,
-    scheduler: crate::cluster::scheduler::RunningScheduler,
-    git_sync: crate::cluster::controllers::gitsource::GitSync,
+    controllers: Controllers,
+    /// What git sync applied, for the drift route (kept across leaders' terms).
+    declared: DeclaredCommits,
+    /// `--event-ttl`: how long Events are kept.
+    event_ttl: Duration,
+}
+
+/// The controllers, the scheduler and git sync of one master; dropping it stops them.
+struct Running {
+    _control_plane: crate::cluster::controllers::ControlPlane,
+    _scheduler: crate::cluster::scheduler::RunningScheduler,
+    _git_sync: crate::cluster::controllers::gitsource::GitSync,
+}
+
+/// Whether this master runs the controllers always (one master) or while it leads.
+enum Controllers {
+    Always(Running),
+    Elected {
+        stop: tokio::sync::watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+/// Starts the controllers, the scheduler and git sync.
+fn run_controllers(
+    state: &SharedState,
+    control: crate::cluster::controllers::ControlOptions,
+    data_dir: &std::path::Path,
+    declared: &DeclaredCommits,
+) -> Running {
+    let control_plane = crate::cluster::controllers::start(state.clone(), control);
+    let scheduler = crate::cluster::scheduler::start(
+        state.clone(),
+        control_plane.caches.pods.clone(),
+        control_plane.caches.nodes.clone(),
+    );
+    let git_sync = crate::cluster::controllers::gitsource::start_with(
+        crate::cluster::controllers::client::LocalApi::new(
+            state.clone(),
+            crate::cluster::controllers::gitsource::FIELD_MANAGER,
+        ),
+        control_plane.caches.clone(),
+        data_dir.join("git"),
+        declared.clone(),
+    );
+    Running {
+        _control_plane: control_plane,
+        _scheduler: scheduler,
+        _git_sync: git_sync,
+    }
+}
+
+/// Runs the election and the controllers while this master leads, until `stop`.
+fn elect(state: &SharedState, options: &ServerOptions, declared: &DeclaredCommits) -> Controllers {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (leading, mut leading_rx) = tokio::sync::watch::channel(false);
+    let identity = leader::identity();
+    tracing::info!(%identity, "taking part in the controllers' leader election");
+    let elector = tokio::spawn(leader::run(
+        crate::cluster::controllers::client::LocalApi::unfenced(state.clone(), "leader-election"),
+        identity,
+        options.election,
+        leading,
+        stop_rx,
+    ));
+    let (state, control, data_dir, declared) = (
+        state.clone(),
+        options.control,
+        options.data_dir.clone(),
+        declared.clone(),
+    );
+    let task = tokio::spawn(async move {
+        let mut running: Option<Running> = None;
+        while leading_rx.changed().await.is_ok() {
+            let lead = *leading_rx.borrow_and_update();
+            if lead && running.is_none() {
+                tracing::info!("leading: starting the controllers, the scheduler and git sync");
+                running = Some(run_controllers(&state, control, &data_dir, &declared));
+            } else if !lead {
+                running = None;
+            }
+        }
+        drop(running);
+        let _ = elector.await;
+    });
+    Controllers::Elected { stop, task }
+}
+
+/// The data dir and the store agree on one identity (several masters on etcd).
+async fn share_identity(
+    store: &dyn Store,
+    dir: &DataDir,
+    options: &ServerOptions,
+) -> Result<(), ServerError> {
+    let listen = options.listen;
+    let role = identity::share(store, dir, options.token.as_deref(), |dir| {
+        tls::tokens(dir)?;
+        tls::certificates(dir, &tls::serving_names(listen.ip(), &options.tls_sans))?;
+        KeyRing::load_or_create(&dir.encryption_keys())?;
+        Ok(())
+    })
+    .await?;
+    match role {
+        identity::Role::Published => {
+            tracing::info!("this master's CA, tokens and keys are now the cluster's (kept in etcd)")
+        }
+        identity::Role::Joined => {
+            tracing::info!("joined the cluster: its CA, tokens and keys are read from etcd")
+        }
+    }
+    Ok(())
 }
 
 /// Bootstraps and binds the server without serving yet.
@@ -294,14 +539,30 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         source,
     })?;
     let dir = DataDir(options.data_dir.clone());
+    let store = open_store(&options).await?;
+    if options.etcd.is_some() {
+        share_identity(&*store, &dir, &options).await?;
+    }
     let tokens = tls::tokens(&dir)?;
     let keys = KeyRing::load_or_create(&dir.encryption_keys())?;
-    let store = SqliteStore::open(SqliteOptions::in_data_dir(&options.data_dir)).await?;
-    let storage = Storage::new(Arc::new(store), Some(keys));
+    let storage = Storage::new(store, Some(keys));
+    // Secrets sealed by an older key or envelope (not bound to their storage key) are sealed
+    // again as today, so a ciphertext never opens under another Secret's key.
+    let secrets = by_kind("v1", "Secret").expect("secrets are served");
+    let resealed = storage.reencrypt_secrets(secrets).await?;
+    if resealed > 0 {
+        tracing::info!(
+            secrets = resealed,
+            "re-encrypted Secrets bound to their storage keys"
+        );
+    }
     builtin_namespaces(&storage).await?;
 
     if !options.insecure_http {
-        tls::certificates(&dir, options.listen)?;
+        let names = tls::serving_names(options.listen.ip(), &options.tls_sans);
+        if tls::certificates(&dir, &names)? {
+            tracing::info!(names = ?names, "issued the serving certificate");
+        }
     }
     let listener = TcpListener::bind(options.listen)
         .await
@@ -328,9 +589,21 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     let url = format!("{scheme}://{host}:{}", local.port());
     let kubeconfig = tls::write_kubeconfig(&dir, &url, &tokens, !options.insecure_http)?;
 
+    let files = raise_file_limit();
     let mut config = ApiConfig::new(tokens.clone());
     config.bookmark_interval = options.bookmark_interval;
     config.network = options.network.clone();
+    config.connections = options.limits.connections(files);
+    config.inflight = options.limits.inflight;
+    if let Some(n) = options.limits.max_watches_per_identity {
+        config.max_watches_per_identity = n;
+    }
+    tracing::info!(
+        open_files = files,
+        max_connections = config.connections.max_total,
+        per_address = config.connections.max_per_address,
+        "connection limits"
+    );
     let state = ApiState::new(storage, config);
     kubernetes_service(
         &state,
@@ -343,25 +616,23 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         Some(tls::server_config(&dir)?)
     };
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
-    let control_plane = crate::cluster::controllers::start(state.clone(), options.control);
-    let scheduler = crate::cluster::scheduler::start(
-        state.clone(),
-        control_plane.caches.pods.clone(),
-        control_plane.caches.nodes.clone(),
-    );
-    let git_api = || {
-        crate::cluster::controllers::client::LocalApi::new(
+    let declared = DeclaredCommits::default();
+    let controllers = if options.etcd.is_some() {
+        elect(&state, &options, &declared)
+    } else {
+        Controllers::Always(run_controllers(
+            &state,
+            options.control,
+            &options.data_dir,
+            &declared,
+        ))
+    };
+    if let Some(git) = &options.git {
+        let api = crate::cluster::controllers::client::LocalApi::unfenced(
             state.clone(),
             crate::cluster::controllers::gitsource::FIELD_MANAGER,
-        )
-    };
-    let git_sync = crate::cluster::controllers::gitsource::start(
-        git_api(),
-        control_plane.caches.clone(),
-        options.data_dir.join("git"),
-    );
-    if let Some(git) = &options.git {
-        git_shortcut(&git_api(), git).await;
+        );
+        git_shortcut(&api, git).await;
     }
     Ok(StartedServer {
         url,
@@ -371,9 +642,9 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         listener,
         state,
         tls_config,
-        control_plane,
-        scheduler,
-        git_sync,
+        controllers,
+        declared,
+        event_ttl: options.event_ttl,
     })
 }
 
@@ -385,16 +656,29 @@ impl StartedServer {
             listener,
             state,
             tls_config,
-            control_plane,
-            scheduler,
-            git_sync,
+            controllers,
+            declared,
+            event_ttl,
             ..
         } = self;
-        let app = router_with(state.clone(), git_sync.routes());
+        let routes = crate::cluster::controllers::gitsource::report::routes(declared);
+        let app = router_with(state.clone(), routes);
+        let expiry = tokio::spawn(crate::cluster::api::event_limits::expire(
+            state.clone(),
+            event_ttl,
+        ));
         serve(listener, app, state, tls_config, shutdown).await;
-        drop(git_sync);
-        drop(scheduler);
-        drop(control_plane);
+        expiry.abort();
+        match controllers {
+            Controllers::Always(running) => drop(running),
+            Controllers::Elected { stop, task } => {
+                // Stops the controllers, then gives the Lease up for the next master.
+                stop.send_replace(true);
+                if tokio::time::timeout(GRACE, task).await.is_err() {
+                    tracing::warn!("the leader election did not end within the grace period");
+                }
+            }
+        }
     }
 }
 
@@ -438,7 +722,8 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let acceptor = tls_config.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+    let limits = Arc::new(state.connections.limits.clone());
+    let mut refusals = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -446,33 +731,63 @@ async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    state.inflight.overload.mark();
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let connection = match state.connections.admit(peer.ip()) {
+            Ok(c) => c,
+            Err(why) => {
+                // Closed at once: the file goes back before the next accept.
+                drop(tcp);
+                state.inflight.overload.mark();
+                refusals.refused(peer, why);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
+        let limits = limits.clone();
+        let closing = state.closing.subscribe();
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+                    let stream = tokio::select! {
+                        done = handshake => done,
+                        () = connection.evicted() => return,
+                    };
+                    match stream {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, app, connection, &limits, closing).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                None => {
+                    // Plain HTTP: the first bytes must come within the handshake timeout.
+                    let first = tokio::time::timeout(limits.handshake_timeout, tcp.readable());
+                    let arrived = tokio::select! {
+                        done = first => done.is_ok(),
+                        () = connection.evicted() => false,
+                    };
+                    if !arrived {
+                        tracing::debug!(%peer, "no request before the handshake timeout");
                         return;
                     }
-                },
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
+                    serve_connection(tcp, app, connection, &limits, closing).await
                 }
             };
             if let Err(e) = result {
@@ -484,11 +799,116 @@ async fn serve(
     state.ready.store(false, Ordering::Relaxed);
     state.closing.send_replace(true);
     drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
+    if tokio::time::timeout(GRACE, state.connections.drained())
         .await
         .is_err()
     {
         tracing::warn!("some connections did not finish within the grace period");
+    }
+}
+
+/// Serves HTTP/1 or HTTP/2 on one admitted connection until the client closes it, it is
+/// idle for the idle timeout, or the server drains. Each request carries the
+/// [`Connection`] (authentication promotes it) and counts as open until its response body
+/// is done.
+async fn serve_connection<I>(
+    io: I,
+    app: axum::Router,
+    connection: Arc<Connection>,
+    limits: &ConnectionLimits,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Small write buffers: a client that does not read holds at most this much in hyper (and
+    // rustls' own 64 KiB), besides its watch buffer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_send_buf_size(64 * 1024);
+    let handle = connection.clone();
+    let service = tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        let open = handle.request_started();
+        request.extensions_mut().insert(handle.clone());
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await?;
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _open = &open;
+                    frame
+                }))
+            }))
+        }
+    });
+    let served =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(served);
+    let mut ending = false;
+    loop {
+        tokio::select! {
+            result = served.as_mut() => return result,
+            // Only a connection without a request is evicted: nothing to finish.
+            () = connection.evicted() => return Ok(()),
+            // A watcher that does not read: drop what is buffered for it.
+            () = connection.closed_by_server() => return Ok(()),
+            () = connection.idle_for(limits.idle_timeout), if !ending => {
+                ending = true;
+                served.as_mut().graceful_shutdown();
+            }
+            () = until_closing(&mut closing), if !ending => {
+                ending = true;
+                served.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Resolves once the server drains.
+async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let closed = *closing.borrow_and_update();
+        if closed {
+            return;
+        }
+        if closing.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Logs refused connections at most every 10 s, with how many since the last line: a flood
+/// must not flood the log too.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr, why: Refused) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            cap = why.as_str(),
+            refused = self.since,
+            "connections refused at a connection cap (see --max-connections, --max-connections-per-address)"
+        );
+        self.last = Some(std::time::Instant::now());
+        self.since = 0;
     }
 }
 

@@ -92,23 +92,48 @@ fn clean(path: &str) -> &str {
     if path == "." { "" } else { path }
 }
 
-/// The manifests at `path` (repository-relative; empty for the whole tree) of `root`. A
-/// folder holding a kustomization (the path itself, or one below it) is rendered from the
-/// tree's objects instead of read file by file.
+/// What a path of a tree holds, listed without reading the manifests' contents.
+#[derive(Debug)]
+pub enum TreeListing {
+    /// Nothing is at the path.
+    Missing,
+    /// A file, named explicitly, read whatever its extension.
+    File(Input),
+    /// A folder: each manifest file and each kustomization folder under it, sorted by path,
+    /// with an id that changes when what it declares may have changed: a file's blob id; for
+    /// a kustomization folder (rendered whole, from files it may read anywhere in the
+    /// repository) the id of the commit's root tree, which [`read_entries`] recognises.
+    Folder(Vec<(String, git2::Oid)>),
+}
+
+/// The manifests at `path` (repository-relative; empty for the whole tree) of `root`.
 pub fn read_tree(
     repo: &Repository,
     root: Tree<'_>,
     path: &str,
 ) -> Result<TreeManifests, TreeError> {
+    Ok(match list_tree(repo, root.clone(), path)? {
+        TreeListing::Missing => TreeManifests::Missing,
+        TreeListing::File(file) => TreeManifests::File(file),
+        TreeListing::Folder(entries) => {
+            TreeManifests::Folder(read_entries(repo, &root, entries)?)
+        }
+    })
+}
+
+/// The manifest files and kustomization folders at `path` of `root` with their ids, their
+/// contents not read: a caller that knows an entry already (git sync, between commits) reads
+/// only the others with [`read_entries`]. A folder holding a kustomization (the path itself,
+/// or one below it) is one entry, rendered whole, not read file by file.
+pub fn list_tree(repo: &Repository, root: Tree<'_>, path: &str) -> Result<TreeListing, TreeError> {
     let prefix = clean(path);
     let files = TreeFiles {
         repo,
         root: root.clone(),
     };
     if files.is_dir(prefix) && kustomization_in(&files, prefix).is_some() {
-        return Ok(TreeManifests::Folder(vec![Kustomized::render(
-            &files, prefix,
-        )]));
+        let name = if prefix.is_empty() { "." } else { prefix };
+        return Ok(TreeListing::Folder(vec![(name.to_string(), root.id())]));
     }
     let error = |path: &str| {
         let path = if path.is_empty() { "." } else { path }.to_string();
@@ -119,12 +144,12 @@ pub fn read_tree(
     } else {
         let entry = match root.get_path(Path::new(prefix)) {
             Ok(entry) => entry,
-            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(TreeManifests::Missing),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(TreeListing::Missing),
             Err(e) => return Err(error(prefix)(e)),
         };
         if entry.kind() != Some(ObjectType::Tree) {
             let blob = repo.find_blob(entry.id()).map_err(error(prefix))?;
-            return Ok(TreeManifests::File(Input::File {
+            return Ok(TreeListing::File(Input::File {
                 path: prefix.to_string(),
                 bytes: blob.content().to_vec(),
             }));
@@ -139,8 +164,8 @@ pub fn read_tree(
     } else {
         format!("{prefix}/")
     };
+    let root_id = files.root.id();
     let mut found: Vec<(String, git2::Oid)> = Vec::new();
-    let mut kustomizations: Vec<String> = Vec::new();
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name().unwrap_or("");
         if name.starts_with('.') {
@@ -152,7 +177,7 @@ pub fn read_tree(
                 .iter()
                 .any(|k| sub.get_name(k).is_some())
         {
-            kustomizations.push(format!("{base}{dir}{name}"));
+            found.push((format!("{base}{dir}{name}"), root_id));
             return TreeWalkResult::Skip;
         }
         if entry.kind() == Some(ObjectType::Blob)
@@ -165,28 +190,35 @@ pub fn read_tree(
     })
     .map_err(error(prefix))?;
     found.sort();
-    let mut inputs: Vec<(String, Input)> = found
+    Ok(TreeListing::Folder(found))
+}
+
+/// The contents of listed entries, as inputs named by their paths: a file's blob read, a
+/// kustomization folder (listed with the id of `root`) rendered from the tree.
+pub fn read_entries(
+    repo: &Repository,
+    root: &Tree<'_>,
+    entries: impl IntoIterator<Item = (String, git2::Oid)>,
+) -> Result<Vec<Input>, TreeError> {
+    let files = TreeFiles {
+        repo,
+        root: root.clone(),
+    };
+    entries
         .into_iter()
         .map(|(path, id)| {
-            let blob = repo.find_blob(id).map_err(error(&path))?;
-            Ok((
-                path.clone(),
-                Input::File {
+            if id == root.id() {
+                return Ok(Kustomized::render(&files, clean(&path)));
+            }
+            match repo.find_blob(id) {
+                Ok(blob) => Ok(Input::File {
                     bytes: blob.content().to_vec(),
                     path,
-                },
-            ))
+                }),
+                Err(source) => Err(TreeError { path, source }),
+            }
         })
-        .collect::<Result<_, TreeError>>()?;
-    inputs.extend(
-        kustomizations
-            .into_iter()
-            .map(|dir| (dir.clone(), Kustomized::render(&files, &dir))),
-    );
-    inputs.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(TreeManifests::Folder(
-        inputs.into_iter().map(|(_, input)| input).collect(),
-    ))
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// `berth gitsource sync` and by a forge's verified webhook call.
 pub const SYNC_REQUESTED_ANNOTATION: &str = "berth.dev/sync-requested-at";
 
+/// How many objects a GitSource's status (or one of its messages) names at most, so the
+/// object stays small (well under 64 KiB) whatever the size of the repository.
+pub const MAX_LISTED: usize = 50;
+
 /// A watched git repository: the manifests under `path` at `ref` are the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -85,16 +89,25 @@ pub struct GitSourceStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Objects applied from this source.
+    /// No longer written: the objects applied from a source are its ApplySet's members
+    /// (`berth gitsource inventory NAME` lists them by label). An old status's list is read
+    /// and dropped on the next status write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
+    /// How many objects the last applied commit holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<i64>,
+    /// How many objects differ from git; `drift` lists at most [`MAX_LISTED`] of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_count: Option<i64>,
     /// Healthy, Progressing, Degraded or Unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
     /// The `berth.dev/sync-requested-at` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_sync_request: Option<String>,
-    /// Fields of applied objects that differ from git (`Deployment default/web: spec.replicas`).
+    /// Fields of applied objects that differ from git (`Deployment default/web: spec.replicas`),
+    /// at most [`MAX_LISTED`] objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,
 }

@@ -6,6 +6,7 @@
 //! [`load_set`]; the API server checks each decoded object with [`validate_value`] and fills
 //! in [`defaults`].
 
+pub mod crd;
 pub mod defaults;
 pub mod diagnostic;
 pub mod git;
@@ -19,6 +20,7 @@ pub mod patch;
 pub mod quantity;
 pub mod report;
 pub mod schema;
+mod secret_types;
 mod semantic;
 pub mod set;
 pub mod validate;

@@ -136,6 +136,12 @@ pub fn committed_text(name: &str) -> Option<&'static str> {
 /// Adjusts schemars output to what the API server enforces. Walks schema objects only: the
 /// keys of a `properties` map are field names and are never treated as keywords.
 fn tighten(schema: &mut Value, def_name: Option<&str>) {
+    if def_name.is_some_and(|n| n.ends_with("apiextensions.v1.JSON")) {
+        // A CRD schema's `default`, `enum` member or `example`: any JSON value, where the
+        // Rust type (a wrapper of `serde_json::Value`) makes schemars say "object".
+        *schema = json!({});
+        return;
+    }
     let Some(obj) = schema.as_object_mut() else {
         return;
     };

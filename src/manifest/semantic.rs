@@ -68,7 +68,10 @@ pub(crate) fn check(report: &mut ObjectReport<'_>, kind: &KindInfo, value: &Valu
         }
         ("", "Service") => service(report, value),
         ("", "ConfigMap") => data_keys(report, value, &["data", "binaryData"]),
-        ("", "Secret") => data_keys(report, value, &["data", "stringData"]),
+        ("", "Secret") => {
+            data_keys(report, value, &["data", "stringData"]);
+            super::secret_types::check(report, value);
+        }
         _ => {}
     }
 }

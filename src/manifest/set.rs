@@ -11,10 +11,14 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::SourceFile;
+use super::crd::{self, Catalog, Definition};
 use super::diagnostic::{Problem, Severity, Summary, hide_secret_values};
 use super::load::{Input, Kustomized, LoadOptions, expand_inputs, load_bytes};
-use super::validate::{Checked, ValidateOptions, Verdict, check_object, mark_duplicates};
+use super::validate::{
+    Checked, ValidateOptions, Verdict, check_custom_object, check_object, is_custom,
+    mark_duplicates,
+};
+use super::{Object, SourceFile};
 
 /// How to load a set.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +52,9 @@ pub struct Loaded {
     pub path: String,
     /// The line of that file where it starts.
     pub line: usize,
+    /// The input it was loaded from: `path` itself, or the kustomization folder that rendered
+    /// it from `path` (what changes when any file the kustomization reads changes).
+    pub input: String,
 }
 
 /// What was found in one file (or one unreadable path).
@@ -117,54 +124,17 @@ impl SetReport {
     }
 }
 
-/// A rendered kustomization: one report for the folder, each object validated where it came
-/// from (its `path` and `line` are those of the file that holds it).
-fn load_kustomized(k: &Kustomized, options: SetOptions) -> (FileReport, Vec<Loaded>) {
-    let rendered = match &k.rendered {
-        Ok(rendered) => rendered,
-        Err(error) => {
-            let report = FileReport {
-                path: k.path.clone(),
-                file: None,
-                file_problems: vec![error.problem()],
-                objects: Vec::new(),
-            };
-            return (report, Vec::new());
-        }
-    };
-    let objects: Vec<_> = rendered.iter().map(|r| r.object()).collect();
-    let checked: Vec<Checked> = objects
-        .par_iter()
-        .map(|o| match options.validate {
-            Some(validate) => check_object(o, validate),
-            None => Checked::without_validation(o),
-        })
-        .collect();
-    let kept = if options.keep_objects {
-        rendered
-            .iter()
-            .zip(&checked)
-            .map(|(r, c)| Loaded {
-                path: r.file.path.clone(),
-                line: r.line,
-                value: r.value.clone(),
-                verdict: c.verdict,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let report = FileReport {
-        path: k.path.clone(),
-        file: None,
-        file_problems: Vec::new(),
-        objects: checked,
-    };
-    (report, kept)
+/// What loading one file set aside for the whole set: its custom resources (checked once every
+/// CustomResourceDefinition of the set is known) and its valid CustomResourceDefinitions, each
+/// with its index among the file's objects.
+#[derive(Default)]
+struct SetAside {
+    custom: Vec<(usize, Object)>,
+    definitions: Vec<(usize, Definition)>,
 }
 
 /// One input loaded: its report and, if kept, its objects.
-fn load_file(input: Input, options: SetOptions) -> (FileReport, Vec<Loaded>) {
+fn load_file(input: Input, options: SetOptions) -> (FileReport, Vec<Loaded>, SetAside) {
     if let Input::Kustomized(k) = &input {
         return load_kustomized(k, options);
     }
@@ -177,24 +147,81 @@ fn load_file(input: Input, options: SetOptions) -> (FileReport, Vec<Loaded>) {
                 file_problems: vec![error.problem()],
                 objects: Vec::new(),
             };
-            return (report, Vec::new());
+            return (report, Vec::new(), SetAside::default());
         }
     };
     let (file, objects, file_problems) = load_bytes(name, bytes, options.load);
+    let lines = objects.iter().map(|o| o.node.span.start.line).collect();
+    let report = FileReport {
+        path: file.path.clone(),
+        file: Some(file),
+        file_problems,
+        objects: Vec::new(),
+    };
+    check_objects(report, objects, lines, options)
+}
+
+/// A rendered kustomization: one report for the folder, each object validated where it came
+/// from (its `path` and `line` are those of the file that holds it).
+fn load_kustomized(k: &Kustomized, options: SetOptions) -> (FileReport, Vec<Loaded>, SetAside) {
+    let mut report = FileReport {
+        path: k.path.clone(),
+        file: None,
+        file_problems: Vec::new(),
+        objects: Vec::new(),
+    };
+    match &k.rendered {
+        Err(error) => {
+            report.file_problems.push(error.problem());
+            (report, Vec::new(), SetAside::default())
+        }
+        Ok(rendered) => {
+            let objects = rendered.iter().map(|r| r.object()).collect();
+            let lines = rendered.iter().map(|r| r.line).collect();
+            check_objects(report, objects, lines, options)
+        }
+    }
+}
+
+/// Validates the objects of one input (`lines[i]` is where object `i` starts), sets aside its
+/// custom resources and definitions for the whole set, and keeps the objects if asked to.
+fn check_objects(
+    mut report: FileReport,
+    objects: Vec<Object>,
+    lines: Vec<usize>,
+    options: SetOptions,
+) -> (FileReport, Vec<Loaded>, SetAside) {
     let checked: Vec<Checked> = objects
         .par_iter()
         .map(|o| match options.validate {
+            // Checked once the set's definitions are known.
+            Some(_) if is_custom(&o.value) => Checked::without_validation(o),
             Some(validate) => check_object(o, validate),
             None => Checked::without_validation(o),
         })
         .collect();
+    let mut aside = SetAside::default();
+    if options.validate.is_some() {
+        for (i, (object, check)) in objects.iter().zip(&checked).enumerate() {
+            if is_custom(&object.value) {
+                aside.custom.push((i, object.clone()));
+            } else if check.verdict == Verdict::Valid
+                && crd::is_definition(&object.value)
+                && let Ok(definition) = Definition::parse(&object.value)
+            {
+                aside.definitions.push((i, definition));
+            }
+        }
+    }
     let kept = if options.keep_objects {
         objects
             .into_iter()
+            .zip(lines)
             .zip(&checked)
-            .map(|(o, c)| Loaded {
+            .map(|((o, line), c)| Loaded {
                 path: o.file.path.clone(),
-                line: o.node.span.start.line,
+                line,
+                input: report.path.clone(),
                 value: o.value,
                 verdict: c.verdict,
             })
@@ -202,30 +229,62 @@ fn load_file(input: Input, options: SetOptions) -> (FileReport, Vec<Loaded>) {
     } else {
         Vec::new()
     };
-    let report = FileReport {
-        path: file.path.clone(),
-        file: Some(file),
-        file_problems,
-        objects: checked,
-    };
-    (report, kept)
+    report.objects = checked;
+    (report, kept, aside)
 }
 
 /// Loads every input (folders expanded, in parallel, input order kept) and, unless told not
 /// to, validates every object and checks that none is defined twice. The objects are only fit
 /// to use when the report has no error; a server takes only those not skipped
 /// ([`Loaded::to_send`]).
+///
+/// Custom resources are checked against the CustomResourceDefinitions of the set itself; see
+/// [`load_set_with`] to add definitions from elsewhere.
 pub fn load_set(inputs: Vec<Input>, options: SetOptions) -> (Vec<Loaded>, SetReport) {
+    load_set_with(inputs, options, &Catalog::default())
+}
+
+/// [`load_set`], checking custom resources against `definitions` (a `--crds` folder's) as well
+/// as against the CustomResourceDefinitions of the set.
+pub fn load_set_with(
+    inputs: Vec<Input>,
+    options: SetOptions,
+    definitions: &Catalog,
+) -> (Vec<Loaded>, SetReport) {
     let (files, expand_problems) = expand_inputs(inputs);
-    let loaded: Vec<(FileReport, Vec<Loaded>)> = files
+    let loaded: Vec<(FileReport, Vec<Loaded>, SetAside)> = files
         .into_par_iter()
         .map(|input| load_file(input, options))
         .collect();
     let mut report = SetReport::default();
     let mut objects = Vec::new();
-    for (file, file_objects) in loaded {
+    let mut aside = Vec::new();
+    for (file, file_objects, file_aside) in loaded {
         objects.extend(file_objects);
+        aside.push(file_aside);
         report.files.push(file);
+    }
+    if let Some(validate) = options.validate {
+        let mut catalog = definitions.clone();
+        for (file, set_aside) in report.files.iter_mut().zip(&mut aside) {
+            for (i, definition) in set_aside.definitions.drain(..) {
+                if let Err(why) = catalog.add(definition) {
+                    file.objects[i].refuse("crd", why);
+                }
+            }
+        }
+        let custom: Vec<(usize, usize, Object)> = aside
+            .into_iter()
+            .enumerate()
+            .flat_map(|(f, a)| a.custom.into_iter().map(move |(i, o)| (f, i, o)))
+            .collect();
+        let checked: Vec<(usize, usize, Checked)> = custom
+            .into_par_iter()
+            .map(|(f, i, o)| (f, i, check_custom_object(&o, validate, &catalog)))
+            .collect();
+        for (f, i, c) in checked {
+            report.files[f].objects[i] = c;
+        }
     }
     report
         .files
@@ -247,6 +306,39 @@ pub fn load_set(inputs: Vec<Input>, options: SetOptions) -> (Vec<Loaded>, SetRep
         }
     }
     (objects, report)
+}
+
+/// The CustomResourceDefinitions in `inputs` (a `--crds` folder), for [`load_set_with`], and
+/// the problems of those definitions and of the files holding them. Other objects in the
+/// folder are not checked.
+pub fn load_definitions(inputs: Vec<Input>) -> (Catalog, Vec<Problem>) {
+    let (objects, report) = load_set(inputs, SetOptions::keep(ValidateOptions::default()));
+    let mut catalog = Catalog::default();
+    let mut problems = Vec::new();
+    let mut checked = Vec::new();
+    for file in report.files {
+        problems.extend(file.file_problems);
+        checked.extend(file.objects);
+    }
+    // Kept objects and checked ones come in the same order.
+    for (object, check) in objects.iter().zip(checked) {
+        if !crd::is_definition(&object.value) {
+            continue;
+        }
+        problems.extend(check.problems.iter().cloned());
+        if object.verdict != Verdict::Valid {
+            continue;
+        }
+        let Ok(definition) = Definition::parse(&object.value) else {
+            continue;
+        };
+        if let Err(why) = catalog.add(definition) {
+            let mut check = check;
+            check.refuse("crd", why);
+            problems.extend(check.problems.pop());
+        }
+    }
+    (catalog, problems)
 }
 
 impl Loaded {

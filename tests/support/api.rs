@@ -244,14 +244,12 @@ impl Server {
 
     /// kubectl that must succeed; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            stdout(&out),
-            stderr(&out)
-        );
-        stdout(&out)
+        succeeded(args, self.kubectl(args))
+    }
+
+    /// kubectl reading `input` on stdin, that must succeed; returns stdout.
+    pub fn kubectl_ok_stdin(&self, args: &[&str], input: &str) -> String {
+        succeeded(args, self.kubectl_stdin(args, Some(input)))
     }
 
     /// An HTTPS client that trusts the server's CA (and only it); plain HTTP when the server
@@ -278,6 +276,20 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.process.as_ref().map(Process::id).unwrap_or(0)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        if let Some(process) = &self.process {
+            process.signal(signal);
+        }
+    }
+
+    /// SIGKILLs the server (a crashed master), keeping its data dir.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
     }
 
     /// Sends SIGTERM and waits up to 20 s (then kills); the exit status.
@@ -408,4 +420,15 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The stdout of a kubectl run that must have succeeded (else its output, in the failure).
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
 }

@@ -13,8 +13,8 @@ use kube::api::{ListParams, PostParams};
 
 use super::api::Server;
 use super::docker::{TEST_LABEL, TestScope};
-use super::eventually;
 use super::process::Process;
+use super::{accept, eventually};
 
 /// An admin client for `server`.
 pub async fn admin(server: &Server) -> kube::Client {
@@ -106,13 +106,59 @@ impl Agent {
 
     /// The agent's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(&self.metrics_url)
-            .await
-            .expect("metrics reachable")
-            .text()
-            .await
-            .expect("metrics text")
+        agent_metrics(&self.metrics_url).await
     }
+}
+
+/// The `/metrics` text of the agent at `url` (`berth agent` and `berth up` print it as
+/// `metrics on URL`).
+pub async fn agent_metrics(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of counter `name` (labels included, `x{kind="stopped"}`) in a `/metrics` text;
+/// fails when it is absent.
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("counter {name} missing: {metrics}"))
+}
+
+/// Waits for evidence that the agent at `url` has looked at everything since it started:
+/// the workers of `pods` pods finished their first pass (a new pod set up or a running one
+/// adopted), and two whole relists (every container compared with its pod) finished after
+/// that. Only then does "nothing was restarted" say something. Returns the metrics text.
+pub async fn wait_agent_looked(url: &str, pods: u64) -> String {
+    let taken_on = eventually(
+        &format!("the agent's workers to take on {pods} pods"),
+        Duration::from_secs(60),
+        || async {
+            let text = agent_metrics(url).await;
+            accept(text, |t| {
+                counter(t, "berth_agent_pods_taken_on_total") >= pods
+            })
+        },
+    )
+    .await;
+    let relists = counter(&taken_on, "berth_agent_relists_total");
+    eventually(
+        "two more relists of the agent",
+        Duration::from_secs(60),
+        || async {
+            let text = agent_metrics(url).await;
+            accept(text, |t| {
+                counter(t, "berth_agent_relists_total") >= relists + 2
+            })
+        },
+    )
+    .await
 }
 
 /// Creates a pod bound to `node` (as the scheduler's binding would leave it).
@@ -172,6 +218,21 @@ pub async fn pod_events(client: &kube::Client, name: &str) -> Vec<(String, Strin
         .filter(|e| e.involved_object.name.as_deref() == Some(name))
         .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
         .collect()
+}
+
+/// How many times an event with `reason` was recorded about pod `name`: the sum of the
+/// `count`s of its Events of that reason (a repeat bumps one Event's count).
+pub async fn event_count(client: &kube::Client, name: &str, reason: &str) -> i32 {
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    api.list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.count.unwrap_or(1))
+        .sum()
 }
 
 /// Waits until an event with `reason` (and a message containing `text`) is recorded.

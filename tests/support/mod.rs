@@ -10,6 +10,7 @@
 //! - [`up`]: the scope and the example images of the `berth up` tests.
 //! - [`apply`], [`cli`], [`workspace`]: running the real `berth` binary.
 //! - [`store`]: the store conformance suite and real etcd members.
+//! - `masters` (feature `etcd`): several `berth server` masters on a 3-member etcd.
 //! - [`process`]: a child process with its output lines, stopped with a signal.
 //! - [`golden`]: the one golden-file assertion; [`eventually`] here is the one wait.
 //!
@@ -29,6 +30,8 @@ pub mod control;
 pub mod docker;
 pub mod git;
 pub mod golden;
+#[cfg(feature = "etcd")]
+pub mod masters;
 pub mod process;
 pub mod services;
 pub mod store;

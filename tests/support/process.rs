@@ -104,22 +104,6 @@ impl Process {
         }
     }
 
-    /// The stdout lines that arrive within `wait`.
-    pub fn lines_within(&mut self, wait: Duration) -> Vec<String> {
-        let deadline = Instant::now() + wait;
-        let mut out = Vec::new();
-        while let Ok(line) = self
-            .stdout
-            .get_mut()
-            .expect("stdout")
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line.clone());
-            out.push(line);
-        }
-        out
-    }
-
     /// The stderr lines read so far (when stderr was piped); all of them once
     /// [`Process::wait_exit`] saw the process end.
     pub fn stderr_lines(&self) -> Vec<String> {

@@ -56,6 +56,12 @@ pub trait Admission {
     /// The served kind of an `apiVersion` and `kind`, if the server serves it.
     fn kind(&self, api_version: &str, kind: &str) -> Option<Kind>;
 
+    /// The `apiVersion` the server serves a kind of this `apiVersion`'s group as, when it
+    /// does not serve this one (for the refusal's help).
+    fn served_as(&self, _api_version: &str, _kind: &str) -> Option<String> {
+        None
+    }
+
     /// How the snapshot names an object (the API server: its store key). The snapshot's
     /// objects are ordered by it, and so are the pruned steps.
     fn key(&self, kind: Kind, namespace: Option<&str>, name: &str) -> String;
@@ -268,10 +274,14 @@ pub fn desired<A: Admission>(
             (text("/apiVersion"), text("/kind"), text("/metadata/name"));
         let what = format!("object #{index} ({kind} {name})");
         let Some(served) = admission.kind(api_version, kind) else {
+            let help = match admission.served_as(api_version, kind) {
+                Some(other) => format!("it serves {kind} as {other}: write that apiVersion"),
+                None => "see `kubectl api-resources`".to_string(),
+            };
             causes.push(Cause {
                 reason: "FieldValueNotSupported".into(),
                 message: format!(
-                    "{what}: this server does not serve {kind} of {api_version} (see `kubectl api-resources`)"
+                    "{what}: this server does not serve {kind} of {api_version} ({help})"
                 ),
                 field: "kind".into(),
             });
@@ -491,9 +501,12 @@ pub fn plan<A: Admission>(
                 new: None,
             });
         }
-        if let Err(refusal) =
-            applyset::check_prune(pruned.len(), members.len(), batch.allow_mass_delete)
-        {
+        // A delta's snapshot holds only the members it names: the whole is the caller's.
+        let whole = batch
+            .delta
+            .as_ref()
+            .map_or(members.len(), |d| d.members_before);
+        if let Err(refusal) = applyset::check_prune(pruned.len(), whole, batch.allow_mass_delete) {
             let would_go = pruned
                 .iter()
                 .map(|s| s.result(false).display_name())
@@ -516,12 +529,15 @@ pub fn plan<A: Admission>(
             .map(|(_, (v, _))| parent::member_identity(v))
             .collect()
     };
-    let member_values: Vec<Value> = steps
-        .iter()
-        .filter_map(|s| s.new.as_ref().or(s.live.as_ref().map(|(v, _)| v)))
-        .map(parent::member_identity)
-        .chain(kept)
-        .collect();
+    let member_values: Vec<Value> = match &batch.delta {
+        Some(delta) => delta.member_kinds.clone(),
+        None => steps
+            .iter()
+            .filter_map(|s| s.new.as_ref().or(s.live.as_ref().map(|(v, _)| v)))
+            .map(parent::member_identity)
+            .chain(kept)
+            .collect(),
+    };
     let writer = Writer {
         manager,
         api_version: SECRET.api_version,

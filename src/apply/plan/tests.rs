@@ -407,3 +407,67 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_delta_touches_only_what_it_names_and_the_guard_counts_the_whole_set() {
+    let mut server = FakeServer::default();
+    let names: Vec<String> = (0..10).map(|i| format!("cm-{i}")).collect();
+    let all = BatchRequest {
+        objects: names.iter().map(|n| config_map(n, "yes")).collect(),
+        prune: true,
+        ..BatchRequest::default()
+    };
+    let live = committed(
+        &run(&all, shop_exists(), &mut server).unwrap(),
+        shop_exists(),
+    );
+    // The executor reads only the objects a delta names: cm-0 (changed) and cm-9 (removed).
+    let named = |keys: &[&str]| Snapshot {
+        objects: live
+            .objects
+            .iter()
+            .filter(|(k, _)| keys.iter().any(|n| k.ends_with(&format!("/{n}"))))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ..live.clone()
+    };
+    let kinds =
+        vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": null}})];
+    let delta = BatchRequest {
+        objects: vec![config_map("cm-0", "changed")],
+        delta: Some(crate::apply::batch::Delta {
+            removed: vec![config_map("cm-9", "yes")],
+            members_before: 10,
+            member_kinds: kinds.clone(),
+        }),
+        ..all.clone()
+    };
+    let plan = run(&delta, named(&["cm-0", "cm-9"][..]), &mut server).unwrap();
+    assert_eq!(
+        outcomes(&plan),
+        [
+            ("cm-0".into(), Outcome::Configured),
+            ("cm-9".into(), Outcome::Pruned)
+        ],
+        "the eight others are neither read, written nor pruned"
+    );
+    assert_eq!(plan.parent.outcome, Outcome::Unchanged, "same kinds");
+
+    // Removing six of ten is held, though the snapshot holds only the six.
+    let six: Vec<&str> = ["cm-1", "cm-2", "cm-3", "cm-4", "cm-5", "cm-6"].into();
+    let mass = BatchRequest {
+        objects: Vec::new(),
+        delta: Some(crate::apply::batch::Delta {
+            removed: six.iter().map(|n| config_map(n, "yes")).collect(),
+            members_before: 10,
+            member_kinds: kinds,
+        }),
+        ..all
+    };
+    match run(&mass, named(&six[..]), &mut server) {
+        Err(PlanError::MassDelete { refusal, .. }) => {
+            assert_eq!((refusal.would_delete, refusal.members), (6, 10));
+        }
+        other => panic!("expected the mass-delete guard, got {other:?}"),
+    }
+}

@@ -41,6 +41,7 @@ pub(super) fn run(args: &DiffArgs) -> u8 {
             dry_run: true,
             force: false,
             field_manager: Some(FIELD_MANAGER.into()),
+            delta: None,
         };
         let response = match send(&connection.client, &namespace, &args.applyset, &request).await {
             Ok(r) => r,

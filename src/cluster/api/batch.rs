@@ -17,8 +17,11 @@
 //!
 //! With `dryRun` nothing is written and each result carries the would-be and the live object,
 //! which is what `berth diff -f` renders. Pruning a Namespace is refused (deleting one empties
-//! it; do that with an explicit delete). With the etcd backend, a set is limited by etcd's
-//! `--max-txn-ops` (128 by default): raise it for large sets.
+//! it; do that with an explicit delete). A [`Delta`] batch (git sync between commits, in process
+//! only) names every object it touches, so only those are read. With the etcd backend, a set is limited by etcd's
+//! `--max-txn-ops` (128 by default) and `--max-request-bytes` (1.5 MiB): etcd refuses a larger
+//! transaction whole, so nothing of the set is written, and the answer (413) names the flag
+//! to raise.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,12 +32,12 @@ use serde_json::{Value, json};
 
 use super::allocate::{self, Network, Taken};
 use super::auth::{Identity, admin_only};
-use super::resources::{RESOURCES, Resource, by_kind};
+use super::resources::{Resource, by_group_kind, by_kind};
 use super::status::{ApiError, Cause};
 use super::write;
 use super::{SharedState, json_response};
 use crate::apply::applyset::{self, MassDelete, ParentRef};
-use crate::apply::batch::{BatchRefusal, BatchRequest, BatchResponse, Outcome};
+use crate::apply::batch::{BatchRefusal, BatchRequest, BatchResponse, Delta, Outcome};
 use crate::apply::plan::{self, Admission, Desired, Kind, Plan, PlanError, Snapshot};
 use crate::apply::ssa::Writer;
 use crate::cluster::store::{Compare, Op, Txn};
@@ -116,6 +119,11 @@ impl Admission for ServerAdmission<'_> {
         })
     }
 
+    fn served_as(&self, api_version: &str, kind: &str) -> Option<String> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        by_group_kind(group, kind).map(|r| r.api_version.to_string())
+    }
+
     fn key(&self, kind: Kind, namespace: Option<&str>, name: &str) -> String {
         resource(kind).key(namespace, name)
     }
@@ -178,18 +186,33 @@ impl Admission for ServerAdmission<'_> {
 /// The served resource of a `Kind.group` (or `Kind`) as the group-kinds annotation lists it.
 fn resource_of_group_kind(group_kind: &str) -> Option<&'static Resource> {
     let (kind, group) = group_kind.split_once('.').unwrap_or((group_kind, ""));
-    RESOURCES
-        .iter()
-        .find(|r| r.kind == kind && r.group == group)
+    by_group_kind(group, kind)
 }
 
 /// Reads what the plan needs: the parent, every object of the kinds and namespaces the set
 /// holds or held (its parent's annotations say which), the Namespaces, and — for Services
 /// and Nodes — the addresses already taken.
+/// The served resource, namespace and name of a member a delta removes (its namespace
+/// defaulted to the parent's, as a batch's objects are); `None` for a kind no longer served.
+fn removed_identity(
+    object: &Value,
+    parent: &ParentRef,
+) -> Option<(&'static Resource, Option<String>, String)> {
+    let text = |p: &str| object.pointer(p).and_then(Value::as_str);
+    let r = by_kind(text("/apiVersion")?, text("/kind")?)?;
+    let ns = r.namespaced.then(|| {
+        text("/metadata/namespace")
+            .unwrap_or(&parent.namespace)
+            .to_string()
+    });
+    Some((r, ns, text("/metadata/name")?.to_string()))
+}
+
 async fn read_snapshot(
     state: &SharedState,
     desired: &[Desired],
     parent: &ParentRef,
+    delta: Option<&Delta>,
 ) -> Result<(Snapshot, Option<Taken>), ApiError> {
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
     let parent_live = state
@@ -222,12 +245,33 @@ async fn read_snapshot(
         }
     }
     let mut objects = BTreeMap::new();
-    for (api_version, kind, ns) in lists {
-        let r = by_kind(api_version, kind).expect("listed from the served resources");
-        let page = state.storage.list(r, ns.as_deref(), 0, None, None).await?;
-        for stored in page.items {
-            let object = stored.decode()?;
-            objects.insert(stored.key, (object, stored.mod_revision));
+    match delta {
+        // A delta names every object it may touch: read those, not the whole set.
+        Some(delta) => {
+            let named = desired
+                .iter()
+                .map(|d| (resource(d.kind), d.namespace.clone(), d.name.clone()))
+                .chain(
+                    delta
+                        .removed
+                        .iter()
+                        .filter_map(|o| removed_identity(o, parent)),
+                );
+            for (r, ns, name) in named {
+                if let Some(live) = state.storage.get(r, ns.as_deref(), &name).await? {
+                    objects.insert(r.key(ns.as_deref(), &name), live);
+                }
+            }
+        }
+        None => {
+            for (api_version, kind, ns) in lists {
+                let r = by_kind(api_version, kind).expect("listed from the served resources");
+                let page = state.storage.list(r, ns.as_deref(), 0, None, None).await?;
+                for stored in page.items {
+                    let object = stored.decode()?;
+                    objects.insert(stored.key, (object, stored.mod_revision));
+                }
+            }
         }
     }
     let page = state.storage.list(ns_resource, None, 0, None, None).await?;
@@ -268,10 +312,20 @@ fn transaction(state: &SharedState, plan: &Plan) -> Result<Txn, ApiError> {
         });
         match (&step.outcome, &step.new) {
             (Outcome::Pruned, _) => ops.push(Op::delete(key)),
-            (_, Some(new)) => ops.push(Op::put(
-                key,
-                state.storage.encode(resource(step.kind), new)?,
-            )),
+            (_, Some(new)) => {
+                let r = resource(step.kind);
+                let value = state.storage.encode_write(r, &key, new)?;
+                ops.push(Op::put(key, value));
+                // The addresses it takes are claimed in the same txn (see `allocate::claims`).
+                if allocate::allocates(r) {
+                    let old = step.live.as_ref().map(|(v, _)| v);
+                    let (who, keys) = allocate::new_claims(&state.config.network, r.kind, old, new);
+                    for claim in keys {
+                        compares.push(Compare::absent(claim.clone()));
+                        ops.push(Op::put(claim, who.clone().into_bytes()));
+                    }
+                }
+            }
             (_, None) => {}
         }
     }
@@ -380,7 +434,8 @@ async fn run(
             taken: None,
         };
         let desired = plan::desired(&batch.objects, &parent, &admission)?;
-        let (snapshot, taken) = read_snapshot(state, &desired, &parent).await?;
+        let (snapshot, taken) =
+            read_snapshot(state, &desired, &parent, batch.delta.as_ref()).await?;
         admission.taken = taken;
         let plan = plan::plan(
             &batch,
@@ -413,6 +468,18 @@ async fn run(
             .await
             .map_err(ApiError::from)?;
         if result.succeeded {
+            // Addresses the batch dropped (pruned Services and Nodes, ports given up) are
+            // released, as a single delete or update does.
+            for step in &plan.steps {
+                let r = resource(step.kind);
+                if let (true, Some((live, _))) = (allocate::allocates(r), &step.live) {
+                    let kept = match step.outcome {
+                        Outcome::Pruned => None,
+                        _ => Some(step.new.as_ref().unwrap_or(live)),
+                    };
+                    allocate::release(state, r, live, kept).await;
+                }
+            }
             tracing::info!(applyset = %id, revision = result.revision, objects = plan.steps.len(), "applied a batch");
             return Ok(respond(result.revision, &plan));
         }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::body::{self, Params};
 use super::handlers::{load, name};
-use super::resources::RESOURCES;
+use super::resources;
 use super::status::{self, ApiError};
 use super::storage::Written;
 use super::write::{self, meta, now};
@@ -131,6 +131,7 @@ pub(super) async fn delete(
             .await?
         {
             Some(_) => {
+                super::allocate::release(&state, r, &old, None).await;
                 return Ok(json_response(
                     StatusCode::OK,
                     &status::success_status(r, name(&t), uid),
@@ -228,7 +229,7 @@ async fn terminate_namespace(state: &SharedState, t: &Target, old: Value, rev: i
 
 /// Whether a namespace holds no object any more.
 async fn is_empty(state: &SharedState, ns: &str) -> Result<bool, ApiError> {
-    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+    for r in resources::all().iter().filter(|r| r.namespaced) {
         if !state
             .storage
             .list(r, Some(ns), 1, None, None)
@@ -249,11 +250,14 @@ pub(super) async fn delete_collection(state: SharedState, t: Target, params: Par
         let Some(n) = write::name_of(object) else {
             continue;
         };
-        if !params.dry_run {
-            state
+        if !params.dry_run
+            && state
                 .storage
                 .delete(r, t.namespace.as_deref(), n, list::revision_of(object))
-                .await?;
+                .await?
+                .is_some()
+        {
+            super::allocate::release(&state, r, object, None).await;
         }
     }
     Ok(json_response(

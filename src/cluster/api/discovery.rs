@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::resources::{RESOURCES, Resource, Subresource, group_versions};
+use super::resources::{self, Resource, Subresource, group_versions};
 use crate::manifest::kinds::KUBERNETES_VERSION;
 
 const VERBS: &[&str] = &[
@@ -35,13 +35,24 @@ pub fn core_versions() -> Value {
     })
 }
 
+/// Every group with the versions it serves, the preferred (GA before beta before alpha) first.
 pub fn groups() -> Value {
-    let groups: Vec<Value> = group_versions()
+    let mut by_group: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (g, v) in group_versions().into_iter().filter(|(g, _)| !g.is_empty()) {
+        match by_group.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, versions)) => versions.push(v),
+            None => by_group.push((g, vec![v])),
+        }
+    }
+    let groups: Vec<Value> = by_group
         .into_iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, mut versions)| {
+            versions.sort_by_key(|v| std::cmp::Reverse(resources::version_rank(v)));
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            json!({"name": g, "preferredVersion": versions[0], "versions": versions})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -86,9 +97,11 @@ fn subresource_entry(r: &Resource, sub: Subresource) -> Value {
 
 /// The APIResourceList of one group/version, or `None` if it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = RESOURCES
+    let all = resources::all();
+    let served: Vec<&Resource> = all
         .iter()
         .filter(|r| r.group == group && r.version == version)
+        .map(|r| &**r)
         .collect();
     if served.is_empty() {
         return None;
@@ -136,7 +149,8 @@ mod tests {
             .find(|r| r["name"] == "deployments/scale")
             .unwrap();
         assert_eq!(scale["group"], "autoscaling");
-        assert!(resource_list("batch", "v1").is_none());
+        assert!(resource_list("example.com", "v1").is_none());
+        assert!(resource_list("batch", "v1").is_some());
         let names: Vec<_> = groups()["groups"]
             .as_array()
             .unwrap()
@@ -144,5 +158,18 @@ mod tests {
             .map(|g| g["name"].as_str().unwrap().to_string())
             .collect();
         assert!(names.contains(&"apps".into()) && names.contains(&"berth.dev".into()));
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "each group is listed once");
+        let scheduling = groups()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "scheduling.k8s.io")
+            .cloned()
+            .unwrap();
+        assert_eq!(scheduling["preferredVersion"]["version"], "v1");
+        assert!(scheduling["versions"].as_array().unwrap().len() > 1);
     }
 }

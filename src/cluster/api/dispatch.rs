@@ -40,10 +40,28 @@ pub(crate) async fn dispatch(
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let outcome = match verb {
-        "watch" => watch::watch(state, t, params, super::table::wants_table(&headers)).await,
+        "watch" => {
+            let caller = parts
+                .extensions
+                .get::<std::sync::Arc<super::connections::Connection>>()
+                .map(|c| (identity.user(), c.clone()));
+            let table = super::table::wants_table(&headers);
+            watch::watch(state, t, params, table, caller).await
+        }
         "list" => list::list(state, t, params, &headers).await,
         "get" => handlers::get(state, t, &headers).await,
         _ => {
+            // Event writers over the network are rate-limited (the controllers are not).
+            if matches!(verb, "create" | "update" | "patch")
+                && let Some(c) = parts
+                    .extensions
+                    .get::<std::sync::Arc<super::connections::Connection>>()
+                && let Err(e) = state
+                    .event_rate
+                    .admit(t.resource, identity.user(), c.peer())
+            {
+                return (verb, Err(e));
+            }
             let bytes = match body::read_limited(body, state.config.max_body_bytes).await {
                 Ok(b) => b,
                 Err(e) => return (verb, Err(e)),

@@ -2,19 +2,27 @@
 //! Every stored value names the key that sealed it, so keys can rotate: new writes use the
 //! current key, old values stay readable until `berth server --rotate-encryption-key`
 //! re-encrypts them.
+//!
+//! Each value is bound to its storage key: the key (`/registry/secrets/NS/NAME`) is the
+//! AES-GCM associated data, so a ciphertext copied into another Secret's record does not
+//! open. Values of the first envelope version (v1, no associated data) are still read, and
+//! the server re-encrypts them at start.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-/// Stored values start with this, then the key id, `:`, the 12-byte nonce and the ciphertext.
+/// Values sealed before storage keys were bound (no associated data): read, never written.
 const PREFIX: &[u8] = b"berth:enc:aes256gcm:v1:";
+/// Stored values start with this, then the key id, `:`, the 12-byte nonce and the
+/// ciphertext, whose associated data is the storage key.
+const PREFIX_V2: &[u8] = b"berth:enc:aes256gcm:v2:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncryptionError {
@@ -151,16 +159,23 @@ impl KeyRing {
         id
     }
 
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    /// Seals `plaintext` stored under `storage_key` (the associated data) with the current key.
+    pub fn seal(&self, plaintext: &[u8], storage_key: &str) -> Vec<u8> {
         let key = &self.keys[&self.current];
         let cipher = Aes256Gcm::new_from_slice(key).expect("32-byte key");
         let mut nonce = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut nonce);
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: storage_key.as_bytes(),
+                },
+            )
             .expect("AES-GCM encryption does not fail for in-memory data");
-        let mut out = Vec::with_capacity(PREFIX.len() + self.current.len() + 13 + ct.len());
-        out.extend_from_slice(PREFIX);
+        let mut out = Vec::with_capacity(PREFIX_V2.len() + self.current.len() + 13 + ct.len());
+        out.extend_from_slice(PREFIX_V2);
         out.extend_from_slice(self.current.as_bytes());
         out.push(b':');
         out.extend_from_slice(&nonce);
@@ -168,16 +183,31 @@ impl KeyRing {
         out
     }
 
+    /// The envelope's version prefix and the rest, if the value is sealed.
+    fn envelope(stored: &[u8]) -> Option<(bool, &[u8])> {
+        if let Some(rest) = stored.strip_prefix(PREFIX_V2) {
+            return Some((true, rest));
+        }
+        stored.strip_prefix(PREFIX).map(|rest| (false, rest))
+    }
+
     /// Whether a stored value is sealed, and with which key.
     pub fn key_id_of(stored: &[u8]) -> Option<&str> {
-        let rest = stored.strip_prefix(PREFIX)?;
+        let (_, rest) = Self::envelope(stored)?;
         let colon = rest.iter().position(|&b| b == b':')?;
         std::str::from_utf8(&rest[..colon]).ok()
     }
 
-    /// Opens a sealed value; values written before encryption (plain JSON) pass through.
-    pub fn open(&self, stored: &[u8]) -> Result<Vec<u8>, EncryptionError> {
-        let Some(rest) = stored.strip_prefix(PREFIX) else {
+    /// Whether a stored value is sealed as [`KeyRing::seal`] seals today: the current key,
+    /// bound to its storage key. Anything else is re-encrypted at start.
+    pub fn is_current(&self, stored: &[u8]) -> bool {
+        stored.starts_with(PREFIX_V2) && Self::key_id_of(stored) == Some(self.current.as_str())
+    }
+
+    /// Opens a sealed value stored under `storage_key`; values written before encryption
+    /// (plain JSON) pass through.
+    pub fn open(&self, stored: &[u8], storage_key: &str) -> Result<Vec<u8>, EncryptionError> {
+        let Some((bound, rest)) = Self::envelope(stored) else {
             return Ok(stored.to_vec());
         };
         let colon = rest
@@ -196,9 +226,27 @@ impl KeyRing {
                 key_id: key_id.into(),
             })?;
         let cipher = Aes256Gcm::new_from_slice(key).expect("32-byte key");
+        let aad: &[u8] = if bound { storage_key.as_bytes() } else { b"" };
         cipher
-            .decrypt(Nonce::from_slice(&body[..12]), &body[12..])
+            .decrypt(
+                Nonce::from_slice(&body[..12]),
+                Payload {
+                    msg: &body[12..],
+                    aad,
+                },
+            )
             .map_err(|_| EncryptionError::Decrypt)
+    }
+
+    /// A v1 envelope (no associated data), as servers before storage-key binding wrote.
+    #[cfg(test)]
+    pub fn seal_v1(&self, plaintext: &[u8]) -> Vec<u8> {
+        let cipher = Aes256Gcm::new_from_slice(&self.keys[&self.current]).expect("32-byte key");
+        let nonce = [7u8; 12];
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .expect("encrypts");
+        [PREFIX, self.current.as_bytes(), b":", &nonce, &ct].concat()
     }
 }
 
@@ -210,18 +258,46 @@ mod tests {
     fn sealed_values_hide_the_plaintext_and_survive_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("encryption.json");
+        let key = "/registry/secrets/default/db";
         let mut ring = KeyRing::load_or_create(&path).unwrap();
-        let sealed = ring.seal(b"hunter2-password");
+        let sealed = ring.seal(b"hunter2-password", key);
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(KeyRing::key_id_of(&sealed), Some("key1"));
+        assert!(ring.is_current(&sealed));
         ring.rotate();
         ring.save(&path).unwrap();
         let ring = KeyRing::load_or_create(&path).unwrap();
         assert_eq!(ring.current_key_id(), "key2");
-        assert_eq!(ring.open(&sealed).unwrap(), b"hunter2-password");
-        assert_eq!(KeyRing::key_id_of(&ring.seal(b"x")), Some("key2"));
-        assert_eq!(ring.open(b"{\"plain\":1}").unwrap(), b"{\"plain\":1}");
+        assert!(
+            !ring.is_current(&sealed),
+            "an old key's value is re-encrypted"
+        );
+        assert_eq!(ring.open(&sealed, key).unwrap(), b"hunter2-password");
+        assert_eq!(KeyRing::key_id_of(&ring.seal(b"x", key)), Some("key2"));
+        assert_eq!(ring.open(b"{\"plain\":1}", key).unwrap(), b"{\"plain\":1}");
         let other = KeyRing::generate();
-        assert!(matches!(other.open(&sealed), Err(EncryptionError::Decrypt)));
+        assert!(matches!(
+            other.open(&sealed, key),
+            Err(EncryptionError::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn a_ciphertext_opens_only_under_its_own_storage_key() {
+        let ring = KeyRing::generate();
+        let sealed = ring.seal(b"{\"data\":1}", "/registry/secrets/default/db");
+        assert!(matches!(
+            ring.open(&sealed, "/registry/secrets/default/web"),
+            Err(EncryptionError::Decrypt)
+        ));
+        let old = ring.seal_v1(b"{\"data\":2}");
+        assert_eq!(
+            ring.open(&old, "/registry/secrets/x/y").unwrap(),
+            b"{\"data\":2}"
+        );
+        assert!(
+            !ring.is_current(&old),
+            "a v1 value is re-encrypted at start"
+        );
     }
 }

@@ -44,11 +44,17 @@ pub(super) async fn load(state: &SharedState, t: &Target) -> Result<(Value, i64)
         .ok_or_else(|| ApiError::not_found(t.resource, name(t)))
 }
 
-/// `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
+/// `autoscaling/v1` Scale view of a Deployment, ReplicaSet, StatefulSet or
+/// ReplicationController (whose selector is a plain map of labels).
 fn scale_of(object: &Value) -> Value {
     let m = &object["metadata"];
     let selector = object
         .pointer("/spec/selector/matchLabels")
+        .or_else(|| {
+            object
+                .pointer("/spec/selector")
+                .filter(|s| s.get("matchLabels").is_none() && s.get("matchExpressions").is_none())
+        })
         .and_then(Value::as_object)
         .map(|l| {
             l.iter()
@@ -155,7 +161,7 @@ pub(super) async fn create(
         })?
         .to_string();
     namespace_exists(&state, r, ns).await?;
-    let _held = super::allocate::reserve(&state, r, None, &mut object).await?;
+    let _held = super::allocate::reserve(&state, r, None, &mut object, params.dry_run).await?;
     if params.dry_run {
         return Ok(json_response(StatusCode::CREATED, &object));
     }
@@ -270,11 +276,22 @@ async fn write_over(
         return Ok(json_response(StatusCode::OK, &render(t, &old)));
     };
     let _held = match t.sub {
-        None => super::allocate::reserve(state, r, Some(&old), &mut new).await?,
+        None => super::allocate::reserve(state, r, Some(&old), &mut new, params.dry_run).await?,
         Some(_) => None,
     };
+    let gone = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
     match commit(state, t, new, rev, params.dry_run).await? {
-        Some(stored) => Ok(json_response(StatusCode::OK, &render(t, &stored))),
+        Some(stored) => {
+            if !params.dry_run {
+                let kept = (!gone).then_some(&stored);
+                super::allocate::release(state, r, &old, kept).await;
+            }
+            Ok(json_response(StatusCode::OK, &render(t, &stored)))
+        }
         None => Err(ApiError::stale(r, name(t))),
     }
 }
@@ -403,7 +420,7 @@ async fn apply_create(state: &SharedState, t: &Target, params: &Params, body: Va
         false,
     )?;
     namespace_exists(state, r, t.namespace.as_deref()).await?;
-    let _held = super::allocate::reserve(state, r, None, &mut object).await?;
+    let _held = super::allocate::reserve(state, r, None, &mut object, params.dry_run).await?;
     if params.dry_run {
         return Ok(json_response(StatusCode::CREATED, &object));
     }

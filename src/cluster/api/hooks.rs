@@ -7,6 +7,15 @@
 //! A verified call only stamps the source's `berth.dev/sync-requested-at` annotation, written
 //! through storage as a merge patch would be; the sync controller notices and fetches, as
 //! `berth gitsource sync` would make it do.
+//!
+//! Hygiene: a delivery id seen in the last [`REPLAY_WINDOW`] (`X-GitHub-Delivery`,
+//! `X-Gitlab-Event-UUID`) is answered 200 without a second sync request; an unknown source
+//! or a source without a secret costs the same reads and the same HMAC as a known one, so
+//! timing does not tell which sources exist; refusals are logged at most every 10 s.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -34,6 +43,78 @@ const FIELD_MANAGER: &str = "berth-webhook";
 const ATTEMPTS: usize = 8;
 /// Larger push payloads are refused (GitHub caps them at 25 MB; pushes are far smaller).
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// How long a delivery id is remembered.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(3600);
+/// At most this many delivery ids are remembered (the oldest are forgotten first).
+const REMEMBERED: usize = 10_000;
+/// The Secret name read when a source has none, so the work is the same.
+const NO_SECRET: &str = "berth-webhook-secret-absent";
+
+/// Delivery ids of verified webhook calls, per source, for [`REPLAY_WINDOW`].
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    seen: Mutex<(HashMap<String, Instant>, VecDeque<String>)>,
+}
+
+impl Deliveries {
+    /// Records `id` of `source`; false if it was seen within the window (a replay).
+    pub fn first_time(&self, source: &str, id: &str) -> bool {
+        let key = format!("{source}\n{id}");
+        let mut guard = self.seen.lock().expect("deliveries lock");
+        let (seen, order) = &mut *guard;
+        while let Some(oldest) = order.front() {
+            let expired = seen.get(oldest).is_none_or(|t| t.elapsed() > REPLAY_WINDOW);
+            if !expired && order.len() < REMEMBERED {
+                break;
+            }
+            let oldest = order.pop_front().expect("a front");
+            seen.remove(&oldest);
+        }
+        if seen.get(&key).is_some_and(|t| t.elapsed() <= REPLAY_WINDOW) {
+            return false;
+        }
+        seen.insert(key.clone(), Instant::now());
+        order.push_back(key);
+        true
+    }
+
+    /// Forgets `id` of `source` (its sync request failed: a redelivery must be served).
+    pub fn forget(&self, source: &str, id: &str) {
+        let mut guard = self.seen.lock().expect("deliveries lock");
+        guard.0.remove(&format!("{source}\n{id}"));
+    }
+}
+
+/// The delivery id a forge sends with each call, if any.
+fn delivery_id(headers: &HeaderMap) -> Option<&str> {
+    ["x-github-delivery", "x-gitlab-event-uuid"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+}
+
+/// Logs refused calls at most every 10 s, with how many were refused since the last line.
+static REFUSALS: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+
+fn log_refusal(namespace: &str, name: &str) {
+    let Ok(mut guard) = REFUSALS.lock() else {
+        return;
+    };
+    let (last, since) = &mut *guard;
+    *since += 1;
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+        return;
+    }
+    tracing::info!(
+        namespace,
+        name,
+        refused = *since,
+        "webhook calls refused (bad or missing signature, or no such source); logged at most every 10 s"
+    );
+    *last = Some(Instant::now());
+    *since = 0;
+}
 
 /// Whether a path is a webhook's, which authenticates by signature instead of a token.
 pub fn is_hook_path(path: &str) -> bool {
@@ -85,42 +166,58 @@ pub(super) async fn git_push(
     }
     let sources = by_kind("berth.dev/v1", "GitSource").expect("gitsources are served");
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
-    // Every refusal before the signature is checked is the same 401, so the endpoint does not
-    // tell strangers which sources exist.
+    // Every refusal is the same 401 after the same work (a source read, a Secret read, an
+    // HMAC), so neither the answer nor its timing tells strangers which sources exist.
     let source = match state.storage.get(sources, Some(&namespace), &name).await {
-        Ok(Some((source, _))) => source,
-        Ok(None) => return unauthorized(),
+        Ok(found) => found.map(|(source, _)| source),
         Err(e) => return e.into_response(),
     };
-    let Some(secret_name) = source
-        .pointer("/spec/webhookSecretRef/name")
+    let secret_name = source
+        .as_ref()
+        .and_then(|s| s.pointer("/spec/webhookSecretRef/name"))
         .and_then(Value::as_str)
-    else {
-        return unauthorized();
-    };
+        .unwrap_or(NO_SECRET);
     let secret = match state
         .storage
         .get(secrets, Some(&namespace), secret_name)
         .await
     {
-        Ok(Some((secret, _))) => secret,
-        Ok(None) => return unauthorized(),
+        Ok(found) => found.map(|(secret, _)| secret),
         Err(e) => return e.into_response(),
     };
-    let Some(shared) = secret
-        .pointer(&format!("/data/{WEBHOOK_SECRET_KEY}"))
+    let shared = secret
+        .as_ref()
+        .and_then(|s| s.pointer(&format!("/data/{WEBHOOK_SECRET_KEY}")))
         .and_then(Value::as_str)
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-    else {
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+    let known = source.is_some() && shared.is_some();
+    // Without a secret, check against a throwaway one: the same HMAC, always refused.
+    let verified = verify(
+        &headers,
+        &body,
+        shared.as_deref().unwrap_or(b"berth: no webhook secret"),
+    ) && known;
+    if !verified {
+        log_refusal(&namespace, &name);
         return unauthorized();
-    };
-    if !verify(&headers, &body, &shared) {
-        tracing::info!(
+    }
+    if let Some(id) = delivery_id(&headers)
+        && !state
+            .hook_deliveries
+            .first_time(&format!("{namespace}/{name}"), id)
+    {
+        tracing::debug!(
             namespace,
             name,
-            "webhook call refused: bad or missing signature"
+            id,
+            "webhook delivery replayed: already handled"
         );
-        return unauthorized();
+        return json_response(
+            StatusCode::OK,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Success", "code": 200,
+                "message": format!("delivery {id} was already handled; no new sync requested")}),
+        );
     }
     // Nanoseconds: two pushes within one second must still be two different requests, or
     // the second one would look handled already and wait for the next poll.
@@ -135,7 +232,14 @@ pub(super) async fn git_push(
                     "message": format!("sync of GitSource {namespace}/{name} requested")}),
             )
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if let Some(id) = delivery_id(&headers) {
+                state
+                    .hook_deliveries
+                    .forget(&format!("{namespace}/{name}"), id);
+            }
+            e.into_response()
+        }
     }
 }
 
@@ -200,6 +304,19 @@ mod tests {
         assert!(verify(&headers, body, secret));
         assert!(!verify(&headers, b"Hello, World?", secret));
         assert!(!verify(&headers, body, b"another secret"));
+    }
+
+    #[test]
+    fn a_delivery_id_counts_once_per_source() {
+        let d = Deliveries::default();
+        assert!(d.first_time("default/app", "72d3162e"));
+        assert!(!d.first_time("default/app", "72d3162e"));
+        assert!(d.first_time("default/other", "72d3162e"));
+        assert!(d.first_time("default/app", "another"));
+        let mut headers = HeaderMap::new();
+        assert_eq!(delivery_id(&headers), None);
+        headers.insert("x-gitlab-event-uuid", "u-1".parse().unwrap());
+        assert_eq!(delivery_id(&headers), Some("u-1"));
     }
 
     #[test]

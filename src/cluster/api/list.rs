@@ -47,7 +47,7 @@ pub(crate) fn revision_of(object: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-fn encode_continue(revision: i64, key: &str) -> String {
+pub(crate) fn encode_continue(revision: i64, key: &str) -> String {
     B64.encode(json!({"rv": revision, "start": key}).to_string())
 }
 

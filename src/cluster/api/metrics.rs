@@ -25,6 +25,9 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
     watches: AtomicI64,
     watch_events: AtomicI64,
+    /// 1 while the node lifecycle holds back evictions (too many nodes unreachable at once,
+    /// or the master overloaded).
+    pub eviction_paused: AtomicI64,
 }
 
 /// Decrements the open-watch gauge when the watch ends, however it ends.
@@ -118,10 +121,23 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP berth_node_eviction_paused 1 while no node is tainted for eviction because too many are unreachable at once or the master was overloaded.\n# TYPE berth_node_eviction_paused gauge\nberth_node_eviction_paused {}",
+            self.eviction_paused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
             "# HELP berth_store_revision The store's latest revision.\n# TYPE berth_store_revision gauge\nberth_store_revision {store_revision}"
         );
         out
     }
+}
+
+/// Kubernetes' leader-election gauge for the controllers' lease.
+pub fn leader_gauge(leading: u8) -> String {
+    format!(
+        "# HELP leader_election_master_status Whether this master holds the controllers' lease (1) or not (0).\n# TYPE leader_election_master_status gauge\nleader_election_master_status{{name=\"{}\"}} {leading}\n",
+        crate::cluster::api::leadership::LEASE_NAME
+    )
 }
 
 #[cfg(test)]

@@ -12,12 +12,17 @@ pub mod auth;
 mod batch;
 pub mod binding;
 mod body;
+pub mod connections;
 mod delete;
 pub mod discovery;
 mod dispatch;
 pub mod encryption;
+pub mod event_limits;
 mod handlers;
 pub mod hooks;
+pub mod identity;
+pub mod inflight;
+pub mod leadership;
 mod list;
 pub mod metrics;
 pub mod openapi;
@@ -31,6 +36,7 @@ pub mod storage;
 pub mod table;
 pub mod tls;
 mod watch;
+pub mod watch_buffer;
 mod write;
 
 pub use batch::apply_in_process;
@@ -48,6 +54,8 @@ use axum::routing::{any, get, post};
 use serde_json::Value;
 
 use self::auth::Identity;
+use self::connections::{ConnectionLimits, Connections};
+use self::inflight::{Inflight, InflightLimits};
 use self::metrics::Metrics;
 use self::resources::{Resource, Subresource};
 use self::status::ApiError;
@@ -64,15 +72,31 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Pod, Service and NodePort ranges the API allocates from.
     pub network: allocate::Network,
+    /// Caps and timeouts of client connections.
+    pub connections: ConnectionLimits,
+    /// Concurrent read-only and mutating requests.
+    pub inflight: InflightLimits,
+    /// Bytes of events buffered per watcher before it must wait for the client.
+    pub watch_buffer_bytes: usize,
+    /// Open watches per identity (admin, agent) over the network.
+    pub max_watches_per_identity: usize,
 }
+
+/// The largest object the API stores, and the largest body of a request that writes one
+/// (Kubernetes' limit, from etcd's request size): 1.5 MiB.
+pub const MAX_OBJECT_BYTES: usize = 3 * 512 * 1024;
 
 impl ApiConfig {
     pub fn new(tokens: Tokens) -> ApiConfig {
         ApiConfig {
             tokens,
             bookmark_interval: Duration::from_secs(30),
-            max_body_bytes: 3 * 1024 * 1024,
+            max_body_bytes: MAX_OBJECT_BYTES,
             network: allocate::Network::default(),
+            connections: ConnectionLimits::default(),
+            inflight: InflightLimits::default(),
+            watch_buffer_bytes: 128 * 1024,
+            max_watches_per_identity: 2_000,
         }
     }
 }
@@ -88,17 +112,35 @@ pub struct ApiState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// Serializes ClusterIP, NodePort and pod CIDR allocations.
     pub allocations: allocate::Allocations,
+    /// Whether this master's controllers may write (several masters elect one).
+    pub leadership: leadership::Leadership,
+    /// Open client connections (the server's accept loop admits them).
+    pub connections: Arc<Connections>,
+    /// Concurrent requests, and when the server last refused one.
+    pub inflight: Inflight,
+    /// Open watches per identity.
+    pub watch_counts: watch::WatchCounts,
+    /// Webhook delivery ids already handled.
+    pub hook_deliveries: hooks::Deliveries,
+    /// Event writes per writer.
+    pub event_rate: event_limits::EventRate,
 }
 
 impl ApiState {
     pub fn new(storage: Storage, config: ApiConfig) -> Arc<ApiState> {
         Arc::new(ApiState {
             storage,
+            connections: Connections::new(config.connections.clone()),
+            inflight: Inflight::new(config.inflight),
+            watch_counts: watch::WatchCounts::default(),
+            hook_deliveries: hooks::Deliveries::default(),
+            event_rate: event_limits::EventRate::default(),
             config,
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),
             closing: tokio::sync::watch::Sender::new(false),
             allocations: allocate::Allocations::default(),
+            leadership: leadership::Leadership::default(),
         })
     }
 }
@@ -221,7 +263,20 @@ async fn livez() -> Response {
 
 async fn metrics_text(State(state): State<SharedState>) -> Response {
     let rev = state.storage.store.current_revision().await.unwrap_or(-1);
-    let mut resp = state.metrics.render(rev).into_response();
+    let mut text = state.metrics.render(rev);
+    if let Some(leading) = state.leadership.gauge() {
+        text.push_str(&metrics::leader_gauge(leading));
+    }
+    let (anonymous, authenticated) = state.connections.open();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        text,
+        "# HELP berth_connections Open client connections by whether a request on them authenticated.\n# TYPE berth_connections gauge\nberth_connections{{authenticated=\"false\"}} {anonymous}\nberth_connections{{authenticated=\"true\"}} {authenticated}\n# HELP berth_connections_refused_total Connections closed at once at a connection cap.\n# TYPE berth_connections_refused_total counter\nberth_connections_refused_total {}\n# HELP berth_connections_evicted_total Connections without a request closed to make room for a new one at the cap.\n# TYPE berth_connections_evicted_total counter\nberth_connections_evicted_total {}\n# HELP apiserver_dropped_requests_total Requests refused with 429 at an inflight limit.\n# TYPE apiserver_dropped_requests_total counter\napiserver_dropped_requests_total {}",
+        state.connections.refused(),
+        state.connections.evicted(),
+        state.inflight.rejected()
+    );
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -320,7 +375,8 @@ async fn resource(
     response
 }
 
-/// Authenticates (all but the public health and version paths) and records metrics.
+/// Authenticates (all but the public health and version paths), applies the inflight
+/// limits and records metrics.
 async fn authenticate_and_observe(
     State(state): State<SharedState>,
     mut request: Request,
@@ -331,10 +387,18 @@ async fn authenticate_and_observe(
         request.uri().path(),
         "/version" | "/healthz" | "/livez" | "/readyz"
     ) || hooks::is_hook_path(request.uri().path());
+    // Requests of the in-process controllers come without a connection.
+    let connection = request
+        .extensions()
+        .get::<Arc<connections::Connection>>()
+        .cloned();
     if !public {
         match auth::authenticate(&state.config.tokens, request.headers()) {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
+                if let Some(c) = &connection {
+                    c.authenticated();
+                }
             }
             Err(e) => {
                 state
@@ -356,6 +420,21 @@ async fn authenticate_and_observe(
         }
     }
     let method = request.method().clone();
+    let _permit = match &connection {
+        None => None,
+        Some(_) => {
+            let class = inflight::Class::of(&method, request.uri().path(), request.uri().query());
+            let reserved = request.extensions().get::<Identity>() == Some(&Identity::Agent);
+            match state.inflight.admit(class, reserved) {
+                Ok(permit) => permit,
+                Err(e) => {
+                    let code = e.code().as_u16();
+                    state.metrics.observe("other", "", code, start.elapsed());
+                    return e.into_response();
+                }
+            }
+        }
+    };
     let response = next.run(request).await;
     let code = response.status().as_u16();
     match response.extensions().get::<Observed>() {
@@ -451,6 +530,8 @@ mod tests {
         assert!(t.namespace.is_none() && t.name.is_none());
         assert!(parse_target("api", "/v1/pods/web").is_err());
         assert!(parse_target("apis", "/apps/v1/namespaces/x/deployments/web/binding").is_err());
-        assert!(parse_target("apis", "/batch/v1/jobs").is_err());
+        assert!(parse_target("apis", "/batch/v1/widgets").is_err());
+        let t = parse_target("apis", "/batch/v1/namespaces/shop/jobs/nightly/status").unwrap();
+        assert_eq!((t.resource.kind, t.sub), ("Job", Some(Subresource::Status)));
     }
 }

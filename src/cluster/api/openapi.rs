@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use serde_json::{Map, Value, json};
 
-use super::resources::{RESOURCES, Resource};
+use super::resources::{self, Resource};
 use crate::manifest::kinds;
 
 const GO_FIELDS: &str = include_str!("../../../proto/go-fields.txt");
@@ -37,15 +37,19 @@ pub struct CustomKind {
 }
 
 static CUSTOM: RwLock<Vec<CustomKind>> = RwLock::new(Vec::new());
-/// Serialized documents by path (`v2`, `v3`, `v3/apis/apps/v1`).
-static CACHE: LazyLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = LazyLock::new(Default::default);
+/// Serialized documents by path (`v2`, `v3`, `v3/apis/apps/v1`), built at the resource
+/// registry's generation they are kept with.
+static CACHE: LazyLock<Mutex<Documents>> = LazyLock::new(Default::default);
+
+/// The registry generation and the documents built at it.
+type Documents = (u64, HashMap<String, Arc<Vec<u8>>>);
 
 /// Replaces the custom kinds the documents describe (all of them, each time CRDs change).
 pub fn set_custom_kinds(custom: Vec<CustomKind>) {
     let mut current = CUSTOM.write().unwrap_or_else(|e| e.into_inner());
     if *current != custom {
         *current = custom;
-        CACHE.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        CACHE.lock().unwrap_or_else(|e| e.into_inner()).1.clear();
     }
 }
 
@@ -68,9 +72,9 @@ struct Described {
 }
 
 fn served() -> Vec<Described> {
-    let mut out: Vec<Described> = RESOURCES
+    let mut out: Vec<Described> = resources::all()
         .iter()
-        .map(|r: &Resource| Described {
+        .map(|r: &&Resource| Described {
             group: r.group.into(),
             version: r.version.into(),
             kind: r.kind.into(),
@@ -308,14 +312,21 @@ fn serialize(v: &Value) -> Arc<Vec<u8>> {
 }
 
 fn cached(key: &str, build: impl FnOnce() -> Option<Value>) -> Option<Arc<Vec<u8>>> {
-    if let Some(hit) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
-        return Some(hit.clone());
+    let generation = resources::generation();
+    {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != generation {
+            *cache = (generation, HashMap::new());
+        }
+        if let Some(hit) = cache.1.get(key) {
+            return Some(hit.clone());
+        }
     }
     let doc = serialize(&build()?);
-    CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.to_string(), doc.clone());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.0 == generation {
+        cache.1.insert(key.to_string(), doc.clone());
+    }
     Some(doc)
 }
 
@@ -352,7 +363,7 @@ pub fn index() -> Value {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         env!("CARGO_PKG_VERSION").hash(&mut h);
-        for r in RESOURCES.iter() {
+        for r in resources::all().iter() {
             (r.api_version, r.kind).hash(&mut h);
         }
         for c in CUSTOM.read().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -408,7 +419,11 @@ mod tests {
     fn every_served_kind_has_a_schema_named_as_kubernetes_names_it() {
         let v2 = parse(&v2());
         let defs = v2["definitions"].as_object().unwrap();
-        for r in RESOURCES.iter() {
+        // Resources a concurrent test adds to the registry at runtime have no built-in schema.
+        for r in resources::all()
+            .iter()
+            .filter(|r| kinds::find(r.api_version, r.kind).is_some())
+        {
             let found = defs.values().any(|d| {
                 d["x-kubernetes-group-version-kind"][0]["kind"] == r.kind
                     && d["x-kubernetes-group-version-kind"][0]["group"] == r.group
@@ -451,7 +466,8 @@ mod tests {
         );
         assert!(doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"].is_object());
         assert!(
-            document("apis/batch/v1").is_none() || RESOURCES.iter().any(|r| r.group == "batch")
+            document("apis/batch/v1").is_none()
+                || resources::all().iter().any(|r| r.group == "batch")
         );
         assert!(index()["paths"]["apis/apps/v1"]["serverRelativeURL"].is_string());
     }

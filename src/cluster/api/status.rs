@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 pub use crate::apply::cause::Cause;
-use crate::cluster::store::StoreError;
+use crate::cluster::store::{StoreError, Unavailable};
 
 /// Why a request failed. Each variant maps to one Kubernetes reason.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +50,11 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
 
-    #[error("the request body is larger than the {limit} byte limit")]
+    #[error("the request body is larger than the limit of {limit} bytes ({})", mib(*limit))]
     TooLarge { limit: usize },
+
+    #[error("the object would be {size} bytes, more than the limit of {limit} bytes ({}) an object may have", mib(*limit))]
+    ObjectTooLarge { size: usize, limit: usize },
 
     #[error(
         "the body of the request was in an unknown format - accepted media types include: {accepted}"
@@ -76,6 +79,17 @@ pub enum ApiError {
         namespace: Option<String>,
     },
 
+    /// The server is at its limit of concurrent requests of this kind; the client should
+    /// retry after `retry_after` seconds (sent as `Retry-After`).
+    #[error(
+        "too many requests, please try again later: the server is at its limit of {limit} concurrent {kind} requests"
+    )]
+    TooManyRequests {
+        kind: &'static str,
+        limit: usize,
+        retry_after: u32,
+    },
+
     /// A list or watch asked for a revision the store no longer holds.
     #[error("too old resource version: {requested} ({compacted})")]
     Expired { requested: i64, compacted: i64 },
@@ -85,6 +99,14 @@ pub enum ApiError {
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A byte count in MiB, as limits are quoted: `1.5 MiB`.
+fn mib(bytes: usize) -> String {
+    format!(
+        "{} MiB",
+        (bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0
+    )
 }
 
 fn join_causes(causes: &[Cause]) -> String {
@@ -129,14 +151,22 @@ impl ApiError {
             | ApiError::ApplyConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. }
+            | ApiError::ObjectTooLarge { .. }
+            | ApiError::Store(StoreError::TxnTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Expired { .. } => StatusCode::GONE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(StoreError::Compacted { .. }) => StatusCode::GONE,
-            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(e) => match e.unavailable() {
+                Some(Unavailable::NoQuorum) => StatusCode::SERVICE_UNAVAILABLE,
+                Some(Unavailable::TimedOut) => StatusCode::GATEWAY_TIMEOUT,
+                None => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -147,13 +177,21 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
-            ApiError::TooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::TooLarge { .. }
+            | ApiError::ObjectTooLarge { .. }
+            | ApiError::Store(StoreError::TxnTooLarge { .. }) => "RequestEntityTooLarge",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::Expired { .. } | ApiError::Store(StoreError::Compacted { .. }) => "Expired",
-            ApiError::Store(_) | ApiError::Internal(_) => "InternalError",
+            ApiError::Store(e) => match e.unavailable() {
+                Some(Unavailable::NoQuorum) => "ServiceUnavailable",
+                Some(Unavailable::TimedOut) => "Timeout",
+                None => "InternalError",
+            },
+            ApiError::Internal(_) => "InternalError",
         }
     }
 
@@ -195,6 +233,9 @@ impl ApiError {
             ApiError::Forbidden {
                 resource, group, ..
             } => Some(json!({"group": group, "kind": resource})),
+            ApiError::TooManyRequests { retry_after, .. } => {
+                Some(json!({"retryAfterSeconds": retry_after}))
+            }
             _ => None,
         }
     }
@@ -207,7 +248,17 @@ impl ApiError {
                 requested,
                 compacted,
             }) => format!("too old resource version: {requested} ({compacted})"),
-            ApiError::Store(_) => "the store failed; see the server log".to_string(),
+            // The store's own words: the limit and how to raise it, nothing internal.
+            ApiError::Store(StoreError::TxnTooLarge { message }) => message.clone(),
+            ApiError::Store(e) => match e.unavailable() {
+                Some(Unavailable::NoQuorum) => {
+                    "the store (etcd) has no quorum or cannot be reached; retry later".to_string()
+                }
+                Some(Unavailable::TimedOut) => {
+                    "the store (etcd) did not answer in time; the change may or may not have been made".to_string()
+                }
+                None => "the store failed; see the server log".to_string(),
+            },
             other => other.to_string(),
         };
         let mut status = json!({
@@ -236,6 +287,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
         }
         let mut response = (self.code(), axum::Json(self.to_status())).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after),
+            );
+        }
         if matches!(self, ApiError::Unauthorized) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -89,16 +89,36 @@ impl Storage {
         }
     }
 
-    pub fn encode(&self, r: &Resource, object: &Value) -> Result<Vec<u8>, ApiError> {
+    /// The bytes to store for `object` under `key` (Secrets sealed, bound to `key`).
+    pub fn encode(&self, r: &Resource, key: &str, object: &Value) -> Result<Vec<u8>, ApiError> {
         let mut copy = object.clone();
         if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
         let json = serde_json::to_vec(&copy).map_err(|e| ApiError::Internal(e.to_string()))?;
         match (&self.keys, sealed(r)) {
-            (Some(keys), true) => Ok(keys.read().expect("key ring lock").seal(&json)),
+            // The storage key is the associated data: the value opens only there.
+            (Some(keys), true) => Ok(keys.read().expect("key ring lock").seal(&json, key)),
             _ => Ok(json),
         }
+    }
+
+    /// [`Storage::encode`] for a write: refuses an object larger than
+    /// [`super::MAX_OBJECT_BYTES`] (a patch can grow one past what its body was).
+    pub fn encode_write(
+        &self,
+        r: &Resource,
+        key: &str,
+        object: &Value,
+    ) -> Result<Vec<u8>, ApiError> {
+        let value = self.encode(r, key, object)?;
+        if value.len() > super::MAX_OBJECT_BYTES {
+            return Err(ApiError::ObjectTooLarge {
+                size: value.len(),
+                limit: super::MAX_OBJECT_BYTES,
+            });
+        }
+        Ok(value)
     }
 
     pub fn decode(&self, r: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
@@ -113,7 +133,7 @@ impl Storage {
         let keys = self.keys.as_ref().expect("only called with a key ring");
         keys.read()
             .expect("key ring lock")
-            .open(sealed)
+            .open(sealed, key)
             .map_err(|e| ApiError::Internal(format!("{} {key}: {e}", r.plural)))
     }
 
@@ -211,7 +231,7 @@ impl Storage {
         condition: Compare,
         key: String,
     ) -> Result<Written, ApiError> {
-        let value = self.encode(r, object)?;
+        let value = self.encode_write(r, &key, object)?;
         let result = self
             .store
             .txn(Txn::new().when([condition]).then([Op::put(key, value)]))
@@ -249,27 +269,23 @@ impl Storage {
         Ok(deleted.then_some(result.revision))
     }
 
-    /// Re-seals every Secret with the current key. Returns how many were rewritten.
+    /// Re-seals every Secret not sealed as today (an older key, or an envelope not bound to
+    /// its storage key) with the current key. Returns how many were rewritten.
     pub async fn reencrypt_secrets(&self, r: &Resource) -> Result<usize, ApiError> {
         let Some(keys) = &self.keys else {
             return Ok(0);
         };
-        let current = keys
-            .read()
-            .expect("key ring lock")
-            .current_key_id()
-            .to_string();
         let listed = self
             .store
             .list(&r.prefix(None), ListOptions::default())
             .await?;
         let mut rewritten = 0;
         for kv in listed.items {
-            if KeyRing::key_id_of(&kv.value) == Some(current.as_str()) {
+            if keys.read().expect("key ring lock").is_current(&kv.value) {
                 continue;
             }
             let object = self.decode(r, &kv)?;
-            let value = self.encode(r, &object)?;
+            let value = self.encode(r, &kv.key, &object)?;
             let result = self
                 .store
                 .txn(
@@ -302,6 +318,44 @@ pub fn set_resource_version(v: &mut Value, rev: Revision) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn secrets_of_the_first_envelope_are_resealed_bound_to_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::cluster::store::sqlite::SqliteStore::open(
+            crate::cluster::store::sqlite::SqliteOptions::in_data_dir(dir.path()),
+        )
+        .await
+        .unwrap();
+        let ring = KeyRing::generate();
+        let storage = Storage::new(Arc::new(store), Some(ring.clone()));
+        let secrets = super::super::resources::by_kind("v1", "Secret").unwrap();
+        let key = secrets.key(Some("default"), "db");
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "default"}, "data": {"password": "aHVudGVyMg=="}});
+        let old = ring.seal_v1(&serde_json::to_vec(&object).unwrap());
+        storage
+            .store
+            .txn(Txn::new().then([Op::put(key.clone(), old)]))
+            .await
+            .unwrap();
+        assert_eq!(storage.reencrypt_secrets(secrets).await.unwrap(), 1);
+        let kv = storage.store.get(&key).await.unwrap().expect("still there");
+        assert!(ring.is_current(&kv.value), "sealed as today");
+        let read = storage.decode(secrets, &kv).unwrap();
+        assert_eq!(read["data"], object["data"]);
+        // Moved under another Secret's key, the ciphertext no longer opens.
+        let other = KeyValue {
+            key: secrets.key(Some("default"), "web"),
+            ..kv
+        };
+        assert!(storage.decode(secrets, &other).is_err());
+        assert_eq!(
+            storage.reencrypt_secrets(secrets).await.unwrap(),
+            0,
+            "done once"
+        );
+    }
 
     fn stored(json: &str, rev: Revision) -> StoredObject {
         StoredObject {

@@ -166,6 +166,7 @@ pub fn prepare_create(
     }
     apply_server_defaults(&mut v);
     validate(r, &v, strict(field_validation))?;
+    super::event_limits::check(r, &v)?;
     Ok(v)
 }
 
@@ -257,7 +258,39 @@ pub fn prepare_update(
         return Ok(None);
     }
     validate(r, &new, strict(field_validation))?;
+    super::event_limits::check(r, &new)?;
+    check_immutable(r, old, &new)?;
     Ok(Some(new))
+}
+
+/// Fields an update may not change: a Secret's `type` (Kubernetes refuses it too; a type
+/// change would let a Secret skip the checks of its new type's required keys).
+fn check_immutable(r: &Resource, old: &Value, new: &Value) -> Result<(), ApiError> {
+    if r.kind != "Secret" || !r.group.is_empty() {
+        return Ok(());
+    }
+    let type_of = |v: &Value| {
+        v.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("Opaque")
+            .to_string()
+    };
+    let (before, after) = (type_of(old), type_of(new));
+    if before == after {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        kind: r.kind.into(),
+        group: r.group.into(),
+        name: name_of(old).unwrap_or("").into(),
+        causes: vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!(
+                "Invalid value: {after:?}: field is immutable (it is {before:?}); delete the Secret and create it again to change its type"
+            ),
+            field: "type".into(),
+        }],
+    })
 }
 
 /// Whether two objects differ only in managedFields timestamps (a no-op write).

@@ -84,6 +84,9 @@ pub struct LocalApi {
     manager: &'static str,
     /// Repeated events become one Event with a count (shared by the clones of this client).
     events: Arc<Mutex<Correlator>>,
+    /// Writes pass the leadership fence (`ApiState::leadership`): the controllers' and the
+    /// scheduler's client; the elector's own client is not fenced.
+    fenced: bool,
 }
 
 impl LocalApi {
@@ -96,7 +99,28 @@ impl LocalApi {
             authorization,
             manager,
             events: Arc::default(),
+            fenced: true,
         }
+    }
+
+    /// A client whose writes do not wait for leadership: the elector's, and one-off writes
+    /// any master makes at start.
+    pub fn unfenced(state: SharedState, manager: &'static str) -> LocalApi {
+        LocalApi {
+            fenced: false,
+            ..LocalApi::new(state, manager)
+        }
+    }
+
+    /// The refusal of a write while this master does not lead (503).
+    fn not_leader(&self, method: &'static str, path: String) -> Option<CallError> {
+        (self.fenced && !self.state.leadership.holds()).then(|| CallError {
+            method,
+            path,
+            code: 503,
+            reason: "NotLeader".into(),
+            message: "this master does not hold the controllers' lease; it writes nothing".into(),
+        })
     }
 
     pub fn state(&self) -> &SharedState {
@@ -124,6 +148,11 @@ impl LocalApi {
         } else {
             format!("{path}{sep}fieldManager={}", self.manager)
         };
+        if method != Method::GET
+            && let Some(refused) = self.not_leader(method_name, path.to_string())
+        {
+            return Err(refused);
+        }
         let failed = |code: u16, reason: &str, message: String| CallError {
             method: method_name,
             path: path.to_string(),
@@ -234,6 +263,15 @@ impl LocalApi {
     /// [`crate::cluster::api::binding::bind_pods`]): one result per binding, in order.
     pub async fn bind_many(&self, bindings: &[Binding]) -> Vec<Result<(), CallError>> {
         let pods = resource("v1", "Pod");
+        if self.not_leader("POST", String::new()).is_some() {
+            return bindings
+                .iter()
+                .map(|b| {
+                    let path = path(pods, Some(&b.namespace), Some(&b.pod), Some("binding"));
+                    Err(self.not_leader("POST", path).expect("still not leading"))
+                })
+                .collect();
+        }
         bind_pods(&self.state, self.manager, bindings)
             .await
             .into_iter()

@@ -10,6 +10,8 @@
 //! - [`endpoints`]: the Endpoints of every Service with a selector.
 //! - [`loadbalancer`]: LoadBalancer Services get every Ready node as ingress.
 //! - [`gitsource`]: git sync, the manifests of each GitSource kept applied (started apart).
+//! - [`leader`]: with several masters, the Lease election that decides which one runs all
+//!   of the above and the scheduler.
 //!
 //! [`labels`] and [`taints`] are how selectors, taints and tolerations match, for these
 //! controllers and the scheduler alike. The scheduler is started beside the controllers, over
@@ -22,6 +24,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod gitsource;
 pub mod labels;
+pub mod leader;
 pub mod loadbalancer;
 pub mod namespace;
 pub mod nodes;
@@ -52,6 +55,10 @@ pub struct ControlOptions {
     /// How long pods without their own toleration stay on an unreachable node
     /// (Kubernetes: 300 s).
     pub default_toleration: Duration,
+    /// When more than this share of the nodes is unreachable at once, the master is more
+    /// likely the problem than the nodes: no node is tainted for eviction (Kubernetes'
+    /// `--unhealthy-zone-threshold`, 0.55).
+    pub unhealthy_threshold: f64,
 }
 
 impl Default for ControlOptions {
@@ -59,6 +66,7 @@ impl Default for ControlOptions {
         ControlOptions {
             node_grace: Duration::from_secs(10),
             default_toleration: Duration::from_secs(10),
+            unhealthy_threshold: 0.55,
         }
     }
 }
@@ -142,10 +150,43 @@ pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
     namespace::start(&mut tasks, api("namespace-controller"), &caches);
     let endpoints = endpoints::start(&mut tasks, api("endpoint-controller"), &caches);
     loadbalancer::start(&mut tasks, api("service-lb-controller"), &caches);
+    tasks.spawn(repair_claims(state.clone()));
     ControlPlane {
         _tasks: tasks,
         caches,
         endpoints,
+    }
+}
+
+/// How often the address claims are checked against the Services and Nodes.
+const CLAIM_REPAIR: Duration = Duration::from_secs(30);
+
+/// Releases address claims nothing holds any more (deleted Services and Nodes, writes that
+/// failed after claiming), claims stored addresses without one, and reports addresses two
+/// objects hold (`crate::cluster::api::allocate::claims::repair`).
+async fn repair_claims(state: SharedState) {
+    use crate::cluster::api::allocate::claims;
+    let mut suspects = HashMap::new();
+    loop {
+        tokio::time::sleep(CLAIM_REPAIR).await;
+        if !state.leadership.holds() {
+            continue;
+        }
+        match claims::repair(&state.storage, &state.config.network, &mut suspects).await {
+            Ok(done) => {
+                if done.released + done.claimed > 0 {
+                    tracing::info!(
+                        released = done.released,
+                        claimed = done.claimed,
+                        "repaired address claims"
+                    );
+                }
+                for duplicate in done.duplicates {
+                    tracing::warn!(%duplicate, "one address is held by two objects");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot repair the address claims"),
+        }
     }
 }
 

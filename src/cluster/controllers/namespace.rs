@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use super::client::{LocalApi, path, resource};
 use super::runtime::{Action, ReconcileError, Reconciler, WorkQueue};
 use super::{Caches, is_deleting, name_of};
-use crate::cluster::api::resources::RESOURCES;
+use crate::cluster::api::resources;
 
 pub struct NamespaceController {
     api: LocalApi,
@@ -50,7 +50,7 @@ impl Reconciler for NamespaceController {
         }
         let name = name_of(&ns);
         let mut left = 0;
-        for r in RESOURCES.iter().filter(|r| r.namespaced) {
+        for r in resources::all().iter().filter(|r| r.namespaced) {
             let list = self.api.get(&path(r, Some(name), None, None)).await?;
             for item in list["items"].as_array().into_iter().flatten() {
                 left += 1;

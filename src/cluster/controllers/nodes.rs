@@ -3,7 +3,17 @@
 //! with a NoExecute taint they do not tolerate are evicted (deleted) once their
 //! `tolerationSeconds` ran out (pods without a toleration of their own get the default),
 //! so their controllers replace them elsewhere. A renewed Lease lifts both again.
+//!
+//! Like Kubernetes' disruption modes, the controller holds back when the fault is more
+//! likely the master's than the nodes': while more than `unhealthy_threshold` of the nodes
+//! are unreachable at once, or the API server refused work for lack of room (429s, connections
+//! at a cap) within the grace period, no node is tainted and no pod evicted; a
+//! `NodeEvictionPaused` Event and the `berth_node_eviction_paused` metric say so, and
+//! eviction resumes once the condition clears. After a (re)start every node gets a full grace
+//! period before its Lease is judged.
 
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -23,6 +33,10 @@ pub struct NodeLifecycle {
     api: LocalApi,
     caches: Caches,
     options: ControlOptions,
+    /// When the controller started (seconds): no Lease is judged before a grace period.
+    started: f64,
+    /// Why eviction is paused now, if it is (the last reason announced).
+    paused: Mutex<Option<String>>,
 }
 
 pub fn start(tasks: &mut JoinSet<()>, api: LocalApi, caches: &Caches, options: ControlOptions) {
@@ -42,6 +56,8 @@ pub fn start(tasks: &mut JoinSet<()>, api: LocalApi, caches: &Caches, options: C
         api,
         caches: caches.clone(),
         options,
+        started: now_seconds(),
+        paused: Mutex::new(None),
     };
     super::spawn_workers(tasks, controller, &queue, 2);
 }
@@ -96,7 +112,30 @@ pub fn toleration_seconds(pod: &Value, taint: &Taint, default: f64) -> Option<f6
         .map(|s| s.max(0) as f64)
 }
 
+/// Why eviction should pause: more than `threshold` of `total` nodes unreachable at once,
+/// or the master overloaded. `None`: evict as usual.
+pub fn pause_reason(
+    unreachable: usize,
+    total: usize,
+    threshold: f64,
+    overloaded: bool,
+) -> Option<String> {
+    if overloaded {
+        return Some(
+            "the API server refused requests or connections for lack of room within the grace period, so lapsed Leases may be its fault".into(),
+        );
+    }
+    if total > 0 && unreachable as f64 > threshold * total as f64 {
+        return Some(format!(
+            "{unreachable} of {total} nodes are unreachable at once (more than {:.0}%), which points at the master or the network rather than the nodes",
+            threshold * 100.0
+        ));
+    }
+    None
+}
+
 impl NodeLifecycle {
+    /// When the node's Lease was last renewed, but never before the controller started.
     fn renewed_at(&self, node: &Value) -> f64 {
         let lease = self
             .caches
@@ -106,6 +145,53 @@ impl NodeLifecycle {
             .and_then(|l| parse_time(&l["spec"]["renewTime"]))
             .or_else(|| parse_time(&node["metadata"]["creationTimestamp"]))
             .unwrap_or(0.0)
+            .max(self.started)
+    }
+
+    /// Whether eviction is paused now; announces a change with an Event on `node`, a log
+    /// line and the metric.
+    async fn eviction_paused(&self, node: &Value) -> bool {
+        let grace = self.options.node_grace.as_secs_f64();
+        let now = now_seconds();
+        let nodes = self.caches.nodes.list(None);
+        let unreachable = nodes
+            .iter()
+            .filter(|n| self.renewed_at(n) + grace <= now)
+            .count();
+        let state = self.api.state();
+        let overloaded = state.inflight.overload.within(self.options.node_grace);
+        let reason = pause_reason(
+            unreachable,
+            nodes.len(),
+            self.options.unhealthy_threshold,
+            overloaded,
+        );
+        state
+            .metrics
+            .eviction_paused
+            .store(i64::from(reason.is_some()), Ordering::Relaxed);
+        let changed = {
+            let mut paused = self.paused.lock().expect("pause lock");
+            let changed = *paused != reason;
+            paused.clone_from(&reason);
+            changed
+        };
+        match (&reason, changed) {
+            (Some(why), true) => {
+                tracing::warn!(reason = %why, "node eviction paused");
+                self.api
+                    .event(
+                        node,
+                        "Warning",
+                        "NodeEvictionPaused",
+                        &format!("Not tainting or evicting: {why}"),
+                    )
+                    .await;
+            }
+            (None, true) => tracing::info!("node eviction resumed"),
+            _ => {}
+        }
+        reason.is_some()
     }
 
     async fn mark_unreachable(&self, node: &Value) -> Result<(), ReconcileError> {
@@ -286,15 +372,27 @@ impl Reconciler for NodeLifecycle {
         };
         let grace = self.options.node_grace.as_secs_f64();
         let stale_in = self.renewed_at(&node) + grace - now_seconds();
-        let mut action = if stale_in <= 0.0 {
+        let stale = stale_in <= 0.0;
+        let tainted = taints_of(&node).iter().any(|t| t.key == UNREACHABLE);
+        let was_paused = self.paused.lock().expect("pause lock").is_some();
+        let paused = (stale || tainted || was_paused) && self.eviction_paused(&node).await;
+        // While paused, look again soon: the pause ends when the nodes return or the load
+        // passes.
+        let soon = Action::requeue(Duration::from_secs(1));
+        if stale && paused {
+            return Ok(soon);
+        }
+        let action = if stale {
             self.mark_unreachable(&node).await?;
             Action::await_change()
         } else {
             self.mark_reachable(&node).await?;
             Action::requeue(Duration::from_secs_f64(stale_in + 0.05))
         };
-        action = action.min(self.evict(&node).await?);
-        Ok(action)
+        if paused {
+            return Ok(action.min(soon));
+        }
+        Ok(action.min(self.evict(&node).await?))
     }
 }
 
@@ -324,6 +422,20 @@ mod tests {
             ..unreachable()
         };
         assert_eq!(toleration_seconds(&pod, &other, 10.0), Some(0.0));
+    }
+
+    #[test]
+    fn eviction_pauses_when_most_nodes_are_unreachable_or_the_master_is_overloaded() {
+        assert_eq!(pause_reason(1, 3, 0.55, false), None);
+        assert_eq!(pause_reason(0, 0, 0.55, false), None);
+        let most = pause_reason(2, 3, 0.55, false).expect("2 of 3 is over 55%");
+        assert!(most.contains("2 of 3 nodes"), "{most}");
+        assert!(
+            pause_reason(1, 1, 0.55, false).is_some(),
+            "a lone node: the master may be cut off"
+        );
+        let busy = pause_reason(0, 3, 0.55, true).expect("overloaded");
+        assert!(busy.contains("refused"), "{busy}");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! is "assumed" on its node the moment it is picked, so the next pick already sees it, and
 //! the bind runs concurrently: the pods picked in one turn are bound in a few batches, each
 //! one store read and one group commit, with `pods/binding`'s result per pod. A pod that fits
-//! nowhere gets `PodScheduled=False` and an event, and waits until a node or a pod changes,
-//! then for its back-off (1 s doubling to 10 s), so it is never retried in a tight loop.
+//! nowhere gets `PodScheduled=False` and a `FailedScheduling` event (each later attempt bumps
+//! the event's count), and waits until a node or a pod changes, then for its back-off (1 s
+//! doubling to 10 s), so it is never retried in a tight loop.
 //!
 //! The process that runs the control plane starts it beside the controllers
 //! (`crate::daemons::server`), over the controllers' pod and node caches ([`start`]).
@@ -279,13 +280,16 @@ impl Scheduler {
                         message: String::new(),
                     });
                 entry.attempts += 1;
-                if entry.message != message {
+                // Every attempt is an event (a repeat bumps its count), so a user, or a test,
+                // sees that the scheduler keeps trying; the condition changes with the reason.
+                let changed = entry.message != message;
+                if changed {
                     entry.message = message.clone();
-                    let api = self.api.clone();
-                    tokio::spawn(async move {
-                        report_unschedulable(&api, &pod, &message).await;
-                    });
                 }
+                let api = self.api.clone();
+                tokio::spawn(async move {
+                    report_unschedulable(&api, &pod, &message, changed).await;
+                });
                 None
             }
         }
@@ -349,8 +353,17 @@ impl Scheduler {
     }
 }
 
-/// Sets `PodScheduled=False` with the reason and records a FailedScheduling event.
-async fn report_unschedulable(api: &LocalApi, pod: &Value, message: &str) {
+/// Records a FailedScheduling event (one per attempt: a repeat bumps the event's count) and,
+/// when the reason is new, sets `PodScheduled=False` with it first.
+async fn report_unschedulable(api: &LocalApi, pod: &Value, message: &str, changed: bool) {
+    if changed {
+        set_unschedulable(api, pod, message).await;
+    }
+    api.event(pod, "Warning", "FailedScheduling", message).await;
+}
+
+/// Sets `PodScheduled=False` with the reason.
+async fn set_unschedulable(api: &LocalApi, pod: &Value, message: &str) {
     let meta = &pod["metadata"];
     let (ns, name) = (
         meta["namespace"].as_str().unwrap_or("default"),
@@ -374,7 +387,6 @@ async fn report_unschedulable(api: &LocalApi, pod: &Value, message: &str) {
     {
         tracing::debug!(pod = name, error = %e, "cannot record PodScheduled=False");
     }
-    api.event(pod, "Warning", "FailedScheduling", message).await;
 }
 
 /// The field manager the scheduler binds as.

@@ -6,15 +6,20 @@
 //! errors to [`StoreError`].
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, CompareOp, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse, WatchOptions,
+    Client, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 
+pub use super::EtcdConfig;
 use super::{
     Check, Event, EventKind, KeyValue, ListOptions, ListResult, Op, OpResult, Revision, Store,
-    StoreError, Txn, TxnResult, WatchStream, check_duplicate_keys, prefix_end,
+    StoreError, Txn, TxnResult, Unavailable, WatchStream, check_duplicate_keys, prefix_end,
 };
 
 /// The most operations etcd takes in one txn by default (its `--max-txn-ops`).
@@ -24,15 +29,73 @@ const MAX_TXN_OPS: usize = 128;
 /// value, so 128 values stay well under it).
 const GET_MANY_MAX_BYTES: usize = 256 << 20;
 
+/// How long one request to etcd may take before it fails with a timeout (504 to API
+/// clients): etcd itself gives up on a proposal after about 7 s without quorum.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most any one call of the store may take, retries and fallbacks included: a request
+/// waiting for a member to connect (none reachable) ends here too.
+const CALL_LIMIT: Duration = Duration::from_secs(12);
+
+/// Bounds `call` by [`CALL_LIMIT`].
+async fn bounded<T>(
+    during: &'static str,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_LIMIT, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout { during }))
+}
+
+/// How long a write that etcd refused for want of a leader is retried (with back-off) before
+/// it fails with 503. A refused write was never proposed, so retrying cannot apply it twice.
+const NO_LEADER_RETRY: Duration = Duration::from_secs(3);
+
+/// After a linearizable read failed for want of quorum, reads go straight to the member's
+/// own copy (serializable) for this long before trying a linearizable read again.
+const DEGRADED_READS: Duration = Duration::from_secs(2);
+
 /// A [`Store`] on etcd. Cheap to clone: clones share one gRPC channel.
 #[derive(Clone)]
 pub struct EtcdStore {
+    /// Requests that need a leader (writes, linearizable reads): etcd refuses them at once
+    /// while its member has none, instead of letting them hang.
     client: Client,
+    /// Serializable reads from the member's own copy, answered without quorum.
+    local: Client,
     prefix: String,
+    /// Until when reads skip the linearizable attempt (after a failure for want of quorum).
+    degraded_until: Arc<Mutex<Option<Instant>>>,
 }
 
 fn etcd_err(during: &'static str) -> impl FnOnce(etcd_client::Error) -> StoreError {
     move |source| StoreError::Etcd { during, source }
+}
+
+/// etcd's refusal of a transaction for its size, as a message that names the limit and the
+/// etcd flag that raises it; `None` for any other error. etcd refuses such a transaction
+/// whole: nothing of it is written.
+fn too_large(error: &etcd_client::Error, operations: usize, bytes: usize) -> Option<StoreError> {
+    let text = error.to_string();
+    let message = if text.contains("too many operations in txn request") {
+        format!(
+            "the transaction has {operations} operations, more than etcd takes in one (its \
+             --max-txn-ops, {MAX_TXN_OPS} by default); nothing was written. Start every etcd \
+             member with a larger --max-txn-ops (e.g. --max-txn-ops={}) to apply sets this large \
+             all-or-nothing",
+            (operations + 1).next_power_of_two().max(1024)
+        )
+    } else if text.contains("request is too large") || text.contains("larger than max") {
+        format!(
+            "the transaction is {} KiB, more than etcd takes in one request (its \
+             --max-request-bytes, 1.5 MiB by default); nothing was written. Start every etcd \
+             member with a larger --max-request-bytes to apply sets this large all-or-nothing",
+            bytes / 1024
+        )
+    } else {
+        return None;
+    };
+    Some(StoreError::TxnTooLarge { message })
 }
 
 impl EtcdStore {
@@ -42,21 +105,78 @@ impl EtcdStore {
         endpoints: &[String],
         prefix: impl Into<String>,
     ) -> Result<Self, StoreError> {
-        let client = Client::connect(endpoints, None)
-            .await
-            .map_err(etcd_err("connecting"))?;
-        Ok(Self {
-            client,
+        Self::open(&EtcdConfig {
+            endpoints: endpoints.to_vec(),
             prefix: prefix.into(),
+            ..EtcdConfig::default()
         })
+        .await
+    }
+
+    /// Connects as `config` says and checks that the cluster answers (a read with a leader),
+    /// so a wrong address or a cluster without quorum fails here with
+    /// [`StoreError::Unreachable`], not at the first request.
+    pub async fn open(config: &EtcdConfig) -> Result<Self, StoreError> {
+        let unreachable = |reason: String| StoreError::Unreachable {
+            endpoints: config.endpoints.join(","),
+            reason,
+        };
+        if config.endpoints.is_empty() {
+            return Err(unreachable("no endpoint given".into()));
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some(tls) = tls_options(config)? {
+            options = options.with_tls(tls);
+        }
+        let connect = |options: ConnectOptions| async move {
+            Client::connect(&config.endpoints, Some(options))
+                .await
+                .map_err(|e| unreachable(one_line(&e)))
+        };
+        let client = connect(options.clone().with_require_leader(true)).await?;
+        let local = connect(options).await?;
+        let store = Self {
+            client,
+            local,
+            prefix: config.prefix.clone(),
+            degraded_until: Arc::default(),
+        };
+        let mut kv = store.client.kv_client();
+        let check = kv.get(store.any_key(), Some(GetOptions::new().with_count_only()));
+        match tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(1), check).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) if unavailability(&e) == Some(Unavailable::TimedOut) => Err(unreachable(
+                format!("no member answered within {REQUEST_TIMEOUT:?}; is etcd running there?"),
+            )),
+            Ok(Err(e)) => Err(unreachable(one_line(&e))),
+            Err(_) => Err(unreachable(format!(
+                "no member answered within {REQUEST_TIMEOUT:?}; is etcd running there?"
+            ))),
+        }
     }
 
     /// Wraps an existing client.
     pub fn with_client(client: Client, prefix: impl Into<String>) -> Self {
         Self {
+            local: client.clone(),
             client,
             prefix: prefix.into(),
+            degraded_until: Arc::default(),
         }
+    }
+
+    /// Whether reads should go to the member's own copy now.
+    fn degraded(&self) -> bool {
+        let until = self.degraded_until.lock().expect("degraded lock");
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Reads go to members' own copies for a while: quorum is lost.
+    fn degrade(&self) {
+        *self.degraded_until.lock().expect("degraded lock") = Some(Instant::now() + DEGRADED_READS);
     }
 
     fn full_key(&self, key: &str) -> Vec<u8> {
@@ -83,6 +203,69 @@ impl EtcdStore {
             value: kv.value().to_vec(),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
+        }
+    }
+
+    /// A range read: linearizable when etcd has quorum, else from the member's own copy
+    /// (serializable, possibly stale), so reads keep answering while writes cannot.
+    async fn range(
+        &self,
+        key: Vec<u8>,
+        options: GetOptions,
+    ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+        if !self.degraded() {
+            match self
+                .client
+                .kv_client()
+                .get(key.clone(), Some(options.clone()))
+                .await
+            {
+                Err(e) if unavailability(&e).is_some() => {
+                    tracing::warn!(error = %one_line(&e), "etcd has no quorum: reads are served from one member's copy");
+                    self.degrade();
+                }
+                other => return other,
+            }
+        }
+        // Idempotent: retried while a request lands on a member that is gone (the channel
+        // balances over every endpoint and learns of a dead one by failing on it).
+        let options = options.with_serializable();
+        let mut pause = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            match self
+                .local
+                .kv_client()
+                .get(key.clone(), Some(options.clone()))
+                .await
+            {
+                Err(e) if unavailability(&e).is_some() && tries < 6 => {
+                    tracing::debug!(error = %one_line(&e), "a serializable read failed; trying again");
+                    tries += 1;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Commits `request`, retrying with back-off for a while when etcd refused it for want
+    /// of a leader (refused before it was proposed, so it cannot apply twice).
+    async fn txn_retrying(
+        &self,
+        request: etcd_client::Txn,
+    ) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.client.kv_client().txn(request.clone()).await {
+                Err(e) if is_no_leader(&e) && started.elapsed() + pause < NO_LEADER_RETRY => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(800));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -119,20 +302,18 @@ impl EtcdStore {
     }
 }
 
-#[async_trait]
-impl Store for EtcdStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+/// The calls of [`Store`], each bounded by [`CALL_LIMIT`] in the trait impl below.
+impl EtcdStore {
+    async fn do_get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let response = self
-            .client
-            .kv_client()
-            .get(self.full_key(key), None)
+            .range(self.full_key(key), GetOptions::new())
             .await
             .map_err(etcd_err("reading a key"))?;
         Ok(response.kvs().first().map(|kv| self.kv(kv)))
     }
 
     /// One round trip per [`MAX_TXN_OPS`] keys: their gets in one read-only txn.
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+    async fn do_get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_TXN_OPS) {
             let gets = chunk
@@ -160,7 +341,7 @@ impl Store for EtcdStore {
         Ok(out)
     }
 
-    async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult, StoreError> {
+    async fn do_list(&self, prefix: &str, options: ListOptions) -> Result<ListResult, StoreError> {
         let full_prefix = self.full_key(prefix);
         let mut start = full_prefix.clone();
         if let Some(after) = &options.continue_after {
@@ -179,7 +360,7 @@ impl Store for EtcdStore {
         if let Some(revision) = options.at_revision {
             get = get.with_revision(revision);
         }
-        let response = match self.client.kv_client().get(start, Some(get)).await {
+        let response = match self.range(start, get).await {
             Ok(response) => response,
             Err(error) => {
                 let requested = options.at_revision.unwrap_or(0);
@@ -197,7 +378,7 @@ impl Store for EtcdStore {
         })
     }
 
-    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+    async fn do_txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         check_duplicate_keys(&txn.success)?;
         check_duplicate_keys(&txn.failure)?;
         let compares: Vec<_> = txn
@@ -237,12 +418,19 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(ops(&txn.success))
             .or_else(ops(&txn.failure));
-        let response = self
-            .client
-            .kv_client()
-            .txn(request)
-            .await
-            .map_err(etcd_err("committing a txn"))?;
+        let operations = txn.success.len().max(txn.failure.len());
+        let bytes: usize = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .map(|op| match op {
+                Op::Put { key, value } => key.len() + value.len(),
+                other => other.key().len(),
+            })
+            .sum();
+        let response = self.txn_retrying(request).await.map_err(|e| {
+            too_large(&e, operations, bytes).unwrap_or_else(|| etcd_err("committing a txn")(e))
+        })?;
         let results = response
             .op_responses()
             .into_iter()
@@ -266,7 +454,7 @@ impl Store for EtcdStore {
         })
     }
 
-    async fn watch(
+    async fn do_watch(
         &self,
         prefix: &str,
         after_revision: Revision,
@@ -297,14 +485,14 @@ impl Store for EtcdStore {
         Ok(Box::pin(futures::stream::unfold(state, WatchState::next)))
     }
 
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+    async fn do_compact(&self, revision: Revision) -> Result<(), StoreError> {
         match self.client.kv_client().compact(revision, None).await {
             Ok(_) => Ok(()),
             Err(error) => Err(self.revision_err("compacting", revision, error).await),
         }
     }
 
-    async fn current_revision(&self) -> Result<Revision, StoreError> {
+    async fn do_current_revision(&self) -> Result<Revision, StoreError> {
         let response = self
             .client
             .kv_client()
@@ -315,6 +503,41 @@ impl Store for EtcdStore {
     }
 }
 
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        bounded("reading a key", self.do_get(key)).await
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        bounded("reading keys", self.do_get_many(keys)).await
+    }
+
+    async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult, StoreError> {
+        bounded("listing keys", self.do_list(prefix, options)).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        bounded("committing a txn", self.do_txn(txn)).await
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        after_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        bounded("starting a watch", self.do_watch(prefix, after_revision)).await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        bounded("compacting", self.do_compact(revision)).await
+    }
+
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        bounded("reading the current revision", self.do_current_revision()).await
+    }
+}
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision, StoreError> {
     header
         .map(|h| h.revision())
@@ -322,6 +545,95 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revis
             during: "reading a response",
             message: "the response has no header".into(),
         })
+}
+
+/// Whether etcd refused a request because its member has no leader (no quorum).
+fn is_no_leader(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status) if status.message().contains("no leader"))
+}
+
+/// Why etcd could not serve a request for now, if that is why it failed: no quorum or no
+/// reachable member ([`Unavailable::NoQuorum`]), or no answer in time
+/// ([`Unavailable::TimedOut`]).
+pub(crate) fn unavailability(error: &etcd_client::Error) -> Option<Unavailable> {
+    // gRPC status codes (tonic is not a dependency of ours).
+    const DEADLINE_EXCEEDED: i32 = 4;
+    const UNAVAILABLE: i32 = 14;
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            if message.contains("request timed out") || message.contains("Timeout expired") {
+                return Some(Unavailable::TimedOut);
+            }
+            match i32::from(status.code()) {
+                UNAVAILABLE => Some(Unavailable::NoQuorum),
+                DEADLINE_EXCEEDED => Some(Unavailable::TimedOut),
+                _ if message.contains("no leader") || message.contains("leader changed") => {
+                    Some(Unavailable::NoQuorum)
+                }
+                _ => None,
+            }
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            Some(Unavailable::NoQuorum)
+        }
+        _ => None,
+    }
+}
+
+/// An etcd error on one line, for a start-up failure: the gRPC message or the transport
+/// error's chain of causes.
+fn one_line(error: &etcd_client::Error) -> String {
+    if let etcd_client::Error::GRpcStatus(status) = error {
+        return format!("{:?}: {}", status.code(), status.message());
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The client TLS settings of `config`, if any TLS flag is given; the files must exist.
+fn tls_options(config: &EtcdConfig) -> Result<Option<etcd_client::TlsOptions>, StoreError> {
+    if config.ca_file.is_none() && config.cert_file.is_none() && config.key_file.is_none() {
+        return Ok(None);
+    }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| StoreError::Unreachable {
+            endpoints: config.endpoints.join(","),
+            reason: format!("cannot read {flag} {}: {e}", path.display()),
+        })
+    };
+    let mut tls = etcd_client::TlsOptions::new();
+    if let Some(ca) = &config.ca_file {
+        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(
+            "--etcd-cafile",
+            ca,
+        )?));
+    }
+    match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read("--etcd-certfile", cert)?,
+                read("--etcd-keyfile", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(StoreError::Unreachable {
+                endpoints: config.endpoints.join(","),
+                reason: "--etcd-certfile and --etcd-keyfile go together; give both".into(),
+            });
+        }
+    }
+    Ok(Some(tls))
 }
 
 struct WatchState {

@@ -23,10 +23,26 @@ pub mod sqlite;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::Stream;
+
+/// Where the etcd cluster is and how to reach it (`berth server --etcd-*`).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdConfig {
+    /// Client URLs, `http://` or `https://`.
+    pub endpoints: Vec<String>,
+    /// Every key of this berth cluster lives under it (e.g. `/berth`; may be empty).
+    pub prefix: String,
+    /// The CA that signed the members' certificates (`--etcd-cafile`).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key for etcd's `--client-cert-auth` (`--etcd-certfile`,
+    /// `--etcd-keyfile`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
 
 /// A store revision. Revision 0 means "before anything was written".
 pub type Revision = i64;
@@ -341,11 +357,47 @@ pub enum StoreError {
         source: etcd_client::Error,
     },
 
+    /// The backend takes no transaction this large (etcd's `--max-txn-ops` or
+    /// `--max-request-bytes`); nothing of it was written. The message names the limit and the
+    /// flag that raises it.
+    #[error("{message}")]
+    TxnTooLarge { message: String },
+
     #[error("etcd {during}: {message}")]
     EtcdProtocol {
         during: &'static str,
         message: String,
     },
+
+    /// The store did not answer within the time a request may take.
+    #[error("the store did not answer in time while {during}")]
+    Timeout { during: &'static str },
+
+    /// etcd cannot be reached or does not answer at start (a wrong URL, no quorum, TLS).
+    #[error("cannot reach etcd at {endpoints}: {reason}")]
+    Unreachable { endpoints: String, reason: String },
+}
+
+/// Why the store cannot serve a request for now (the replicated store only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No quorum (no leader) or no member reachable: 503, retry later.
+    NoQuorum,
+    /// The store did not answer in time: 504; the write may or may not have been applied.
+    TimedOut,
+}
+
+impl StoreError {
+    /// Whether the error says the store is unavailable for now rather than broken.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        match self {
+            #[cfg(feature = "etcd")]
+            StoreError::Etcd { source, .. } => etcd::unavailability(source),
+            StoreError::BatchFailed { source } => source.unavailable(),
+            StoreError::Timeout { .. } => Some(Unavailable::TimedOut),
+            _ => None,
+        }
+    }
 }
 
 /// Rejects a branch that writes one key twice (etcd does the same).

@@ -30,7 +30,7 @@ use crate::daemons::agent::pod::podspec::AgentPolicy;
 use crate::daemons::agent::runtime::labels;
 use crate::daemons::agent::worker::context::AgentContext;
 use crate::daemons::agent::worker::events::EventRecorder;
-use crate::daemons::agent::worker::metrics::{self, DriftMetrics};
+use crate::daemons::agent::worker::metrics::{self, AgentMetrics};
 use crate::daemons::agent::worker::sync::{PodSync, SyncTiming};
 
 /// Everything `berth agent` is configured with, checked before anything starts.
@@ -188,7 +188,7 @@ pub async fn run(
         println!("metrics on http://{metrics_addr}/metrics");
         println!("node {node_name} registered");
 
-        let metrics = Arc::new(DriftMetrics::default());
+        let metrics = Arc::new(AgentMetrics::default());
         let (events, queue) = EventRecorder::new(&node_name);
         tasks.spawn(queue.post(client.clone()));
         let served = metrics.clone();

@@ -153,6 +153,12 @@ pub async fn run(
         control: crate::cluster::controllers::ControlOptions::default(),
         network: crate::cluster::api::allocate::Network::default(),
         git: options.git.clone(),
+        etcd: None,
+        token: None,
+        election: crate::cluster::controllers::leader::ElectionOptions::default(),
+        limits: server::Limits::default(),
+        tls_sans: Vec::new(),
+        event_ttl: Duration::from_secs(3600),
     })
     .await?;
     let url = started.url.clone();

@@ -16,9 +16,12 @@ use tokio::sync::mpsc;
 use super::ready::{self, ObjectState, object_state};
 use super::view::{ImageRow, Row, View, image_rows};
 use super::{APPLYSET, Loader, NAMESPACE, UpError, UpOptions, UpOutcome};
+use crate::apply::applyset::ParentRef;
 use crate::apply::batch::{BatchRequest, BatchResponse, FIELD_MANAGER, Outcome};
 use crate::apply::client::{BatchClientError, send};
+use crate::client::applyset::members;
 use crate::cluster::api::resources::by_kind;
+use crate::cluster::controllers::gitsource::applyset_name;
 use crate::daemons::server::GIT_SHORTCUT;
 
 /// One applied object, as the batch answered it.
@@ -138,6 +141,7 @@ impl Session {
         let mut applied = Vec::new();
         let mut apply_failed = false;
         let mut last_sync = String::new();
+        let mut listed = String::new();
         if !git {
             match self.apply(objects, &mut view).await {
                 Some(set) => applied = set,
@@ -189,7 +193,9 @@ impl Session {
                 _ = tick.tick() => {
                     last_look = Instant::now();
                     if git {
-                        applied = self.git_inventory(&mut last_sync, &mut view).await;
+                        applied = self
+                            .git_inventory(&mut last_sync, &mut listed, std::mem::take(&mut applied), &mut view)
+                            .await;
                     }
                     let (rows, images) = self.rows(&applied).await;
                     self.warnings(&mut seen_events, &mut view).await;
@@ -215,9 +221,16 @@ impl Session {
         }
     }
 
-    /// With `--git`: the objects the server's GitSource applied, and a line whenever its
-    /// sync state changes (a commit applied, or why one was not).
-    async fn git_inventory(&self, last: &mut String, view: &mut View) -> Vec<Applied> {
+    /// With `--git`: the objects the server's GitSource applied (its ApplySet's members,
+    /// listed by label when the applied commit changes), and a line whenever its sync state
+    /// changes (a commit applied, or why one was not).
+    async fn git_inventory(
+        &self,
+        last: &mut String,
+        listed: &mut String,
+        applied: Vec<Applied>,
+        view: &mut View,
+    ) -> Vec<Applied> {
         let (namespace, name) = GIT_SHORTCUT;
         let path = format!("/apis/berth.dev/v1/namespaces/{namespace}/gitsources/{name}");
         let Ok(Some(source)) = get_json(&self.client, &path).await else {
@@ -240,19 +253,28 @@ impl Session {
             view.message(&now);
             *last = now;
         }
-        let mut set: Vec<Applied> = status["inventory"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| Applied {
-                api_version: e["apiVersion"].as_str().unwrap_or("").to_string(),
-                kind: e["kind"].as_str().unwrap_or("").to_string(),
-                namespace: e["namespace"].as_str().map(str::to_string),
-                name: e["name"].as_str().unwrap_or("").to_string(),
-            })
-            .collect();
-        set.sort();
-        set
+        if commit.is_empty() || commit == listed.as_str() {
+            return applied;
+        }
+        let Ok(served) = crate::client::discovery::discover(&self.client).await else {
+            return applied;
+        };
+        let parent = ParentRef::secret(&applyset_name(name), namespace);
+        match members(&self.client, &served, &parent).await {
+            Ok(Some(found)) => {
+                *listed = commit.to_string();
+                found
+                    .into_iter()
+                    .map(|m| Applied {
+                        api_version: m.api_version,
+                        kind: m.kind,
+                        namespace: m.namespace,
+                        name: m.name,
+                    })
+                    .collect()
+            }
+            _ => applied,
+        }
     }
 
     /// Waits (up to 30 s) until the agent has registered its Node, so the scheduler binds
@@ -277,6 +299,7 @@ impl Session {
             dry_run: false,
             force: false,
             field_manager: Some(FIELD_MANAGER.into()),
+            delta: None,
         };
         match send(&self.client, NAMESPACE, APPLYSET, &request).await {
             Ok(response) => {

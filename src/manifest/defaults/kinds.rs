@@ -216,6 +216,32 @@ pub(super) fn persistent_volume_claim(t: &mut Table) {
     t.constant(&["status"], "phase", json!("Pending"));
 }
 
+pub(super) fn persistent_volume(t: &mut Table) {
+    t.constant(&["spec"], "persistentVolumeReclaimPolicy", json!("Retain"));
+    t.constant(&["spec"], "volumeMode", json!("Filesystem"));
+    t.constant(&[], "status", json!({}));
+    t.constant(&["status"], "phase", json!("Pending"));
+}
+
+pub(super) fn storage_class(t: &mut Table) {
+    t.constant(&[], "reclaimPolicy", json!("Delete"));
+    t.constant(&[], "volumeBindingMode", json!("Immediate"));
+}
+
+pub(super) fn priority_class(t: &mut Table) {
+    t.constant(&[], "preemptionPolicy", json!("PreemptLowerPriority"));
+}
+
+pub(super) fn csi_driver(t: &mut Table) {
+    t.constant(&["spec"], "attachRequired", json!(true));
+    t.constant(&["spec"], "podInfoOnMount", json!(false));
+    t.constant(&["spec"], "requiresRepublish", json!(false));
+    t.constant(&["spec"], "storageCapacity", json!(false));
+    t.constant(&["spec"], "seLinuxMount", json!(false));
+    t.constant(&["spec"], "fsGroupPolicy", json!("ReadWriteOnceWithFSType"));
+    t.constant(&["spec"], "volumeLifecycleModes", json!(["Persistent"]));
+}
+
 pub(super) fn replication_controller(t: &mut Table) {
     t.constant(&["spec"], "replicas", json!(1));
     pod_spec(t, &TEMPLATE);

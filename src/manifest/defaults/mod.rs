@@ -142,6 +142,10 @@ fn build() -> Vec<(&'static str, &'static str, Table)> {
     add("", "Secret", kinds::secret);
     add("", "Node", kinds::node);
     add("", "PersistentVolumeClaim", kinds::persistent_volume_claim);
+    add("", "PersistentVolume", kinds::persistent_volume);
+    add("storage.k8s.io", "StorageClass", kinds::storage_class);
+    add("storage.k8s.io", "CSIDriver", kinds::csi_driver);
+    add("scheduling.k8s.io", "PriorityClass", kinds::priority_class);
     add("discovery.k8s.io", "EndpointSlice", kinds::endpoint_slice);
     add("apps", "Deployment", kinds::deployment);
     add("apps", "ReplicaSet", kinds::replica_set);
@@ -149,7 +153,8 @@ fn build() -> Vec<(&'static str, &'static str, Table)> {
     add("apps", "DaemonSet", kinds::daemon_set);
     add("batch", "Job", kinds::job);
     add("batch", "CronJob", kinds::cron_job);
-    // ConfigMap, Event, Lease and GitSource have no defaults: a ConfigMap's empty `data` is
+    // ConfigMap, Event, Lease, GitSource, RBAC, ServiceAccount, Ingress and the other kinds
+    // not listed have no defaults this table sets yet: a ConfigMap's empty `data` is
     // not written out, and a Lease's `strategy` belongs to a feature off by default.
     out
 }

@@ -255,6 +255,41 @@ fn cases() -> Vec<(&'static str, Value, Value)> {
             json!({"apiVersion": "berth.dev/v1", "kind": "GitSource", "metadata": {"name": "app"},
                 "spec": {"url": "https://example.invalid/app.git"}}),
         ),
+        (
+            "PersistentVolume: Retain, Filesystem, Pending",
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"},
+                "spec": {"capacity": {"storage": "1Gi"}, "hostPath": {"path": "/srv"}}}),
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv"},
+                "spec": {"capacity": {"storage": "1Gi"}, "hostPath": {"path": "/srv"},
+                    "persistentVolumeReclaimPolicy": "Retain", "volumeMode": "Filesystem"},
+                "status": {"phase": "Pending"}}),
+        ),
+        (
+            "StorageClass: Delete, Immediate",
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": "fast"}, "provisioner": "example.com/disk"}),
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": "fast"}, "provisioner": "example.com/disk",
+                "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
+        ),
+        (
+            "PriorityClass: preempts lower priorities",
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": "high"}, "value": 1000}),
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": "high"}, "value": 1000,
+                "preemptionPolicy": "PreemptLowerPriority"}),
+        ),
+        (
+            "CSIDriver: attach required, persistent volumes",
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+                "metadata": {"name": "disk.example.com"}, "spec": {}}),
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver",
+                "metadata": {"name": "disk.example.com"}, "spec": {"attachRequired": true,
+                    "podInfoOnMount": false, "requiresRepublish": false, "storageCapacity": false,
+                    "seLinuxMount": false, "fsGroupPolicy": "ReadWriteOnceWithFSType",
+                    "volumeLifecycleModes": ["Persistent"]}}),
+        ),
     ]
 }
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use serde_json::Value;
 
+use super::crd::{self, Catalog, Definition, Lookup, Version};
 use super::diagnostic::{Problem, Severity};
 use super::kinds::{self, KINDS};
 use super::report::{FieldPath, ObjectReport, Segment, node_at};
@@ -172,7 +173,7 @@ fn check(report: &mut ObjectReport<'_>, value: &Value, options: ValidateOptions)
         } else if options.ignore_unknown_kinds {
             None
         } else {
-            Some("is this a custom resource? pass --ignore-unknown-kinds to skip kinds berth does not know".into())
+            Some("is this a custom resource? give its CustomResourceDefinition in the same set or with --crds PATH, or pass --ignore-unknown-kinds to skip kinds berth does not know".into())
         };
         if options.ignore_unknown_kinds && known.is_empty() {
             report.warning(
@@ -207,6 +208,126 @@ fn check(report: &mut ObjectReport<'_>, value: &Value, options: ValidateOptions)
         ),
     }
     semantic::check(report, &KINDS[index], instance);
+    if crd::is_definition(instance)
+        && !report
+            .problems
+            .iter()
+            .any(|p| p.severity == Severity::Error)
+        && let Err(errors) = Definition::parse(instance)
+    {
+        for e in errors {
+            report.error("crd", &e.field, e.message(), None);
+        }
+    }
+    if report
+        .problems
+        .iter()
+        .any(|p| p.severity == Severity::Error)
+    {
+        Verdict::Invalid
+    } else {
+        Verdict::Valid
+    }
+}
+
+/// Whether an object names a kind berth does not know itself: a custom resource, to check
+/// against the CustomResourceDefinitions of its set with [`check_custom_object`].
+pub fn is_custom(value: &Value) -> bool {
+    match (
+        value.get("apiVersion").and_then(Value::as_str),
+        value.get("kind").and_then(Value::as_str),
+    ) {
+        (Some(api_version), Some(kind)) if !api_version.is_empty() && !kind.is_empty() => {
+            kind_index(api_version, kind).is_none()
+        }
+        _ => false,
+    }
+}
+
+/// Validates a custom resource read from a manifest against the definitions in `catalog`. One
+/// that no definition covers gets what [`check_object`] says of an unknown kind.
+pub fn check_custom_object(
+    object: &Object,
+    options: ValidateOptions,
+    catalog: &Catalog,
+) -> Checked {
+    let api_version = object.api_version().unwrap_or_default();
+    let kind = object.kind().unwrap_or_default();
+    let mut report = ObjectReport::for_object(object);
+    let verdict = match catalog.lookup(api_version, kind) {
+        Lookup::Unknown => return check_object(object, options),
+        Lookup::VersionNotServed(definition) => {
+            report.error(
+                "unknown-kind",
+                &FieldPath::default().child("apiVersion"),
+                format!(
+                    "{kind} is not served in {api_version} by CustomResourceDefinition {}",
+                    definition.name
+                ),
+                Some(format!(
+                    "served versions: {}",
+                    definition
+                        .served_names()
+                        .iter()
+                        .map(|v| definition.api_version(v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+            Verdict::Invalid
+        }
+        Lookup::Found(definition, version) => {
+            if options.strict {
+                report_duplicate_keys(&mut report, &object.duplicate_keys);
+            }
+            check_custom(&mut report, &object.value, definition, version, options)
+        }
+    };
+    Checked {
+        verdict,
+        problems: report.problems,
+        ..check_report(object)
+    }
+}
+
+/// A custom resource against its definition: fields the schema does not specify are errors
+/// (warnings with `strict: false`, as the server prunes them), then the schema with defaults
+/// applied.
+fn check_custom(
+    report: &mut ObjectReport<'_>,
+    value: &Value,
+    definition: &Definition,
+    version: &Version,
+    options: ValidateOptions,
+) -> Verdict {
+    let mut prepared = value.clone();
+    let pruned = definition.prepare(version, &mut prepared);
+    for field in pruned {
+        let name = match field.0.last() {
+            Some(Segment::Key(k)) => k.clone(),
+            _ => field.to_string(),
+        };
+        let span = report.key_span(&field);
+        let severity = if options.strict {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        report.push(
+            severity,
+            "unknown-field",
+            &field,
+            span,
+            format!("unknown field `{name}`"),
+            Some(format!(
+                "CustomResourceDefinition {} does not specify it, so a server would drop it",
+                definition.name
+            )),
+        );
+    }
+    for e in definition.validate(version, &prepared) {
+        report.error("schema", &e.field, e.message(), None);
+    }
     if report
         .problems
         .iter()
@@ -270,6 +391,22 @@ fn check_report(object: &Object) -> Checked {
 }
 
 impl Checked {
+    /// Adds a warning about the whole object, pointing at its name (a warning changes no
+    /// verdict and no exit code).
+    pub fn warn(&mut self, rule: &'static str, reason: String, help: Option<String>) {
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            path: self.file.path.clone(),
+            source: Some(self.file.clone()),
+            span: Some(self.name_span),
+            object: Some(self.describe.clone()),
+            field: None,
+            reason,
+            help,
+            rule,
+        });
+    }
+
     /// What a report keeps of an object that is not validated (only parsed): no problems.
     pub fn without_validation(object: &Object) -> Checked {
         Checked {
@@ -277,6 +414,25 @@ impl Checked {
             verdict: Verdict::Valid,
             ..check_report(object)
         }
+    }
+}
+
+impl Checked {
+    /// Marks the object invalid with an error about its name: a CustomResourceDefinition that
+    /// claims a kind another one of the set already claims.
+    pub fn refuse(&mut self, rule: &'static str, reason: String) {
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            path: self.file.path.clone(),
+            source: Some(self.file.clone()),
+            span: Some(self.name_span),
+            object: Some(self.describe.clone()),
+            field: Some("metadata.name".into()),
+            reason,
+            help: Some("give each kind one CustomResourceDefinition".into()),
+            rule,
+        });
+        self.verdict = Verdict::Invalid;
     }
 }
 
@@ -328,6 +484,21 @@ pub fn validate(objects: &[Object], options: ValidateOptions) -> Validated {
         .par_iter()
         .map(|o| check_object(o, options))
         .collect();
+    let mut catalog = Catalog::default();
+    for (object, check) in objects.iter().zip(checked.iter_mut()) {
+        if check.verdict == Verdict::Valid
+            && crd::is_definition(&object.value)
+            && let Ok(definition) = Definition::parse(&object.value)
+            && let Err(why) = catalog.add(definition)
+        {
+            check.refuse("crd", why);
+        }
+    }
+    for (object, check) in objects.iter().zip(checked.iter_mut()) {
+        if is_custom(&object.value) {
+            *check = check_custom_object(object, options, &catalog);
+        }
+    }
     mark_duplicates(checked.iter_mut());
     let (verdicts, problems) = checked.into_iter().map(|c| (c.verdict, c.problems)).unzip();
     Validated { verdicts, problems }

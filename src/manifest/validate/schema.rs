@@ -18,18 +18,6 @@ fn validators() -> &'static [OnceLock<Option<jsonschema::Validator>>] {
     CELLS.get_or_init(|| KINDS.iter().map(|_| OnceLock::new()).collect())
 }
 
-fn is_base64(s: &str) -> bool {
-    let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if !bytes.len().is_multiple_of(4) {
-        return false;
-    }
-    let pad = bytes.iter().rev().take_while(|b| **b == b'=').count();
-    pad <= 2
-        && bytes[..bytes.len() - pad]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
-}
-
 /// The compiled validator of a kind, built on first use from the committed schema.
 pub(super) fn validator(kind_index: usize) -> Option<&'static jsonschema::Validator> {
     validators()[kind_index]
@@ -39,7 +27,7 @@ pub(super) fn validator(kind_index: usize) -> Option<&'static jsonschema::Valida
                 .with_draft(jsonschema::Draft::Draft202012)
                 .should_validate_formats(true)
                 .with_format("quantity", names::quantity)
-                .with_format("byte", is_base64)
+                .with_format("byte", crate::manifest::crd::is_base64)
                 .with_format("int32", |_| true)
                 .with_format("int64", |_| true)
                 .with_format("double", |_| true)

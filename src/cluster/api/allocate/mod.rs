@@ -3,16 +3,19 @@
 //! `--service-cidr`) and NodePorts per NodePort/LoadBalancer Service (from
 //! `--service-node-port-range`).
 //!
-//! Nothing is kept on the side: what is taken is read from the stored objects, so it
-//! survives restarts and cannot drift from what the objects say. Allocations are serialized
-//! by one lock in [`Allocations`] that a writer holds from reading what is taken until its
-//! write is stored, so two concurrent creates never get the same address. A dry run assigns
-//! (to show the result) but stores nothing, so it reserves nothing.
+//! What is taken is read from the stored objects and from the address claims ([`claims`]):
+//! one store key per address, claimed with a create-if-absent txn before (or with) the write
+//! of the object that holds it, so several API servers on one etcd never hand out one
+//! address twice. Within one server, allocations are also serialized by one lock in
+//! [`Allocations`] that a writer holds from reading what is taken until its write is stored,
+//! so its own concurrent creates do not race for claims. A dry run assigns (to show the
+//! result) but stores nothing, so it claims nothing.
 //!
 //! [`assign`] is the core (over a [`Taken`] snapshot; random picks are its only impurity);
 //! [`reserve`] adds the lock and the reads around it for the single-object verbs. The ranges
 //! and their address arithmetic are in `network.rs`.
 
+pub mod claims;
 mod network;
 
 use std::collections::HashMap;
@@ -524,13 +527,30 @@ impl Allocations {
     }
 }
 
-/// Reads what the stored objects of `kinds` (Service, Node) hold.
+/// Reads what the stored objects of `kinds` (Service, Node) hold, and what is claimed.
 pub async fn read_taken(
     storage: &Storage,
     network: &Network,
     kinds: &[&str],
 ) -> Result<Taken, ApiError> {
     let mut taken = Taken::default();
+    let claimed = storage
+        .store
+        .list(
+            claims::PREFIX,
+            crate::cluster::store::ListOptions::default(),
+        )
+        .await?;
+    for kv in claimed.items {
+        let holder = String::from_utf8_lossy(&kv.value);
+        // `Kind/namespace/name`: counted as `namespace/name`, as objects are.
+        let Some((kind, who)) = holder.split_once('/') else {
+            continue;
+        };
+        if kinds.contains(&kind) {
+            claims::mark(network, &mut taken, &kv.key, who);
+        }
+    }
     for &kind in kinds {
         let r = by_kind("v1", kind).expect("served");
         let page = storage.list(r, None, 0, None, None).await?;
@@ -541,13 +561,68 @@ pub async fn read_taken(
     Ok(taken)
 }
 
-/// Assigns the addresses of a Service or Node write under the allocation lock; keep the
-/// returned guard until the write is stored. Other kinds pass through untouched.
+/// The claims a write of `new` (over `old`) must make: the addresses `new` holds that `old`
+/// did not, with the holder's name. For the batch's txn, which claims with the write itself.
+pub fn new_claims(
+    network: &Network,
+    kind: &str,
+    old: Option<&Value>,
+    new: &Value,
+) -> (String, Vec<String>) {
+    let mut before = Taken::default();
+    if let Some(old) = old {
+        before.record(network, kind, old);
+    }
+    let had: std::collections::HashSet<String> =
+        claims::keys(network, &before).into_iter().collect();
+    let mut after = Taken::default();
+    after.record(network, kind, new);
+    let keys = claims::keys(network, &after)
+        .into_iter()
+        .filter(|k| !had.contains(k))
+        .collect();
+    (claims::holder(kind, new), keys)
+}
+
+/// Releases the claims of the addresses `old` held and `new` (`None`: deleted) does not,
+/// after the write that dropped them was stored. Best effort: a claim left behind is
+/// released by the repair pass.
+pub async fn release(state: &ApiState, r: &Resource, old: &Value, new: Option<&Value>) {
+    if !allocates(r) {
+        return;
+    }
+    let network = &state.config.network;
+    let mut before = Taken::default();
+    before.record(network, r.kind, old);
+    let mut after = Taken::default();
+    if let Some(new) = new {
+        after.record(network, r.kind, new);
+    }
+    let kept: std::collections::HashSet<String> =
+        claims::keys(network, &after).into_iter().collect();
+    let holder = claims::holder(r.kind, old);
+    for key in claims::keys(network, &before) {
+        if kept.contains(&key) {
+            continue;
+        }
+        if let Err(e) = claims::release(&state.storage, &holder, &key).await {
+            tracing::debug!(error = %e, key, "cannot release an address claim; repair will");
+        }
+    }
+}
+
+/// How often a write picks again after another server claimed what it picked.
+const CLAIM_ATTEMPTS: usize = 8;
+
+/// Assigns the addresses of a Service or Node write under the allocation lock and claims
+/// them (unless `dry_run`); keep the returned guard until the write is stored. Other kinds
+/// pass through untouched.
 pub async fn reserve<'a>(
     state: &'a ApiState,
     r: &Resource,
     old: Option<&Value>,
     new: &mut Value,
+    dry_run: bool,
 ) -> Result<Held<'a>, ApiError> {
     if !allocates(r) {
         return Ok(None);
@@ -556,8 +631,31 @@ pub async fn reserve<'a>(
     let network = &state.config.network;
     // Services and Nodes draw from separate ranges: only the written kind is read.
     let mut taken = read_taken(&state.storage, network, &[r.kind]).await?;
-    assign(network, &mut taken, r.kind, old, new)?;
-    Ok(Some(guard))
+    for _ in 0..CLAIM_ATTEMPTS {
+        let mut candidate = new.clone();
+        assign(network, &mut taken.clone(), r.kind, old, &mut candidate)?;
+        if dry_run {
+            *new = candidate;
+            return Ok(Some(guard));
+        }
+        let (who, keys) = new_claims(network, r.kind, old, &candidate);
+        let others = claims::claim(&state.storage, &who, &keys).await?;
+        if others.is_empty() {
+            *new = candidate;
+            return Ok(Some(guard));
+        }
+        // Another server claimed some of it meanwhile: pick again around those.
+        for (key, holder) in others {
+            let who = holder.split_once('/').map_or(holder.as_str(), |(_, w)| w);
+            claims::mark(network, &mut taken, &key, who);
+        }
+    }
+    Err(ApiError::Conflict {
+        resource: r.qualified(),
+        name: owner(new),
+        detail: "the addresses picked were claimed by other API servers each time; try again"
+            .into(),
+    })
 }
 
 #[cfg(test)]

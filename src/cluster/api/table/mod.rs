@@ -1,11 +1,14 @@
 //! Server-side printing: `meta.k8s.io/v1` Tables for `kubectl get`, with the columns kubectl
 //! users know for pods, deployments, replica sets, services, config maps, secrets,
-//! namespaces, nodes and events (NAME and AGE for the rest).
+//! namespaces, nodes and events (`cells.rs`); jobs, cron jobs, stateful and daemon sets,
+//! ingresses, volumes and claims, RBAC, autoscalers, disruption budgets, classes, quotas
+//! (`kinds.rs`); NAME and AGE for the rest.
 //!
 //! This module is the Table itself (its column definitions and rows) and when a client wants
-//! one; what each kind prints, its columns and an object's cells in them, is in `cells.rs`.
+//! one; what each kind prints, its columns and an object's cells in them, is in those two.
 
 mod cells;
+mod kinds;
 
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
@@ -66,14 +69,19 @@ pub fn table(r: &Resource, items: &[Value], metadata: &Value) -> Value {
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
     ];
-    for (c, priority) in columns(r) {
+    for (c, priority) in kinds::columns(r.kind).unwrap_or_else(|| columns(r)) {
         defs.push(json!({"name": c, "type": "string", "format": "", "description": "", "priority": priority}));
     }
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
             json!({
-                "cells": cells(r, o),
+                "cells": match kinds::cells(r.kind, o) {
+                    Some(rest) => std::iter::once(json!(o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")))
+                        .chain(rest)
+                        .collect(),
+                    None => cells(r, o),
+                },
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",

@@ -21,7 +21,7 @@ use git2::{
 
 use self::ssh::HostKeyCheck;
 use crate::manifest::Input;
-use crate::manifest::git::{TreeError, TreeManifests, read_tree};
+use crate::manifest::git::{TreeError, TreeListing, list_tree, read_entries};
 
 /// Credentials from the Secret named by `spec.secretRef`. `Debug` shows no value.
 #[derive(Clone, Default)]
@@ -101,7 +101,11 @@ pub enum FetchError {
 #[derive(Debug)]
 pub struct Fetched {
     pub commit: String,
-    /// Each manifest file, named by its path in the repository.
+    /// Every manifest file and kustomization folder of the commit, by its path in the
+    /// repository, with its id (see [`TreeListing::Folder`]).
+    pub entries: Vec<(String, git2::Oid)>,
+    /// The contents of those the caller did not know already (every one, for a caller that
+    /// knows none).
     pub files: Vec<Input>,
 }
 
@@ -141,7 +145,8 @@ pub fn git_dir(path: &Path) -> Result<PathBuf, FetchError> {
         })
 }
 
-/// Fetches (remote URLs) and reads the manifests under `folder` at `git_ref`.
+/// Fetches (remote URLs) and reads the manifests under `folder` at `git_ref`; a blob that
+/// `known(path, blob)` says the caller has already is listed but not read.
 /// Blocking: run it off the async runtime.
 pub fn fetch(
     url: &str,
@@ -149,6 +154,7 @@ pub fn fetch(
     folder: Option<&str>,
     credentials: Option<&Credentials>,
     mirror: &Path,
+    known: &dyn Fn(&str, git2::Oid) -> bool,
 ) -> Result<Fetched, FetchError> {
     let (repo, remote_head) = match local_path(url) {
         Some(path) => (
@@ -161,9 +167,29 @@ pub fn fetch(
         None => fetch_remote(url, credentials, mirror)?,
     };
     let commit = resolve(&repo, git_ref, remote_head.as_deref(), url)?;
-    let files = read_manifests(&repo, commit, folder)?;
+    let root = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .map_err(|source| FetchError::Read {
+            path: ".".into(),
+            commit: commit.to_string(),
+            source,
+        })?;
+    let entries = list_manifests(&repo, &root, commit, folder)?;
+    let unknown = entries
+        .iter()
+        .filter(|(path, id)| !known(path, *id))
+        .cloned();
+    let files = read_entries(&repo, &root, unknown).map_err(|TreeError { path, source }| {
+        FetchError::Read {
+            path,
+            commit: commit.to_string(),
+            source,
+        }
+    })?;
     Ok(Fetched {
         commit: commit.to_string(),
+        entries,
         files,
     })
 }
@@ -345,26 +371,20 @@ fn resolve(
     })
 }
 
-/// The manifest files under `folder` at `commit` (hidden entries skipped), sorted by path.
-fn read_manifests(
+/// The manifest files and kustomization folders under `folder` of `root`, the tree of
+/// `commit` (hidden entries skipped), sorted by path, with their ids.
+fn list_manifests(
     repo: &Repository,
+    root: &git2::Tree<'_>,
     commit: git2::Oid,
     folder: Option<&str>,
-) -> Result<Vec<Input>, FetchError> {
+) -> Result<Vec<(String, git2::Oid)>, FetchError> {
     let commit_text = commit.to_string();
-    let root = repo
-        .find_commit(commit)
-        .and_then(|c| c.tree())
-        .map_err(|source| FetchError::Read {
-            path: ".".into(),
-            commit: commit_text.clone(),
-            source,
-        })?;
     let folder = folder.unwrap_or("");
-    match read_tree(repo, root, folder) {
-        Ok(TreeManifests::Folder(files)) => Ok(files),
+    match list_tree(repo, root.clone(), folder) {
+        Ok(TreeListing::Folder(entries)) => Ok(entries),
         // A source names a folder; a file or nothing there is the same mistake.
-        Ok(TreeManifests::Missing | TreeManifests::File(_)) => Err(FetchError::NoPath {
+        Ok(TreeListing::Missing | TreeListing::File(_)) => Err(FetchError::NoPath {
             path: folder
                 .trim_matches('/')
                 .trim_start_matches("./")

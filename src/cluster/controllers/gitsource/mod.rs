@@ -12,8 +12,15 @@
 //! [`REPLICAS_MANAGED_BY_ANNOTATION`]) keeps its live replica count: git applies everything
 //! else, and a different count is not drift.
 //!
-//! The objects of the last applied commit stay in memory ([`report`]), so
-//! `berth diff --source` can show the drift field by field through the same dry run.
+//! Between commits the objects of the last applied commit stay in memory ([`index`]): a new
+//! commit is compared with it as git trees, only the files whose blobs changed are read,
+//! parsed and validated, and only the objects that changed (and those that left) go through
+//! apply, as a [`Delta`] batch; the check for objects declared twice runs over the index. The
+//! whole set is dry-run again (drift) when the interval has passed, on a sync request, or
+//! after a restart or a change of the source's spec. `berth diff --source` ([`report`]) and
+//! health read the same index. The status keeps counts and at most
+//! [`MAX_LISTED`](crate::manifest::gitsource::MAX_LISTED) objects; the members are the
+//! ApplySet's, listed by label (`berth gitsource inventory NAME`).
 //!
 //! Wake-ups: changes of the GitSource (spec, `berth.dev/sync-requested-at` from
 //! `berth gitsource sync` or a webhook), a file-system watch of local repositories, and the
@@ -21,6 +28,7 @@
 
 pub mod fetch;
 mod health;
+pub mod index;
 mod reconcile;
 pub mod report;
 mod state;
@@ -41,7 +49,7 @@ use super::cache::Cache;
 use super::client::{LocalApi, path, resource};
 use super::runtime::{ReconcileError, WorkQueue};
 use crate::apply::batch::BatchRefusal;
-use crate::apply::batch::{BatchRequest, BatchResponse};
+use crate::apply::batch::{BatchRequest, BatchResponse, Delta};
 use crate::cluster::api::apply_in_process;
 use crate::manifest::gitsource::GitSource;
 
@@ -110,11 +118,21 @@ impl GitSync {
 
 /// Starts the git sync controller. `mirrors` holds the bare mirrors of remote repositories.
 pub fn start(api: LocalApi, caches: Caches, mirrors: PathBuf) -> GitSync {
+    start_with(api, caches, mirrors, report::DeclaredCommits::default())
+}
+
+/// [`start`], remembering applied commits in `declared` (which outlives one leader's term:
+/// the API's drift route reads it).
+pub fn start_with(
+    api: LocalApi,
+    caches: Caches,
+    mirrors: PathBuf,
+    declared: report::DeclaredCommits,
+) -> GitSync {
     let mut tasks = JoinSet::new();
     let sources = Cache::new(resource("berth.dev/v1", "GitSource"));
     tasks.spawn(sources.clone().run(api.state().storage.clone()));
     let queue = WorkQueue::new();
-    let declared = report::DeclaredCommits::default();
     super::feed(
         &mut tasks,
         &queue,
@@ -264,6 +282,7 @@ async fn source_batch(
     source: &GitSource,
     objects: Vec<Value>,
     dry_run: bool,
+    delta: Option<Delta>,
 ) -> Result<BatchResponse, BatchRefusal> {
     let request = BatchRequest {
         objects,
@@ -273,7 +292,15 @@ async fn source_batch(
         // Git is the source of truth: its fields win over hand edits (that is drift).
         force: true,
         field_manager: Some(FIELD_MANAGER.into()),
+        delta,
     };
+    // The leadership fence of every controller write (see `LocalApi`).
+    if !dry_run && !state.leadership.holds() {
+        return Err(BatchRefusal::Refused {
+            code: 503,
+            message: "this master does not hold the controllers' lease; it applies nothing".into(),
+        });
+    }
     apply_in_process(state, namespace, &applyset_name(name), request).await
 }
 
@@ -287,12 +314,24 @@ async fn source_dry_run(
     name: &str,
     source: &GitSource,
     objects: &mut [Value],
+    delta: Option<&Delta>,
 ) -> Result<BatchResponse, BatchRefusal> {
-    let dry = source_batch(state, namespace, name, source, objects.to_vec(), true).await?;
+    let batch = |objects: &[Value]| {
+        source_batch(
+            state,
+            namespace,
+            name,
+            source,
+            objects.to_vec(),
+            true,
+            delta.cloned(),
+        )
+    };
+    let dry = batch(&*objects).await?;
     if !keep_autoscaled_replicas(objects, &dry, namespace) {
         return Ok(dry);
     }
-    source_batch(state, namespace, name, source, objects.to_vec(), true).await
+    batch(&*objects).await
 }
 
 /// The first 7 characters of a commit id, as git shows it.

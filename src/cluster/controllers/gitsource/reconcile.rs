@@ -1,13 +1,19 @@
 //! One reconcile of a GitSource, step by step: fetch the commit, load and validate its
 //! manifests, dry-run them (which finds objects owned by someone else, drift and who made it),
 //! apply when there is a new commit, a sync request or drift to heal, then roll up health
-//! and write the status. A step that cannot go on records why in the status and stops.
+//! and write the status. A step that cannot go on records why in the status and stops; a sync
+//! asked for (`berth.dev/sync-requested-at`) is marked handled (`lastHandledSyncRequest`)
+//! either way.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::fetch::{self, FetchError, Fetched};
+use super::index::{Change, Index};
+use super::report::Declared;
 use super::state::{Conditions, drift_of, drifted_fields, writers_of};
 use super::{
     DEFAULT_INTERVAL, FIELD_MANAGER, GitSyncController, PROGRESS_RECHECK, SOURCE_ANNOTATION,
@@ -16,10 +22,12 @@ use super::{
 };
 use crate::apply::applyset::{self, ParentRef};
 use crate::apply::batch::BatchRefusal;
-use crate::apply::batch::{BatchResponse, Outcome};
+use crate::apply::batch::{BatchResponse, Delta, Outcome};
 use crate::cluster::controllers::cache::split_key;
 use crate::cluster::controllers::runtime::{Action, ReconcileError, Reconciler};
-use crate::manifest::gitsource::{GitSource, GitSourceStatus, SYNC_REQUESTED_ANNOTATION};
+use crate::manifest::gitsource::{
+    GitSource, GitSourceStatus, MAX_LISTED, SYNC_REQUESTED_ANNOTATION,
+};
 use crate::manifest::{Input, Loaded, SetOptions, Severity, ValidateOptions, load_set};
 
 /// One reconcile's view of a source: the object as stored, its spec, and the status being
@@ -48,6 +56,21 @@ impl Pass<'_> {
     /// What the source's status said after the last reconcile.
     fn last(&self) -> GitSourceStatus {
         self.source.status.clone().unwrap_or_default()
+    }
+
+    /// The sync asked for with the source's annotation, if any.
+    fn sync_request(&self) -> Option<String> {
+        self.object["metadata"]["annotations"][SYNC_REQUESTED_ANNOTATION]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Records that this reconcile handled the sync asked for, whatever came of it (applied,
+    /// refused, stalled): who asked sees that it ran, and the reason in the conditions.
+    fn request_handled(&mut self) {
+        if let Some(request) = self.sync_request() {
+            self.status["lastHandledSyncRequest"] = json!(request);
+        }
     }
 }
 
@@ -96,11 +119,26 @@ fn carried_over(source: &GitSource, status: &GitSourceStatus) -> Value {
         "observedGeneration": source.metadata.generation,
         "lastAppliedCommit": status.last_applied_commit,
         "lastAttemptedCommit": status.last_attempted_commit,
-        "inventory": status.inventory,
+        "objects": status.objects,
         "health": status.health,
         "lastHandledSyncRequest": status.last_handled_sync_request,
         "drift": status.drift,
+        "driftCount": status.drift_count,
     })
+}
+
+/// At most [`MAX_LISTED`] of `items` joined with `; `, and how many more there are.
+fn listed(items: &[String]) -> String {
+    let mut text = items
+        .iter()
+        .take(MAX_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > MAX_LISTED {
+        text.push_str(&format!(" … and {} more", items.len() - MAX_LISTED));
+    }
+    text
 }
 
 /// Loads and validates the commit's manifests with the one loader; marks each object with
@@ -109,7 +147,7 @@ fn load_commit(
     files: Vec<Input>,
     commit: &str,
     source_key: &str,
-) -> Result<Vec<Value>, Vec<String>> {
+) -> Result<HashMap<String, Vec<Value>>, Vec<String>> {
     let (objects, report) = load_set(files, SetOptions::keep(ValidateOptions::default()));
     if report.error_count() > 0 {
         return Err(report
@@ -119,6 +157,7 @@ fn load_commit(
             .map(|p| format!("{}: {}", p.location(), p.message()))
             .collect());
     }
+    let mut by_path: HashMap<String, Vec<Value>> = HashMap::new();
     let annotate = |o: Loaded| {
         let mut value = o.value;
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -126,13 +165,17 @@ fn load_commit(
             if let Some(a) = annotations.as_object_mut() {
                 a.insert(SOURCE_ANNOTATION.into(), json!(source_key));
                 a.insert(SOURCE_COMMIT_ANNOTATION.into(), json!(commit));
-                a.insert(SOURCE_PATH_ANNOTATION.into(), json!(o.path));
+                a.insert(SOURCE_PATH_ANNOTATION.into(), json!(&o.path));
                 a.insert(SOURCE_LINE_ANNOTATION.into(), json!(o.line.to_string()));
             }
         }
-        value
+        (o.input, value)
     };
-    Ok(objects.into_iter().map(annotate).collect())
+    // By input: a manifest file, or a kustomization folder (rendered whole).
+    for (path, value) in objects.into_iter().map(annotate) {
+        by_path.entry(path).or_default().push(value);
+    }
+    Ok(by_path)
 }
 
 /// `Deployment default/web` of a batch result.
@@ -188,19 +231,6 @@ fn overruled_writers(dry: &BatchResponse) -> Vec<String> {
     writers
 }
 
-/// The objects a batch applied (pruned ones left out), as the status lists them.
-fn inventory_of(applied: &BatchResponse) -> Vec<Value> {
-    applied
-        .results
-        .iter()
-        .filter(|r| r.outcome != Outcome::Pruned)
-        .map(|r| {
-            json!({"apiVersion": r.api_version, "kind": r.kind,
-                "namespace": r.namespace, "name": r.name})
-        })
-        .collect()
-}
-
 /// A batch refusal: the prune guard holding the commit, or invalid objects.
 fn refused(commit: &str, refusal: BatchRefusal) -> Stop {
     let (reason, message) = match refusal {
@@ -215,7 +245,7 @@ fn refused(commit: &str, refusal: BatchRefusal) -> Stop {
                     .split("; pass")
                     .next()
                     .unwrap_or(""),
-                would_go.join(", ")
+                listed(&would_go)
             ),
         ),
         BatchRefusal::Refused { message, .. } => (
@@ -273,6 +303,7 @@ impl Reconciler for GitSyncController {
                 if stalled {
                     pass.conditions.set("Stalled", true, reason, &message);
                 }
+                pass.request_handled();
                 self.write_status(pass.object, pass.take_status()).await?;
                 match retry {
                     Retry::AfterInterval => Ok(Action::requeue(pass.interval)),
@@ -294,6 +325,7 @@ impl GitSyncController {
                 "Suspended",
                 "sync is suspended (spec.suspend)",
             );
+            pass.request_handled();
             self.write_status(pass.object, pass.take_status()).await?;
             return Ok(Action::await_change());
         }
@@ -301,25 +333,72 @@ impl GitSyncController {
             Some(p) => self.watch(pass.key, &p),
             None => self.unwatch(pass.key),
         }
-        let Fetched { commit, files } = self.fetch_commit(pass).await?;
+        // What the last applied commit declared, if it was applied with this spec.
+        let last = pass.last();
+        let base = self.declared.get(pass.key).filter(|d| {
+            d.generation == pass.source.metadata.generation
+                && last.last_applied_commit.as_deref() == Some(d.index.commit.as_str())
+        });
+        let known = base.as_ref().map(|d| d.index.clone());
+        let Fetched {
+            commit,
+            entries,
+            files,
+        } = self.fetch_commit(pass, known).await?;
         pass.status["lastAttemptedCommit"] = json!(commit);
-        let objects = load_commit(files, &commit, pass.key).map_err(|errors| {
-            Stop::stalled(
-                "InvalidManifests",
-                format!(
-                    "commit {} not applied: {} problem{} in the manifests: {}",
-                    short(&commit),
-                    errors.len(),
-                    if errors.len() == 1 { "" } else { "s" },
-                    errors.join("; ")
-                ),
-            )
-        })?;
-        self.sync(pass, &commit, objects).await
+        let sync_request = pass.sync_request();
+        let requested = sync_request.is_some() && sync_request != last.last_handled_sync_request;
+        if requested {
+            pass.request_handled();
+        }
+        let loaded = load_commit(files, &commit, pass.key)
+            .map_err(|errors| invalid_manifests(&commit, &errors))?;
+        match base {
+            // The commit applied and looked at within the interval: nothing to do but health.
+            Some(base)
+                if base.index.commit == commit
+                    && !requested
+                    && base.checked.elapsed() < pass.interval =>
+            {
+                let drift = last.drift.clone();
+                let count = last.drift_count.map_or(drift.len(), |c| c as usize);
+                self.record_applied(pass, &commit, &base.index, drift, count)
+                    .await
+            }
+            // A new commit: apply what changed since the last one.
+            Some(base) if base.index.commit != commit && !requested => {
+                let (index, change) = base
+                    .index
+                    .next(&commit, &entries, loaded)
+                    .map_err(|errors| invalid_manifests(&commit, &errors))?;
+                self.apply_change(pass, &commit, &base.index, index, change)
+                    .await
+            }
+            // The whole commit: after a restart or a spec change, to look for drift, or asked.
+            base => {
+                let index = match base {
+                    Some(base) if base.index.commit == commit => base.index,
+                    Some(base) => base
+                        .index
+                        .next(&commit, &entries, loaded)
+                        .map(|(i, _)| Arc::new(i))
+                        .map_err(|errors| invalid_manifests(&commit, &errors))?,
+                    None => Index::full(&commit, &entries, loaded)
+                        .map(Arc::new)
+                        .map_err(|errors| invalid_manifests(&commit, &errors))?,
+                };
+                self.sync(pass, &commit, index, requested).await
+            }
+        }
     }
 
     /// Fetches the source's commit with the credentials of its Secret.
-    async fn fetch_commit(&self, pass: &Pass<'_>) -> Result<Fetched, Stop> {
+    /// Blobs `known` already holds are listed, not read.
+    async fn fetch_commit(
+        &self,
+        pass: &Pass<'_>,
+        known: Option<Arc<Index>>,
+    ) -> Result<Fetched, Stop> {
         let spec = &pass.source.spec;
         let credentials = match &spec.secret_ref {
             Some(r) => match self.credentials(pass.namespace, &r.name).await {
@@ -347,6 +426,12 @@ impl GitSyncController {
                 folder.as_deref(),
                 credentials.as_ref(),
                 &mirror,
+                &|path, blob| {
+                    known
+                        .as_ref()
+                        .and_then(|k| k.files.get(path))
+                        .is_some_and(|f| f.blob == blob)
+                },
             )
         })
         .await
@@ -365,38 +450,93 @@ impl GitSyncController {
         })
     }
 
-    /// Dry-runs the commit's objects; applies them when there is a new commit, a sync request
-    /// or drift to heal; records what was applied.
+    /// Applies a new commit's change over the last applied one: the objects that changed
+    /// and, with prune, the removal of those that left, in one [`Delta`] batch (dry-run first:
+    /// objects that belong to someone else hold the commit).
+    async fn apply_change(
+        &self,
+        pass: &mut Pass<'_>,
+        commit: &str,
+        base: &Index,
+        index: Index,
+        change: Change,
+    ) -> Result<Action, Stop> {
+        let state = self.api.state();
+        let (namespace, name) = (pass.namespace, pass.name);
+        let mut member_kinds = index.member_kinds();
+        if !pass.source.spec.prune {
+            // Members left in place stay in the set: the parent keeps listing their kinds.
+            member_kinds.extend(change.removed.iter().cloned());
+        }
+        let delta = Delta {
+            removed: change.removed,
+            members_before: base.object_count(),
+            member_kinds,
+        };
+        let mut objects = change.changed;
+        let dry = source_dry_run(
+            state,
+            namespace,
+            name,
+            &pass.source,
+            &mut objects,
+            Some(&delta),
+        )
+        .await
+        .map_err(|r| refused(commit, r))?;
+        let foreign = foreign_objects(&dry, namespace, name);
+        if !foreign.is_empty() {
+            return Err(not_owned(commit, &foreign));
+        }
+        drop(dry);
+        let changed = objects.len();
+        let applied = source_batch(
+            state,
+            namespace,
+            name,
+            &pass.source,
+            objects,
+            false,
+            Some(delta),
+        )
+        .await
+        .map_err(|r| refused(commit, r))?;
+        tracing::info!(source = pass.key, commit = %commit, changed,
+            pruned = applied.results.iter().filter(|r| r.outcome == Outcome::Pruned).count(),
+            objects = index.object_count(), "applied a commit's changes");
+        let index = Arc::new(index);
+        self.declared.remember(
+            pass.key,
+            Declared {
+                index: index.clone(),
+                generation: pass.source.metadata.generation,
+                checked: Instant::now(),
+            },
+        );
+        self.record_applied(pass, commit, &index, Vec::new(), 0)
+            .await
+    }
+
+    /// Dry-runs the whole commit; applies it when it is new, asked for, or has drift to heal;
+    /// records what was applied.
     async fn sync(
         &self,
         pass: &mut Pass<'_>,
         commit: &str,
-        mut objects: Vec<Value>,
+        index: Arc<Index>,
+        requested: bool,
     ) -> Result<Action, Stop> {
         let last = pass.last();
-        let sync_request = pass.object["metadata"]["annotations"][SYNC_REQUESTED_ANNOTATION]
-            .as_str()
-            .map(str::to_string);
-        let requested = sync_request.is_some() && sync_request != last.last_handled_sync_request;
         let new_commit = last.last_applied_commit.as_deref() != Some(commit);
-        let declared = objects.clone();
+        let mut objects: Vec<Value> = index.objects().cloned().collect();
         let state = self.api.state();
         let (namespace, name) = (pass.namespace, pass.name);
-        let dry = source_dry_run(state, namespace, name, &pass.source, &mut objects)
+        let dry = source_dry_run(state, namespace, name, &pass.source, &mut objects, None)
             .await
             .map_err(|r| refused(commit, r))?;
         let foreign = foreign_objects(&dry, namespace, name);
         if !foreign.is_empty() {
-            return Err(Stop::stalled(
-                "NotOwned",
-                format!(
-                    "commit {} not applied: these objects exist and do not belong to this \
-                     source, so they are left alone: {}; delete them or remove them from the \
-                     repository",
-                    short(commit),
-                    foreign.join(", ")
-                ),
-            ));
+            return Err(not_owned(commit, &foreign));
         }
         let drift = if new_commit {
             Vec::new()
@@ -405,13 +545,15 @@ impl GitSyncController {
         };
         let heal = !drift.is_empty() && pass.source.spec.self_heal;
         let writers = overruled_writers(&dry);
-        let applied = if new_commit || requested || heal {
-            source_batch(state, namespace, name, &pass.source, objects, false)
+        drop(dry);
+        if new_commit || requested || heal {
+            let applied = source_batch(state, namespace, name, &pass.source, objects, false, None)
                 .await
-                .map_err(|r| refused(commit, r))?
-        } else {
-            dry
-        };
+                .map_err(|r| refused(commit, r))?;
+            if new_commit {
+                tracing::info!(source = pass.key, commit = %commit, objects = applied.results.len(), "applied a commit");
+            }
+        }
         if heal {
             let by = if writers.is_empty() {
                 String::new()
@@ -420,43 +562,52 @@ impl GitSyncController {
             };
             let message = format!(
                 "reverted changes made outside git to {}{by}",
-                drift.join("; ")
+                listed(&drift)
             );
             tracing::info!(source = pass.key, "self-heal: {message}");
             self.api
                 .event(pass.object, "Warning", "SelfHealed", &message)
                 .await;
         }
-        if new_commit {
-            tracing::info!(source = pass.key, commit = %commit, objects = applied.results.len(), "applied a commit");
-        }
-        self.declared.remember(pass.key, commit, declared);
-        if requested {
-            pass.status["lastHandledSyncRequest"] = json!(sync_request);
-        }
+        self.declared.remember(
+            pass.key,
+            Declared {
+                index: index.clone(),
+                generation: pass.source.metadata.generation,
+                checked: Instant::now(),
+            },
+        );
         let in_sync = drift.is_empty() || heal;
-        self.record_applied(
-            pass,
-            commit,
-            &applied,
-            if in_sync { Vec::new() } else { drift },
-        )
-        .await
+        let drift = if in_sync { Vec::new() } else { drift };
+        let count = drift.len();
+        self.record_applied(pass, commit, &index, drift, count)
+            .await
     }
 
-    /// Writes what a commit's batch left: the inventory, its health, and whether the cluster
-    /// matches the commit (`drift` empty) or has changed outside git.
+    /// Writes what a commit left: how many objects it holds, their health, and whether the
+    /// cluster matches the commit (`drift` empty) or has changed outside git (`count` objects,
+    /// at most [`MAX_LISTED`] of them in `drift`).
     async fn record_applied(
         &self,
         pass: &mut Pass<'_>,
         commit: &str,
-        applied: &BatchResponse,
-        drift: Vec<String>,
+        index: &Index,
+        mut drift: Vec<String>,
+        count: usize,
     ) -> Result<Action, Stop> {
-        let inventory = inventory_of(applied);
-        let (health, health_message) = health::roll_up(&inventory, &self.caches);
+        let deployments: Vec<Value> = index
+            .objects()
+            .filter(|o| o["kind"] == "Deployment")
+            .map(|o| {
+                json!({"kind": "Deployment",
+                    "namespace": o.pointer("/metadata/namespace").and_then(Value::as_str)
+                        .unwrap_or(pass.namespace),
+                    "name": o.pointer("/metadata/name")})
+            })
+            .collect();
+        let (health, health_message) = health::roll_up(&deployments, &self.caches);
         pass.status["lastAppliedCommit"] = json!(commit);
-        pass.status["inventory"] = json!(inventory);
+        pass.status["objects"] = json!(index.object_count());
         pass.status["health"] = json!(health);
         let conditions = &mut pass.conditions;
         conditions.set("Stalled", false, "Applied", "");
@@ -475,11 +626,17 @@ impl GitSyncController {
                 &format!(
                     "changed outside git since commit {}: {}",
                     short(commit),
-                    drift.join("; ")
+                    listed(&drift)
                 ),
             );
         }
+        drift.truncate(MAX_LISTED);
         pass.status["drift"] = json!(drift);
+        pass.status["driftCount"] = if count == 0 {
+            Value::Null
+        } else {
+            json!(count)
+        };
         match health {
             "Degraded" => conditions.set("Ready", false, "Degraded", &health_message),
             "Progressing" => conditions.set("Ready", false, "Progressing", &health_message),
@@ -496,4 +653,31 @@ impl GitSyncController {
         }
         Ok(Action::requeue(pass.interval))
     }
+}
+
+/// The commit's manifests have problems: nothing is applied.
+fn invalid_manifests(commit: &str, errors: &[String]) -> Stop {
+    Stop::stalled(
+        "InvalidManifests",
+        format!(
+            "commit {} not applied: {} problem{} in the manifests: {}",
+            short(commit),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            listed(errors)
+        ),
+    )
+}
+
+/// Objects of the commit exist and belong to someone else: nothing is applied.
+fn not_owned(commit: &str, foreign: &[String]) -> Stop {
+    Stop::stalled(
+        "NotOwned",
+        format!(
+            "commit {} not applied: these objects exist and do not belong to this source, so \
+             they are left alone: {}; delete them or remove them from the repository",
+            short(commit),
+            listed(foreign)
+        ),
+    )
 }

@@ -2,7 +2,7 @@
 //! what `berth diff --source NAME` renders (wire format: [`crate::apply::drift`]).
 //!
 //! Git sync keeps the objects of each source's last applied commit in memory
-//! ([`DeclaredCommits`]); the endpoint dry-runs them exactly as the controller does when it
+//! ([`DeclaredCommits`], the [`Index`] it compares the next commit with); the endpoint dry-runs them exactly as the controller does when it
 //! looks for drift (same batch, same autoscaler rule) and answers with each object as it is
 //! live and as git would make it. The GitSource status only names the drifted fields; the
 //! values travel here, to an admin, and the client's renderer masks Secret data as
@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
+use super::index::Index;
 use super::{FIELD_MANAGER, source_dry_run};
 use crate::apply::batch::BatchRefusal;
 use crate::apply::drift::SourceDrift;
@@ -29,11 +31,14 @@ use crate::cluster::api::status::ApiError;
 use crate::cluster::controllers::client::{LocalApi, path, resource};
 use crate::manifest::gitsource::GitSource;
 
-/// The objects a source's last applied commit declares, as git sync loaded them.
+/// What a source's last applied commit declares, as git sync loaded it.
 #[derive(Debug, Clone)]
 pub struct Declared {
-    pub commit: String,
-    pub objects: Arc<Vec<Value>>,
+    pub index: Arc<Index>,
+    /// The source's `metadata.generation` it was applied with: another spec, another basis.
+    pub generation: Option<i64>,
+    /// When the whole set was last compared with the cluster (applied or dry-run).
+    pub checked: Instant,
 }
 
 /// What each source's last applied commit declares, by `namespace/name`: kept by git sync,
@@ -42,19 +47,12 @@ pub struct Declared {
 pub struct DeclaredCommits(Arc<Mutex<HashMap<String, Declared>>>);
 
 impl DeclaredCommits {
-    /// Records what the source `key` (`namespace/name`) applied at `commit`.
-    pub(super) fn remember(&self, key: &str, commit: &str, objects: Vec<Value>) {
-        let mut declared = self.0.lock().expect("declared lock");
-        if declared.get(key).is_some_and(|d| d.commit == commit) {
-            return;
-        }
-        declared.insert(
-            key.to_string(),
-            Declared {
-                commit: commit.to_string(),
-                objects: Arc::new(objects),
-            },
-        );
+    /// Records what the source `key` (`namespace/name`) applied.
+    pub(super) fn remember(&self, key: &str, declared: Declared) {
+        self.0
+            .lock()
+            .expect("declared lock")
+            .insert(key.to_string(), declared);
     }
 
     /// Drops what a deleted source declared.
@@ -62,7 +60,7 @@ impl DeclaredCommits {
         self.0.lock().expect("declared lock").remove(key);
     }
 
-    fn get(&self, key: &str) -> Option<Declared> {
+    pub(super) fn get(&self, key: &str) -> Option<Declared> {
         self.0.lock().expect("declared lock").get(key).cloned()
     }
 }
@@ -149,7 +147,7 @@ async fn source_drift(
     };
     let key = format!("{namespace}/{name}");
     let declared = match declared.get(&key) {
-        Some(d) if d.commit == applied => d,
+        Some(d) if d.index.commit == applied => d,
         _ => {
             // Held in memory only: after a restart, until git sync applies or re-reads the
             // commit. A newer commit that is invalid keeps it from doing so.
@@ -172,8 +170,8 @@ async fn source_drift(
             ));
         }
     };
-    let mut objects = declared.objects.as_ref().clone();
-    let dry = source_dry_run(state, namespace, name, &source, &mut objects)
+    let mut objects: Vec<Value> = declared.index.objects().cloned().collect();
+    let dry = source_dry_run(state, namespace, name, &source, &mut objects, None)
         .await
         .map_err(|refusal| {
             let message = match refusal {

@@ -3,6 +3,8 @@
 //! a reconcile that changes nothing writes nothing), drift read off a dry run, and the fields
 //! an autoscaler owns, which git neither reverts nor calls drift.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 use crate::apply::batch::{BatchResponse, ObjectResult, Outcome};
@@ -124,15 +126,24 @@ pub fn keep_autoscaled_replicas(
     dry: &BatchResponse,
     namespace: &str,
 ) -> bool {
+    // Each result's live object by kind, namespace and name: one lookup an object, not a scan
+    // of the whole dry run.
+    let by_identity: HashMap<(String, Option<String>, String), &Value> = dry
+        .results
+        .iter()
+        .filter_map(|r| {
+            let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
+            Some((key, r.live.as_ref()?))
+        })
+        .collect();
     let mut changed = false;
     for object in objects.iter_mut() {
         let (kind, ns, name) = identity(object, namespace);
-        let live = dry
-            .results
-            .iter()
-            .filter(|r| r.kind == kind && r.name == name)
-            .filter(|r| r.namespace.as_deref().is_none_or(|n| n == ns))
-            .find_map(|r| r.live.as_ref());
+        let key = |ns: Option<&str>| (kind.to_string(), ns.map(str::to_string), name.to_string());
+        let live = by_identity
+            .get(&key(Some(ns)))
+            .or_else(|| by_identity.get(&key(None)))
+            .copied();
         let Some(live) = live else { continue };
         if !(replicas_autoscaled(live) || replicas_autoscaled(object)) {
             continue;

@@ -129,18 +129,39 @@ pub(crate) async fn run_background(shared: Weak<Shared>, policy: CompactionPolic
 /// How often the checkpointer folds the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Starts the thread that runs passive checkpoints; it ends when the store is dropped.
+/// The WAL size SQLite truncates the file back to when it restarts the log
+/// (`journal_size_limit`), and above which a pause in the writes truncates it to nothing.
+pub(crate) const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Starts the thread that checkpoints the WAL; it ends when the store is dropped.
+///
+/// Passive checkpoints every tick copy what they can without waiting for readers or the writer.
+/// Under a steady stream of writes they cannot restart the log, so the file only grows; when
+/// the writes pause (no new revision for a tick) and the WAL is over [`WAL_LIMIT_BYTES`], a
+/// `TRUNCATE` checkpoint copies the rest, waits for readers to move on, and truncates the file.
 pub(crate) fn spawn_checkpointer(shared: Weak<Shared>) -> Result<(), StoreError> {
     let path = shared.upgrade().map(|s| s.path.clone()).unwrap_or_default();
     let conn = open_connection(&path, false)?;
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
     std::thread::Builder::new()
         .name("berth-store-checkpoint".into())
         .spawn(move || {
-            while shared.strong_count() > 0 {
+            let mut seen = -1;
+            loop {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                // PASSIVE copies what it can without waiting for readers or the writer; a
-                // failure is retried at the next tick.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let Some(store) = shared.upgrade() else {
+                    return;
+                };
+                let revision = store.revision.load(std::sync::atomic::Ordering::Acquire);
+                drop(store);
+                let idle = revision == seen;
+                seen = revision;
+                let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT_BYTES);
+                let mode = if idle && large { "TRUNCATE" } else { "PASSIVE" };
+                // A failure (busy) is retried at the next tick.
+                let _ = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
             }
         })
         .map_err(|source| StoreError::Io {

@@ -25,6 +25,8 @@
 //!
 //! A background thread checkpoints the WAL into the database file (passive checkpoints,
 //! which never block the writer), so the fsyncs of checkpoints stay off the commit path.
+//! The WAL stays bounded after a burst: `journal_size_limit` cuts it back to 64 MiB when the
+//! log restarts, and when the writes pause a `TRUNCATE` checkpoint empties a larger one.
 //!
 //! # Reads and watches
 //! Reads use a small pool of read connections on the blocking thread pool; WAL gives each read
@@ -291,6 +293,9 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> Result<Connection
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        // When the log restarts, the WAL file is cut back to this size.
+        conn.pragma_update(None, "journal_size_limit", compact::WAL_LIMIT_BYTES as i64)
             .map_err(open_err)?;
     }
     Ok(conn)

@@ -169,6 +169,9 @@ pub struct Seen {
     removed: HashSet<String>,
     /// Containers whose exit the agent has acted on.
     exits: HashSet<String>,
+    /// The attempt to make next of each container that went with a replaced sandbox: the
+    /// pod's containers come back as their next attempts, so their restart counts go on.
+    after_sandbox: HashMap<String, u32>,
 }
 
 impl Seen {
@@ -193,10 +196,29 @@ impl Seen {
         self.exits.insert(id.to_string())
     }
 
-    /// Forgets the pod's containers but the sandbox: they went with an old sandbox and
-    /// come back as new attempts, which is not drift.
-    pub fn sandbox_replaced(&mut self) {
+    /// Forgets the pod's containers but the sandbox: they went with an old sandbox (`gone`
+    /// lists what was removed with it) and come back as new attempts, which is not drift;
+    /// each the attempt after the newest of its name, seen before or among `gone`.
+    pub fn sandbox_replaced(&mut self, gone: &[ContainerInfo]) {
+        let before = self.newest.iter().map(|(name, (_, a))| (name.as_str(), *a));
+        let removed = gone
+            .iter()
+            .map(|c| (label(c, labels::CONTAINER_NAME), attempt(c)));
+        for (name, a) in before.chain(removed) {
+            if !is_sandbox(name) {
+                let next = self.after_sandbox.entry(name.to_string()).or_insert(0);
+                *next = (*next).max(a + 1);
+            }
+        }
         self.newest.retain(|name, _| is_sandbox(name));
+    }
+
+    /// The attempt to make of container `name` when none of it is left to restart: 0 for a
+    /// new pod, else the one after the newest the agent saw, in this sandbox or one before.
+    pub fn next_attempt(&self, name: &str) -> u32 {
+        let after_newest = self.newest.get(name).map(|(_, a)| a + 1);
+        let after_sandbox = self.after_sandbox.get(name).copied();
+        after_newest.max(after_sandbox).unwrap_or(0)
     }
 
     /// The attempt of the newest container of `name` seen, when it has vanished from
@@ -261,8 +283,9 @@ pub fn sandbox<'a>(
 /// Where one wanted container stands.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Standing<'a> {
-    /// None was made yet (or the agent removed the last itself): make attempt 0.
-    Absent,
+    /// None is left to restart (none made yet, the agent removed the last itself, or they
+    /// went with a replaced sandbox): make attempt `attempt` ([`Seen::next_attempt`]).
+    Absent { attempt: u32 },
     /// The newest was removed outside berth: make attempt `attempt`.
     Removed { drift: Drift, attempt: u32 },
     /// It no longer matches its spec: replace it.
@@ -310,7 +333,9 @@ pub fn container<'a>(
         };
     }
     let Some(current) = latest else {
-        return Standing::Absent;
+        return Standing::Absent {
+            attempt: seen.next_attempt(&want.name),
+        };
     };
     let found = label(current, labels::SPEC_HASH);
     if found != want.spec_hash {

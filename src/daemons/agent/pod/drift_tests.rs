@@ -140,7 +140,11 @@ fn a_container_gone_is_drift_only_when_the_agent_did_not_remove_it() {
         nobody,
         RestartPolicy::Always,
     );
-    assert_eq!(standing, Standing::Absent);
+    assert_eq!(
+        standing,
+        Standing::Absent { attempt: 1 },
+        "the next attempt after the one the agent removed"
+    );
 }
 
 #[test]

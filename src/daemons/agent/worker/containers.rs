@@ -56,7 +56,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
         let stopped_by = |id: &str| ctx.stopped_externally(id);
         let name = Some(c.name.as_str());
         match drift::container(c, role, observed, &self.seen, stopped_by, restart) {
-            Standing::Absent => self.start_new(pref, plan, c, 0, role).await,
+            Standing::Absent { attempt } => self.start_new(pref, plan, c, attempt, role).await,
             Standing::Removed { drift, attempt } => {
                 self.detected(pref, &drift, name);
                 let started = self.start_new(pref, plan, c, attempt, role).await?;

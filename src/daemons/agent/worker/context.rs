@@ -1,13 +1,13 @@
-//! What every pod worker of one agent shares: the runtime, the event recorder, the drift
-//! counters, the ConfigMap/Secret cache, the pod address pool, and which container stops were
-//! the agent's own (so a `docker stop` by someone else is recognised as drift). The API client
-//! is not here: a pod worker's pass talks only to the runtime.
+//! What every pod worker of one agent shares: the runtime, the event recorder, the
+//! `/metrics` counters, the ConfigMap/Secret cache, the pod address pool, and which container
+//! stops were the agent's own (so a `docker stop` by someone else is recognised as drift).
+//! The API client is not here: a pod worker's pass talks only to the runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::events::EventRecorder;
-use super::metrics::DriftMetrics;
+use super::metrics::AgentMetrics;
 use crate::daemons::agent::net::attach::PodAddresses;
 use crate::daemons::agent::pod::backoff::BackoffConfig;
 use crate::daemons::agent::pod::env::ObjectResolver;
@@ -29,8 +29,8 @@ pub struct AgentContext<R> {
     pub backoff: BackoffConfig,
     /// Where events go.
     pub events: EventRecorder,
-    /// Drift counters for `/metrics`.
-    pub metrics: Arc<DriftMetrics>,
+    /// The counters of `/metrics` (drift, relists, pod passes).
+    pub metrics: Arc<AgentMetrics>,
     /// ConfigMaps and Secrets, from the agent's watch cache.
     pub objects: Arc<dyn ObjectResolver>,
     /// The pod addresses this node's Service rules send traffic to, when it runs them:

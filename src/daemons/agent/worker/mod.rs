@@ -176,12 +176,14 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
     /// cleaned up, or the sender is dropped.
     pub async fn run(mut self, client: kube::Client, mut input: watch::Receiver<PodInput>) {
         let mut error_backoff = Duration::from_millis(500);
+        let mut first = true;
         loop {
             let current = input.borrow_and_update().clone();
             // Boxed: a pass's future (engine and API calls nested deep) lives only while it
             // runs, instead of sizing every idle worker's task.
             let next = match Box::pin(self.step(&client, &current)).await {
                 Ok(next) => {
+                    self.ctx.metrics.pod_synced(std::mem::take(&mut first));
                     error_backoff = Duration::from_millis(500);
                     next
                 }

@@ -77,7 +77,7 @@ impl<R: ContainerRuntime + 'static> PodWorker<R> {
             self.plug(pref, &id, ip, next_attempt).await?;
         }
         // The pod's containers went with the old sandbox; they come back as new attempts.
-        self.seen.sandbox_replaced();
+        self.seen.sandbox_replaced(observed);
         if let Some(drift) = drift {
             self.repaired(
                 pref,

@@ -235,6 +235,7 @@ impl<R: ContainerRuntime + 'static> PodSync<R> {
             self.wake(uid);
         }
         self.fingerprints = current;
+        self.ctx.metrics.relisted();
         let orphans = drift::orphans(&listed, |uid| self.workers.contains_key(uid));
         for (uid, containers) in orphans {
             let uid = uid.to_string();

@@ -416,9 +416,57 @@ async fn a_sandbox_removed_behind_berths_back_takes_the_pod_with_it() {
         "DriftRepaired",
         "recreated the pod sandbox and its containers after"
     ));
-    assert!(running_id(&status).is_some());
-    let app = &fake.containers()[&named("app", 0)].0;
+    // The app went with the old sandbox and comes back as its next attempt: a restart.
+    assert_eq!(
+        running_id(&status),
+        Some(format!("docker://{}", named("app", 1)))
+    );
+    assert_eq!(app_status(&status).restart_count, 1);
+    let app = &fake.containers()[&named("app", 1)].0;
     assert_eq!(app.network, NetworkMode::Container(named("POD", 1)));
+}
+
+#[tokio::test]
+async fn restart_counts_go_on_when_the_sandbox_is_recreated() {
+    let Running {
+        fake,
+        ctx,
+        mut worker,
+        pod,
+        ..
+    } = running_app().await;
+
+    // A crash: after its back-off the app runs as attempt 1, restarted once.
+    fake.exit(&named("app", 0), 1);
+    let (_, wake) = pass(&mut worker, &pod).await;
+    tokio::time::sleep(wake.expect("a back-off") + Duration::from_millis(50)).await;
+    let (status, _) = pass(&mut worker, &pod).await;
+    assert_eq!(
+        running_id(&status),
+        Some(format!("docker://{}", named("app", 1)))
+    );
+    assert_eq!(app_status(&status).restart_count, 1);
+
+    // The sandbox stopped behind berth's back takes the app with it; the app comes back as
+    // attempt 2, and its restart count goes on from 1 instead of starting again at 0.
+    fake.exit(&named("POD", 0), 0);
+    let status = settle(&mut worker, &pod).await;
+    assert_eq!(
+        running_id(&status),
+        Some(format!("docker://{}", named("app", 2)))
+    );
+    assert_eq!(app_status(&status).restart_count, 2);
+
+    // A restarted agent (a new worker) that finds the sandbox removed while it was away
+    // learns the app's attempt from the containers it removes with it.
+    fake.remove_behind_back(&named("POD", 1));
+    let mut adopting = PodWorker::new(ctx);
+    let status = settle(&mut adopting, &pod).await;
+    assert_eq!(
+        running_id(&status),
+        Some(format!("docker://{}", named("app", 3)))
+    );
+    assert_eq!(app_status(&status).restart_count, 3);
 }
 
 #[tokio::test]

@@ -1,0 +1,503 @@
+//! Several masters on one etcd (feature `etcd`): a clear error when etcd is unreachable,
+//! one identity shared by every master, one leader for the controllers that hands over
+//! when killed and acts no more when paused, etcd quorum loss answered with 5xx while
+//! reads go on, with nothing acknowledged lost, and addresses unique across masters. Each test starts 3 etcd members and its
+//! masters on loopback ports (tests/support/masters.rs) and kills them when it ends.
+
+pub mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::api::{Http, Server, stderr};
+use support::masters::{Masters, PREFIX, leadership};
+use support::{eventually, poll_every};
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+async fn start(n: usize) -> Masters {
+    tokio::task::spawn_blocking(move || Masters::start(n))
+        .await
+        .expect("start the masters")
+}
+
+/// Runs `berth server` with `args` to its end (it must end within 30 s): exit code, stderr.
+fn server_run(args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth server");
+    let ended = support::poll_blocking(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    if ended.is_err() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("berth server's output");
+    assert!(
+        ended.is_ok(),
+        "berth server {args:?} did not end within 30 s"
+    );
+    (output.status.code(), stderr(&output))
+}
+
+/// The one `error:` line of a failed start.
+fn error_line(text: &str) -> String {
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected in:\n{text}");
+    errors[0].to_string()
+}
+
+fn deployment(replicas: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "busybox:1.36"}]},
+            },
+        },
+    })
+}
+
+/// The pods and ReplicaSets of the `web` Deployment (pods being deleted not counted).
+async fn web(http: &Http) -> (usize, usize) {
+    let count = |list: Value| {
+        list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let pods = http
+        .get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")
+        .await;
+    let sets = http
+        .get("/apis/apps/v1/namespaces/default/replicasets?labelSelector=app%3Dweb")
+        .await;
+    (count(pods), count(sets))
+}
+
+async fn scale(http: &Http, replicas: u32) {
+    http.patch(
+        &format!("{DEPLOYMENTS}/web"),
+        json!({"spec": {"replicas": replicas}}),
+    )
+    .await;
+}
+
+async fn converged(http: &Http, pods: usize) {
+    eventually(
+        &format!("the Deployment has {pods} pods of one ReplicaSet"),
+        Duration::from_secs(40),
+        || async move {
+            let seen = web(http).await;
+            if seen == (pods, 1) { Ok(()) } else { Err(seen) }
+        },
+    )
+    .await;
+}
+
+fn holder(server: &Server) -> String {
+    server.kubectl_ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "berth-controllers",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
+#[test]
+fn an_unreachable_etcd_fails_the_start_with_one_line() {
+    let started = Instant::now();
+    let (code, text) = server_run(&["--etcd-endpoints", "http://127.0.0.1:9"]);
+    assert_ne!(code, Some(0), "the server must not start: {text}");
+    let line = error_line(&text);
+    assert!(
+        line.starts_with("error: cannot open the store: cannot reach etcd at http://127.0.0.1:9: "),
+        "{line}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the failure took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_share_one_identity_and_one_of_them_leads() {
+    let masters = start(3).await;
+    // The first master's kubeconfig (its CA, its admin token) works against every master.
+    for other in &masters.servers[1..] {
+        let out = masters.servers[0].kubectl_ok(&[
+            "--server",
+            &other.url,
+            "get",
+            "namespace",
+            "kube-system",
+            "-o",
+            "name",
+        ]);
+        assert_eq!(out.trim(), "namespace/kube-system");
+    }
+    eventually("exactly one master leads", Duration::from_secs(30), || {
+        masters.leader(&[])
+    })
+    .await;
+    assert!(!holder(&masters.servers[2]).is_empty());
+
+    // A master with a wrong token does not join (nor start a cluster of its own).
+    let endpoints = masters.etcd.endpoints().join(",");
+    let (code, text) = server_run(&[
+        "--etcd-endpoints",
+        &endpoints,
+        "--etcd-prefix",
+        PREFIX,
+        "--token",
+        "berth-admin.not-the-token-of-this-cluster",
+    ]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        error_line(&text).contains("the token does not open the cluster identity"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_hands_over_within_17_seconds_and_a_scaled_deployment_converges() {
+    let mut masters = start(3).await;
+    let leader = eventually("one master leads", Duration::from_secs(30), || {
+        masters.leader(&[])
+    })
+    .await;
+    let survivor = (leader + 1) % 3;
+    let http = masters.servers[survivor].http();
+    http.create(DEPLOYMENTS, deployment(2)).await;
+    converged(&http, 2).await;
+    let before = holder(&masters.servers[survivor]);
+
+    let killed = Instant::now();
+    masters.servers[leader].kill();
+    let skip = [leader];
+    let next = eventually(
+        "another master takes the lease",
+        Duration::from_secs(30),
+        || masters.leader(&skip),
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("failover: master {next} leads {took:?} after the leader was killed");
+    assert!(
+        took <= Duration::from_secs(17),
+        "the lease passed after {took:?}"
+    );
+    assert_ne!(holder(&masters.servers[survivor]), before);
+
+    scale(&http, 4).await;
+    converged(&http, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_writes_nothing_when_it_resumes_and_follows() {
+    let masters = start(3).await;
+    let leader = eventually("one master leads", Duration::from_secs(30), || {
+        masters.leader(&[])
+    })
+    .await;
+    let other = (leader + 1) % 3;
+    let http = masters.servers[other].http();
+    http.create(DEPLOYMENTS, deployment(3)).await;
+    converged(&http, 3).await;
+
+    masters.servers[leader].signal("STOP");
+    let paused = Instant::now();
+    let skip = [leader];
+    eventually(
+        "another master takes the lease",
+        Duration::from_secs(30),
+        || masters.leader(&skip),
+    )
+    .await;
+    // The paused leader's caches still hold 3 replicas: were it to act on them when it
+    // resumes, it would recreate the pods scaled away meanwhile.
+    scale(&http, 1).await;
+    converged(&http, 1).await;
+    tokio::time::sleep_until((paused + Duration::from_secs(30)).into()).await;
+    masters.servers[leader].signal("CONT");
+
+    eventually(
+        "the resumed master follows",
+        Duration::from_secs(20),
+        || async { leadership(&masters.servers[leader]).await == Some(0) },
+    )
+    .await;
+    // For a while after it resumed, nothing is ever doubled.
+    let doubled = poll_every(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        || async {
+            let seen = web(&http).await;
+            if seen != (1, 1) { Some(seen) } else { None }
+        },
+    )
+    .await;
+    assert!(
+        doubled.is_err(),
+        "after the resume: {doubled:?} (pods, ReplicaSets)"
+    );
+    eventually("exactly one master leads", Duration::from_secs(20), || {
+        masters.leader(&[])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_etcd_quorum_refuses_writes_with_5xx_keeps_reads_and_loses_nothing() {
+    let mut masters = start(1).await;
+    let http = masters.servers[0].http();
+    let path = "/api/v1/namespaces/default/configmaps";
+    let mut acked = Vec::new();
+    let create = |n: usize| {
+        let http = http.clone();
+        async move {
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{n}")}, "data": {"n": n.to_string()}});
+            let started = Instant::now();
+            let send = http.send(reqwest::Method::POST, path, "application/json", Some(&body));
+            let (code, status) = tokio::time::timeout(Duration::from_secs(20), send)
+                .await
+                .unwrap_or_else(|_| panic!("creating cm-{n} hung for 20 s"));
+            (code, status, started.elapsed())
+        }
+    };
+    for n in 0..5 {
+        let (code, status, _) = create(n).await;
+        assert_eq!(code, 201, "{status}");
+        acked.push(n);
+    }
+
+    // One member of three gone: writes go on.
+    masters.etcd.kill(0);
+    for n in 5..10 {
+        let (code, status, _) = eventually(
+            "a write with one etcd member down",
+            Duration::from_secs(15),
+            || async { accept_created(create(n).await) },
+        )
+        .await;
+        assert_eq!(code, 201, "{status}");
+        acked.push(n);
+    }
+
+    // Two gone: no quorum. Writes fail with a Status 503 or 504, in bounded time; reads answer.
+    masters.etcd.kill(1);
+    let mut n = 10;
+    let refused = eventually(
+        "a write refused with 503 or 504",
+        Duration::from_secs(30),
+        || {
+            n += 1;
+            let attempt = create(n);
+            async move {
+                let (code, status, took) = attempt.await;
+                match code {
+                    503 | 504 => Ok((code, status, took)),
+                    _ => Err((code, status)),
+                }
+            }
+        },
+    )
+    .await;
+    let (code, status, took) = refused;
+    assert_eq!(status["kind"], "Status", "{status}");
+    assert_eq!(
+        status["reason"],
+        if code == 503 {
+            "ServiceUnavailable"
+        } else {
+            "Timeout"
+        }
+    );
+    assert!(took < Duration::from_secs(15), "the refusal took {took:?}");
+    let one = http.get(&format!("{path}/cm-0")).await;
+    assert_eq!(one["data"]["n"], "0");
+    http.get(path).await;
+
+    // Members back: writes resume, and every acknowledged create is there.
+    let masters = tokio::task::spawn_blocking(move || {
+        masters.etcd.restart(0);
+        masters.etcd.restart(1);
+        masters
+    })
+    .await
+    .expect("restart the members");
+    let after = n + 1;
+    eventually(
+        "a write after quorum returned",
+        Duration::from_secs(30),
+        || async { accept_created(create(after).await) },
+    )
+    .await;
+    acked.push(after);
+    let list = http.get(path).await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    for n in acked {
+        assert!(
+            names.contains(&format!("cm-{n}").as_str()),
+            "acknowledged cm-{n} is lost: {names:?}"
+        );
+    }
+    drop(masters);
+}
+
+/// A create's answer as an `eventually` outcome: `Ok` when created.
+fn accept_created(
+    (code, status, took): (u16, Value, Duration),
+) -> Result<(u16, Value, Duration), (u16, Value)> {
+    if code == 201 {
+        Ok((code, status, took))
+    } else {
+        Err((code, status))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_created_through_three_masters_never_share_an_address() {
+    use futures::StreamExt;
+    let masters = start(3).await;
+    let https: Vec<Http> = masters.servers.iter().map(Server::http).collect();
+    let n = 1_000;
+    let path = "/api/v1/namespaces/default/services";
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let http = https[i % 3].clone();
+            async move {
+                let kind = if i % 2 == 0 { "NodePort" } else { "ClusterIP" };
+                let body = json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": format!("svc-{i}")},
+                    "spec": {"type": kind, "selector": {"app": "x"}, "ports": [{"port": 80}]}});
+                http.create(path, body).await;
+            }
+        })
+        .buffer_unordered(24)
+        .collect::<Vec<_>>()
+        .await;
+    let list = https[1].get(path).await;
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), n + 1, "every Service and `kubernetes`");
+    let mut ips = std::collections::HashSet::new();
+    let mut ports = std::collections::HashSet::new();
+    let mut node_ports = 0;
+    for service in items {
+        let ip = service["spec"]["clusterIP"].as_str().expect("a ClusterIP");
+        assert!(ips.insert(ip.to_string()), "ClusterIP {ip} given twice");
+        for port in service["spec"]["ports"].as_array().expect("ports") {
+            if let Some(p) = port["nodePort"].as_u64() {
+                node_ports += 1;
+                assert!(ports.insert(p), "NodePort {p} given twice");
+            }
+        }
+    }
+    assert_eq!(node_ports, n / 2);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Creates `n` ConfigMaps 32 at a time, then lists them 30 times: creates/s, list p50, p99 (ms).
+async fn create_and_list(server: &Server, n: usize) -> (f64, f64, f64) {
+    use futures::StreamExt;
+    let http = server.http();
+    let path = "/api/v1/namespaces/default/configmaps";
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let http = http.clone();
+            async move {
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("bench-{i}")}, "data": {"k": "v"}});
+                http.create(path, body).await;
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let mut lists = Vec::new();
+    for _ in 0..30 {
+        let started = Instant::now();
+        let list = http.get(path).await;
+        lists.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(list["items"].as_array().expect("items").len() >= n);
+    }
+    lists.sort_by(f64::total_cmp);
+    (rate, percentile(&lists, 0.5), percentile(&lists, 0.99))
+}
+
+/// Benchmark, not a timed test: one master on a 3-member etcd against one on SQLite (create
+/// rate, list latency), and the leader failover time over 5 kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: cargo test --all-features --test masters -- --ignored --nocapture masters_benchmark"]
+async fn masters_benchmark() {
+    let n = 5_000;
+    let sqlite = tokio::task::spawn_blocking(Server::start).await.unwrap();
+    let (s_rate, s_p50, s_p99) = create_and_list(&sqlite, n).await;
+    drop(sqlite);
+    let on_etcd = start(1).await;
+    let (e_rate, e_p50, e_p99) = create_and_list(&on_etcd.servers[0], n).await;
+    drop(on_etcd);
+    println!(
+        "create {n} ConfigMaps: SQLite {s_rate:.0}/s, etcd {e_rate:.0}/s (etcd/SQLite {:.2})",
+        e_rate / s_rate
+    );
+    println!(
+        "list {n} ConfigMaps (30 runs): SQLite p50 {s_p50:.0} ms p99 {s_p99:.0} ms, etcd p50 {e_p50:.0} ms p99 {e_p99:.0} ms (p99 etcd/SQLite {:.2})",
+        e_p99 / s_p99
+    );
+
+    let mut masters = start(3).await;
+    let mut took = Vec::new();
+    let mut gone = Vec::new();
+    for _ in 0..5 {
+        let leader = eventually("one master leads", Duration::from_secs(40), || {
+            masters.leader(&gone)
+        })
+        .await;
+        let killed = Instant::now();
+        masters.servers[leader].kill();
+        gone.push(leader);
+        eventually("another master leads", Duration::from_secs(40), || {
+            masters.leader(&gone)
+        })
+        .await;
+        took.push(killed.elapsed().as_secs_f64());
+        tokio::task::block_in_place(|| {
+            masters.add(&[]);
+        });
+    }
+    took.sort_by(f64::total_cmp);
+    println!(
+        "failover over 5 kills: {took:.1?} s, median {:.1} s",
+        took[2]
+    );
+}
