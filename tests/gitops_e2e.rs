@@ -952,3 +952,116 @@ async fn a_20000_object_repository_keeps_a_small_source_and_applies_only_what_ch
     let now = server.get(&path(0)).await.unwrap();
     assert_eq!(resource_version(&now), resource_version(&untouched));
 }
+
+/// A source whose folder is a kustomize overlay: the overlay is rendered from the commit,
+/// and a commit that changes only a file of its base (outside the source's folder) is
+/// rendered again and applied; the overlay's other objects are not written again. A render
+/// error stalls the source naming the file, and the objects keep what was applied.
+#[tokio::test]
+async fn a_kustomize_overlay_is_rendered_and_a_change_to_its_base_is_applied() {
+    let repo = Repo::init();
+    repo.write(
+        "base/kustomization.yaml",
+        "resources:\n- settings.yaml\n- other.yaml\n",
+    );
+    let other = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  x: \"1\"\n";
+    repo.write("base/settings.yaml", &config_map("v0"));
+    repo.write("base/other.yaml", other);
+    repo.write(
+        "overlays/prod/kustomization.yaml",
+        "resources:\n- ../../base\nnamePrefix: prod-\nlabels:\n- pairs:\n    env: prod\n",
+    );
+    let first = repo.commit_and_push("base and overlay");
+    let origin = repo.origin();
+    let server = GitOps::start(&[
+        "--git",
+        origin.to_str().unwrap(),
+        "--git-path",
+        "overlays/prod",
+    ]);
+    let settings = "/api/v1/namespaces/default/configmaps/prod-settings";
+    let applied = |commit: String| {
+        let server = &server;
+        async move {
+            eventually(
+                &format!("commit {commit} applied"),
+                Duration::from_secs(60),
+                || async {
+                    let s = server.source("default").await;
+                    if s["status"]["lastAppliedCommit"] == commit.as_str() {
+                        Ok(s)
+                    } else {
+                        Err(format!("{:.2000}", s.to_string()))
+                    }
+                },
+            )
+            .await
+        }
+    };
+    applied(first.clone()).await;
+    let cm = server.get(settings).await.expect("prod-settings applied");
+    assert_eq!(cm["data"]["greeting"], "v0", "{cm}");
+    assert_eq!(cm["metadata"]["labels"]["env"], "prod", "{cm}");
+    assert!(
+        server
+            .get("/api/v1/namespaces/default/configmaps/settings")
+            .await
+            .is_none(),
+        "the base alone is not applied: the source's folder is the overlay"
+    );
+    let other_before = server
+        .get("/api/v1/namespaces/default/configmaps/prod-other")
+        .await
+        .expect("prod-other applied");
+
+    // Only a base file changes: the overlay is rendered again.
+    repo.write("base/settings.yaml", &config_map("v1"));
+    let second = repo.commit_and_push("base changes");
+    applied(second.clone()).await;
+    let cm = server.get(settings).await.unwrap();
+    assert_eq!(cm["data"]["greeting"], "v1", "{cm}");
+    assert_eq!(annotation(&cm, "berth.dev/source-commit"), second);
+    let other_now = server
+        .get("/api/v1/namespaces/default/configmaps/prod-other")
+        .await
+        .unwrap();
+    assert_eq!(
+        resource_version(&other_now),
+        resource_version(&other_before),
+        "an object whose rendering did not change is not written again"
+    );
+
+    // A broken base: the source stalls naming the file; nothing applied changes.
+    repo.write(
+        "base/kustomization.yaml",
+        "resources:\n- settings.yaml\n- missing.yaml\n",
+    );
+    let third = repo.commit_and_push("broken base");
+    let stalled = eventually(
+        "the broken render stalls the source",
+        Duration::from_secs(60),
+        || async {
+            let s = server.source("default").await;
+            if s["status"]["lastAttemptedCommit"] == third.as_str()
+                && condition(&s, "Stalled")["status"] == "True"
+            {
+                Ok(s)
+            } else {
+                Err(format!("{:.2000}", s.to_string()))
+            }
+        },
+    )
+    .await;
+    let message = condition(&stalled, "Stalled")["message"].as_str().unwrap();
+    assert!(
+        message.contains("base/kustomization.yaml") && message.contains("missing.yaml"),
+        "{message}"
+    );
+    assert_eq!(
+        stalled["status"]["lastAppliedCommit"],
+        second.as_str(),
+        "{stalled}"
+    );
+    let cm = server.get(settings).await.unwrap();
+    assert_eq!(cm["data"]["greeting"], "v1");
+}

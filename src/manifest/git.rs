@@ -115,9 +115,7 @@ pub fn read_tree(
     Ok(match list_tree(repo, root.clone(), path)? {
         TreeListing::Missing => TreeManifests::Missing,
         TreeListing::File(file) => TreeManifests::File(file),
-        TreeListing::Folder(entries) => {
-            TreeManifests::Folder(read_entries(repo, &root, entries)?)
-        }
+        TreeListing::Folder(entries) => TreeManifests::Folder(read_entries(repo, &root, entries)?),
     })
 }
 

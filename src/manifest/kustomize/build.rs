@@ -7,7 +7,6 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::super::SourceFile;
-use super::super::kinds::KINDS;
 use super::super::patch::{json_patch, strategic_merge};
 use super::super::yaml::{Node, NodeValue};
 use super::fields::{
@@ -15,131 +14,9 @@ use super::fields::{
 };
 use super::generate::{content_hash, generate};
 use super::kustomization::{self, FieldSpec, Loaded, Patch};
+use super::res::{Res, set_metadata};
 use super::select::Matcher;
 use super::{Error, Files, Rendered, join, kustomization_in, within};
-
-/// One object being built.
-#[derive(Debug, Clone)]
-pub(super) struct Res {
-    pub value: Value,
-    file: Arc<SourceFile>,
-    node: Option<Node>,
-    line: usize,
-    /// The (name, namespace) it had before each rename, oldest first.
-    prev: Vec<(String, String)>,
-    /// Gets the content-hash suffix at the end.
-    hash: bool,
-}
-
-/// Whether objects of a kind live outside namespaces (unknown kinds are namespaced).
-fn cluster_scoped(api_version: &str, kind: &str) -> bool {
-    KINDS
-        .iter()
-        .find(|k| k.kind == kind && k.api_version == api_version)
-        .or_else(|| KINDS.iter().find(|k| k.kind == kind))
-        .is_some_and(|k| !k.namespaced)
-}
-
-impl Res {
-    fn str_at(&self, pointer: &str) -> String {
-        self.value
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    }
-
-    pub fn kind(&self) -> &str {
-        gvk(&self.value).2
-    }
-
-    pub fn name(&self) -> String {
-        self.str_at("/metadata/name")
-    }
-
-    fn cluster_scoped(&self) -> bool {
-        let api_version = self
-            .value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        cluster_scoped(api_version, self.kind())
-    }
-
-    /// The namespace as kustomize compares it: `default` when unset, empty when cluster-scoped.
-    fn effective_ns(&self, ns: &str) -> String {
-        if self.cluster_scoped() {
-            String::new()
-        } else if ns.is_empty() {
-            "default".into()
-        } else {
-            ns.to_string()
-        }
-    }
-
-    /// The current and the original (name, effective namespace).
-    pub fn names(&self) -> Vec<(String, String)> {
-        let mut out = vec![(
-            self.name(),
-            self.effective_ns(&self.str_at("/metadata/namespace")),
-        )];
-        if let Some((n, ns)) = self.prev.first() {
-            out.push((n.clone(), self.effective_ns(ns)));
-        }
-        out
-    }
-
-    /// Every name it had or has.
-    fn all_names(&self) -> impl Iterator<Item = String> + '_ {
-        self.prev
-            .iter()
-            .map(|(n, _)| n.clone())
-            .chain([self.name()])
-    }
-
-    fn id(&self) -> String {
-        let (group, _, kind) = gvk(&self.value);
-        let ns = self.effective_ns(&self.str_at("/metadata/namespace"));
-        format!("{kind}.{group} {ns}/{}", self.name())
-    }
-
-    fn remember(&mut self) {
-        let entry = (self.name(), self.str_at("/metadata/namespace"));
-        if self.prev.last() != Some(&entry) {
-            self.prev.push(entry);
-        }
-    }
-
-    fn rename(&mut self, name: String) {
-        if name == self.name() {
-            return;
-        }
-        self.remember();
-        set_metadata(&mut self.value, "name", name);
-    }
-
-    fn set_namespace(&mut self, ns: &str) {
-        if self.str_at("/metadata/namespace") == ns {
-            return;
-        }
-        self.remember();
-        set_metadata(&mut self.value, "namespace", ns.to_string());
-    }
-}
-
-fn set_metadata(object: &mut Value, key: &str, value: String) {
-    if let Value::Object(map) = object {
-        let meta = map
-            .entry("metadata")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !meta.is_object() {
-            *meta = Value::Object(Map::new());
-        }
-        if let Value::Object(meta) = meta {
-            meta.insert(key.into(), Value::String(value));
-        }
-    }
-}
 
 struct Builder<'a> {
     files: &'a dyn Files,

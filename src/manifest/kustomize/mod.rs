@@ -18,6 +18,7 @@ mod fields;
 mod generate;
 mod kustomization;
 mod replace;
+mod res;
 mod select;
 
 use std::path::Path;

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use super::build::Res;
 use super::kustomization::{FieldOptions, Replacement, Selector};
+use super::res::Res;
 use super::select::Matcher;
 
 #[derive(Debug, PartialEq)]
