@@ -178,6 +178,27 @@ async fn a_crd_is_served_to_kubectl_with_its_columns_schema_and_subresources() {
         "{explained}"
     );
 
+    // Server-side apply and a JSON patch go through the same admission.
+    server.kubectl_ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &widget("applied", "green"),
+    );
+    server.kubectl_ok(&[
+        "patch",
+        "widget",
+        "applied",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/spec/size", "value": 5}]"#,
+    ]);
+    let applied = http.get(&format!("{WIDGETS}/applied")).await;
+    assert_eq!(
+        applied["spec"],
+        json!({"colour": "green", "size": 5}),
+        "{applied}"
+    );
+    server.kubectl_ok(&["delete", "widget", "applied"]);
+
     // Schema validation: a 422 naming the field.
     let invalid = json!({"apiVersion": "example.com/v1", "kind": "Widget",
         "metadata": {"name": "bad"}, "spec": {"size": "two"}});
@@ -376,4 +397,43 @@ fn berth_apply_of_a_folder_with_a_crd_and_its_custom_resources_applies_in_one_go
         "jsonpath={.metadata.resourceVersion}",
     ]);
     assert_eq!(rv, again, "a second apply changes nothing");
+}
+
+/// Masters on one etcd: a CRD written through one is served by the other (which watches the
+/// CRDs in etcd), and deleting it through the other stops it on the first.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_written_through_one_master_is_served_by_another() {
+    use support::eventually;
+    let masters = tokio::task::spawn_blocking(|| support::masters::Masters::start(2))
+        .await
+        .expect("start the masters");
+    let (first, second) = (&masters.servers[0], &masters.servers[1]);
+    let (one, two) = (first.http(), second.http());
+    assert!(two.get_opt(WIDGETS).await.is_none(), "no widgets yet");
+    first.kubectl_ok_stdin(&["apply", "-f", "-"], CRD);
+    eventually(
+        "the other master serves widgets",
+        Duration::from_secs(2),
+        || two.get_opt(WIDGETS),
+    )
+    .await;
+    two.create(
+        WIDGETS,
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "shared"},
+            "spec": {}}),
+    )
+    .await;
+    let shared = one.get(&format!("{WIDGETS}/shared")).await;
+    assert_eq!(
+        shared["spec"]["size"], 2,
+        "defaulted by the second master: {shared}"
+    );
+    second.kubectl_ok(&["delete", "crd", "widgets.example.com"]);
+    eventually(
+        "the first master stops serving widgets",
+        Duration::from_secs(2),
+        || async { one.get_opt(WIDGETS).await.is_none() },
+    )
+    .await;
 }
