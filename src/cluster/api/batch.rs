@@ -419,10 +419,8 @@ async fn run(
     let established = super::crds::establish(state, &batch.objects).await;
     let dry_run = batch.dry_run;
     let result = run_planned(state, namespace, name, batch).await;
-    if (established || (!dry_run && result.is_ok()))
-        && let Err(e) = super::crds::sync(state).await
-    {
-        tracing::warn!(error = %e, "cannot read the CustomResourceDefinitions after a batch");
+    if !established.is_empty() || (!dry_run && result.is_ok()) {
+        super::crds::settle(state, &established).await;
     }
     result
 }

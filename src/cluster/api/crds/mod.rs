@@ -28,7 +28,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use self::registry::{NEXT_OWNER, register, storage_key, unregister};
-pub use self::registry::{definition, is_custom, resource_of};
+pub use self::registry::{catalog, definition, is_custom, resource_of};
 use super::SharedState;
 use super::resources::{self, Resource};
 use super::status::{ApiError, Cause};
@@ -47,6 +47,10 @@ struct Registration {
     /// The CRD's mod revision when registered; `None` before the store holds it (a batch's
     /// CRD registered ahead of its transaction).
     revision: Option<i64>,
+    /// Batches running with this CRD registered ahead of their transaction: [`sync`] leaves
+    /// the registration alone until they [`settle`], so a concurrent sync cannot take a kind
+    /// away from a batch being planned.
+    in_flight: usize,
 }
 
 impl Default for Served {
@@ -107,6 +111,9 @@ pub async fn sync(state: &SharedState) -> Result<i64, ApiError> {
         .cloned()
         .collect();
     for name in gone {
+        if registered.get(&name).is_some_and(|r| r.in_flight > 0) {
+            continue;
+        }
         let Some(was) = registered.remove(&name) else {
             continue;
         };
@@ -118,7 +125,7 @@ pub async fn sync(state: &SharedState) -> Result<i64, ApiError> {
     }
     for (name, (d, revision)) in live {
         if let Some(was) = registered.get(&name) {
-            if was.revision == Some(revision) {
+            if was.revision == Some(revision) || was.in_flight > 0 {
                 continue;
             }
             if was.key != storage_key(&d) {
@@ -133,6 +140,7 @@ pub async fn sync(state: &SharedState) -> Result<i64, ApiError> {
             Registration {
                 key,
                 revision: Some(revision),
+                in_flight: 0,
             },
         );
     }
@@ -164,11 +172,11 @@ async fn delete_custom_resources(state: &SharedState, key: &str) -> Result<(), A
 
 /// Registers the valid CRDs among a batch's objects ahead of its transaction, so the planner
 /// knows their kinds and the custom resources of the same batch are admitted against them.
-/// Returns whether it registered any; the caller then runs [`sync`] once the batch is done,
-/// which keeps what the store holds and drops the rest.
-pub async fn establish(state: &SharedState, objects: &[Value]) -> bool {
+/// Returns their names; the caller hands them to [`settle`] once the batch is done, which
+/// keeps what the store holds and drops the rest.
+pub async fn establish(state: &SharedState, objects: &[Value]) -> Vec<String> {
     let mut registered = state.crds.registered.lock().await;
-    let mut any = false;
+    let mut names = Vec::new();
     for object in objects.iter().filter(|o| crd::is_definition(o)) {
         let Ok(d) = Definition::parse(object) else {
             continue;
@@ -181,6 +189,7 @@ pub async fn establish(state: &SharedState, objects: &[Value]) -> bool {
         let was_stored = registered
             .get(&name)
             .is_some_and(|was| was.revision.is_some());
+        let in_flight = registered.get(&name).map_or(0, |was| was.in_flight) + 1;
         if let Some(was) = registered.get(&name)
             && was.key != key
         {
@@ -191,15 +200,32 @@ pub async fn establish(state: &SharedState, objects: &[Value]) -> bool {
         // the batch did not store is dropped, its custom resources deleted only if an earlier
         // write had stored it.
         registered.insert(
-            name,
+            name.clone(),
             Registration {
                 key,
                 revision: was_stored.then_some(-1),
+                in_flight,
             },
         );
-        any = true;
+        names.push(name);
     }
-    any
+    names
+}
+
+/// Ends what [`establish`] began for one batch, then [`sync`]s: what is served follows the
+/// store again.
+pub async fn settle(state: &SharedState, established: &[String]) {
+    {
+        let mut registered = state.crds.registered.lock().await;
+        for name in established {
+            if let Some(r) = registered.get_mut(name) {
+                r.in_flight = r.in_flight.saturating_sub(1);
+            }
+        }
+    }
+    if let Err(e) = sync(state).await {
+        tracing::warn!(error = %e, "cannot read the CustomResourceDefinitions after a batch");
+    }
 }
 
 /// Follows the CRDs in the store while the server runs: [`sync`] at start and after every

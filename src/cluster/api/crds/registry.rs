@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use crate::cluster::api::openapi::{self, CustomKind};
 use crate::cluster::api::resources::{self, Resource, Subresource};
-use crate::manifest::crd::{Definition, Version};
+use crate::manifest::crd::{Catalog, Definition, Version};
 
 /// A definition as the process serves it, and the servers whose stores hold it.
 struct Entry {
@@ -84,6 +84,17 @@ pub fn definition(r: &Resource) -> Option<Arc<Definition>> {
     let entry = map.get(r.storage)?;
     (entry.definition.group == r.group && entry.definition.names.kind == r.kind)
         .then(|| entry.definition.clone())
+}
+
+/// The served definitions, for checking custom resources whose CRD is not in the same set
+/// (git sync's commits).
+pub fn catalog() -> Catalog {
+    let mut catalog = Catalog::default();
+    for entry in definitions().values() {
+        // Two served definitions cannot claim one kind: their plurals key the registry.
+        let _ = catalog.add(Definition::clone(&entry.definition));
+    }
+    catalog
 }
 
 /// Whether `r` is a custom resource.
