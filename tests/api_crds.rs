@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::api::{Http, Server, stderr, stdout};
 use support::apply::{Manifests, berth_code};
+use support::eventually;
+use support::git::Repo;
 use support::python::venv_python;
 
 const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
@@ -404,7 +406,6 @@ fn berth_apply_of_a_folder_with_a_crd_and_its_custom_resources_applies_in_one_go
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crd_written_through_one_master_is_served_by_another() {
-    use support::eventually;
     let masters = tokio::task::spawn_blocking(|| support::masters::Masters::start(2))
         .await
         .expect("start the masters");
@@ -436,4 +437,53 @@ async fn a_crd_written_through_one_master_is_served_by_another() {
         || async { one.get_opt(WIDGETS).await.is_none() },
     )
     .await;
+}
+
+/// A GitSource of custom resources whose CRD the server already serves (applied apart, as
+/// Helm's `crds/` often are), and one of a folder holding a CRD and its custom resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_sync_applies_custom_resources_with_or_without_their_crd_in_the_folder() {
+    let gadget_crd = CRD
+        .replace("widgets", "gadgets")
+        .replace("widget", "gadget")
+        .replace("Widget", "Gadget")
+        .replace("wdg", "gdg");
+    let repo = Repo::init();
+    repo.write(
+        "widgets/widgets.yaml",
+        &format!("{}---\n{}", widget("one", "red"), widget("two", "blue")),
+    );
+    repo.write("both/crd.yaml", &gadget_crd);
+    repo.write(
+        "both/gadget.yaml",
+        &widget("gizmo", "green").replace("Widget", "Gadget"),
+    );
+    repo.commit_and_push("custom resources");
+    let server = Server::start();
+    let http = server.http();
+    server.kubectl_ok_stdin(&["apply", "-f", "-"], CRD);
+    let url = format!("file://{}", repo.origin().display());
+    for (name, path) in [("widgets", "widgets/"), ("both", "both/")] {
+        http.create(
+            "/apis/berth.dev/v1/namespaces/default/gitsources",
+            json!({"apiVersion": "berth.dev/v1", "kind": "GitSource", "metadata": {"name": name},
+                "spec": {"url": url, "path": path, "interval": "1s"}}),
+        )
+        .await;
+    }
+    let two_path = format!("{WIDGETS}/two");
+    let two = eventually(
+        "git sync applies the widgets",
+        Duration::from_secs(20),
+        || http.get_opt(&two_path),
+    )
+    .await;
+    assert_eq!(two["spec"], json!({"colour": "blue", "size": 2}), "{two}");
+    let gizmo = eventually(
+        "git sync applies the gadget CRD and its gadget",
+        Duration::from_secs(20),
+        || http.get_opt("/apis/example.com/v1/namespaces/default/gadgets/gizmo"),
+    )
+    .await;
+    assert_eq!(gizmo["spec"]["size"], 2, "{gizmo}");
 }
