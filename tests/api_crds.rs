@@ -399,6 +399,26 @@ fn berth_apply_of_a_folder_with_a_crd_and_its_custom_resources_applies_in_one_go
         "jsonpath={.metadata.resourceVersion}",
     ]);
     assert_eq!(rv, again, "a second apply changes nothing");
+
+    // Custom resources alone: checked against the CRD the server serves, before and after
+    // they are sent.
+    let bad = Manifests::new(&[(
+        "bad.yaml",
+        &format!("{}  size: zero\n", widget("bad", "red")),
+    )]);
+    let refused =
+        support::apply::berth(&server, &["apply", "-f", bad.dir.path().to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("spec.size"),
+        "{}",
+        stderr(&refused)
+    );
+    let alone = Manifests::new(&[("three.yaml", &widget("three", "green"))]);
+    let alone = alone.dir.path().to_str().unwrap().to_string();
+    berth_code(&server, &["apply", "-f", &alone], 0);
+    let three = server.kubectl_ok(&["get", "widget", "three", "-o", "jsonpath={.spec.size}"]);
+    assert_eq!(three, "2");
 }
 
 /// Masters on one etcd: a CRD written through one is served by the other (which watches the
