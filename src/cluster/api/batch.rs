@@ -416,12 +416,9 @@ async fn run(
     name: &str,
     batch: BatchRequest,
 ) -> Result<BatchResponse, BatchError> {
-    let established = super::crds::establish(state, &batch.objects).await;
-    let dry_run = batch.dry_run;
+    let establishing = super::crds::establish(state, &batch.objects).await;
     let result = run_planned(state, namespace, name, batch).await;
-    if !established.is_empty() || (!dry_run && result.is_ok()) {
-        super::crds::settle(state, &established).await;
-    }
+    establishing.settle().await;
     result
 }
 

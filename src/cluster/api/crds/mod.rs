@@ -21,7 +21,7 @@ mod registry;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -39,6 +39,11 @@ use crate::manifest::crd::{self, Definition, FieldError};
 pub struct Served {
     owner: u64,
     registered: tokio::sync::Mutex<BTreeMap<String, Registration>>,
+    /// Batches between [`establish`] and [`Establishing::settle`]: while any runs, [`sync`]
+    /// serves what is new but neither takes away nor replaces what it serves, so no kind a
+    /// batch planned with changes under it (a CRD deleted meanwhile goes, with its custom
+    /// resources, when the batch settles).
+    batches: AtomicUsize,
 }
 
 struct Registration {
@@ -47,10 +52,6 @@ struct Registration {
     /// The CRD's mod revision when registered; `None` before the store holds it (a batch's
     /// CRD registered ahead of its transaction).
     revision: Option<i64>,
-    /// Batches running with this CRD registered ahead of their transaction: [`sync`] leaves
-    /// the registration alone until they [`settle`], so a concurrent sync cannot take a kind
-    /// away from a batch being planned.
-    in_flight: usize,
 }
 
 impl Default for Served {
@@ -58,6 +59,7 @@ impl Default for Served {
         Served {
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: Default::default(),
+            batches: AtomicUsize::new(0),
         }
     }
 }
@@ -110,8 +112,9 @@ pub async fn sync(state: &SharedState) -> Result<i64, ApiError> {
         .filter(|name| !live.contains_key(*name))
         .cloned()
         .collect();
+    let batches = state.crds.batches.load(Ordering::Acquire);
     for name in gone {
-        if registered.get(&name).is_some_and(|r| r.in_flight > 0) {
+        if batches > 0 {
             continue;
         }
         let Some(was) = registered.remove(&name) else {
@@ -125,7 +128,8 @@ pub async fn sync(state: &SharedState) -> Result<i64, ApiError> {
     }
     for (name, (d, revision)) in live {
         if let Some(was) = registered.get(&name) {
-            if was.revision == Some(revision) || was.in_flight > 0 {
+            // While a batch runs, what it registered ahead stays as it registered it.
+            if was.revision == Some(revision) || batches > 0 {
                 continue;
             }
             if was.key != storage_key(&d) {
@@ -140,7 +144,6 @@ pub async fn sync(state: &SharedState) -> Result<i64, ApiError> {
             Registration {
                 key,
                 revision: Some(revision),
-                in_flight: 0,
             },
         );
     }
@@ -172,11 +175,15 @@ async fn delete_custom_resources(state: &SharedState, key: &str) -> Result<(), A
 
 /// Registers the valid CRDs among a batch's objects ahead of its transaction, so the planner
 /// knows their kinds and the custom resources of the same batch are admitted against them.
-/// Returns their names; the caller hands them to [`settle`] once the batch is done, which
-/// keeps what the store holds and drops the rest.
-pub async fn establish(state: &SharedState, objects: &[Value]) -> Vec<String> {
+/// Every batch calls it, CRDs or not, and settles what it returns once done, which keeps
+/// what the store holds and drops the rest (see `Served::batches`).
+pub async fn establish(state: &SharedState, objects: &[Value]) -> Establishing {
     let mut registered = state.crds.registered.lock().await;
-    let mut names = Vec::new();
+    state.crds.batches.fetch_add(1, Ordering::AcqRel);
+    let running = Establishing {
+        state: state.clone(),
+        settled: false,
+    };
     for object in objects.iter().filter(|o| crd::is_definition(o)) {
         let Ok(d) = Definition::parse(object) else {
             continue;
@@ -189,7 +196,6 @@ pub async fn establish(state: &SharedState, objects: &[Value]) -> Vec<String> {
         let was_stored = registered
             .get(&name)
             .is_some_and(|was| was.revision.is_some());
-        let in_flight = registered.get(&name).map_or(0, |was| was.in_flight) + 1;
         if let Some(was) = registered.get(&name)
             && was.key != key
         {
@@ -204,27 +210,45 @@ pub async fn establish(state: &SharedState, objects: &[Value]) -> Vec<String> {
             Registration {
                 key,
                 revision: was_stored.then_some(-1),
-                in_flight,
             },
         );
-        names.push(name);
     }
-    names
+    running
 }
 
-/// Ends what [`establish`] began for one batch, then [`sync`]s: what is served follows the
-/// store again.
-pub async fn settle(state: &SharedState, established: &[String]) {
-    {
-        let mut registered = state.crds.registered.lock().await;
-        for name in established {
-            if let Some(r) = registered.get_mut(name) {
-                r.in_flight = r.in_flight.saturating_sub(1);
-            }
+/// A batch between [`establish`] and [`Establishing::settle`]. Dropped unsettled (a request
+/// whose client went away), it settles in a task of its own.
+pub struct Establishing {
+    state: SharedState,
+    settled: bool,
+}
+
+impl Establishing {
+    /// Ends the batch's part in what is served, then [`sync`]s: what is served follows the
+    /// store again.
+    pub async fn settle(mut self) {
+        self.settled = true;
+        self.state.crds.batches.fetch_sub(1, Ordering::AcqRel);
+        if let Err(e) = sync(&self.state).await {
+            tracing::warn!(error = %e, "cannot read the CustomResourceDefinitions after a batch");
         }
     }
-    if let Err(e) = sync(state).await {
-        tracing::warn!(error = %e, "cannot read the CustomResourceDefinitions after a batch");
+}
+
+impl Drop for Establishing {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.state.crds.batches.fetch_sub(1, Ordering::AcqRel);
+        let state = self.state.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = sync(&state).await {
+                    tracing::warn!(error = %e, "cannot read the CustomResourceDefinitions after a batch");
+                }
+            });
+        }
     }
 }
 
