@@ -15,7 +15,8 @@
 //! routers side by side). Each server is an owner ([`Served`]); a definition stays registered
 //! while any owner has it in its store, and a server dropping it only drops its claim. Two
 //! in-process stores that define the same group and plural differently share one definition
-//! (the last one read): a single server never sees that.
+//! (the last one read), and a server routes a kind another in-process server's store defines
+//! (its own store holds none of those objects): only tests run servers side by side.
 
 mod registry;
 
