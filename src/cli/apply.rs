@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 
-use super::manifests::{Refused, load_valid};
+use super::manifests::{Refused, load_valid_with};
 use crate::apply::batch::{BatchRequest, BatchResponse, FIELD_MANAGER, Outcome};
 use crate::apply::client::{BatchClientError, send};
 use crate::client::ClientOptions;
@@ -139,12 +139,13 @@ pub fn run(args: ApplyArgs) -> u8 {
     else {
         return super::EXIT_ERROR;
     };
-    let objects = match load_valid(&paths, options) {
-        Ok(objects) => objects,
-        Err(refused) => return refused_code(refused),
-    };
     let Some(runtime) = super::single_thread_runtime() else {
         return super::EXIT_ERROR;
+    };
+    let served = runtime.block_on(crate::client::crds::served_definitions(&args.client));
+    let objects = match load_valid_with(&paths, options, &served) {
+        Ok(objects) => objects,
+        Err(refused) => return refused_code(refused),
     };
     runtime.block_on(async {
         let connection = match args.client.connect().await {

@@ -1,15 +1,18 @@
 //! Loading the manifests a client command sends to a cluster (`apply -f`, `diff -f`, `berth
 //! up`): the set is loaded and validated by the one loader and validator first, and every
-//! problem reported as `berth validate` reports it, before anything touches the cluster.
-//! Reports leave Secret values out, as `berth diff` does.
+//! problem reported as `berth validate` reports it, before anything is written to the cluster
+//! (`apply -f` and `diff -f` first read the CRDs the server serves, so custom resources whose
+//! CRD is not in the set are checked against them). Reports leave Secret values out, as
+//! `berth diff` does.
 
 use std::io::IsTerminal;
 
 use serde_json::Value;
 
+use crate::manifest::crd::Catalog;
 use crate::manifest::diagnostic::render_human;
-use crate::manifest::set::configure_workers;
-use crate::manifest::{Input, Loaded, Problem, SetOptions, ValidateOptions, load_set};
+use crate::manifest::set::{configure_workers, load_set_with};
+use crate::manifest::{Input, Loaded, Problem, SetOptions, ValidateOptions};
 
 /// Why the manifests cannot be sent.
 #[derive(Debug)]
@@ -50,12 +53,22 @@ pub fn with_kustomizations(filenames: &[String], kustomize: &[String]) -> Option
 
 /// Loads and validates every input. On problems, prints the report on stderr.
 pub fn load_valid(paths: &[String], options: ValidateOptions) -> Result<Vec<Value>, Refused> {
+    load_valid_with(paths, options, &Catalog::default())
+}
+
+/// [`load_valid`], checking custom resources against `definitions` as well as against the
+/// CRDs of the set.
+pub fn load_valid_with(
+    paths: &[String],
+    options: ValidateOptions,
+    definitions: &Catalog,
+) -> Result<Vec<Value>, Refused> {
     if paths.is_empty() {
         return Err(Refused::NoInput);
     }
     configure_workers(None);
     let inputs: Vec<Input> = paths.iter().map(|p| Input::parse(p)).collect();
-    let (objects, report) = load_set(inputs, SetOptions::keep(options));
+    let (objects, report) = load_set_with(inputs, SetOptions::keep(options), definitions);
     let errors = report.error_count();
     print_problems(&report.problems_without_secret_values());
     if let Some(line) = report.summary().error_line(errors) {

@@ -4,6 +4,7 @@
 //! module only decides which settings win.
 
 pub mod applyset;
+pub mod crds;
 pub mod discovery;
 
 use std::path::PathBuf;

@@ -49,6 +49,11 @@ pub const ACTED_ON: &[(&str, &str, &str)] = &[
         "EndpointSlice",
         "endpoints controller writes them, agent routes to them",
     ),
+    (
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "API server (serves its custom resources; deleting one deletes them)",
+    ),
     ("berth.dev", "GitSource", "git sync"),
 ];
 

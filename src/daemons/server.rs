@@ -605,6 +605,10 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         "connection limits"
     );
     let state = ApiState::new(storage, config);
+    // The CRDs already stored are served from the first request on.
+    if let Err(e) = crate::cluster::api::crds::sync(&state).await {
+        tracing::warn!(error = %e, "cannot read the stored CustomResourceDefinitions; they are served once the store answers");
+    }
     kubernetes_service(
         &state,
         SocketAddr::new(advertised_ip(local.ip()), local.port()),
@@ -667,8 +671,10 @@ impl StartedServer {
             state.clone(),
             event_ttl,
         ));
+        let crds = tokio::spawn(crate::cluster::api::crds::follow(state.clone()));
         serve(listener, app, state, tls_config, shutdown).await;
         expiry.abort();
+        crds.abort();
         match controllers {
             Controllers::Always(running) => drop(running),
             Controllers::Elected { stop, task } => {

@@ -12,6 +12,7 @@
 //! - [`store`]: the store conformance suite and real etcd members.
 //! - `masters` (feature `etcd`): several `berth server` masters on a 3-member etcd.
 //! - [`process`]: a child process with its output lines, stopped with a signal.
+//! - [`python`]: the venv with the official Kubernetes Python client.
 //! - [`golden`]: the one golden-file assertion; [`eventually`] here is the one wait.
 //!
 //! Why `pub mod support;` and no `allow(dead_code)`: each file in `tests/` is a crate of its
@@ -33,6 +34,7 @@ pub mod golden;
 #[cfg(feature = "etcd")]
 pub mod masters;
 pub mod process;
+pub mod python;
 pub mod services;
 pub mod store;
 pub mod up;

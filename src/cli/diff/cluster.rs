@@ -10,7 +10,7 @@ use super::{DiffArgs, EXIT_ERROR, on_cluster, print_plan};
 use crate::apply::batch::{BatchRequest, FIELD_MANAGER, ObjectResult};
 use crate::apply::client::send;
 use crate::cli::apply::{refused_code, report_batch_error};
-use crate::cli::manifests::{Refused, load_valid};
+use crate::cli::manifests::{Refused, load_valid_with};
 use crate::diff::{PlanOptions, plan};
 use crate::manifest::ValidateOptions;
 
@@ -23,7 +23,11 @@ pub(super) fn run(args: &DiffArgs) -> u8 {
     else {
         return EXIT_ERROR;
     };
-    let objects = match load_valid(&paths, options) {
+    let served = match super::super::single_thread_runtime() {
+        Some(runtime) => runtime.block_on(crate::client::crds::served_definitions(&args.client)),
+        None => Default::default(),
+    };
+    let objects = match load_valid_with(&paths, options, &served) {
         Ok(objects) => objects,
         // kubectl diff: anything but "differences" is an exit code above 1.
         Err(Refused::Invalid) => {

@@ -406,7 +406,23 @@ impl IntoResponse for BatchError {
     }
 }
 
+/// Runs a batch. CustomResourceDefinitions of the batch are served from the start, so its
+/// custom resources are planned and admitted against them and go in the same transaction;
+/// afterwards what is served follows the store again (the batch's CRDs stay if it was stored;
+/// a CRD it pruned goes, with its custom resources).
 async fn run(
+    state: &SharedState,
+    namespace: &str,
+    name: &str,
+    batch: BatchRequest,
+) -> Result<BatchResponse, BatchError> {
+    let establishing = super::crds::establish(state, &batch.objects).await;
+    let result = run_planned(state, namespace, name, batch).await;
+    establishing.settle().await;
+    result
+}
+
+async fn run_planned(
     state: &SharedState,
     namespace: &str,
     name: &str,

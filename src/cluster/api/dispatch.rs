@@ -37,8 +37,12 @@ pub(crate) async fn dispatch(
     if let Err(e) = auth::authorize(identity, verb, t.resource, t.sub, t.namespace.as_deref()) {
         return (verb, Err(e));
     }
+    let crd_write = t.resource.group == "apiextensions.k8s.io"
+        && t.resource.kind == crate::manifest::crd::KIND
+        && !matches!(verb, "watch" | "list" | "get");
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
+    let state_after = state.clone();
     let outcome = match verb {
         "watch" => {
             let caller = parts
@@ -78,5 +82,13 @@ pub(crate) async fn dispatch(
             }
         }
     };
+    // A CRD written here is served (or gone) when the answer leaves, not only once the
+    // store watch of `crds::follow` sees it.
+    if crd_write
+        && outcome.is_ok()
+        && let Err(e) = super::crds::sync(&state_after).await
+    {
+        tracing::warn!(error = %e, "cannot read the CustomResourceDefinitions after a write");
+    }
     (verb, outcome)
 }

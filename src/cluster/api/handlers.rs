@@ -44,10 +44,25 @@ pub(super) async fn load(state: &SharedState, t: &Target) -> Result<(Value, i64)
         .ok_or_else(|| ApiError::not_found(t.resource, name(t)))
 }
 
+/// Where a Scale reads and writes replicas: `.spec.replicas` and `.status.replicas`, or a
+/// custom resource's `specReplicasPath` and `statusReplicasPath`.
+fn replicas_paths(r: &Resource) -> (String, String) {
+    match super::crds::scale_paths(r) {
+        Some(p) => (p.spec_replicas, p.status_replicas),
+        None => ("/spec/replicas".into(), "/status/replicas".into()),
+    }
+}
+
 /// `autoscaling/v1` Scale view of a Deployment, ReplicaSet, StatefulSet or
-/// ReplicationController (whose selector is a plain map of labels).
-fn scale_of(object: &Value) -> Value {
+/// ReplicationController (whose selector is a plain map of labels), or of a custom resource
+/// with a scale subresource (its selector from `labelSelectorPath`, already a string).
+fn scale_of(r: &Resource, object: &Value) -> Value {
     let m = &object["metadata"];
+    let custom = super::crds::scale_paths(r);
+    let (spec_path, status_path) = replicas_paths(r);
+    let custom_selector = custom
+        .and_then(|p| p.selector)
+        .and_then(|s| object.pointer(&s).and_then(Value::as_str).map(String::from));
     let selector = object
         .pointer("/spec/selector/matchLabels")
         .or_else(|| {
@@ -63,6 +78,7 @@ fn scale_of(object: &Value) -> Value {
                 .join(",")
         })
         .unwrap_or_default();
+    let selector = custom_selector.unwrap_or(selector);
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -70,9 +86,9 @@ fn scale_of(object: &Value) -> Value {
             "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
             "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
         },
-        "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "spec": {"replicas": object.pointer(&spec_path).cloned().unwrap_or(json!(1))},
         "status": {
-            "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "replicas": object.pointer(&status_path).cloned().unwrap_or(json!(0)),
             "selector": selector,
         },
     })
@@ -80,7 +96,7 @@ fn scale_of(object: &Value) -> Value {
 
 fn render(t: &Target, object: &Value) -> Value {
     if t.sub == Some(Subresource::Scale) {
-        scale_of(object)
+        scale_of(t.resource, object)
     } else {
         object.clone()
     }
@@ -233,7 +249,7 @@ pub(super) async fn update(
             .cloned()
             .ok_or_else(|| ApiError::BadRequest("a Scale needs spec.replicas".into()))?;
         let mut n = old.clone();
-        n["spec"]["replicas"] = replicas;
+        super::crds::set_at(&mut n, &replicas_paths(r).0, replicas);
         n
     } else {
         body
@@ -311,6 +327,12 @@ pub(super) async fn patch_object(
     let kind = PatchType::from_content_type(ct).ok_or_else(|| ApiError::UnsupportedMediaType {
         accepted: PatchType::ACCEPTED.into(),
     })?;
+    if kind == PatchType::Strategic && super::crds::is_custom(r) {
+        // Custom resources have no patch strategies to merge by, so Kubernetes refuses these.
+        return Err(ApiError::UnsupportedMediaType {
+            accepted: "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+        });
+    }
     let body = body::decode(headers, bytes)?;
     if kind == PatchType::Apply && params.field_manager.is_none() {
         return Err(ApiError::BadRequest(
@@ -372,7 +394,8 @@ pub(super) async fn patch_object(
         };
         let new = if t.sub == Some(Subresource::Scale) {
             let mut n = old.clone();
-            n["spec"]["replicas"] = view.pointer("/spec/replicas").cloned().unwrap_or(json!(1));
+            let replicas = view.pointer("/spec/replicas").cloned().unwrap_or(json!(1));
+            super::crds::set_at(&mut n, &replicas_paths(r).0, replicas);
             n
         } else {
             view

@@ -13,6 +13,7 @@ mod batch;
 pub mod binding;
 mod body;
 pub mod connections;
+pub mod crds;
 mod delete;
 pub mod discovery;
 mod dispatch;
@@ -124,6 +125,8 @@ pub struct ApiState {
     pub hook_deliveries: hooks::Deliveries,
     /// Event writes per writer.
     pub event_rate: event_limits::EventRate,
+    /// The CustomResourceDefinitions this server serves.
+    pub crds: crds::Served,
 }
 
 impl ApiState {
@@ -135,6 +138,7 @@ impl ApiState {
             watch_counts: watch::WatchCounts::default(),
             hook_deliveries: hooks::Deliveries::default(),
             event_rate: event_limits::EventRate::default(),
+            crds: crds::Served::default(),
             config,
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),

@@ -95,6 +95,9 @@ impl Storage {
         if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
+        if let (Some(stored_as), Some(o)) = (r.stored_as, copy.as_object_mut()) {
+            o.insert("apiVersion".into(), Value::from(stored_as));
+        }
         let json = serde_json::to_vec(&copy).map_err(|e| ApiError::Internal(e.to_string()))?;
         match (&self.keys, sealed(r)) {
             // The storage key is the associated data: the value opens only there.
@@ -126,7 +129,9 @@ impl Storage {
             (Some(_), true) => std::borrow::Cow::Owned(self.open(r, &kv.key, &kv.value)?),
             _ => std::borrow::Cow::Borrowed(&kv.value),
         };
-        parse_stored(&kv.key, &bytes, kv.mod_revision)
+        let mut object = parse_stored(&kv.key, &bytes, kv.mod_revision)?;
+        served_as(r, &mut object);
+        Ok(object)
     }
 
     fn open(&self, r: &Resource, key: &str, sealed: &[u8]) -> Result<Vec<u8>, ApiError> {
@@ -142,6 +147,18 @@ impl Storage {
         let json = match (&self.keys, sealed(r)) {
             (Some(_), true) => self.open(r, &kv.key, &kv.value)?,
             _ => kv.value,
+        };
+        // Read at a version other than the stored one: the bytes say the served `apiVersion`.
+        let json = match r.stored_as {
+            None => json,
+            Some(_) => {
+                let mut object = parse_stored(&kv.key, &json, kv.mod_revision)?;
+                served_as(r, &mut object);
+                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.remove("resourceVersion");
+                }
+                serde_json::to_vec(&object).map_err(|e| ApiError::Internal(e.to_string()))?
+            }
         };
         Ok(StoredObject {
             key: kv.key,
@@ -298,6 +315,15 @@ impl Storage {
             rewritten += usize::from(result.succeeded);
         }
         Ok(rewritten)
+    }
+}
+
+/// An object stored at another version of its resource, as `r` serves it: custom resources
+/// have one schema shape across versions here (no conversion webhooks: the `None` strategy),
+/// so only `apiVersion` differs.
+fn served_as(r: &Resource, object: &mut Value) {
+    if let (Some(_), Some(o)) = (r.stored_as, object.as_object_mut()) {
+        o.insert("apiVersion".into(), Value::from(r.api_version));
     }
 }
 

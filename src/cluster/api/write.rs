@@ -77,8 +77,28 @@ pub fn check_identity(r: &Resource, ns: Option<&str>, v: &mut Value) -> Result<(
     Ok(())
 }
 
-/// Validates the object as `berth validate` would. All errors become causes of one 422.
+/// Fills in the server's defaults: Kubernetes' for built-in kinds; for a custom resource,
+/// its schema's, after pruning the fields the schema does not specify.
+fn fill_defaults(
+    r: &Resource,
+    v: &mut Value,
+    field_validation: Option<&str>,
+) -> Result<(), ApiError> {
+    match super::crds::definition(r) {
+        Some(d) => super::crds::prepare(&d, r, v, field_validation),
+        None => {
+            apply_server_defaults(v);
+            Ok(())
+        }
+    }
+}
+
+/// Validates the object as `berth validate` would (a custom resource against its CRD's
+/// schema). All errors become causes of one 422.
 pub fn validate(r: &Resource, v: &Value, strict: bool) -> Result<(), ApiError> {
+    if let Some(d) = super::crds::definition(r) {
+        return super::crds::validate(&d, r, v);
+    }
     let options = ValidateOptions {
         strict,
         ignore_unknown_kinds: false,
@@ -164,9 +184,10 @@ pub fn prepare_create(
     if r.has_spec {
         m.insert("generation".into(), json!(1));
     }
-    apply_server_defaults(&mut v);
+    fill_defaults(r, &mut v, field_validation)?;
     validate(r, &v, strict(field_validation))?;
     super::event_limits::check(r, &v)?;
+    super::crds::accept(r, &mut v, None)?;
     Ok(v)
 }
 
@@ -240,7 +261,7 @@ pub fn prepare_update(
     {
         m.insert("managedFields".into(), mf.clone());
     }
-    apply_server_defaults(&mut new);
+    fill_defaults(r, &mut new, field_validation)?;
     if !status_write && super::allocate::allocates(r) {
         super::allocate::keep_allocated(r.kind, old, &mut new);
     }
@@ -260,6 +281,7 @@ pub fn prepare_update(
     validate(r, &new, strict(field_validation))?;
     super::event_limits::check(r, &new)?;
     check_immutable(r, old, &new)?;
+    super::crds::accept(r, &mut new, Some(old))?;
     Ok(Some(new))
 }
 

@@ -198,6 +198,7 @@ fn served(info: &'static kinds::KindInfo, storage: &'static str) -> Resource {
         categories,
         subresources,
         has_spec: !NO_SPEC.contains(&kind),
+        stored_as: None,
     }
 }
 

@@ -78,6 +78,10 @@ pub struct Resource {
     pub subresources: &'static [Subresource],
     /// Whether `spec` exists, so `generation` tracks it (ConfigMaps have none).
     pub has_spec: bool,
+    /// The `apiVersion` objects are stored at when it is not this one: a custom resource's
+    /// served version that is not the CRD's storage version (objects are stored once, at the
+    /// storage version, and read at any served one with `apiVersion` rewritten).
+    pub stored_as: Option<&'static str>,
 }
 
 impl Resource {
@@ -354,6 +358,7 @@ mod tests {
             categories: &[],
             subresources: &[Subresource::Status],
             has_spec: true,
+            stored_as: None,
         };
         let before = generation();
         let added = insert(widget.clone());

@@ -8,6 +8,7 @@
 //! one; what each kind prints, its columns and an object's cells in them, is in those two.
 
 mod cells;
+mod custom;
 mod kinds;
 
 use axum::http::{HeaderMap, header};
@@ -69,6 +70,27 @@ pub fn table(r: &Resource, items: &[Value], metadata: &Value) -> Value {
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
     ];
+    let printed = super::crds::definition(r).and_then(|d| d.served(r.version).map(custom::columns));
+    if let Some(printed) = printed {
+        defs.extend(custom::definitions(&printed));
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|o| {
+                let name = o.pointer("/metadata/name").cloned().unwrap_or_else(|| json!(""));
+                json!({
+                    "cells": std::iter::once(name).chain(custom::cells(&printed, o)).collect::<Vec<_>>(),
+                    "object": partial_metadata(o),
+                })
+            })
+            .collect();
+        return json!({
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": metadata,
+            "columnDefinitions": defs,
+            "rows": rows,
+        });
+    }
     for (c, priority) in kinds::columns(r.kind).unwrap_or_else(|| columns(r)) {
         defs.push(json!({"name": c, "type": "string", "format": "", "description": "", "priority": priority}));
     }
@@ -82,11 +104,7 @@ pub fn table(r: &Resource, items: &[Value], metadata: &Value) -> Value {
                         .collect(),
                     None => cells(r, o),
                 },
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
-                },
+                "object": partial_metadata(o),
             })
         })
         .collect();
@@ -96,6 +114,15 @@ pub fn table(r: &Resource, items: &[Value], metadata: &Value) -> Value {
         "metadata": metadata,
         "columnDefinitions": defs,
         "rows": rows,
+    })
+}
+
+/// A row's object: its metadata only, as kubectl asks for.
+fn partial_metadata(o: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
     })
 }
 

@@ -28,7 +28,8 @@ use crate::cluster::controllers::runtime::{Action, ReconcileError, Reconciler};
 use crate::manifest::gitsource::{
     GitSource, GitSourceStatus, MAX_LISTED, SYNC_REQUESTED_ANNOTATION,
 };
-use crate::manifest::{Input, Loaded, SetOptions, Severity, ValidateOptions, load_set};
+use crate::manifest::set::load_set_with;
+use crate::manifest::{Input, Loaded, SetOptions, Severity, ValidateOptions};
 
 /// One reconcile's view of a source: the object as stored, its spec, and the status being
 /// built from the one it has.
@@ -141,14 +142,17 @@ fn listed(items: &[String]) -> String {
     text
 }
 
-/// Loads and validates the commit's manifests with the one loader; marks each object with
-/// where it came from. `Err`: `file:line:col: message` for each error, Secret data left out.
+/// Loads and validates the commit's manifests with the one loader (custom resources against
+/// the CRDs of the commit and those the server serves); marks each object with where it came
+/// from. `Err`: `file:line:col: message` for each error, Secret data left out.
 fn load_commit(
     files: Vec<Input>,
     commit: &str,
     source_key: &str,
 ) -> Result<HashMap<String, Vec<Value>>, Vec<String>> {
-    let (objects, report) = load_set(files, SetOptions::keep(ValidateOptions::default()));
+    let served = crate::cluster::api::crds::catalog();
+    let options = SetOptions::keep(ValidateOptions::default());
+    let (objects, report) = load_set_with(files, options, &served);
     if report.error_count() > 0 {
         return Err(report
             .problems_without_secret_values()
