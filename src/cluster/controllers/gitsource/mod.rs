@@ -176,7 +176,7 @@ pub struct GitSyncController {
     watches: Mutex<HashMap<String, (PathBuf, notify::RecommendedWatcher)>>,
     /// Since when each source (with `wait` or `healthChecks`) has waited for the health of
     /// its commit and generation: what `spec.timeout` bounds.
-    waiting: Mutex<HashMap<String, (String, Option<i64>, std::time::Instant)>>,
+    waiting: Mutex<HashMap<String, readiness::Waiting>>,
 }
 
 impl GitSyncController {

@@ -16,6 +16,13 @@ use crate::cluster::controllers::client::path;
 use crate::cluster::controllers::runtime::ReconcileError;
 use crate::manifest::gitsource::HealthCheckReference;
 
+/// Since when a source has waited for the health of one commit at one generation.
+pub(super) struct Waiting {
+    commit: String,
+    generation: Option<i64>,
+    since: Instant,
+}
+
 /// The health of what a source applied, and how long `Ready` has waited for it.
 pub(super) struct Readiness {
     /// Healthy, Progressing or Degraded.
@@ -98,14 +105,17 @@ impl GitSyncController {
 
     /// How long the source has waited for the health of `commit` at `generation`.
     fn waiting_since(&self, key: &str, commit: &str, generation: Option<i64>) -> Duration {
+        let now = || Waiting {
+            commit: commit.to_string(),
+            generation,
+            since: Instant::now(),
+        };
         let mut waiting = self.waiting.lock().expect("waiting lock");
-        let entry = waiting
-            .entry(key.to_string())
-            .or_insert_with(|| (commit.to_string(), generation, Instant::now()));
-        if entry.0 != commit || entry.1 != generation {
-            *entry = (commit.to_string(), generation, Instant::now());
+        let entry = waiting.entry(key.to_string()).or_insert_with(now);
+        if entry.commit != commit || entry.generation != generation {
+            *entry = now();
         }
-        entry.2.elapsed()
+        entry.since.elapsed()
     }
 
     /// Why an object of `spec.healthChecks` (other than a Deployment) is not healthy, if it
