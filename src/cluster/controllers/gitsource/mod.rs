@@ -176,7 +176,14 @@ pub struct GitSyncController {
     watches: Mutex<HashMap<String, (PathBuf, notify::RecommendedWatcher)>>,
     /// Since when each source (with `wait` or `healthChecks`) has waited for the health of
     /// its commit and generation: what `spec.timeout` bounds.
-    waiting: Mutex<HashMap<String, readiness::Waiting>>,
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+/// Since when a source has waited for the health of one commit at one generation.
+struct Waiting {
+    commit: String,
+    generation: Option<i64>,
+    since: std::time::Instant,
 }
 
 impl GitSyncController {

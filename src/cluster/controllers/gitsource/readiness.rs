@@ -10,18 +10,11 @@ use serde_json::{Value, json};
 
 use super::index::Index;
 use super::reconcile::{Pass, Stop};
-use super::{GitSyncController, health, parse_interval};
+use super::{GitSyncController, Waiting, health, parse_interval};
 use crate::cluster::api::resources::by_kind;
 use crate::cluster::controllers::client::path;
 use crate::cluster::controllers::runtime::ReconcileError;
 use crate::manifest::gitsource::HealthCheckReference;
-
-/// Since when a source has waited for the health of one commit at one generation.
-pub(super) struct Waiting {
-    commit: String,
-    generation: Option<i64>,
-    since: Instant,
-}
 
 /// The health of what a source applied, and how long `Ready` has waited for it.
 pub(super) struct Readiness {
@@ -37,6 +30,15 @@ pub(super) struct Readiness {
 impl Readiness {
     pub fn timed_out(&self) -> bool {
         self.waited.is_some_and(|w| w >= self.timeout)
+    }
+
+    /// The message of `HealthCheckFailed`.
+    pub fn failure(&self) -> String {
+        format!(
+            "health check failed after {}: {}",
+            humantime(self.timeout),
+            self.message
+        )
     }
 }
 
@@ -146,7 +148,7 @@ impl GitSyncController {
 }
 
 /// `30s`, `2m`, `1m30s`: a duration as the spec writes it.
-pub(super) fn humantime(d: Duration) -> String {
+fn humantime(d: Duration) -> String {
     let secs = d.as_secs();
     match (secs / 60, secs % 60) {
         _ if d.subsec_millis() != 0 => format!("{}ms", d.as_millis()),

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use super::fetch::{self, FetchError, Fetched};
 use super::index::{Change, Index};
 use super::postbuild::PostBuild;
-use super::readiness::humantime;
 use super::report::Declared;
 use super::state::{Conditions, drift_of, drifted_fields, writers_of};
 use super::{
@@ -353,13 +352,12 @@ impl GitSyncController {
         // What the last applied commit declared, if it was applied with this spec and these
         // variables (a changed ConfigMap of `substituteFrom` reads every file again).
         let last = pass.last();
-        let generation = pass.source.metadata.generation;
-        // Applied with another spec or other variables: the same commit is applied again.
-        let rebased = last.observed_generation != generation
-            || self
-                .declared
-                .get(pass.key)
-                .is_some_and(|d| d.generation != generation || d.fingerprint != fingerprint);
+        // Applied with other variables or another target namespace: the same commit gives
+        // other objects, applied again (not drift).
+        let rebased = self
+            .declared
+            .get(pass.key)
+            .is_some_and(|d| d.fingerprint != fingerprint);
         let base = self.declared.get(pass.key).filter(|d| {
             d.generation == pass.source.metadata.generation
                 && d.fingerprint == fingerprint
@@ -544,8 +542,8 @@ impl GitSyncController {
             .await
     }
 
-    /// Dry-runs the whole commit; applies it when it is new (or `rebased`: the spec or the
-    /// variables changed), asked for, or has drift to heal;
+    /// Dry-runs the whole commit; applies it when it is new (or `rebased`: its variables or
+    /// target namespace changed), asked for, or has drift to heal;
     /// records what was applied.
     async fn sync(
         &self,
@@ -556,8 +554,7 @@ impl GitSyncController {
         rebased: bool,
     ) -> Result<Action, Stop> {
         let last = pass.last();
-        // What differs after a spec or variable change is that change, not drift.
-        let new_commit = rebased || last.last_applied_commit.as_deref() != Some(commit);
+        let new_commit = last.last_applied_commit.as_deref() != Some(commit);
         let mut objects: Vec<Value> = index.objects().cloned().collect();
         let state = self.api.state();
         let (namespace, name) = (pass.namespace, pass.name);
@@ -568,7 +565,8 @@ impl GitSyncController {
         if !foreign.is_empty() {
             return Err(not_owned(commit, &foreign));
         }
-        let drift = if new_commit {
+        // What differs after a change of the variables is that change, not drift.
+        let drift = if new_commit || rebased {
             Vec::new()
         } else {
             drift_of(&dry)
@@ -576,12 +574,15 @@ impl GitSyncController {
         let heal = !drift.is_empty() && pass.source.spec.self_heal;
         let writers = overruled_writers(&dry);
         drop(dry);
-        if new_commit || requested || heal {
+        if new_commit || rebased || requested || heal {
             let applied = source_batch(state, namespace, name, &pass.source, objects, false, None)
                 .await
                 .map_err(|r| refused(commit, r))?;
             if new_commit {
                 tracing::info!(source = pass.key, commit = %commit, objects = applied.results.len(), "applied a commit");
+            } else if rebased {
+                tracing::info!(source = pass.key, commit = %commit, objects = applied.results.len(),
+                    "applied a commit again: its variables or target namespace changed");
             }
         }
         if heal {
@@ -660,16 +661,9 @@ impl GitSyncController {
             json!(count)
         };
         match health {
-            _ if timed_out => conditions.set(
-                "Ready",
-                false,
-                "HealthCheckFailed",
-                &format!(
-                    "health check failed after {}: {}",
-                    humantime(readiness.timeout),
-                    readiness.message
-                ),
-            ),
+            _ if timed_out => {
+                conditions.set("Ready", false, "HealthCheckFailed", &readiness.failure())
+            }
             "Degraded" => conditions.set("Ready", false, "Degraded", &readiness.message),
             "Progressing" => conditions.set("Ready", false, "Progressing", &readiness.message),
             _ => conditions.set(
