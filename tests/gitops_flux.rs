@@ -243,6 +243,33 @@ async fn variables_from_a_config_map_a_secret_and_the_spec_are_substituted_in_th
         .await;
     assert_eq!(source["status"]["objects"], 2, "{source}");
 
+    // Another target namespace: the objects move there, and those left behind are pruned
+    // (all of the source's objects at once: past the mass-delete guard only when allowed).
+    http.create(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team2"}}),
+    )
+    .await;
+    http.patch(
+        &format!("{SOURCES}/app"),
+        json!({"spec": {"targetNamespace": "team2", "allowMassDelete": true}}),
+    )
+    .await;
+    eventually("moved to team2", Duration::from_secs(15), || async {
+        let new = server
+            .get("/api/v1/namespaces/team2/configmaps/settings")
+            .await;
+        let old = server.get(settings_path).await;
+        let old_web = server
+            .get("/apis/apps/v1/namespaces/team/deployments/web")
+            .await;
+        match (new, old, old_web) {
+            (Some(new), None, None) if new["data"]["color"] == "green" => Ok(()),
+            other => Err(format!("{other:?} {}", server.source("app").await)),
+        }
+    })
+    .await;
+
     // A Secret of substituteFrom that does not exist stalls the source, naming it.
     http.patch(
         &format!("{SOURCES}/app"),
