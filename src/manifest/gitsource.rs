@@ -64,6 +64,80 @@ pub struct GitSourceSpec {
     /// `POST /hooks/git/{namespace}/{name}` (GitHub's signature or GitLab's token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_ref: Option<LocalObjectReference>,
+    /// Namespace given to every namespaced object of the source, overriding the one written
+    /// (as Flux's `targetNamespace`). Default: objects keep theirs, and those without one go
+    /// to the source's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub target_namespace: Option<String>,
+    /// Sources that must be `Ready` before this one applies anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyReference>,
+    /// What is done to the manifests after they are rendered and before they are applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_build: Option<PostBuild>,
+    /// Be `Ready` only once every applied object is healthy (Deployments rolled out).
+    #[serde(default)]
+    pub wait: bool,
+    /// Objects that must be healthy before the source is `Ready` (a Deployment rolled out,
+    /// any other object present and, if it has one, its `Ready` condition true).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheckReference>,
+    /// How long `Ready` waits for health (with `wait` or `healthChecks`) before it turns
+    /// `HealthCheckFailed`, as a duration such as `2m`. Default: the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+/// Another GitSource, in this source's namespace unless `namespace` says otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DependencyReference {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Variable substitution in the rendered manifests, as Flux's `postBuild`: `${VAR}`,
+/// `${VAR:=default}`, and `$${VAR}` for a literal `${VAR}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostBuild {
+    /// Variables by name; they override those of `substituteFrom`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub substitute: std::collections::BTreeMap<String, String>,
+    /// ConfigMaps and Secrets in the source's namespace whose keys are variables; a later
+    /// one overrides an earlier one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substitute_from: Vec<SubstituteReference>,
+}
+
+/// A ConfigMap or Secret of variables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubstituteReference {
+    /// `ConfigMap` or `Secret`.
+    #[schemars(extend("enum" = ["ConfigMap", "Secret"]))]
+    pub kind: String,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// A missing object is then no error: it gives no variables.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// An object whose health the source's `Ready` waits for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheckReference {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// Default: the source's namespace (for a namespaced kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -23,6 +23,7 @@ pub mod schema;
 mod secret_types;
 mod semantic;
 pub mod set;
+pub mod substitute;
 pub mod validate;
 pub mod yaml;
 

@@ -29,6 +29,9 @@
 pub mod fetch;
 mod health;
 pub mod index;
+mod postbuild;
+mod prerequisites;
+mod readiness;
 mod reconcile;
 pub mod report;
 mod state;
@@ -150,6 +153,7 @@ pub fn start_with(
             queue: queue.clone(),
             mirrors,
             watches: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
         },
         &queue,
         2,
@@ -170,6 +174,16 @@ pub struct GitSyncController {
     mirrors: PathBuf,
     /// File-system watches of local repositories, by source key.
     watches: Mutex<HashMap<String, (PathBuf, notify::RecommendedWatcher)>>,
+    /// Since when each source (with `wait` or `healthChecks`) has waited for the health of
+    /// its commit and generation: what `spec.timeout` bounds.
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+/// Since when a source has waited for the health of one commit at one generation.
+struct Waiting {
+    commit: String,
+    generation: Option<i64>,
+    since: std::time::Instant,
 }
 
 impl GitSyncController {

@@ -13,12 +13,13 @@ use serde_json::{Value, json};
 
 use super::fetch::{self, FetchError, Fetched};
 use super::index::{Change, Index};
+use super::postbuild::PostBuild;
 use super::report::Declared;
 use super::state::{Conditions, drift_of, drifted_fields, writers_of};
 use super::{
     DEFAULT_INTERVAL, FIELD_MANAGER, GitSyncController, PROGRESS_RECHECK, SOURCE_ANNOTATION,
     SOURCE_COMMIT_ANNOTATION, SOURCE_LINE_ANNOTATION, SOURCE_PATH_ANNOTATION, applyset_name,
-    health, parse_interval, short, source_batch, source_dry_run,
+    parse_interval, short, source_batch, source_dry_run,
 };
 use crate::apply::applyset::{self, ParentRef};
 use crate::apply::batch::BatchRefusal;
@@ -33,15 +34,17 @@ use crate::manifest::{Input, Loaded, SetOptions, Severity, ValidateOptions};
 
 /// One reconcile's view of a source: the object as stored, its spec, and the status being
 /// built from the one it has.
-struct Pass<'a> {
-    key: &'a str,
+pub(super) struct Pass<'a> {
+    pub key: &'a str,
     object: &'a Value,
-    source: GitSource,
-    namespace: &'a str,
+    pub source: GitSource,
+    pub namespace: &'a str,
     name: &'a str,
-    interval: Duration,
+    pub interval: Duration,
     conditions: Conditions,
     status: Value,
+    /// Variables and target namespace, read before the commit is loaded.
+    post: PostBuild,
 }
 
 impl Pass<'_> {
@@ -76,15 +79,17 @@ impl Pass<'_> {
 }
 
 /// When a stopped reconcile looks again.
-enum Retry {
+pub(super) enum Retry {
     /// After the source's interval: nothing will change before a new commit or edit.
     AfterInterval,
     /// With the controller's back-off, as after any error.
     Backoff,
+    /// After this long: what it waits for (another source) may be ready by then.
+    After(Duration),
 }
 
 /// Why a reconcile stops before the end.
-enum Stop {
+pub(super) enum Stop {
     /// `Ready=False` for `reason`, also `Stalled=True` if `stalled`: written to the status.
     Status {
         reason: &'static str,
@@ -98,7 +103,7 @@ enum Stop {
 
 impl Stop {
     /// The source cannot go on until someone changes it or its repository.
-    fn stalled(reason: &'static str, message: String) -> Stop {
+    pub(super) fn stalled(reason: &'static str, message: String) -> Stop {
         Stop::Status {
             reason,
             message,
@@ -144,12 +149,16 @@ fn listed(items: &[String]) -> String {
 
 /// Loads and validates the commit's manifests with the one loader (custom resources against
 /// the CRDs of the commit and those the server serves); marks each object with where it came
-/// from. `Err`: `file:line:col: message` for each error, Secret data left out.
+/// from. `Err`: `file:line:col: message` for each error, Secret data left out. The variables
+/// of `post` are substituted before validation and its target namespace set after, so the
+/// index compares objects as they are applied.
 fn load_commit(
     files: Vec<Input>,
     commit: &str,
     source_key: &str,
+    post: &PostBuild,
 ) -> Result<HashMap<String, Vec<Value>>, Vec<String>> {
+    let files = post.inputs(files);
     let served = crate::cluster::api::crds::catalog();
     let options = SetOptions::keep(ValidateOptions::default());
     let (objects, report) = load_set_with(files, options, &served);
@@ -158,12 +167,13 @@ fn load_commit(
             .problems_without_secret_values()
             .iter()
             .filter(|p| p.severity == Severity::Error)
-            .map(|p| format!("{}: {}", p.location(), p.message()))
+            .map(|p| post.redact(format!("{}: {}", p.location(), p.message())))
             .collect());
     }
     let mut by_path: HashMap<String, Vec<Value>> = HashMap::new();
     let annotate = |o: Loaded| {
         let mut value = o.value;
+        post.object(&mut value);
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
             if let Some(a) = annotations.as_object_mut() {
@@ -272,6 +282,7 @@ impl Reconciler for GitSyncController {
             _ => {
                 self.unwatch(key);
                 self.declared.forget(key);
+                self.waiting.lock().expect("waiting lock").remove(key);
                 return Ok(Action::await_change());
             }
         };
@@ -293,6 +304,7 @@ impl Reconciler for GitSyncController {
             conditions: Conditions::new(&object, source.metadata.generation),
             status: carried_over(&source, &source.status.clone().unwrap_or_default()),
             source,
+            post: PostBuild::default(),
         };
         match self.run(&mut pass).await {
             Ok(action) => Ok(action),
@@ -311,6 +323,7 @@ impl Reconciler for GitSyncController {
                 self.write_status(pass.object, pass.take_status()).await?;
                 match retry {
                     Retry::AfterInterval => Ok(Action::requeue(pass.interval)),
+                    Retry::After(after) => Ok(Action::requeue(after)),
                     Retry::Backoff => Err(ReconcileError::Invalid(message)),
                 }
             }
@@ -337,10 +350,21 @@ impl GitSyncController {
             Some(p) => self.watch(pass.key, &p),
             None => self.unwatch(pass.key),
         }
-        // What the last applied commit declared, if it was applied with this spec.
+        self.dependencies_ready(pass)?;
+        pass.post = self.post_build(pass).await?;
+        let fingerprint = pass.post.fingerprint();
+        // What the last applied commit declared, if it was applied with this spec and these
+        // variables (a changed ConfigMap of `substituteFrom` reads every file again).
         let last = pass.last();
+        // Applied with other variables or another target namespace: the same commit gives
+        // other objects, applied again (not drift).
+        let rebased = self
+            .declared
+            .get(pass.key)
+            .is_some_and(|d| d.fingerprint != fingerprint);
         let base = self.declared.get(pass.key).filter(|d| {
             d.generation == pass.source.metadata.generation
+                && d.fingerprint == fingerprint
                 && last.last_applied_commit.as_deref() == Some(d.index.commit.as_str())
         });
         let known = base.as_ref().map(|d| d.index.clone());
@@ -355,7 +379,7 @@ impl GitSyncController {
         if requested {
             pass.request_handled();
         }
-        let loaded = load_commit(files, &commit, pass.key)
+        let loaded = load_commit(files, &commit, pass.key, &pass.post)
             .map_err(|errors| invalid_manifests(&commit, &errors))?;
         match base {
             // The commit applied and looked at within the interval: nothing to do but health.
@@ -391,7 +415,7 @@ impl GitSyncController {
                         .map(Arc::new)
                         .map_err(|errors| invalid_manifests(&commit, &errors))?,
                 };
-                self.sync(pass, &commit, index, requested).await
+                self.sync(pass, &commit, index, requested, rebased).await
             }
         }
     }
@@ -514,6 +538,7 @@ impl GitSyncController {
             Declared {
                 index: index.clone(),
                 generation: pass.source.metadata.generation,
+                fingerprint: pass.post.fingerprint(),
                 checked: Instant::now(),
             },
         );
@@ -521,7 +546,8 @@ impl GitSyncController {
             .await
     }
 
-    /// Dry-runs the whole commit; applies it when it is new, asked for, or has drift to heal;
+    /// Dry-runs the whole commit; applies it when it is new (or `rebased`: its variables or
+    /// target namespace changed), asked for, or has drift to heal;
     /// records what was applied.
     async fn sync(
         &self,
@@ -529,6 +555,7 @@ impl GitSyncController {
         commit: &str,
         index: Arc<Index>,
         requested: bool,
+        rebased: bool,
     ) -> Result<Action, Stop> {
         let last = pass.last();
         let new_commit = last.last_applied_commit.as_deref() != Some(commit);
@@ -542,7 +569,8 @@ impl GitSyncController {
         if !foreign.is_empty() {
             return Err(not_owned(commit, &foreign));
         }
-        let drift = if new_commit {
+        // What differs after a change of the variables is that change, not drift.
+        let drift = if new_commit || rebased {
             Vec::new()
         } else {
             drift_of(&dry)
@@ -550,12 +578,15 @@ impl GitSyncController {
         let heal = !drift.is_empty() && pass.source.spec.self_heal;
         let writers = overruled_writers(&dry);
         drop(dry);
-        if new_commit || requested || heal {
+        if new_commit || rebased || requested || heal {
             let applied = source_batch(state, namespace, name, &pass.source, objects, false, None)
                 .await
                 .map_err(|r| refused(commit, r))?;
             if new_commit {
                 tracing::info!(source = pass.key, commit = %commit, objects = applied.results.len(), "applied a commit");
+            } else if rebased {
+                tracing::info!(source = pass.key, commit = %commit, objects = applied.results.len(),
+                    "applied a commit again: its variables or target namespace changed");
             }
         }
         if heal {
@@ -578,6 +609,7 @@ impl GitSyncController {
             Declared {
                 index: index.clone(),
                 generation: pass.source.metadata.generation,
+                fingerprint: pass.post.fingerprint(),
                 checked: Instant::now(),
             },
         );
@@ -599,17 +631,8 @@ impl GitSyncController {
         mut drift: Vec<String>,
         count: usize,
     ) -> Result<Action, Stop> {
-        let deployments: Vec<Value> = index
-            .objects()
-            .filter(|o| o["kind"] == "Deployment")
-            .map(|o| {
-                json!({"kind": "Deployment",
-                    "namespace": o.pointer("/metadata/namespace").and_then(Value::as_str)
-                        .unwrap_or(pass.namespace),
-                    "name": o.pointer("/metadata/name")})
-            })
-            .collect();
-        let (health, health_message) = health::roll_up(&deployments, &self.caches);
+        let readiness = self.readiness(pass, commit, index).await?;
+        let (health, timed_out) = (readiness.health, readiness.timed_out());
         pass.status["lastAppliedCommit"] = json!(commit);
         pass.status["objects"] = json!(index.object_count());
         pass.status["health"] = json!(health);
@@ -642,8 +665,11 @@ impl GitSyncController {
             json!(count)
         };
         match health {
-            "Degraded" => conditions.set("Ready", false, "Degraded", &health_message),
-            "Progressing" => conditions.set("Ready", false, "Progressing", &health_message),
+            _ if timed_out => {
+                conditions.set("Ready", false, "HealthCheckFailed", &readiness.failure())
+            }
+            "Degraded" => conditions.set("Ready", false, "Degraded", &readiness.message),
+            "Progressing" => conditions.set("Ready", false, "Progressing", &readiness.message),
             _ => conditions.set(
                 "Ready",
                 true,
@@ -652,6 +678,16 @@ impl GitSyncController {
             ),
         }
         self.write_status(pass.object, pass.take_status()).await?;
+        if let Some(waited) = readiness.waited
+            && !timed_out
+        {
+            // Look again soon enough to turn HealthCheckFailed on time.
+            let left = readiness
+                .timeout
+                .saturating_sub(waited)
+                .max(Duration::from_millis(100));
+            return Ok(Action::requeue(PROGRESS_RECHECK.min(left)));
+        }
         if health == "Progressing" {
             return Ok(Action::requeue(PROGRESS_RECHECK.min(pass.interval)));
         }

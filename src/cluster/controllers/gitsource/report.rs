@@ -37,6 +37,9 @@ pub struct Declared {
     pub index: Arc<Index>,
     /// The source's `metadata.generation` it was applied with: another spec, another basis.
     pub generation: Option<i64>,
+    /// [`PostBuild::fingerprint`](super::postbuild::PostBuild::fingerprint) of the variables
+    /// and target namespace it was loaded with.
+    pub fingerprint: String,
     /// When the whole set was last compared with the cluster (applied or dry-run).
     pub checked: Instant,
 }
