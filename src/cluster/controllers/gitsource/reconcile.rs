@@ -287,6 +287,20 @@ impl Reconciler for GitSyncController {
             }
         };
         let (namespace, name) = split_key(key);
+        // The cache may not have seen this controller's own last status write yet, and the
+        // status decides whether the last commit's index is reused (a stale one would apply
+        // the whole commit again): read the source as stored.
+        let stored = crate::cluster::controllers::client::path(
+            crate::cluster::controllers::client::resource("berth.dev/v1", "GitSource"),
+            namespace,
+            Some(name),
+            None,
+        );
+        let object = match self.api.get(&stored).await {
+            Ok(fresh) if !super::super::is_deleting(&fresh) => std::sync::Arc::new(fresh),
+            Ok(_) => return Ok(Action::await_change()),
+            Err(_) => object,
+        };
         let source: GitSource = serde_json::from_value((*object).clone())
             .map_err(|e| ReconcileError::Invalid(format!("GitSource {key}: {e}")))?;
         let mut pass = Pass {
