@@ -19,6 +19,12 @@ use support::eventually;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
+/// The tests of this file run one at a time: each floods its own server and reads figures
+/// under that flood alone. Run side by side (the default), the inflight test saw its three
+/// stalled writes not hold their places in 3 of 5 runs, with any other test of the file
+/// beside it (the cause is not yet found; alone it passed every time).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn server_addr(url: &str) -> SocketAddr {
     url.trim_start_matches("https://")
         .trim_start_matches("http://")
@@ -172,6 +178,7 @@ const PER_SECOND: u64 = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_connection_flood_neither_locks_out_the_master_nor_evicts_a_node() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // The server must raise a low soft limit to the hard one itself.
     let (soft, hard) = set_soft_file_limit(1024);
     let c = Cluster::start(&[
@@ -352,6 +359,7 @@ async fn stalled_write(c: &Cluster, path: &str) -> tokio_rustls::client::TlsStre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_over_the_inflight_limit_get_429_and_the_agents_share_still_answers() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(&["--max-mutating-requests-inflight", "4"]);
     let lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/held";
     c.http
@@ -456,6 +464,7 @@ async fn writes_over_the_inflight_limit_get_429_and_the_agents_share_still_answe
 /// answers /readyz throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_watchers_that_do_not_read_stay_within_100_mib() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(&[]);
     let cms = "/api/v1/namespaces/default/configmaps";
     let value = "v".repeat(54 * 1024);
@@ -532,6 +541,7 @@ async fn two_hundred_watchers_that_do_not_read_stay_within_100_mib() {
 /// rate-limited, the store grows by little, and Events expire after `--event-ttl`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_flood_is_refused_rate_limited_and_expires() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let c = Cluster::start(&["--event-ttl", "3s"]);
     let store_bytes = || -> u64 {
         ["store.db", "store.db-wal"]
