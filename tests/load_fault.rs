@@ -20,9 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The tests of this file run one at a time: each floods its own server and reads figures
-/// under that flood alone. Run side by side (the default), the inflight test saw its three
-/// stalled writes not hold their places in 3 of 5 runs, with any other test of the file
-/// beside it (the cause is not yet found; alone it passed every time).
+/// (latencies, memory) that a flood beside it would distort.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn server_addr(url: &str) -> SocketAddr {
@@ -382,6 +380,25 @@ async fn writes_over_the_inflight_limit_get_429_and_the_agents_share_still_answe
     for _ in 0..3 {
         stalls.push(stalled_write(&c, &format!("{cm}/c")).await);
     }
+    // A stalled write holds its place once the server has read its head, which on a busy
+    // machine can be after the client wrote it: wait until the server counts all three.
+    eventually(
+        "the three stalled writes hold their places",
+        Duration::from_secs(10),
+        || async {
+            let text = metrics(&c).await;
+            let mutating = metric(
+                &text,
+                "apiserver_current_inflight_requests{request_kind=\"mutating\"}",
+            );
+            if mutating >= 3.0 {
+                Ok(())
+            } else {
+                Err(mutating)
+            }
+        },
+    )
+    .await;
     let patch = |token: &str, path: &str| {
         c.http
             .client

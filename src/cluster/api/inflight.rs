@@ -83,6 +83,13 @@ struct Pool {
 }
 
 impl Pool {
+    /// Places taken now, from both shares.
+    fn taken(&self) -> usize {
+        let reserved = (self.limit / 4).max(1);
+        (self.limit - reserved - self.shared.available_permits())
+            + (reserved - self.reserved.available_permits())
+    }
+
     fn new(limit: usize) -> Pool {
         let limit = limit.max(2);
         let reserved = (limit / 4).max(1);
@@ -142,6 +149,11 @@ impl Inflight {
                 })
             }
         }
+    }
+
+    /// Requests holding a place now: (read-only, mutating).
+    pub fn current(&self) -> (usize, usize) {
+        (self.read_only.taken(), self.mutating.taken())
     }
 
     /// Requests refused with 429 since the start.

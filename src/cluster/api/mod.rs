@@ -280,6 +280,11 @@ async fn metrics_text(State(state): State<SharedState>) -> Response {
         state.connections.evicted(),
         state.inflight.rejected()
     );
+    let (read_only, mutating) = state.inflight.current();
+    let _ = writeln!(
+        text,
+        "# HELP apiserver_current_inflight_requests Requests holding a place at an inflight limit now.\n# TYPE apiserver_current_inflight_requests gauge\napiserver_current_inflight_requests{{request_kind=\"readOnly\"}} {read_only}\napiserver_current_inflight_requests{{request_kind=\"mutating\"}} {mutating}"
+    );
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
