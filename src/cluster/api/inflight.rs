@@ -83,11 +83,9 @@ struct Pool {
 }
 
 impl Pool {
-    /// Places taken now, from both shares.
+    /// Places taken now, from both shares (together they hold `limit` places).
     fn taken(&self) -> usize {
-        let reserved = (self.limit / 4).max(1);
-        (self.limit - reserved - self.shared.available_permits())
-            + (reserved - self.reserved.available_permits())
+        self.limit - self.shared.available_permits() - self.reserved.available_permits()
     }
 
     fn new(limit: usize) -> Pool {
