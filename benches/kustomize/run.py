@@ -17,6 +17,7 @@ Deployment, a ConfigMap generator). Then, in one run, interleaved:
     TRIALS times, median.
 Prints `RESULT` lines for benches/run-all and a Markdown table for BENCHMARKS.md.
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import yaml
 
@@ -35,16 +35,11 @@ OBJECTS = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 OVERLAYS = ["dev", "staging", "prod"]
 LOG = os.environ.get("BERTH_LOG", os.devnull)
 
-
-def git(cwd, *args):
-    subprocess.run(["git", "-c", "user.name=Bench", "-c", "user.email=b@example.invalid",
-                    "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-                   cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def head(cwd):
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
+# The git, API and waiting helpers of the GitOps benchmark (its main() does not run on import).
+_spec = importlib.util.spec_from_file_location("gitops_bench", os.path.join(ROOT, "benches", "gitops", "run.py"))
+gitops = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gitops)
+git, Api = gitops.git, gitops.Api
 
 
 def write(path, text):
@@ -100,33 +95,8 @@ def timed(cmd):
     return elapsed * 1000, r.stdout
 
 
-class Api:
-    def __init__(self, url, token):
-        self.url, self.token = url, token
-
-    def call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, None
-
-    def get(self, path):
-        code, body = self.call("GET", path)
-        return body if code == 200 else None
-
-
-def wait(probe, timeout=120):
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if probe():
-            return time.perf_counter()
-        time.sleep(0.005)
-    sys.exit("timed out")
+def wait(probe):
+    return gitops.wait(probe, timeout=120)
 
 
 def main():
