@@ -1,8 +1,10 @@
 //! Several masters on one etcd (feature `etcd`): a clear error when etcd is unreachable,
 //! one identity shared by every master, one leader for the controllers that hands over
 //! when killed and acts no more when paused, etcd quorum loss answered with 5xx while
-//! reads go on, with nothing acknowledged lost, and addresses unique across masters. Each test starts 3 etcd members and its
-//! masters on loopback ports (tests/support/masters.rs) and kills them when it ends.
+//! reads go on, with nothing acknowledged lost, addresses unique across masters, every master
+//! in the `kubernetes` Endpoints, and an agent that moves to a live master without touching its
+//! pods. Each test starts 3 etcd members and its masters on loopback ports
+//! (tests/support/masters.rs) and kills them when it ends.
 
 pub mod support;
 
@@ -500,4 +502,244 @@ async fn masters_benchmark() {
         "failover over 5 kills: {took:.1?} s, median {:.1} s",
         took[2]
     );
+}
+
+/// The `IP:port` of every master in the `default/kubernetes` Endpoints, sorted.
+async fn in_endpoints(http: &Http) -> Vec<String> {
+    let endpoints = http
+        .get("/api/v1/namespaces/default/endpoints/kubernetes")
+        .await;
+    let mut addresses = Vec::new();
+    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+        let port = &subset["ports"][0]["port"];
+        for address in subset["addresses"].as_array().into_iter().flatten() {
+            addresses.push(format!("{}:{port}", address["ip"].as_str().unwrap_or("?")));
+        }
+    }
+    addresses.sort();
+    addresses
+}
+
+/// The `IP:port` of the masters in `servers`, but `skip`, sorted.
+fn addresses(masters: &Masters, skip: &[usize]) -> Vec<String> {
+    let mut addresses: Vec<String> = masters
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(_, s)| {
+            s.url
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_master_is_in_the_kubernetes_endpoints_and_a_lost_one_leaves_within_the_lease_time() {
+    let mut masters = start(3).await;
+    let http = masters.servers[0].http();
+    let all = addresses(&masters, &[]);
+    eventually(
+        "the kubernetes Endpoints name all three masters",
+        Duration::from_secs(20),
+        || async {
+            let seen = in_endpoints(&http).await;
+            if seen == all { Ok(()) } else { Err(seen) }
+        },
+    )
+    .await;
+
+    // A master that shuts down leaves at once.
+    masters.servers[2].stop();
+    let two = addresses(&masters, &[2]);
+    eventually(
+        "a stopped master leaves the Endpoints",
+        Duration::from_secs(3),
+        || async {
+            let seen = in_endpoints(&http).await;
+            if seen == two { Ok(()) } else { Err(seen) }
+        },
+    )
+    .await;
+
+    // A killed one stays until its lease (15 s) runs out, then leaves.
+    let killed = Instant::now();
+    masters.servers[1].kill();
+    let one = addresses(&masters, &[1, 2]);
+    eventually(
+        "a killed master leaves the Endpoints",
+        Duration::from_secs(30),
+        || async {
+            let seen = in_endpoints(&http).await;
+            if seen == one { Ok(()) } else { Err(seen) }
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("a killed master left the kubernetes Endpoints after {took:?}");
+    assert!(
+        (Duration::from_secs(12)..=Duration::from_secs(18)).contains(&took),
+        "a killed master left after {took:?}, not after its 15 s lease"
+    );
+}
+
+/// A gauge or counter of an agent's `/metrics`, with its labels (`name{…}`) if any.
+fn metric(text: &str, name: &str) -> Option<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its_pods() {
+    use support::cluster::{Agent, admin, container_id, create_pod, phase, wait_pod};
+    use support::docker::{TEST_IMAGE, TestScope, runtime, sh};
+
+    runtime().await;
+    let scope = TestScope::new("masters-agent");
+    let mut masters = start(3).await;
+    // The agent is told of one master only, and learns the others.
+    let agent = Agent::start(&masters.servers[0], "masters-node", &scope, &[]);
+    eventually(
+        "the agent knows all three masters",
+        Duration::from_secs(30),
+        || async {
+            let text = agent.metrics().await;
+            match metric(&text, "berth_agent_api_servers") {
+                Some((_, n)) if n == 3.0 => Ok(()),
+                seen => Err(seen),
+            }
+        },
+    )
+    .await;
+    let in_use = metric(&agent.metrics().await, "berth_agent_api_server_in_use")
+        .expect("the master in use")
+        .0;
+    let url = |key: &str| {
+        key.split('"')
+            .nth(1)
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let lost = masters
+        .servers
+        .iter()
+        .position(|s| s.url.trim_end_matches('/') == url(&in_use))
+        .unwrap_or_else(|| panic!("{in_use} names none of the masters"));
+    let survivor = (lost + 1) % 3;
+
+    let client = admin(&masters.servers[survivor]).await;
+    create_pod(
+        &client,
+        "masters-node",
+        json!({"metadata": {"name": "steady", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
+                "image": TEST_IMAGE, "imagePullPolicy": "Never", "command": sh("sleep 3600")}]}}),
+    )
+    .await;
+    let running = |p: &k8s_openapi::api::core::v1::Pod| phase(p) == "Running";
+    let before = wait_pod(
+        &client,
+        "steady",
+        Duration::from_secs(60),
+        "Running",
+        running,
+    )
+    .await;
+    let container = container_id(&before, "app");
+
+    masters.servers[lost].kill();
+    let killed = Instant::now();
+    // The node stays Ready and its lease keeps being renewed, through another master.
+    let http = masters.servers[survivor].http();
+    let lease_path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/masters-node";
+    let renewed_at = |lease: &Value| {
+        lease["spec"]["renewTime"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut renewals = 0;
+    let mut last = renewed_at(&http.get(lease_path).await);
+    while killed.elapsed() < Duration::from_secs(20) {
+        let node = http.get("/api/v1/nodes/masters-node").await;
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .map(|c| c["status"].clone());
+        assert_eq!(
+            ready,
+            Some(json!("True")),
+            "the node after {:?}",
+            killed.elapsed()
+        );
+        let now = renewed_at(&http.get(lease_path).await);
+        if now != last {
+            renewals += 1;
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        renewals >= 5,
+        "the node lease was renewed {renewals} times in the 20 s after its master was killed"
+    );
+    let text = agent.metrics().await;
+    let (now_in_use, _) = metric(&text, "berth_agent_api_server_in_use").expect("in use");
+    assert_ne!(
+        url(&now_in_use),
+        url(&in_use),
+        "the agent still uses the killed master"
+    );
+    assert!(
+        metric(&text, "berth_agent_api_server_switches_total").is_some_and(|(_, n)| n >= 1.0),
+        "{text}"
+    );
+
+    // The pod kept running, untouched, and the agent still takes on new pods.
+    let after = wait_pod(
+        &client,
+        "steady",
+        Duration::from_secs(5),
+        "Running",
+        running,
+    )
+    .await;
+    assert_eq!(container_id(&after, "app"), container);
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    let restarts = after
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|c| c[0].restart_count);
+    assert_eq!(restarts, Some(0));
+    create_pod(
+        &client,
+        "masters-node",
+        json!({"metadata": {"name": "after", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
+                "image": TEST_IMAGE, "imagePullPolicy": "Never", "command": sh("sleep 3600")}]}}),
+    )
+    .await;
+    wait_pod(
+        &client,
+        "after",
+        Duration::from_secs(60),
+        "Running",
+        running,
+    )
+    .await;
+    // The agent, then the masters, then the pods' containers (by the scope's label) go.
+    drop(agent);
 }

@@ -6,6 +6,7 @@
 pub mod applyset;
 pub mod crds;
 pub mod discovery;
+pub mod failover;
 
 use std::path::PathBuf;
 
@@ -20,8 +21,9 @@ pub struct ClientOptions {
     /// The kubeconfig context to use
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
-    /// The API server's URL, overriding the kubeconfig
-    #[arg(long, global = true, value_name = "URL")]
+    /// The API server's URL, overriding the kubeconfig; several masters' URLs comma-separated
+    /// (requests move to the next when one cannot be reached)
+    #[arg(long, global = true, value_name = "URL[,URL…]")]
     pub server: Option<String>,
     /// Bearer token, overriding the kubeconfig
     #[arg(
@@ -95,7 +97,7 @@ impl ClientOptions {
             // --server alone is enough: no kubeconfig needs to exist.
             match kube::Config::from_kubeconfig(&options).await {
                 Ok(config) => config,
-                Err(_) => kube::Config::new(parse_url(server)?),
+                Err(_) => kube::Config::new(first_url(server)?),
             }
         } else {
             kube::Config::from_kubeconfig(&options)
@@ -103,7 +105,7 @@ impl ClientOptions {
                 .map_err(ClientError::NoConfig)?
         };
         if let Some(server) = &self.server {
-            config.cluster_url = parse_url(server)?;
+            config.cluster_url = first_url(server)?;
         }
         if let Some(token) = &self.token {
             config.auth_info = kube::config::AuthInfo {
@@ -118,8 +120,12 @@ impl ClientOptions {
         Ok(config)
     }
 
-    /// Builds the client. Nothing is sent until the first request.
+    /// Builds the client. Nothing is sent until the first request. With several `--server`
+    /// URLs, it moves between those masters (see [`failover`]).
     pub async fn connect(&self) -> Result<Connection, ClientError> {
+        if self.server.as_deref().is_some_and(|s| s.contains(',')) {
+            return Ok(self.connect_masters().await?.0);
+        }
         let config = self.config().await?;
         let default_namespace = config.default_namespace.clone();
         let server_url = config.cluster_url.to_string();
@@ -130,6 +136,37 @@ impl ClientOptions {
             server_url,
         })
     }
+
+    /// A client that moves between masters: the `--server` URLs (or the kubeconfig's) and
+    /// those [`failover::Masters::learn`] finds later. `berth agent` connects this way.
+    pub async fn connect_masters(&self) -> Result<(Connection, failover::Masters), ClientError> {
+        let config = self.config().await?;
+        let urls = match &self.server {
+            Some(server) => server
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(parse_url)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![config.cluster_url.clone()],
+        };
+        let default_namespace = config.default_namespace.clone();
+        let server_url = config.cluster_url.to_string();
+        let masters = failover::Masters::new(config, urls)?;
+        Ok((
+            Connection {
+                client: masters.client(),
+                default_namespace,
+                server_url,
+            },
+            masters,
+        ))
+    }
+}
+
+/// The first of comma-separated URLs.
+fn first_url(urls: &str) -> Result<http::Uri, ClientError> {
+    parse_url(urls.split(',').next().unwrap_or(urls).trim())
 }
 
 fn parse_url(url: &str) -> Result<http::Uri, ClientError> {

@@ -290,8 +290,14 @@ fn advertised_ip(listen: IpAddr) -> IpAddr {
 }
 
 /// The built-in `kubernetes` Service in `default` (the first address of the service range,
-/// port 443) and its Endpoints: the API server's address, rewritten when it changed.
-async fn kubernetes_service(state: &SharedState, api: SocketAddr) -> Result<(), ServerError> {
+/// port 443) and, with `one_master`, its Endpoints: the API server's address, rewritten when
+/// it changed. Several masters keep the Endpoints with leases instead
+/// (`crate::cluster::controllers::apiservers`).
+async fn kubernetes_service(
+    state: &SharedState,
+    api: SocketAddr,
+    one_master: bool,
+) -> Result<(), ServerError> {
     let time = crate::cluster::api::write_now();
     let writer = Writer {
         manager: "berth-server",
@@ -325,11 +331,11 @@ async fn kubernetes_service(state: &SharedState, api: SocketAddr) -> Result<(), 
             tracing::debug!("the kubernetes Service was created concurrently");
         }
     }
+    if !one_master {
+        return Ok(());
+    }
     let endpoints = by_kind("v1", "Endpoints").expect("endpoints are served");
-    let subsets = json!([{
-        "addresses": [{"ip": api.ip().to_string()}],
-        "ports": [{"name": "https", "port": api.port(), "protocol": "TCP"}],
-    }]);
+    let subsets = crate::cluster::controllers::apiservers::subsets(&[api]);
     match state
         .storage
         .get(endpoints, Some("default"), "kubernetes")
@@ -419,6 +425,8 @@ pub struct StartedServer {
     state: SharedState,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     controllers: Controllers,
+    /// Several masters: this one's place in the `kubernetes` Endpoints.
+    masters: Option<InEndpoints>,
     /// What git sync applied, for the drift route (kept across leaders' terms).
     declared: DeclaredCommits,
     /// `--event-ttl`: how long Events are kept.
@@ -471,10 +479,14 @@ fn run_controllers(
 }
 
 /// Runs the election and the controllers while this master leads, until `stop`.
-fn elect(state: &SharedState, options: &ServerOptions, declared: &DeclaredCommits) -> Controllers {
+fn elect(
+    state: &SharedState,
+    options: &ServerOptions,
+    declared: &DeclaredCommits,
+    identity: String,
+) -> Controllers {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (leading, mut leading_rx) = tokio::sync::watch::channel(false);
-    let identity = leader::identity();
     tracing::info!(%identity, "taking part in the controllers' leader election");
     let elector = tokio::spawn(leader::run(
         crate::cluster::controllers::client::LocalApi::unfenced(state.clone(), "leader-election"),
@@ -504,6 +516,26 @@ fn elect(state: &SharedState, options: &ServerOptions, declared: &DeclaredCommit
         let _ = elector.await;
     });
     Controllers::Elected { stop, task }
+}
+
+/// A task that keeps this master in the `default/kubernetes` Endpoints with the other masters
+/// (several masters on etcd) until its sender says stop.
+struct InEndpoints {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn join_masters(state: &SharedState, address: SocketAddr, identity: &str) -> InEndpoints {
+    use crate::cluster::controllers::apiservers;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(apiservers::run(
+        crate::cluster::controllers::client::LocalApi::unfenced(state.clone(), "berth-server"),
+        address,
+        identity.to_string(),
+        apiservers::ApiServerLeases::default(),
+        stop_rx,
+    ));
+    InEndpoints { stop, task }
 }
 
 /// The data dir and the store agree on one identity (several masters on etcd).
@@ -609,11 +641,8 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     if let Err(e) = crate::cluster::api::crds::sync(&state).await {
         tracing::warn!(error = %e, "cannot read the stored CustomResourceDefinitions; they are served once the store answers");
     }
-    kubernetes_service(
-        &state,
-        SocketAddr::new(advertised_ip(local.ip()), local.port()),
-    )
-    .await?;
+    let advertised = SocketAddr::new(advertised_ip(local.ip()), local.port());
+    kubernetes_service(&state, advertised, options.etcd.is_none()).await?;
     let tls_config = if options.insecure_http {
         None
     } else {
@@ -621,8 +650,13 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     };
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "berth server is serving");
     let declared = DeclaredCommits::default();
+    let identity = leader::identity();
+    let masters = options
+        .etcd
+        .is_some()
+        .then(|| join_masters(&state, advertised, &identity));
     let controllers = if options.etcd.is_some() {
-        elect(&state, &options, &declared)
+        elect(&state, &options, &declared, identity)
     } else {
         Controllers::Always(run_controllers(
             &state,
@@ -647,6 +681,7 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
         state,
         tls_config,
         controllers,
+        masters,
         declared,
         event_ttl: options.event_ttl,
     })
@@ -661,6 +696,7 @@ impl StartedServer {
             state,
             tls_config,
             controllers,
+            masters,
             declared,
             event_ttl,
             ..
@@ -675,6 +711,15 @@ impl StartedServer {
         serve(listener, app, state, tls_config, shutdown).await;
         expiry.abort();
         crds.abort();
+        if let Some(InEndpoints { stop, task }) = masters {
+            // Out of the kubernetes Endpoints, so agents move on to another master.
+            stop.send_replace(true);
+            if tokio::time::timeout(GRACE, task).await.is_err() {
+                tracing::warn!(
+                    "leaving the kubernetes Endpoints did not end within the grace period"
+                );
+            }
+        }
         match controllers {
             Controllers::Always(running) => drop(running),
             Controllers::Elected { stop, task } => {

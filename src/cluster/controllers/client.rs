@@ -236,6 +236,21 @@ impl LocalApi {
         self.delete_uid_with_grace(path, uid, None).await
     }
 
+    /// Deletes the object only if it is still at `version` (nothing written to it since it was
+    /// read); a missing or changed object is not an error.
+    pub async fn delete_version(&self, path: &str, version: &str) -> Result<(), CallError> {
+        let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+            "preconditions": {"resourceVersion": version}});
+        match self
+            .call(Method::DELETE, path, "application/json", Some(&options))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// As [`Self::delete_uid`], with a grace period; `Some(0)` removes a bound pod at once
     /// instead of waiting for its agent to stop it.
     pub async fn delete_uid_with_grace(

@@ -12,11 +12,14 @@
 //! - [`gitsource`]: git sync, the manifests of each GitSource kept applied (started apart).
 //! - [`leader`]: with several masters, the Lease election that decides which one runs all
 //!   of the above and the scheduler.
+//! - [`apiservers`]: with several masters, every one of them (leader or not) in the
+//!   `default/kubernetes` Endpoints, each kept there by a Lease of its own.
 //!
 //! [`labels`] and [`taints`] are how selectors, taints and tolerations match, for these
 //! controllers and the scheduler alike. The scheduler is started beside the controllers, over
 //! their caches, by the process that runs them (`crate::daemons::server`).
 
+pub mod apiservers;
 pub mod cache;
 pub mod client;
 pub mod deployment;

@@ -131,7 +131,7 @@ pub async fn run(
     let metrics_addr = metrics_listener
         .local_addr()
         .unwrap_or(options.metrics_listen);
-    let conn = options.client.connect().await?;
+    let (conn, masters) = options.client.connect_masters().await?;
     let client = conn.client.clone();
     let host_ip = options
         .node_ip
@@ -188,7 +188,10 @@ pub async fn run(
         println!("metrics on http://{metrics_addr}/metrics");
         println!("node {node_name} registered");
 
-        let metrics = Arc::new(AgentMetrics::default());
+        // Every master from the kubernetes Endpoints, so the agent can move to another when
+        // the one in use is lost.
+        tasks.spawn(masters.clone().keep_learning(options.lease_interval));
+        let metrics = Arc::new(AgentMetrics::with_masters(masters));
         let (events, queue) = EventRecorder::new(&node_name);
         tasks.spawn(queue.post(client.clone()));
         let served = metrics.clone();

@@ -23,9 +23,19 @@ pub struct AgentMetrics {
     relists: AtomicU64,
     pod_syncs: AtomicU64,
     pods_taken_on: AtomicU64,
+    /// The masters the agent's client moves between.
+    masters: Option<crate::client::failover::Masters>,
 }
 
 impl AgentMetrics {
+    /// Counters that also report the masters `masters` knows and uses.
+    pub fn with_masters(masters: crate::client::failover::Masters) -> AgentMetrics {
+        AgentMetrics {
+            masters: Some(masters),
+            ..AgentMetrics::default()
+        }
+    }
+
     /// Counts one drift found.
     pub fn detected(&self, kind: DriftKind) {
         self.detected[kind as usize].fetch_add(1, Ordering::Relaxed);
@@ -92,6 +102,20 @@ impl AgentMetrics {
             let value = counter.load(Ordering::Relaxed);
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+        if let Some(masters) = &self.masters {
+            let urls = masters.urls();
+            out.push_str(&format!(
+                "# HELP berth_agent_api_servers Masters the agent knows (--server and the kubernetes Endpoints).\n\
+                 # TYPE berth_agent_api_servers gauge\nberth_agent_api_servers {}\n\
+                 # HELP berth_agent_api_server_in_use The master the agent's requests go to.\n\
+                 # TYPE berth_agent_api_server_in_use gauge\nberth_agent_api_server_in_use{{url=\"{}\"}} 1\n\
+                 # HELP berth_agent_api_server_switches_total Times the agent's requests moved to another master.\n\
+                 # TYPE berth_agent_api_server_switches_total counter\nberth_agent_api_server_switches_total {}\n",
+                urls.len(),
+                urls.first().map(String::as_str).unwrap_or_default(),
+                masters.switches()
             ));
         }
         out
