@@ -743,3 +743,199 @@ async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its
     // The agent, then the masters, then the pods' containers (by the scope's label) go.
     drop(agent);
 }
+
+#[test]
+fn the_linearizability_check_rejects_a_stale_read_and_accepts_a_lost_answer() {
+    use support::linearizable::{Entry, Op, linearizable};
+    let base = Instant::now();
+    let at = |ms: u64| base + Duration::from_millis(ms);
+    let cas = |client, call, ret: Option<u64>, from: &str, to: &str, applied| Entry {
+        client,
+        call: at(call),
+        ret: ret.map(at),
+        op: Op::Cas {
+            from: from.into(),
+            to: to.into(),
+            applied,
+        },
+    };
+    let read = |client, call, ret, value: &str| Entry {
+        client,
+        call: at(call),
+        ret: Some(at(ret)),
+        op: Op::Read(Some(value.into())),
+    };
+    // Two overlapping swaps from 0: one wins, the other conflicts; reads after see the winner.
+    let raced = vec![
+        cas(0, 0, Some(10), "0", "a", Some(true)),
+        cas(1, 1, Some(9), "0", "b", Some(false)),
+        read(2, 11, 12, "a"),
+    ];
+    assert!(linearizable("0", &raced));
+    // A read after the swap returned that still sees the old value.
+    let mut stale = raced.clone();
+    stale.push(read(1, 13, 14, "0"));
+    assert!(!linearizable("0", &stale));
+    // The conflicting swap cannot have been the one applied.
+    let mut wrong = raced[..2].to_vec();
+    wrong.push(read(2, 11, 12, "b"));
+    assert!(!linearizable("0", &wrong));
+    // A swap whose answer was lost may have happened (a later read sees it) or not.
+    let lost = vec![cas(0, 0, None, "0", "c", None), read(1, 5, 6, "c")];
+    assert!(linearizable("0", &lost));
+    let not_applied = vec![cas(0, 0, None, "0", "c", None), read(1, 5, 6, "0")];
+    assert!(linearizable("0", &not_applied));
+    // But not both, in that order.
+    let flip = vec![
+        cas(0, 0, None, "0", "c", None),
+        read(1, 5, 6, "c"),
+        read(1, 7, 8, "0"),
+    ];
+    assert!(!linearizable("0", &flip));
+}
+
+/// One client of the register: reads, then swaps from what it read, for `run` long, sending
+/// to `masters[client]` and moving to the next master when one does not answer.
+async fn register_client(
+    client: usize,
+    masters: Vec<Http>,
+    run: Duration,
+    started: Instant,
+) -> Vec<support::linearizable::Entry> {
+    use support::linearizable::{Entry, Op};
+    const REGISTER: &str = "/api/v1/namespaces/default/configmaps/register";
+    let mut history = Vec::new();
+    let mut m = client % masters.len();
+    let mut n = 0;
+    while started.elapsed() < run {
+        let http = &masters[m];
+        let call = Instant::now();
+        let answer = http
+            .client
+            .get(format!("{}{REGISTER}", http.url))
+            .bearer_auth(&http.token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let object: Value = match answer {
+            Ok(r) if r.status() == 200 => r.json().await.expect("a ConfigMap"),
+            // No answer, or a 5xx: a read that tells nothing; try the next master.
+            _ => {
+                m = (m + 1) % masters.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let value = object["data"]["value"]
+            .as_str()
+            .expect("a value")
+            .to_string();
+        history.push(Entry {
+            client,
+            call,
+            ret: Some(Instant::now()),
+            op: Op::Read(Some(value.clone())),
+        });
+        n += 1;
+        let to = format!("c{client}-{n}");
+        let mut swapped = object.clone();
+        swapped["data"]["value"] = json!(to);
+        let call = Instant::now();
+        let answer = http
+            .client
+            .put(format!("{}{REGISTER}", http.url))
+            .bearer_auth(&http.token)
+            .json(&swapped)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let (ret, applied) = match answer.as_ref().map(|r| r.status().as_u16()) {
+            Ok(200) => (Some(Instant::now()), Some(true)),
+            Ok(409) => (Some(Instant::now()), Some(false)),
+            // A 5xx or no answer: the swap may or may not have happened.
+            Ok(code) if code >= 500 => (None, None),
+            Err(_) => (None, None),
+            Ok(code) => panic!("PUT {REGISTER}: {code}"),
+        };
+        if applied.is_none() {
+            m = (m + 1) % masters.len();
+        }
+        history.push(Entry {
+            client,
+            call,
+            ret,
+            op: Op::Cas {
+                from: value,
+                to,
+                applied,
+            },
+        });
+        // A pause keeps the history a size the check reads in seconds.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    history
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_through_three_masters_is_linearizable_while_leaders_are_killed() {
+    let mut masters = start(3).await;
+    masters.servers[0]
+        .http()
+        .create(
+            "/api/v1/namespaces/default/configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "register"}, "data": {"value": "0"}}),
+        )
+        .await;
+    let https: Vec<Http> = masters.servers.iter().map(Server::http).collect();
+    // Long enough for two kills: the second waits for the first one's successor (≤ 17 s).
+    let run = Duration::from_secs(26);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..3)
+        .map(|c| tokio::spawn(register_client(c, https.clone(), run, started)))
+        .collect();
+    // Two leaders killed while the clients run.
+    let mut killed = Vec::new();
+    for at in [Duration::from_secs(4), Duration::from_secs(10)] {
+        tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+        let leader = eventually("one master leads", Duration::from_secs(20), || {
+            masters.leader(&killed)
+        })
+        .await;
+        masters.servers[leader].kill();
+        killed.push(leader);
+        eprintln!(
+            "killed the leader, master {leader}, at {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < run,
+        "the second leader was killed after the clients stopped"
+    );
+    let mut history = Vec::new();
+    for c in clients {
+        history.extend(c.await.expect("a client"));
+    }
+    let swaps = |applied: Option<bool>| {
+        history
+            .iter()
+            .filter(|e| matches!(&e.op, support::linearizable::Op::Cas { applied: a, .. } if *a == applied))
+            .count()
+    };
+    let (won, lost, unknown) = (swaps(Some(true)), swaps(Some(false)), swaps(None));
+    eprintln!(
+        "{} operations: {won} swaps applied, {lost} conflicts, {unknown} unknown",
+        history.len()
+    );
+    assert!(
+        won >= 30 && lost >= 5,
+        "too little contention to judge: {won} applied, {lost} conflicts"
+    );
+    let checked = Instant::now();
+    assert!(
+        support::linearizable::linearizable("0", &history),
+        "not linearizable:\n{history:#?}"
+    );
+    eprintln!("checked in {:?}", checked.elapsed());
+}

@@ -13,6 +13,7 @@
 //! - `masters` (feature `etcd`): several `berth server` masters on a 3-member etcd.
 //! - [`process`]: a child process with its output lines, stopped with a signal.
 //! - [`python`]: the venv with the official Kubernetes Python client.
+//! - [`linearizable`]: the linearizability check of a recorded register history.
 //! - [`golden`]: the one golden-file assertion; [`eventually`] here is the one wait.
 //!
 //! Why `pub mod support;` and no `allow(dead_code)`: each file in `tests/` is a crate of its
@@ -31,6 +32,7 @@ pub mod control;
 pub mod docker;
 pub mod git;
 pub mod golden;
+pub mod linearizable;
 #[cfg(feature = "etcd")]
 pub mod masters;
 pub mod process;
