@@ -504,6 +504,80 @@ async fn masters_benchmark() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_on_one_master_is_taken_by_every_running_master_without_a_restart() {
+    use base64::Engine;
+    let masters = start(2).await;
+    let (a, b) = (masters.servers[0].http(), masters.servers[1].http());
+    const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+    let secret = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"password": format!("{name}-s3cr3t")}})
+    };
+    let password = |object: &Value| {
+        let encoded = object["data"]["password"].as_str().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    };
+    a.create(SECRETS, secret("before")).await;
+    let written = b.get(&format!("{SECRETS}/before")).await;
+    let version = written["metadata"]["resourceVersion"].clone();
+
+    let mut args: Vec<String> = vec!["--rotate-encryption-key".into()];
+    args.extend(masters.etcd_args());
+    args.extend(["--token".into(), masters.servers[0].admin_token.clone()]);
+    let output = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--data-dir"])
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .expect("run the rotation")
+    })
+    .await
+    .expect("the rotation ran");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{stdout}{}", stderr(&output));
+    assert!(
+        stdout.contains("rotated the encryption key to key2; re-encrypted"),
+        "{stdout}"
+    );
+
+    // Both running masters seal with the new key, as their Leases say.
+    let leases = a
+        .get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases?labelSelector=apiserver.kubernetes.io%2Fidentity%3Dkube-apiserver")
+        .await;
+    let current: Vec<&str> = leases["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            l["metadata"]["annotations"]["berth.dev/encryption-key-current"]
+                .as_str()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(current, ["key2", "key2"]);
+    // The re-encrypted Secret is a new revision, which each master opened with the new key.
+    for http in [&a, &b] {
+        let read = http.get(&format!("{SECRETS}/before")).await;
+        assert_ne!(
+            read["metadata"]["resourceVersion"], version,
+            "not re-encrypted"
+        );
+        assert_eq!(password(&read), "before-s3cr3t");
+    }
+    // A Secret written through one master after the rotation is read through the other.
+    b.create(SECRETS, secret("after")).await;
+    assert_eq!(
+        password(&a.get(&format!("{SECRETS}/after")).await),
+        "after-s3cr3t"
+    );
+}
+
 /// The `IP:port` of every master in the `default/kubernetes` Endpoints, sorted.
 async fn in_endpoints(http: &Http) -> Vec<String> {
     let endpoints = http

@@ -180,6 +180,8 @@ pub enum ServerError {
     NoEtcd,
     #[error("{0}")]
     Election(String),
+    #[error("key rotation: {0}")]
+    Rotation(String),
     #[error("cannot share the cluster identity through etcd")]
     Identity(#[from] IdentityError),
     #[error("cannot listen on {addr}")]
@@ -397,16 +399,97 @@ async fn rotate_encryption_key(options: &ServerOptions) -> Result<(), ServerErro
         share_identity(&*store, &dir, options).await?;
     }
     let mut keys = KeyRing::load_or_create(&dir.encryption_keys())?;
-    let id = keys.rotate();
-    keys.save(&dir.encryption_keys())?;
-    if options.etcd.is_some() {
+    let id = if options.etcd.is_some() {
+        // Every running master must open what the new key seals before any seals with it:
+        // publish it, wait until each master's Lease names it, then make it current.
+        let id = keys.add_key();
+        keys.save(&dir.encryption_keys())?;
         identity::republish(&*store, &dir).await?;
-    }
+        masters_hold(&*store, &format!("the new key {id}"), |ids, _| {
+            ids.split(',').any(|k| k == id)
+        })
+        .await?;
+        keys.make_current(&id);
+        keys.save(&dir.encryption_keys())?;
+        identity::republish(&*store, &dir).await?;
+        masters_hold(
+            &*store,
+            &format!("{id} as the sealing key"),
+            |_, current| current == id,
+        )
+        .await?;
+        id
+    } else {
+        let id = keys.rotate();
+        keys.save(&dir.encryption_keys())?;
+        id
+    };
     let storage = Storage::new(store, Some(keys));
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
     let n = storage.reencrypt_secrets(secrets).await?;
     println!("rotated the encryption key to {id}; re-encrypted {n} secrets");
     Ok(())
+}
+
+/// Waits until the Lease of every running master (renewed within its duration) says its keys
+/// `held(ids, current)`, for at most a minute.
+async fn masters_hold(
+    store: &dyn Store,
+    what: &str,
+    held: impl Fn(&str, &str) -> bool,
+) -> Result<(), ServerError> {
+    use crate::cluster::controllers::apiservers::{
+        CURRENT_KEY_ANNOTATION, IDENTITY_LABEL, KEYS_ANNOTATION,
+    };
+    let leases = by_kind("coordination.k8s.io/v1", "Lease").expect("leases are served");
+    let prefix = leases.prefix(Some("kube-system"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = store
+            .list(&prefix, crate::cluster::store::ListOptions::default())
+            .await
+            .map_err(|e| ServerError::Rotation(e.to_string()))?;
+        let now = chrono::Utc::now();
+        let mut lagging = Vec::new();
+        for kv in &listed.items {
+            let Ok(lease) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
+                continue;
+            };
+            let meta = &lease["metadata"];
+            if meta["labels"][IDENTITY_LABEL].is_null() {
+                continue;
+            }
+            let live = lease["spec"]["renewTime"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| {
+                    let duration = lease["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(15);
+                    now.signed_duration_since(t).num_seconds() <= duration
+                });
+            let annotation = |k: &str| meta["annotations"][k].as_str().unwrap_or("").to_string();
+            if live
+                && !held(
+                    &annotation(KEYS_ANNOTATION),
+                    &annotation(CURRENT_KEY_ANNOTATION),
+                )
+            {
+                lagging.push(annotation(
+                    crate::cluster::controllers::apiservers::ADDRESS_ANNOTATION,
+                ));
+            }
+        }
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ServerError::Rotation(format!(
+                "the masters at {} did not take {what} within 60 s (the key is published; \
+                 run the rotation again once they are up, or restart them)",
+                lagging.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A server that has bootstrapped its data dir, opened the store, bound its port and started
@@ -518,14 +601,21 @@ fn elect(
     Controllers::Elected { stop, task }
 }
 
-/// A task that keeps this master in the `default/kubernetes` Endpoints with the other masters
-/// (several masters on etcd) until its sender says stop.
+/// A master's part among several (on etcd): its place in the `default/kubernetes` Endpoints,
+/// kept until its sender says stop, and its copy of the cluster's Secret encryption keys.
 struct InEndpoints {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    keys: tokio::task::JoinHandle<()>,
 }
 
-fn join_masters(state: &SharedState, address: SocketAddr, identity: &str) -> InEndpoints {
+fn join_masters(
+    state: &SharedState,
+    address: SocketAddr,
+    identity: &str,
+    store: Arc<dyn Store>,
+    dir: DataDir,
+) -> InEndpoints {
     use crate::cluster::controllers::apiservers;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(apiservers::run(
@@ -535,7 +625,13 @@ fn join_masters(state: &SharedState, address: SocketAddr, identity: &str) -> InE
         apiservers::ApiServerLeases::default(),
         stop_rx,
     ));
-    InEndpoints { stop, task }
+    let keys = tokio::spawn(identity::follow(
+        store,
+        dir,
+        state.storage.clone(),
+        Duration::from_secs(1),
+    ));
+    InEndpoints { stop, task, keys }
 }
 
 /// The data dir and the store agree on one identity (several masters on etcd).
@@ -577,7 +673,7 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     }
     let tokens = tls::tokens(&dir)?;
     let keys = KeyRing::load_or_create(&dir.encryption_keys())?;
-    let storage = Storage::new(store, Some(keys));
+    let storage = Storage::new(store.clone(), Some(keys));
     // Secrets sealed by an older key or envelope (not bound to their storage key) are sealed
     // again as today, so a ciphertext never opens under another Secret's key.
     let secrets = by_kind("v1", "Secret").expect("secrets are served");
@@ -654,7 +750,7 @@ pub async fn start(options: ServerOptions) -> Result<StartedServer, ServerError>
     let masters = options
         .etcd
         .is_some()
-        .then(|| join_masters(&state, advertised, &identity));
+        .then(|| join_masters(&state, advertised, &identity, store, dir.clone()));
     let controllers = if options.etcd.is_some() {
         elect(&state, &options, &declared, identity)
     } else {
@@ -711,7 +807,8 @@ impl StartedServer {
         serve(listener, app, state, tls_config, shutdown).await;
         expiry.abort();
         crds.abort();
-        if let Some(InEndpoints { stop, task }) = masters {
+        if let Some(InEndpoints { stop, task, keys }) = masters {
+            keys.abort();
             // Out of the kubernetes Endpoints, so agents move on to another master.
             stop.send_replace(true);
             if tokio::time::timeout(GRACE, task).await.is_err() {

@@ -147,6 +147,15 @@ impl KeyRing {
 
     /// Adds a new key and makes it current. Old keys stay for reading.
     pub fn rotate(&mut self) -> String {
+        let id = self.add_key();
+        self.current = id.clone();
+        id
+    }
+
+    /// Adds a new key that opens but does not yet seal (the first step of a rotation across
+    /// several masters: every master must be able to read what the new key seals before any
+    /// master seals with it).
+    pub fn add_key(&mut self) -> String {
         let n = self.keys.len() + 1;
         let mut id = format!("key{n}");
         let mut i = n;
@@ -155,8 +164,21 @@ impl KeyRing {
             id = format!("key{i}");
         }
         self.keys.insert(id.clone(), new_key());
-        self.current = id.clone();
         id
+    }
+
+    /// Seals with `id` from now on; `false` (nothing changed) if the ring has no such key.
+    pub fn make_current(&mut self, id: &str) -> bool {
+        let known = self.keys.contains_key(id);
+        if known {
+            self.current = id.to_string();
+        }
+        known
+    }
+
+    /// The ids of every key the ring opens with.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
     }
 
     /// Seals `plaintext` stored under `storage_key` (the associated data) with the current key.

@@ -10,6 +10,7 @@
 //! so the token opening the CA key gives nothing new; the agent join token cannot open it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -20,6 +21,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::encryption::KeyRing;
 use super::tls::{DataDir, write_private};
 use crate::cluster::store::{Compare, Op, Store, StoreError, Txn};
 
@@ -245,6 +247,45 @@ pub async fn republish(store: &dyn Store, dir: &DataDir) -> Result<(), IdentityE
     let sealed = seal(&shared, &shared.admin_token);
     store.txn(Txn::new().then([Op::put(KEY, sealed)])).await?;
     Ok(())
+}
+
+/// Keeps `storage`'s Secret encryption keys those of the stored identity: a key rotation on
+/// one master (`berth server --rotate-encryption-key --etcd-endpoints …`) republishes the
+/// identity, and every running master takes the new keys within `interval`, with no restart.
+pub async fn follow(
+    store: Arc<dyn Store>,
+    dir: DataDir,
+    storage: super::storage::Storage,
+    interval: std::time::Duration,
+) {
+    let mut seen: Option<Vec<u8>> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let kv = match store.get(KEY).await {
+            Ok(Some(kv)) => kv,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the cluster identity");
+                continue;
+            }
+        };
+        if seen.as_deref() == Some(kv.value.as_slice()) {
+            continue;
+        }
+        let keys = join(&kv.value, &dir, None)
+            .and_then(|()| Ok(KeyRing::load_or_create(&dir.encryption_keys())?));
+        match keys {
+            Ok(keys) => {
+                seen = Some(kv.value);
+                if storage.key_ids() != Some((keys.ids(), keys.current_key_id().to_string())) {
+                    tracing::info!(current = keys.current_key_id(), keys = ?keys.ids(),
+                        "took the cluster's Secret encryption keys");
+                    storage.replace_keys(keys);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the cluster identity kept in etcd"),
+        }
+    }
 }
 
 /// Opens the stored identity and writes it into the data dir.

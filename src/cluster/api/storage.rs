@@ -89,6 +89,20 @@ impl Storage {
         }
     }
 
+    /// The ids of the keys Secrets open with, and the one they are sealed with (none when
+    /// Secrets are stored in the clear).
+    pub fn key_ids(&self) -> Option<(Vec<String>, String)> {
+        let keys = self.keys.as_ref()?.read().expect("key ring lock");
+        Some((keys.ids(), keys.current_key_id().to_string()))
+    }
+
+    /// Opens and seals with `keys` from now on (the cluster's keys changed: several masters).
+    pub fn replace_keys(&self, keys: KeyRing) {
+        if let Some(ring) = &self.keys {
+            *ring.write().expect("key ring lock") = keys;
+        }
+    }
+
     /// The bytes to store for `object` under `key` (Secrets sealed, bound to `key`).
     pub fn encode(&self, r: &Resource, key: &str, object: &Value) -> Result<Vec<u8>, ApiError> {
         let mut copy = object.clone();

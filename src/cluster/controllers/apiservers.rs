@@ -10,7 +10,8 @@
 //! belongs to a dead master, and whoever sees that first deletes it (with a resourceVersion
 //! precondition, so a master that renewed meanwhile stays). Clocks need not agree, as in the
 //! controllers' election (`super::leader`). A master that shuts down deletes its own Lease and
-//! leaves the Endpoints at once.
+//! leaves the Endpoints at once. The Lease also names the Secret encryption keys the master
+//! holds, which a key rotation waits on (`crate::daemons::server`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -27,6 +28,11 @@ pub const IDENTITY_LABEL: &str = "apiserver.kubernetes.io/identity";
 const IDENTITY_VALUE: &str = "kube-apiserver";
 /// The annotation that holds a master's `IP:port`.
 pub const ADDRESS_ANNOTATION: &str = "berth.dev/apiserver-address";
+/// The ids of the Secret encryption keys a master opens with (comma-separated), and the one
+/// it seals with: how a key rotation knows every master can read the new key before any
+/// master seals with it.
+pub const KEYS_ANNOTATION: &str = "berth.dev/encryption-keys";
+pub const CURRENT_KEY_ANNOTATION: &str = "berth.dev/encryption-key-current";
 
 /// How a master keeps its place in the Endpoints.
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +123,16 @@ impl Reconciler {
         )
     }
 
+    /// What this master's Lease says of it besides the renewal: its address and its keys.
+    fn annotations(&self) -> Value {
+        let mut annotations = json!({ADDRESS_ANNOTATION: self.address.to_string()});
+        if let Some((ids, current)) = self.api.state().storage.key_ids() {
+            annotations[KEYS_ANNOTATION] = json!(ids.join(","));
+            annotations[CURRENT_KEY_ANNOTATION] = json!(current);
+        }
+        annotations
+    }
+
     /// Creates or renews this master's Lease.
     async fn renew(&self) -> Result<(), String> {
         let name = lease_name(self.address);
@@ -130,8 +146,9 @@ impl Reconciler {
             Ok(mut lease) => {
                 lease["spec"] = spec;
                 lease["metadata"]["labels"][IDENTITY_LABEL] = json!(IDENTITY_VALUE);
-                lease["metadata"]["annotations"][ADDRESS_ANNOTATION] =
-                    json!(self.address.to_string());
+                for (k, v) in self.annotations().as_object().into_iter().flatten() {
+                    lease["metadata"]["annotations"][k] = v.clone();
+                }
                 self.api.replace(&path, &lease).await.map(drop)
             }
             Err(e) if e.is_not_found() => {
@@ -139,7 +156,7 @@ impl Reconciler {
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": name, "namespace": LEASE_NAMESPACE,
                         "labels": {IDENTITY_LABEL: IDENTITY_VALUE},
-                        "annotations": {ADDRESS_ANNOTATION: self.address.to_string()}},
+                        "annotations": self.annotations()},
                     "spec": spec,
                 });
                 self.api
@@ -270,14 +287,19 @@ pub async fn run(
         options,
         seen: HashMap::new(),
     };
-    let mut renewed: Option<Instant> = None;
+    let mut renewed: Option<(Instant, Value)> = None;
     loop {
         if *stop.borrow() {
             break;
         }
-        if renewed.is_none_or(|at| at.elapsed() >= options.renew_interval) {
+        // Renewed on time, and at once when what the Lease says changed (new keys taken).
+        let says = reconciler.annotations();
+        if renewed
+            .as_ref()
+            .is_none_or(|(at, said)| at.elapsed() >= options.renew_interval || *said != says)
+        {
             match reconciler.renew().await {
-                Ok(()) => renewed = Some(Instant::now()),
+                Ok(()) => renewed = Some((Instant::now(), says)),
                 Err(e) => tracing::warn!(error = %e, "cannot renew this master's lease"),
             }
         }
