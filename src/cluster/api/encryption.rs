@@ -277,6 +277,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_added_key_opens_before_it_seals() {
+        let mut ring = KeyRing::generate();
+        let mut reader = ring.clone();
+        let id = ring.add_key();
+        assert_eq!(
+            ring.current_key_id(),
+            "key1",
+            "adding a key does not change sealing"
+        );
+        assert_eq!(ring.ids(), ["key1", "key2"]);
+        assert!(!ring.make_current("key9"));
+        assert_eq!(ring.current_key_id(), "key1");
+        // A master that took the added key reads what the new key seals.
+        reader.keys.insert(id.clone(), ring.keys[&id]);
+        assert!(ring.make_current(&id));
+        let sealed = ring.seal(b"s3cr3t", "/registry/secrets/default/a");
+        assert_eq!(KeyRing::key_id_of(&sealed), Some("key2"));
+        assert_eq!(
+            reader.open(&sealed, "/registry/secrets/default/a").unwrap(),
+            b"s3cr3t"
+        );
+    }
+
+    #[test]
     fn sealed_values_hide_the_plaintext_and_survive_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("encryption.json");
