@@ -612,47 +612,35 @@ fn addresses(masters: &Masters, skip: &[usize]) -> Vec<String> {
     addresses
 }
 
+/// Waits until the `default/kubernetes` Endpoints name exactly `want`.
+async fn endpoints_become(http: &Http, want: &[String], what: &str, timeout: Duration) {
+    eventually(what, timeout, || async {
+        let seen = in_endpoints(http).await;
+        if seen == want { Ok(()) } else { Err(seen) }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_master_is_in_the_kubernetes_endpoints_and_a_lost_one_leaves_within_the_lease_time() {
     let mut masters = start(3).await;
     let http = masters.servers[0].http();
     let all = addresses(&masters, &[]);
-    eventually(
-        "the kubernetes Endpoints name all three masters",
-        Duration::from_secs(20),
-        || async {
-            let seen = in_endpoints(&http).await;
-            if seen == all { Ok(()) } else { Err(seen) }
-        },
-    )
-    .await;
+    let name_all = "the kubernetes Endpoints name all three masters";
+    endpoints_become(&http, &all, name_all, Duration::from_secs(20)).await;
 
     // A master that shuts down leaves at once.
     masters.servers[2].stop();
     let two = addresses(&masters, &[2]);
-    eventually(
-        "a stopped master leaves the Endpoints",
-        Duration::from_secs(3),
-        || async {
-            let seen = in_endpoints(&http).await;
-            if seen == two { Ok(()) } else { Err(seen) }
-        },
-    )
-    .await;
+    let stopped = "a stopped master leaves the Endpoints";
+    endpoints_become(&http, &two, stopped, Duration::from_secs(3)).await;
 
     // A killed one stays until its lease (15 s) runs out, then leaves.
     let killed = Instant::now();
     masters.servers[1].kill();
     let one = addresses(&masters, &[1, 2]);
-    eventually(
-        "a killed master leaves the Endpoints",
-        Duration::from_secs(30),
-        || async {
-            let seen = in_endpoints(&http).await;
-            if seen == one { Ok(()) } else { Err(seen) }
-        },
-    )
-    .await;
+    let left = "a killed master leaves the Endpoints";
+    endpoints_become(&http, &one, left, Duration::from_secs(30)).await;
     let took = killed.elapsed();
     eprintln!("a killed master left the kubernetes Endpoints after {took:?}");
     assert!(
@@ -712,14 +700,12 @@ async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its
     let survivor = (lost + 1) % 3;
 
     let client = admin(&masters.servers[survivor]).await;
-    create_pod(
-        &client,
-        "masters-node",
-        json!({"metadata": {"name": "steady", "namespace": "default"},
+    let sleeper = |name: &str| {
+        json!({"metadata": {"name": name, "namespace": "default"},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
-                "image": TEST_IMAGE, "imagePullPolicy": "Never", "command": sh("sleep 3600")}]}}),
-    )
-    .await;
+                "image": TEST_IMAGE, "imagePullPolicy": "Never", "command": sh("sleep 3600")}]}})
+    };
+    create_pod(&client, "masters-node", sleeper("steady")).await;
     let running = |p: &k8s_openapi::api::core::v1::Pod| phase(p) == "Running";
     let before = wait_pod(
         &client,
@@ -798,14 +784,7 @@ async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its
         .and_then(|s| s.container_statuses.as_ref())
         .map(|c| c[0].restart_count);
     assert_eq!(restarts, Some(0));
-    create_pod(
-        &client,
-        "masters-node",
-        json!({"metadata": {"name": "after", "namespace": "default"},
-            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "app",
-                "image": TEST_IMAGE, "imagePullPolicy": "Never", "command": sh("sleep 3600")}]}}),
-    )
-    .await;
+    create_pod(&client, "masters-node", sleeper("after")).await;
     wait_pod(
         &client,
         "after",

@@ -241,8 +241,14 @@ impl LocalApi {
     pub async fn delete_version(&self, path: &str, version: &str) -> Result<(), CallError> {
         let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
             "preconditions": {"resourceVersion": version}});
+        self.delete_if(path, &options).await
+    }
+
+    /// A DELETE with preconditions: an object already gone, or no longer the one the
+    /// preconditions name, is not an error.
+    async fn delete_if(&self, path: &str, options: &Value) -> Result<(), CallError> {
         match self
-            .call(Method::DELETE, path, "application/json", Some(&options))
+            .call(Method::DELETE, path, "application/json", Some(options))
             .await
         {
             Ok(_) => Ok(()),
@@ -264,14 +270,7 @@ impl LocalApi {
         if let Some(grace) = grace {
             options["gracePeriodSeconds"] = json!(grace);
         }
-        match self
-            .call(Method::DELETE, path, "application/json", Some(&options))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.delete_if(path, &options).await
     }
 
     /// Binds many pods at once with `pods/binding`'s checks and result per pod (see
