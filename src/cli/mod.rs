@@ -7,6 +7,7 @@ mod completion;
 pub mod delete;
 pub mod describe;
 mod diff;
+mod etcd;
 mod exec;
 pub mod get;
 mod gitsource;
