@@ -22,6 +22,8 @@ use super::{
     StoreError, Txn, TxnResult, Unavailable, WatchStream, check_duplicate_keys, prefix_end,
 };
 
+pub mod snapshot;
+
 /// The most operations etcd takes in one txn by default (its `--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
 
