@@ -7,6 +7,7 @@ mod completion;
 pub mod delete;
 pub mod describe;
 mod diff;
+mod etcd;
 mod exec;
 pub mod get;
 mod gitsource;
@@ -89,7 +90,7 @@ enum Command {
     Server(server::ServerArgs),
     /// Run the node agent: register this node and run the pods bound to it on Docker
     Agent(Box<agent::AgentArgs>),
-    /// Save or restore a snapshot of the embedded store
+    /// Save or restore a snapshot of the store (the embedded SQLite file or etcd)
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
     /// List objects, with the server's columns (or -o wide|yaml|json|name); -w follows changes

@@ -71,15 +71,8 @@ pub struct ServerArgs {
     /// Folder of the repository holding the manifests, for --git (default: the root)
     #[arg(long, value_name = "DIR", requires = "git")]
     git_path: Option<String>,
-    /// Keep the cluster in etcd at these client URLs instead of the data dir's SQLite file;
-    /// several masters on one etcd serve one cluster (needs the `etcd` build feature)
-    #[arg(
-        long,
-        value_name = "URL,...",
-        value_delimiter = ',',
-        env = "BERTH_ETCD_ENDPOINTS"
-    )]
-    etcd_endpoints: Vec<String>,
+    #[command(flatten)]
+    etcd: super::etcd::EtcdFlags,
     /// The etcd key prefix every key of this cluster lives under
     #[arg(
         long,
@@ -88,15 +81,6 @@ pub struct ServerArgs {
         requires = "etcd_endpoints"
     )]
     etcd_prefix: String,
-    /// CA certificate (PEM) that signed the etcd members' certificates
-    #[arg(long, value_name = "FILE", requires = "etcd_endpoints")]
-    etcd_cafile: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd's client certificate authentication
-    #[arg(long, value_name = "FILE", requires_all = ["etcd_endpoints", "etcd_keyfile"])]
-    etcd_certfile: Option<PathBuf>,
-    /// Client key (PEM) for --etcd-certfile
-    #[arg(long, value_name = "FILE", requires_all = ["etcd_endpoints", "etcd_certfile"])]
-    etcd_keyfile: Option<PathBuf>,
     /// The cluster's admin token: a master joining a cluster on etcd reads the cluster's CA,
     /// tokens and keys with it (the first master's DATA_DIR/tokens/admin)
     #[arg(
@@ -234,13 +218,7 @@ pub fn run(args: ServerArgs) -> u8 {
             git_ref: args.git_ref.clone(),
             path: args.git_path.clone(),
         }),
-        etcd: (!args.etcd_endpoints.is_empty()).then(|| crate::cluster::store::EtcdConfig {
-            endpoints: args.etcd_endpoints.clone(),
-            prefix: args.etcd_prefix.clone(),
-            ca_file: args.etcd_cafile.clone(),
-            cert_file: args.etcd_certfile.clone(),
-            key_file: args.etcd_keyfile.clone(),
-        }),
+        etcd: args.etcd.config(&args.etcd_prefix),
         token: args.token.clone(),
         election: crate::cluster::controllers::leader::ElectionOptions {
             lease_duration: Duration::from_secs(args.leader_elect_lease_duration),

@@ -22,6 +22,8 @@ use super::{
     StoreError, Txn, TxnResult, Unavailable, WatchStream, check_duplicate_keys, prefix_end,
 };
 
+pub mod snapshot;
+
 /// The most operations etcd takes in one txn by default (its `--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
 
@@ -117,24 +119,15 @@ impl EtcdStore {
     /// so a wrong address or a cluster without quorum fails here with
     /// [`StoreError::Unreachable`], not at the first request.
     pub async fn open(config: &EtcdConfig) -> Result<Self, StoreError> {
-        let unreachable = |reason: String| StoreError::Unreachable {
-            endpoints: config.endpoints.join(","),
-            reason,
-        };
+        let fail = |reason: String| unreachable(config, reason);
         if config.endpoints.is_empty() {
-            return Err(unreachable("no endpoint given".into()));
+            return Err(fail("no endpoint given".into()));
         }
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-        if let Some(tls) = tls_options(config)? {
-            options = options.with_tls(tls);
-        }
+        let options = connect_options(config)?.with_timeout(REQUEST_TIMEOUT);
         let connect = |options: ConnectOptions| async move {
             Client::connect(&config.endpoints, Some(options))
                 .await
-                .map_err(|e| unreachable(one_line(&e)))
+                .map_err(|e| fail(one_line(&e)))
         };
         let client = connect(options.clone().with_require_leader(true)).await?;
         let local = connect(options).await?;
@@ -148,11 +141,11 @@ impl EtcdStore {
         let check = kv.get(store.any_key(), Some(GetOptions::new().with_count_only()));
         match tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(1), check).await {
             Ok(Ok(_)) => Ok(store),
-            Ok(Err(e)) if unavailability(&e) == Some(Unavailable::TimedOut) => Err(unreachable(
-                format!("no member answered within {REQUEST_TIMEOUT:?}; is etcd running there?"),
-            )),
-            Ok(Err(e)) => Err(unreachable(one_line(&e))),
-            Err(_) => Err(unreachable(format!(
+            Ok(Err(e)) if unavailability(&e) == Some(Unavailable::TimedOut) => Err(fail(format!(
+                "no member answered within {REQUEST_TIMEOUT:?}; is etcd running there?"
+            ))),
+            Ok(Err(e)) => Err(fail(one_line(&e))),
+            Err(_) => Err(fail(format!(
                 "no member answered within {REQUEST_TIMEOUT:?}; is etcd running there?"
             ))),
         }
@@ -600,15 +593,38 @@ fn one_line(error: &etcd_client::Error) -> String {
     text
 }
 
+/// [`StoreError::Unreachable`] for `config`'s endpoints.
+fn unreachable(config: &EtcdConfig, reason: String) -> StoreError {
+    StoreError::Unreachable {
+        endpoints: config.endpoints.join(","),
+        reason,
+    }
+}
+
+/// What every connection to etcd takes: a connect timeout, keep-alives that find a dead
+/// member, and `config`'s TLS. No request timeout: a store's requests add
+/// [`REQUEST_TIMEOUT`], a snapshot's stream may take longer.
+fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, StoreError> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+    Ok(match tls_options(config)? {
+        Some(tls) => options.with_tls(tls),
+        None => options,
+    })
+}
+
 /// The client TLS settings of `config`, if any TLS flag is given; the files must exist.
 fn tls_options(config: &EtcdConfig) -> Result<Option<etcd_client::TlsOptions>, StoreError> {
     if config.ca_file.is_none() && config.cert_file.is_none() && config.key_file.is_none() {
         return Ok(None);
     }
     let read = |flag: &str, path: &PathBuf| {
-        std::fs::read(path).map_err(|e| StoreError::Unreachable {
-            endpoints: config.endpoints.join(","),
-            reason: format!("cannot read {flag} {}: {e}", path.display()),
+        std::fs::read(path).map_err(|e| {
+            unreachable(
+                config,
+                format!("cannot read {flag} {}: {e}", path.display()),
+            )
         })
     };
     let mut tls = etcd_client::TlsOptions::new();
@@ -627,10 +643,10 @@ fn tls_options(config: &EtcdConfig) -> Result<Option<etcd_client::TlsOptions>, S
         }
         (None, None) => {}
         _ => {
-            return Err(StoreError::Unreachable {
-                endpoints: config.endpoints.join(","),
-                reason: "--etcd-certfile and --etcd-keyfile go together; give both".into(),
-            });
+            return Err(unreachable(
+                config,
+                "--etcd-certfile and --etcd-keyfile go together; give both".into(),
+            ));
         }
     }
     Ok(Some(tls))

@@ -400,6 +400,19 @@ impl StoreError {
     }
 }
 
+/// [`StoreError::Io`] for a failure while `during` on `path`.
+pub(crate) fn io_err(
+    during: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Io {
+        during,
+        path,
+        source,
+    }
+}
+
 /// Rejects a branch that writes one key twice (etcd does the same).
 pub(crate) fn check_duplicate_keys(ops: &[Op]) -> Result<(), StoreError> {
     let mut written = std::collections::HashSet::new();

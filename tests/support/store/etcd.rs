@@ -60,6 +60,15 @@ impl EtcdCluster {
 
     /// Starts `size` members and waits until every one serves.
     pub fn start(size: usize) -> Self {
+        let mut cluster = Self::planned(size);
+        cluster.run();
+        cluster
+    }
+
+    /// A cluster of `size` members with their names, ports and data directories chosen but
+    /// none started, so a test can fill the data directories first (a restored snapshot:
+    /// see [`Self::member_flags`]); [`Self::run`] starts them.
+    pub fn planned(size: usize) -> Self {
         let root = tempfile::tempdir().expect("temp dir for etcd");
         let token = format!(
             "berth-test-{}",
@@ -79,19 +88,44 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Self {
+        Self {
             members,
             initial_cluster,
             token,
             _root: root,
-        };
-        for i in 0..size {
-            cluster.spawn(i);
         }
-        for i in 0..size {
-            cluster.wait_ready(i);
+    }
+
+    /// Starts every member and waits until every one serves.
+    pub fn run(&mut self) {
+        for i in 0..self.members.len() {
+            self.spawn(i);
         }
-        cluster
+        for i in 0..self.members.len() {
+            self.wait_ready(i);
+        }
+    }
+
+    /// Member `i`'s data directory (absent until it first starts, unless a test made it).
+    pub fn data_dir(&self, i: usize) -> &std::path::Path {
+        &self.members[i].data_dir
+    }
+
+    /// The flags that make member `i` who it is in this cluster: `--name`,
+    /// `--initial-cluster`, `--initial-advertise-peer-urls`, `--initial-cluster-token`, as
+    /// `etcd` and `snapshot restore` take them.
+    pub fn member_flags(&self, i: usize) -> Vec<String> {
+        let member = &self.members[i];
+        vec![
+            "--name".into(),
+            member.name.clone(),
+            "--initial-cluster".into(),
+            self.initial_cluster.clone(),
+            "--initial-advertise-peer-urls".into(),
+            format!("http://127.0.0.1:{}", member.peer_port),
+            "--initial-cluster-token".into(),
+            self.token.clone(),
+        ]
     }
 
     fn spawn(&mut self, i: usize) {
@@ -101,8 +135,6 @@ impl EtcdCluster {
         let log = std::fs::File::create(self._root.path().join(format!("{}.log", member.name)))
             .expect("etcd log file");
         let child = Command::new(etcd_binary())
-            .arg("--name")
-            .arg(&member.name)
             .arg("--data-dir")
             .arg(&member.data_dir)
             .args([
@@ -111,19 +143,9 @@ impl EtcdCluster {
                 "--advertise-client-urls",
                 &client,
             ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args([
-                "--initial-cluster-token",
-                &self.token,
-                "--initial-cluster-state",
-                "new",
-            ])
+            .args(["--listen-peer-urls", &peer])
+            .args(self.member_flags(i))
+            .args(["--initial-cluster-state", "new"])
             // Quick elections keep failover tests short; the defaults are for WANs.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdin(Stdio::null())

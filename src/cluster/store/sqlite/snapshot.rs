@@ -6,16 +6,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{DB_FILE_NAME, check_schema, read::meta, sqlite_err};
-use crate::cluster::store::{Revision, StoreError};
-
-fn io_err(during: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
-    let path = path.to_owned();
-    move |source| StoreError::Io {
-        during,
-        path,
-        source,
-    }
-}
+use crate::cluster::store::{Revision, StoreError, io_err};
 
 /// Copies the store at `src` to a new file `dest` while other processes may go on writing,
 /// and returns the revision the copy holds.
