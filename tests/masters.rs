@@ -676,7 +676,7 @@ async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its
         || async {
             let text = agent.metrics().await;
             match metric(&text, "berth_agent_api_servers") {
-                Some((_, n)) if n == 3.0 => Ok(()),
+                Some((_, 3.0)) => Ok(()),
                 seen => Err(seen),
             }
         },
