@@ -1,11 +1,14 @@
 //! `berth cordon|uncordon|drain NODE`: mark a node unschedulable (or not), and move every
-//! pod off it by deleting them so their controllers recreate them elsewhere.
+//! pod off it so their controllers recreate them elsewhere: by evicting them, as
+//! `kubectl drain` does, so PodDisruptionBudgets hold (an eviction a budget refuses is tried
+//! again every few seconds until the budget allows it or `--timeout` passes), or with
+//! `--disable-eviction` by deleting them regardless of budgets.
 
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::EXIT_ERROR;
@@ -32,7 +35,13 @@ pub struct DrainArgs {
     /// Give up after this many seconds (0: wait for ever)
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Delete the pods instead of evicting them: PodDisruptionBudgets are not asked
+    #[arg(long)]
+    disable_eviction: bool,
 }
+
+/// How long a drain waits before evicting again a pod whose budget refused (kubectl's 5 s).
+const EVICTION_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -52,6 +61,8 @@ pub enum NodeError {
     DaemonSet(String),
     #[error("timed out waiting for the pods on node {0:?} to go")]
     Timeout(String),
+    #[error("cannot evict pod {pod} before the timeout: {message}")]
+    Refused { pod: String, message: String },
 }
 
 fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> NodeError {
@@ -129,19 +140,26 @@ async fn drain(args: DrainArgs) -> Result<(), NodeError> {
         .iter()
         .filter(|p| controller(p).as_deref() != Some("DaemonSet"))
         .collect();
-    for p in &doomed {
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        let pod_name = p.metadata.name.clone().unwrap_or_default();
-        println!("evicting pod {ns}/{pod_name}");
-        let api: Api<Pod> = Api::namespaced(conn.client.clone(), &ns);
-        if let Err(e) = api.delete(&pod_name, &DeleteParams::default()).await {
-            // Gone already is as good as deleted.
-            if api.get_opt(&pod_name).await.ok().flatten().is_some() {
-                return Err(api_error(format!("cannot delete pod {ns}/{pod_name}"))(e));
-            }
-        }
-    }
     let start = Instant::now();
+    let deadline = (args.timeout > 0).then(|| start + Duration::from_secs(args.timeout));
+    let by_delete = args.disable_eviction;
+    let removals = doomed.iter().map(|p| {
+        let api: Api<Pod> = Api::namespaced(
+            conn.client.clone(),
+            p.metadata.namespace.as_deref().unwrap_or(""),
+        );
+        let key = key(p);
+        let pod_name = p.metadata.name.clone().unwrap_or_default();
+        async move {
+            if by_delete {
+                println!("deleting pod {key}");
+                return delete(&api, &pod_name, &key).await;
+            }
+            println!("evicting pod {key}");
+            evict(&api, &pod_name, &key, deadline).await
+        }
+    });
+    futures::future::try_join_all(removals).await?;
     for p in &doomed {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let pod_name = p.metadata.name.clone().unwrap_or_default();
@@ -164,6 +182,46 @@ async fn drain(args: DrainArgs) -> Result<(), NodeError> {
     }
     println!("node/{name} drained");
     Ok(())
+}
+
+/// Deletes a pod; one already gone is as good as deleted.
+async fn delete(api: &Api<Pod>, name: &str, key: &str) -> Result<(), NodeError> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(api_error(format!("cannot delete pod {key}"))(e)),
+    }
+}
+
+/// Evicts a pod, trying again every [`EVICTION_RETRY`] while its PodDisruptionBudget refuses
+/// (429), until `deadline`; a pod already gone is evicted.
+async fn evict(
+    api: &Api<Pod>,
+    name: &str,
+    key: &str,
+    deadline: Option<Instant>,
+) -> Result<(), NodeError> {
+    loop {
+        match api.evict(name, &EvictParams::default()).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 429 => {
+                if deadline.is_some_and(|d| Instant::now() + EVICTION_RETRY > d) {
+                    return Err(NodeError::Refused {
+                        pod: key.to_string(),
+                        message: status.message,
+                    });
+                }
+                eprintln!(
+                    "cannot evict pod {key} yet (trying again in {}s): {}",
+                    EVICTION_RETRY.as_secs(),
+                    status.message
+                );
+                tokio::time::sleep(EVICTION_RETRY).await;
+            }
+            Err(e) => return Err(api_error(format!("cannot evict pod {key}"))(e)),
+        }
+    }
 }
 
 fn block_on(f: impl std::future::Future<Output = Result<(), NodeError>>) -> u8 {

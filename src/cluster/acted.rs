@@ -54,6 +54,11 @@ pub const ACTED_ON: &[(&str, &str, &str)] = &[
         "CustomResourceDefinition",
         "API server (serves its custom resources; deleting one deletes them)",
     ),
+    (
+        "policy",
+        "PodDisruptionBudget",
+        "disruption controller (status), API (pods/eviction spends it)",
+    ),
     ("berth.dev", "GitSource", "git sync"),
 ];
 

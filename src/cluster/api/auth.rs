@@ -139,6 +139,9 @@ mod tests {
         assert_eq!(e.code(), 403);
         assert!(e.to_string().contains("cannot update resource \"pods\""));
         assert!(authorize(a, "get", deploys, None, None).is_err());
+        // Evicting spends a budget: the agent deletes only pods already terminating.
+        let e = authorize(a, "create", pods, Some(Subresource::Eviction), Some("d")).unwrap_err();
+        assert!(e.to_string().contains("pods/eviction"), "{e}");
         assert!(authorize(Identity::Admin, "delete", deploys, None, None).is_ok());
     }
 

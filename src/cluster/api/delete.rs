@@ -20,16 +20,27 @@ type Outcome = Result<Response, ApiError>;
 pub(super) async fn delete(
     state: SharedState,
     t: Target,
-    mut params: Params,
+    params: Params,
     headers: &HeaderMap,
     bytes: &[u8],
 ) -> Outcome {
-    let r = t.resource;
     let options: Value = if bytes.is_empty() {
         json!({})
     } else {
         body::decode(headers, bytes)?
     };
+    delete_with(state, t, params, &options).await
+}
+
+/// Deletes the object `t` names with these `DeleteOptions` (already decoded): the delete
+/// itself, and the last step of an eviction (`super::eviction`).
+pub(super) async fn delete_with(
+    state: SharedState,
+    t: Target,
+    mut params: Params,
+    options: &Value,
+) -> Outcome {
+    let r = t.resource;
     if let Some(p) = options.get("propagationPolicy").and_then(Value::as_str) {
         params.propagation_policy = Some(p.to_string());
     }
@@ -60,7 +71,7 @@ pub(super) async fn delete(
         {
             return Err(ApiError::stale(r, name(&t)));
         }
-        if let Some(grace) = graceful_pod_grace(r.kind, &old, &options, &params) {
+        if let Some(grace) = graceful_pod_grace(r.kind, &old, options, &params) {
             if let Some(marked) = mark_graceful(&old, grace) {
                 if params.dry_run {
                     return Ok(json_response(StatusCode::OK, &marked));

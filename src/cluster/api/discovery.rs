@@ -81,6 +81,12 @@ fn subresource_entry(r: &Resource, sub: Subresource) -> Value {
         Subresource::Binding => ("Binding", &["create"], json!({})),
         Subresource::Log => ("Pod", &["get"], json!({})),
         Subresource::Exec => ("PodExecOptions", &["create", "get"], json!({})),
+        // kubectl drain evicts only when discovery names the Eviction's group and version.
+        Subresource::Eviction => (
+            "Eviction",
+            &["create"],
+            json!({"group": "policy", "version": "v1"}),
+        ),
     };
     let mut v = json!({
         "name": format!("{}/{}", r.plural, sub.name()),

@@ -1,5 +1,5 @@
 //! Routes a resource request to its verb (get, list, watch, create, update, patch, delete,
-//! deletecollection, and pods/binding) after authorizing it.
+//! deletecollection, pods/binding and pods/eviction) after authorizing it.
 
 use axum::extract::Request;
 use axum::http::Method;
@@ -9,7 +9,7 @@ use super::body::{self, Params};
 use super::handlers::{self, Outcome};
 use super::resources::Subresource;
 use super::status::ApiError;
-use super::{SharedState, Target, binding, delete, list, watch};
+use super::{SharedState, Target, binding, delete, eviction, list, watch};
 
 /// Routes a resource request to its verb. Returns the verb for metrics.
 pub(crate) async fn dispatch(
@@ -27,7 +27,8 @@ pub(crate) async fn dispatch(
         (&Method::GET, false, _) if params.watch => "watch",
         (&Method::GET, false, _) => "list",
         (&Method::GET, true, _) => "get",
-        (&Method::POST, false, _) | (&Method::POST, true, Some(Subresource::Binding)) => "create",
+        (&Method::POST, false, _)
+        | (&Method::POST, true, Some(Subresource::Binding | Subresource::Eviction)) => "create",
         (&Method::PUT, true, _) => "update",
         (&Method::PATCH, true, _) => "patch",
         (&Method::DELETE, true, None) => "delete",
@@ -73,6 +74,9 @@ pub(crate) async fn dispatch(
             match verb {
                 "create" if t.sub == Some(Subresource::Binding) => {
                     binding::bind(state, t, params, &headers, &bytes).await
+                }
+                "create" if t.sub == Some(Subresource::Eviction) => {
+                    eviction::evict(state, t, params, &headers, &bytes).await
                 }
                 "create" => handlers::create(state, t, params, &headers, &bytes).await,
                 "update" => handlers::update(state, t, params, &headers, &bytes).await,

@@ -19,6 +19,7 @@ pub mod discovery;
 mod dispatch;
 pub mod encryption;
 pub mod event_limits;
+pub mod eviction;
 mod handlers;
 pub mod hooks;
 pub mod identity;

@@ -166,6 +166,53 @@ impl LabelSelector {
             .map(LabelSelector)
     }
 
+    /// The selector an object spells as a `LabelSelector` (`matchLabels` and
+    /// `matchExpressions`), or `None` when it has none or one with an unknown operator: such
+    /// a selector selects nothing (a PodDisruptionBudget's or a Service's without selector),
+    /// while `{}` selects everything.
+    pub fn from_api(selector: &Value) -> Option<LabelSelector> {
+        let selector = selector.as_object()?;
+        let mut out = Vec::new();
+        for (key, value) in selector
+            .get("matchLabels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            out.push(Requirement {
+                key: key.clone(),
+                op: Op::Eq(value.as_str()?.to_string()),
+            });
+        }
+        for e in selector
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let values = || -> Vec<String> {
+                e["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            };
+            let op = match e["operator"].as_str()? {
+                "In" => Op::In(values()),
+                "NotIn" => Op::NotIn(values()),
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::DoesNotExist,
+                _ => return None,
+            };
+            out.push(Requirement {
+                key: e["key"].as_str()?.to_string(),
+                op,
+            });
+        }
+        Some(LabelSelector(out))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -226,6 +273,24 @@ mod tests {
 
     fn pod(labels: Value, node: &str) -> Value {
         json!({"metadata": {"name": "p", "namespace": "ns", "labels": labels}, "spec": {"nodeName": node}, "status": {"phase": "Running"}})
+    }
+
+    #[test]
+    fn an_api_selector_matches_as_its_string_form_does() {
+        let web = pod(json!({"app": "web", "tier": "front"}), "n1");
+        let db = pod(json!({"app": "db"}), "n1");
+        let s = LabelSelector::from_api(&json!({"matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}]}))
+        .unwrap();
+        assert!(s.matches(&web) && !s.matches(&db));
+        let everything = LabelSelector::from_api(&json!({})).unwrap();
+        assert!(everything.matches(&web) && everything.matches(&db));
+        assert!(
+            LabelSelector::from_api(&Value::Null).is_none(),
+            "no selector selects nothing"
+        );
+        let odd = json!({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]});
+        assert!(LabelSelector::from_api(&odd).is_none());
     }
 
     #[test]

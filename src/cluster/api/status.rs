@@ -90,6 +90,11 @@ pub enum ApiError {
         retry_after: u32,
     },
 
+    /// An eviction a PodDisruptionBudget forbids now (429): the client retries later, as
+    /// `kubectl drain` does; the cause names the budget.
+    #[error("{message}")]
+    DisruptionBudget { message: String, cause: String },
+
     /// A list or watch asked for a revision the store no longer holds.
     #[error("too old resource version: {requested} ({compacted})")]
     Expired { requested: i64, compacted: i64 },
@@ -159,7 +164,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Expired { .. } => StatusCode::GONE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::DisruptionBudget { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Store(StoreError::Compacted { .. }) => StatusCode::GONE,
             ApiError::Store(e) => match e.unavailable() {
                 Some(Unavailable::NoQuorum) => StatusCode::SERVICE_UNAVAILABLE,
@@ -184,7 +191,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
-            ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::TooManyRequests { .. } | ApiError::DisruptionBudget { .. } => {
+                "TooManyRequests"
+            }
             ApiError::Expired { .. } | ApiError::Store(StoreError::Compacted { .. }) => "Expired",
             ApiError::Store(e) => match e.unavailable() {
                 Some(Unavailable::NoQuorum) => "ServiceUnavailable",
@@ -235,6 +244,9 @@ impl ApiError {
             } => Some(json!({"group": group, "kind": resource})),
             ApiError::TooManyRequests { retry_after, .. } => {
                 Some(json!({"retryAfterSeconds": retry_after}))
+            }
+            ApiError::DisruptionBudget { cause, .. } => {
+                Some(json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]}))
             }
             _ => None,
         }

@@ -8,6 +8,7 @@
 //! - [`gc`]: ownerReferences with background, foreground and orphan propagation.
 //! - [`namespace`]: a deleted namespace is emptied, then goes.
 //! - [`endpoints`]: the Endpoints of every Service with a selector.
+//! - [`disruption`]: the status of every PodDisruptionBudget, which evictions spend.
 //! - [`loadbalancer`]: LoadBalancer Services get every Ready node as ingress.
 //! - [`gitsource`]: git sync, the manifests of each GitSource kept applied (started apart).
 //! - [`leader`]: with several masters, the Lease election that decides which one runs all
@@ -23,6 +24,7 @@ pub mod apiservers;
 pub mod cache;
 pub mod client;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod gitsource;
@@ -86,6 +88,7 @@ pub struct Caches {
     pub services: Arc<Cache>,
     pub endpoints: Arc<Cache>,
     pub endpointslices: Arc<Cache>,
+    pub budgets: Arc<Cache>,
 }
 
 impl Caches {
@@ -100,10 +103,11 @@ impl Caches {
             services: Cache::new(resource("v1", "Service")),
             endpoints: Cache::new(resource("v1", "Endpoints")),
             endpointslices: Cache::new(resource("discovery.k8s.io/v1", "EndpointSlice")),
+            budgets: Cache::new(resource("policy/v1", "PodDisruptionBudget")),
         }
     }
 
-    fn all(&self) -> [&Arc<Cache>; 9] {
+    fn all(&self) -> [&Arc<Cache>; 10] {
         [
             &self.pods,
             &self.nodes,
@@ -114,6 +118,7 @@ impl Caches {
             &self.services,
             &self.endpoints,
             &self.endpointslices,
+            &self.budgets,
         ]
     }
 
@@ -153,6 +158,7 @@ pub fn start(state: SharedState, options: ControlOptions) -> ControlPlane {
     namespace::start(&mut tasks, api("namespace-controller"), &caches);
     let endpoints = endpoints::start(&mut tasks, api("endpoint-controller"), &caches);
     loadbalancer::start(&mut tasks, api("service-lb-controller"), &caches);
+    disruption::start(&mut tasks, api("disruption-controller"), &caches);
     tasks.spawn(repair_claims(state.clone()));
     ControlPlane {
         _tasks: tasks,

@@ -11,6 +11,7 @@ const POD_SUBS: &[Subresource] = &[
     Subresource::Binding,
     Subresource::Log,
     Subresource::Exec,
+    Subresource::Eviction,
 ];
 const NONE: &[Subresource] = &[];
 

@@ -29,6 +29,8 @@ pub enum Subresource {
     Log,
     /// `pods/exec`: a command in a container, proxied to the pod's agent.
     Exec,
+    /// `pods/eviction`: a delete that honours the pod's PodDisruptionBudget.
+    Eviction,
 }
 
 impl Subresource {
@@ -39,6 +41,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Exec => "exec",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -49,6 +52,7 @@ impl Subresource {
             Subresource::Binding,
             Subresource::Log,
             Subresource::Exec,
+            Subresource::Eviction,
         ]
         .into_iter()
         .find(|sub| sub.name() == s)
