@@ -661,15 +661,26 @@ fn metric(text: &str, name: &str) -> Option<(String, f64)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its_pods() {
+async fn an_agent_moves_to_a_live_master_when_the_leader_it_uses_is_killed_and_keeps_its_pods() {
     use support::cluster::{Agent, admin, container_id, create_pod, phase, wait_pod};
     use support::docker::{TEST_IMAGE, TestScope, runtime, sh};
 
     runtime().await;
     let scope = TestScope::new("masters-agent");
     let mut masters = start(3).await;
-    // The agent is told of one master only, and learns the others.
-    let agent = Agent::start(&masters.servers[0], "masters-node", &scope, &[]);
+    let leader = eventually("one master leads", Duration::from_secs(30), || {
+        masters.leader(&[])
+    })
+    .await;
+    // The agent is told of one master only, the leader, and learns the others; a second
+    // agent uses another master.
+    let agent = Agent::start(&masters.servers[leader], "masters-node", &scope, &[]);
+    let other = Agent::start(
+        &masters.servers[(leader + 1) % 3],
+        "masters-node-b",
+        &scope,
+        &[],
+    );
     eventually(
         "the agent knows all three masters",
         Duration::from_secs(30),
@@ -697,6 +708,7 @@ async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its
         .iter()
         .position(|s| s.url.trim_end_matches('/') == url(&in_use))
         .unwrap_or_else(|| panic!("{in_use} names none of the masters"));
+    assert_eq!(lost, leader, "the agent uses the master it was told of");
     let survivor = (lost + 1) % 3;
 
     let client = admin(&masters.servers[survivor]).await;
@@ -731,19 +743,21 @@ async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its
     let mut renewals = 0;
     let mut last = renewed_at(&http.get(lease_path).await);
     while killed.elapsed() < Duration::from_secs(20) {
-        let node = http.get("/api/v1/nodes/masters-node").await;
-        let ready = node["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Ready")
-            .map(|c| c["status"].clone());
-        assert_eq!(
-            ready,
-            Some(json!("True")),
-            "the node after {:?}",
-            killed.elapsed()
-        );
+        for name in ["masters-node", "masters-node-b"] {
+            let node = http.get(&format!("/api/v1/nodes/{name}")).await;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].clone());
+            assert_eq!(
+                ready,
+                Some(json!("True")),
+                "node {name} after {:?}",
+                killed.elapsed()
+            );
+        }
         let now = renewed_at(&http.get(lease_path).await);
         if now != last {
             renewals += 1;
@@ -793,8 +807,15 @@ async fn an_agent_moves_to_a_live_master_when_its_master_is_killed_and_keeps_its
         running,
     )
     .await;
-    // The agent, then the masters, then the pods' containers (by the scope's label) go.
+    // Another master leads now.
+    let gone = [lost];
+    eventually("another master leads", Duration::from_secs(20), || {
+        masters.leader(&gone)
+    })
+    .await;
+    // The agents, then the masters, then the pods' containers (by the scope's label) go.
     drop(agent);
+    drop(other);
 }
 
 #[test]
