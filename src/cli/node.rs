@@ -95,8 +95,13 @@ async fn set_unschedulable(args: &NodeArgs, on: bool) -> Result<(), NodeError> {
 async fn drain(args: DrainArgs) -> Result<(), NodeError> {
     set_unschedulable(&args.node, true).await?;
     let name = &args.node.node;
-    let conn = args.node.client.connect().await?;
-    let pods: Api<Pod> = Api::all(conn.client.clone());
+    // kube-rs retries a 429 by itself, up to 15 times with a back-off that grows to minutes;
+    // a drain must see a PodDisruptionBudget's 429 at once, to wait its own 5 s and keep to
+    // `--timeout`.
+    let mut config = args.node.client.config().await?;
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).map_err(crate::client::ClientError::Client)?;
+    let pods: Api<Pod> = Api::all(client.clone());
     let on_node = ListParams::default().fields(&format!("spec.nodeName={name}"));
     let listed = pods
         .list(&on_node)
@@ -145,7 +150,7 @@ async fn drain(args: DrainArgs) -> Result<(), NodeError> {
     let by_delete = args.disable_eviction;
     let removals = doomed.iter().map(|p| {
         let api: Api<Pod> = Api::namespaced(
-            conn.client.clone(),
+            client.clone(),
             p.metadata.namespace.as_deref().unwrap_or(""),
         );
         let key = key(p);
@@ -163,7 +168,7 @@ async fn drain(args: DrainArgs) -> Result<(), NodeError> {
     for p in &doomed {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let pod_name = p.metadata.name.clone().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(conn.client.clone(), &ns);
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         loop {
             match api
                 .get_opt(&pod_name)
